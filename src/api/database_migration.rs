@@ -1,0 +1,106 @@
+//! `DatabaseMigration`: move an AppDatabase to another PrivateNetwork at a scheduled time.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::CommonStatus;
+
+/// Desired migration of a database to another network.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "appdb.dev",
+    version = "v1alpha1",
+    kind = "DatabaseMigration",
+    namespaced,
+    shortname = "dbmig",
+    category = "appdb",
+    status = "DatabaseMigrationStatus",
+    doc = "Moves an AppDatabase to another PrivateNetwork (same namespace) at a scheduled time. During the move both \
+           networks show \"Migration In Progress\"; afterwards the database has its address in the new network, which \
+           becomes Production, and (by default) the previous network and its VPN connections are deleted.",
+    printcolumn(name = "Database", type_ = "string", json_path = ".spec.database"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNetwork"),
+    printcolumn(name = "Scheduled", type_ = "string", json_path = ".spec.scheduledAt"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseMigrationSpec {
+    /// Name of the AppDatabase (same namespace) to move. Immutable.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("database is immutable: create another DatabaseMigration"))]
+    pub database: String,
+
+    /// Name of the PrivateNetwork (same namespace) to move the database to. Immutable.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("targetNetwork is immutable: create another DatabaseMigration"))]
+    pub target_network: String,
+
+    /// When to start, in RFC 3339 with a time zone offset, in any time zone: for example
+    /// `2026-12-05T22:00:00+01:00`. Omitted: as soon as the target network is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 40))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$') && int(self.substring(5, 7)) >= 1 && int(self.substring(5, 7)) <= 12 && int(self.substring(8, 10)) >= 1 && int(self.substring(8, 10)) <= 31 && int(self.substring(11, 13)) <= 23 && int(self.substring(14, 16)) <= 59 && int(self.substring(17, 19)) <= 60"
+    ).message("scheduledAt must be an RFC 3339 date and time with a time zone offset, for example 2026-12-05T22:00:00+01:00"))]
+    pub scheduled_at: Option<String>,
+
+    /// How to move: `Readdress` (the data stays where it is; only the network address changes), `Replicate`
+    /// (copy by replication, seconds of write outage) or `DumpRestore` (copy by dump and load, read-only
+    /// throughout). Omitted: chosen by what changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<MigrationStrategy>,
+
+    /// Delete the source PrivateNetwork and its VpnConnections once the migration has completed (default true).
+    /// Set it to false when those objects are managed by a GitOps tool: remove them from git instead.
+    #[serde(default = "default_true")]
+    pub delete_source_network: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a migration moves the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MigrationStrategy {
+    /// Keep the data and the server; move the database's address into the target network.
+    Readdress,
+    /// Copy the data by native replication and switch over with seconds of write outage.
+    Replicate,
+    /// Copy the data by dump and load with the source read-only throughout.
+    DumpRestore,
+}
+
+/// Observed state of a migration, written only by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseMigrationStatus {
+    /// The PrivateNetwork the database lived on when the migration started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_network: Option<String>,
+    /// The start time in UTC, as the operator understood `spec.scheduledAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+    /// When each phase started, by phase name (RFC 3339).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub phase_times: std::collections::BTreeMap<String, String>,
+    /// Measured interruption for clients, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_seconds: Option<f64>,
+    /// Observed generation, state ("Scheduled", "Preparing", "Migration In Progress", "Completed", "Failed",
+    /// "RolledBack") and conditions.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+}
+
+/// The human states of a DatabaseMigration.
+pub mod state {
+    pub const SCHEDULED: &str = "Scheduled";
+    pub const PREPARING: &str = "Preparing";
+    pub const MIGRATION_IN_PROGRESS: &str = "Migration In Progress";
+    pub const COMPLETED: &str = "Completed";
+    pub const FAILED: &str = "Failed";
+    pub const ROLLED_BACK: &str = "RolledBack";
+}

@@ -1,0 +1,7 @@
+//! appdb-operator: per-customer application databases, private networks, site-to-site VPNs and database migrations
+//! on Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod crdgen;
+pub mod mysql;

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", appdb_operator::crdgen::render_all().unwrap());
+}

@@ -1,0 +1,4 @@
+//! Test infrastructure for appdb-operator. Never part of the shipped binary.
+#![forbid(unsafe_code)]
+
+pub mod schema;
