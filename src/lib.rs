@@ -3,5 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
+pub mod controllers;
 pub mod crdgen;
+pub mod manager;
+pub mod metrics;
 pub mod mysql;
+pub mod telemetry;

@@ -3,6 +3,9 @@
 //! This module depends on nothing else in the crate: the controllers, the domain modules, the CLI and the
 //! kubectl plugin all read these types, never the other way round.
 
+// kube's `printcolumn(...)` repeats `type_ = ...` per column, which clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod app_database;
 pub mod common;
 pub mod conditions;

@@ -37,8 +37,11 @@ pub struct NetworkAllocationSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkReference {
+    /// Namespace of the PrivateNetwork.
     pub namespace: String,
+    /// Name of the PrivateNetwork.
     pub name: String,
+    /// UID of the PrivateNetwork.
     pub uid: String,
 }
 
