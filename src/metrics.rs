@@ -78,9 +78,15 @@ mod tests {
     fn exposition_names_every_metric() {
         let metrics = Metrics::default();
         metrics.leader.set(1);
-        metrics.reconciles.get_or_create(&ControllerLabels { controller: "privatenetwork".into() }).inc();
+        let labels = ControllerLabels { controller: "privatenetwork".into() };
+        metrics.reconciles.get_or_create(&labels).inc();
+        metrics.reconcile_duration.get_or_create(&labels).observe(0.002);
+        metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels { controller: "privatenetwork".into(), reason: "CidrConflict".into() })
+            .inc();
         let text = metrics.encode();
-        for name in ["appdb_leader 1", "appdb_reconciles_total{controller=\"privatenetwork\"} 1", "appdb_reconcile_duration_seconds", "appdb_reconcile_errors"] {
+        for name in ["appdb_leader 1", "appdb_reconciles_total{controller=\"privatenetwork\"} 1", "appdb_reconcile_duration_seconds", "appdb_reconcile_errors_total{controller=\"privatenetwork\",reason=\"CidrConflict\"} 1"] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
     }
