@@ -2,7 +2,9 @@ use std::{process::ExitCode, sync::Arc};
 
 use appdb_operator::{
     cli::{Cli, Command},
-    controllers, crdgen, manager, metrics::Metrics, telemetry,
+    controllers, crdgen, manager,
+    metrics::Metrics,
+    telemetry,
 };
 use clap::Parser;
 

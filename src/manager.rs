@@ -45,7 +45,10 @@ pub struct ManagerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("probe and metrics server failed: {0}")]
     Serve(std::io::Error),
     #[error("leader election failed: {0}")]
@@ -91,8 +94,15 @@ impl Readiness {
         if !self.leading.load(Ordering::Acquire) {
             return Ok(());
         }
-        let synced = self.controllers_synced.lock().unwrap_or_else(|e| e.into_inner());
-        let waiting: Vec<&str> = synced.iter().filter(|(_, s)| !**s).map(|(n, _)| *n).collect();
+        let synced = self
+            .controllers_synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let waiting: Vec<&str> = synced
+            .iter()
+            .filter(|(_, s)| !**s)
+            .map(|(n, _)| *n)
+            .collect();
         if waiting.is_empty() {
             Ok(())
         } else {
@@ -101,7 +111,10 @@ impl Readiness {
     }
 
     fn register(&self, name: &'static str) {
-        self.controllers_synced.lock().unwrap_or_else(|e| e.into_inner()).insert(name, false);
+        self.controllers_synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, false);
     }
 }
 
@@ -114,7 +127,11 @@ pub struct SyncedHandle {
 
 impl SyncedHandle {
     pub fn mark_synced(&self) {
-        self.readiness.controllers_synced.lock().unwrap_or_else(|e| e.into_inner()).insert(self.name, true);
+        self.readiness
+            .controllers_synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.name, true);
         info!(controller = self.name, "caches synced");
     }
 }
@@ -136,9 +153,14 @@ async fn readyz(State(state): State<ServerState>) -> (StatusCode, String) {
     }
 }
 
-async fn serve_metrics(State(state): State<ServerState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn serve_metrics(
+    State(state): State<ServerState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }
@@ -148,14 +170,15 @@ async fn termination_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -168,7 +191,10 @@ async fn termination_signal() {
 /// Polls until every CRD of this operator reports `Established=True`, or `shutdown` fires.
 async fn wait_for_crds(client: &Client, shutdown: &CancellationToken) -> bool {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let names: Vec<String> = all_crds().into_iter().filter_map(|c| c.metadata.name).collect();
+    let names: Vec<String> = all_crds()
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     let mut logged_at = None::<tokio::time::Instant>;
     loop {
         let mut missing = Vec::new();
@@ -207,7 +233,9 @@ async fn wait_for_crds(client: &Client, shutdown: &CancellationToken) -> bool {
 
 fn default_identity() -> String {
     std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into());
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into());
         format!("{host}-{}", std::process::id())
     })
 }
@@ -246,22 +274,38 @@ pub async fn run_until(
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ManagerError::Bind { addr: config.listen, source })?;
+        .map_err(|source| ManagerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     info!(addr = %listener.local_addr().map_err(ManagerError::Serve)?, "serving /healthz, /readyz and /metrics");
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(serve_metrics))
-        .with_state(ServerState { readiness: readiness.clone(), metrics: metrics.clone() });
+        .with_state(ServerState {
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+        });
     let server_stop = CancellationToken::new();
     let server = {
         let server_stop = server_stop.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(server_stop.cancelled_owned()).await
+            axum::serve(listener, app)
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await
         })
     };
 
-    let result = lead_and_reconcile(client, &config, &metrics, &readiness, controllers, &shutdown).await;
+    let result = lead_and_reconcile(
+        client,
+        &config,
+        &metrics,
+        &readiness,
+        controllers,
+        &shutdown,
+    )
+    .await;
 
     server_stop.cancel();
     match server.await {
@@ -293,7 +337,10 @@ async fn lead_and_reconcile(
         return run_controllers(client, metrics, readiness, controllers, shutdown, None).await;
     }
 
-    let namespace = config.lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let namespace = config
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
     let identity = config.identity.clone().unwrap_or_else(default_identity);
     let lease = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
         .with_namespace(&namespace)
@@ -319,7 +366,15 @@ async fn lead_and_reconcile(
             info!(%identity, "acquired the leader Lease");
             metrics.leader.set(1);
             readiness.leading.store(true, Ordering::Release);
-            run_controllers(client, metrics, readiness, controllers, shutdown, Some(&mut leading)).await
+            run_controllers(
+                client,
+                metrics,
+                readiness,
+                controllers,
+                shutdown,
+                Some(&mut leading),
+            )
+            .await
         }
         Ok(false) => Ok(()),
         Err(e) => Err(e),
@@ -351,7 +406,10 @@ async fn run_controllers(
         let ctx = ControllerContext {
             client: client.clone(),
             metrics: metrics.clone(),
-            synced: SyncedHandle { name, readiness: readiness.clone() },
+            synced: SyncedHandle {
+                name,
+                readiness: readiness.clone(),
+            },
             shutdown: stop.clone(),
         };
         info!(controller = name, "starting controller");

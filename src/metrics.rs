@@ -42,16 +42,35 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("appdb");
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         let reconciles = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconciles that failed, by reason", reconcile_errors.clone());
-        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
-        });
-        registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
-        Self { registry, leader, reconciles, reconcile_errors, reconcile_duration }
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by reason",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+            });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            reconcile_duration.clone(),
+        );
+        Self {
+            registry,
+            leader,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+        }
     }
 }
 
@@ -78,15 +97,28 @@ mod tests {
     fn exposition_names_every_metric() {
         let metrics = Metrics::default();
         metrics.leader.set(1);
-        let labels = ControllerLabels { controller: "privatenetwork".into() };
+        let labels = ControllerLabels {
+            controller: "privatenetwork".into(),
+        };
         metrics.reconciles.get_or_create(&labels).inc();
-        metrics.reconcile_duration.get_or_create(&labels).observe(0.002);
+        metrics
+            .reconcile_duration
+            .get_or_create(&labels)
+            .observe(0.002);
         metrics
             .reconcile_errors
-            .get_or_create(&ErrorLabels { controller: "privatenetwork".into(), reason: "CidrConflict".into() })
+            .get_or_create(&ErrorLabels {
+                controller: "privatenetwork".into(),
+                reason: "CidrConflict".into(),
+            })
             .inc();
         let text = metrics.encode();
-        for name in ["appdb_leader 1", "appdb_reconciles_total{controller=\"privatenetwork\"} 1", "appdb_reconcile_duration_seconds", "appdb_reconcile_errors_total{controller=\"privatenetwork\",reason=\"CidrConflict\"} 1"] {
+        for name in [
+            "appdb_leader 1",
+            "appdb_reconciles_total{controller=\"privatenetwork\"} 1",
+            "appdb_reconcile_duration_seconds",
+            "appdb_reconcile_errors_total{controller=\"privatenetwork\",reason=\"CidrConflict\"} 1",
+        ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
     }

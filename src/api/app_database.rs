@@ -31,7 +31,10 @@ use super::common::{CommonStatus, SecretKeyRef};
 #[serde(rename_all = "camelCase")]
 pub struct AppDatabaseSpec {
     /// Name of the PrivateNetwork (same namespace) the database is created on.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub network: String,
 
     /// Database server: `MySQL` (default) or `MariaDB`.
@@ -112,7 +115,10 @@ pub struct Storage {
 pub struct DnsSpec {
     /// A DNS name, for example `db.acme.example.com`, that should resolve to `status.endpoint.address`. Published as
     /// an ExternalDNS `DNSEndpoint` when that CRD is installed.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub hostname: String,
 }
 

@@ -2,7 +2,9 @@
 //!
 //! kstatus (Flux, `kubectl wait`) reads `Ready`, `Reconciling` and `Stalled`; Argo CD health checks read the same.
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, apimachinery::pkg::apis::meta::v1::Time};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Condition, apimachinery::pkg::apis::meta::v1::Time,
+};
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -79,8 +81,22 @@ mod tests {
 
     #[test]
     fn transition_time_kept_when_status_unchanged() {
-        let old = vec![condition(READY, ConditionStatus::False, "Waiting", "a", Some(1), at(10))];
-        let new = vec![condition(READY, ConditionStatus::False, "StillWaiting", "b", Some(2), at(20))];
+        let old = vec![condition(
+            READY,
+            ConditionStatus::False,
+            "Waiting",
+            "a",
+            Some(1),
+            at(10),
+        )];
+        let new = vec![condition(
+            READY,
+            ConditionStatus::False,
+            "StillWaiting",
+            "b",
+            Some(2),
+            at(20),
+        )];
         let merged = merge_conditions(&old, new);
         assert_eq!(merged[0].last_transition_time, Time(at(10)));
         assert_eq!(merged[0].reason, "StillWaiting");
@@ -89,9 +105,26 @@ mod tests {
 
     #[test]
     fn transition_time_moves_when_status_flips() {
-        let old = vec![condition(READY, ConditionStatus::False, "Waiting", "a", Some(1), at(10))];
-        let new = vec![condition(READY, ConditionStatus::True, "Ready", "b", Some(1), at(20))];
-        assert_eq!(merge_conditions(&old, new)[0].last_transition_time, Time(at(20)));
+        let old = vec![condition(
+            READY,
+            ConditionStatus::False,
+            "Waiting",
+            "a",
+            Some(1),
+            at(10),
+        )];
+        let new = vec![condition(
+            READY,
+            ConditionStatus::True,
+            "Ready",
+            "b",
+            Some(1),
+            at(20),
+        )];
+        assert_eq!(
+            merge_conditions(&old, new)[0].last_transition_time,
+            Time(at(20))
+        );
     }
 
     #[test]
@@ -101,7 +134,10 @@ mod tests {
             condition(READY, ConditionStatus::True, "A", "", None, at(1)),
             condition(RECONCILING, ConditionStatus::False, "A", "", None, at(1)),
         ];
-        let types: Vec<_> = merge_conditions(&[], new).into_iter().map(|c| c.type_).collect();
+        let types: Vec<_> = merge_conditions(&[], new)
+            .into_iter()
+            .map(|c| c.type_)
+            .collect();
         assert_eq!(types, [READY, RECONCILING, STALLED]);
     }
 }

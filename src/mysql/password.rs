@@ -7,10 +7,15 @@
 pub enum PasswordError {
     #[error("the password must be longer than 8 characters (it has {0})")]
     TooShort(usize),
-    #[error("the password may contain only printable ASCII characters (character {position} is not)")]
+    #[error(
+        "the password may contain only printable ASCII characters (character {position} is not)"
+    )]
     NotPrintableAscii { position: usize },
     #[error("the password must not contain {forbidden} (character {position})")]
-    ForbiddenCharacter { forbidden: &'static str, position: usize },
+    ForbiddenCharacter {
+        forbidden: &'static str,
+        position: usize,
+    },
 }
 
 /// The shortest accepted password: "longer than 8 characters".
@@ -28,7 +33,10 @@ pub fn validate_admin_password(password: &str) -> Result<(), PasswordError> {
             _ => None,
         };
         if let Some(forbidden) = forbidden {
-            return Err(PasswordError::ForbiddenCharacter { forbidden, position });
+            return Err(PasswordError::ForbiddenCharacter {
+                forbidden,
+                position,
+            });
         }
         if !c.is_ascii_graphic() {
             return Err(PasswordError::NotPrintableAscii { position });
@@ -47,32 +55,64 @@ mod tests {
 
     #[test]
     fn accepts_valid_passwords() {
-        for ok in ["abcdefghi", "S3cure!pass", "~`!#$%^&*()_+-={}[]|\\:;'<>,.?", "123456789", "x".repeat(200).as_str()] {
+        for ok in [
+            "abcdefghi",
+            "S3cure!pass",
+            "~`!#$%^&*()_+-={}[]|\\:;'<>,.?",
+            "123456789",
+            "x".repeat(200).as_str(),
+        ] {
             assert_eq!(validate_admin_password(ok), Ok(()), "{ok:?}");
         }
     }
 
     #[test]
     fn length_must_exceed_eight() {
-        assert_eq!(validate_admin_password("abcdefgh"), Err(PasswordError::TooShort(8)));
+        assert_eq!(
+            validate_admin_password("abcdefgh"),
+            Err(PasswordError::TooShort(8))
+        );
         assert_eq!(validate_admin_password(""), Err(PasswordError::TooShort(0)));
         assert_eq!(validate_admin_password("abcdefghi"), Ok(()));
     }
 
     #[test]
     fn forbidden_characters_are_named() {
-        let cases = [("abc defghij", "a space", 4), ("abc/defghij", "'/'", 4), ("abc\"defghij", "'\"'", 4), ("@bcdefghij", "'@'", 1)];
+        let cases = [
+            ("abc defghij", "a space", 4),
+            ("abc/defghij", "'/'", 4),
+            ("abc\"defghij", "'\"'", 4),
+            ("@bcdefghij", "'@'", 1),
+        ];
         for (pw, forbidden, position) in cases {
-            assert_eq!(validate_admin_password(pw), Err(PasswordError::ForbiddenCharacter { forbidden, position }));
+            assert_eq!(
+                validate_admin_password(pw),
+                Err(PasswordError::ForbiddenCharacter {
+                    forbidden,
+                    position
+                })
+            );
         }
     }
 
     #[test]
     fn non_printable_and_non_ascii_refused() {
-        assert_eq!(validate_admin_password("abcdefghi\n"), Err(PasswordError::NotPrintableAscii { position: 10 }));
-        assert_eq!(validate_admin_password("abcdefghi\t"), Err(PasswordError::NotPrintableAscii { position: 10 }));
-        assert_eq!(validate_admin_password("pässwort12"), Err(PasswordError::NotPrintableAscii { position: 2 }));
-        assert_eq!(validate_admin_password("abcdefghi\u{7f}"), Err(PasswordError::NotPrintableAscii { position: 10 }));
+        assert_eq!(
+            validate_admin_password("abcdefghi\n"),
+            Err(PasswordError::NotPrintableAscii { position: 10 })
+        );
+        assert_eq!(
+            validate_admin_password("abcdefghi\t"),
+            Err(PasswordError::NotPrintableAscii { position: 10 })
+        );
+        assert_eq!(
+            validate_admin_password("pässwort12"),
+            Err(PasswordError::NotPrintableAscii { position: 2 })
+        );
+        assert_eq!(
+            validate_admin_password("abcdefghi\u{7f}"),
+            Err(PasswordError::NotPrintableAscii { position: 10 })
+        );
     }
 
     #[test]

@@ -46,12 +46,20 @@ impl SchemaValidator {
     /// Compiles `openAPIV3Schema`. CEL rules that do not compile are reported by [`Self::compile_errors`].
     pub fn new(schema: Value) -> Self {
         let compiled = compile_schema(&schema);
-        Self { schema, compiled, cel: Validator::new() }
+        Self {
+            schema,
+            compiled,
+            cel: Validator::new(),
+        }
     }
 
     /// Messages of CEL rules that failed to compile (a real API server refuses such a CRD).
     pub fn compile_errors(&self) -> Vec<String> {
-        self.compiled.compilation_errors().iter().map(|e| e.to_string()).collect()
+        self.compiled
+            .compilation_errors()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     /// Every reason `object` would be refused; empty when it is admitted. `old` is the stored object on update.
@@ -64,7 +72,10 @@ impl SchemaValidator {
         }
         if let Err(cel_errors) = self.cel.validate_compiled(&self.compiled, object, old) {
             for e in cel_errors.into_vec() {
-                errors.push(FieldError { field: e.field_path.clone(), message: e.message.clone() });
+                errors.push(FieldError {
+                    field: e.field_path.clone(),
+                    message: e.message.clone(),
+                });
             }
         }
         errors
@@ -72,7 +83,11 @@ impl SchemaValidator {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -88,16 +103,33 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>, root: bool) {
-    let mut err = |message: String| errors.push(FieldError { field: path.to_owned(), message });
+    let mut err = |message: String| {
+        errors.push(FieldError {
+            field: path.to_owned(),
+            message,
+        })
+    };
     if value.is_null() {
-        if !schema.get("nullable").and_then(Value::as_bool).unwrap_or(false) && !root {
+        if !schema
+            .get("nullable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            && !root
+        {
             err("Invalid value: \"null\": field must not be null".into());
         }
         return;
     }
-    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool).unwrap_or(false) {
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            err(format!("Invalid value: \"{}\": must be an integer or a string", type_name(value)));
+            err(format!(
+                "Invalid value: \"{}\": must be an integer or a string",
+                type_name(value)
+            ));
         }
         return;
     }
@@ -105,7 +137,9 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
         let actual = type_name(value);
         let ok = actual == expected || (expected == "number" && actual == "integer");
         if !ok {
-            err(format!("Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""));
+            err(format!(
+                "Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""
+            ));
             return;
         }
     }
@@ -113,7 +147,10 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
         && !allowed.contains(value)
     {
         let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
-        err(format!("Unsupported value: {value}: supported values: {}", list.join(", ")));
+        err(format!(
+            "Unsupported value: {value}: supported values: {}",
+            list.join(", ")
+        ));
     }
     match value {
         Value::String(s) => {
@@ -126,13 +163,15 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
             if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
                 && len < min
             {
-                err(format!("Invalid value: \"{s}\": {path} in body should be at least {min} chars long"));
+                err(format!(
+                    "Invalid value: \"{s}\": {path} in body should be at least {min} chars long"
+                ));
             }
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
                 match Regex::new(pattern) {
-                    Ok(re) if !re.is_match(s) => {
-                        err(format!("Invalid value: \"{s}\": {path} in body should match '{pattern}'"))
-                    }
+                    Ok(re) if !re.is_match(s) => err(format!(
+                        "Invalid value: \"{s}\": {path} in body should match '{pattern}'"
+                    )),
                     Ok(_) => {}
                     Err(e) => err(format!("schema pattern {pattern:?} does not compile: {e}")),
                 }
@@ -143,24 +182,34 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
                 && x > max
             {
-                err(format!("Invalid value: {n}: {path} in body should be less than or equal to {max}"));
+                err(format!(
+                    "Invalid value: {n}: {path} in body should be less than or equal to {max}"
+                ));
             }
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
                 && x < min
             {
-                err(format!("Invalid value: {n}: {path} in body should be greater than or equal to {min}"));
+                err(format!(
+                    "Invalid value: {n}: {path} in body should be greater than or equal to {min}"
+                ));
             }
         }
         Value::Array(items) => {
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && items.len() as u64 > max
             {
-                err(format!("Too many: {}: must have at most {max} items", items.len()));
+                err(format!(
+                    "Too many: {}: must have at most {max} items",
+                    items.len()
+                ));
             }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && (items.len() as u64) < min
             {
-                err(format!("Invalid value: {}: {path} in body should have at least {min} items", items.len()));
+                err(format!(
+                    "Invalid value: {}: {path} in body should have at least {min} items",
+                    items.len()
+                ));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -176,7 +225,10 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
             if let Some(required) = schema.get("required").and_then(Value::as_array) {
                 for key in required.iter().filter_map(Value::as_str) {
                     if !map.contains_key(key) {
-                        errors.push(FieldError { field: join(path, key), message: "Required value".into() });
+                        errors.push(FieldError {
+                            field: join(path, key),
+                            message: "Required value".into(),
+                        });
                     }
                 }
             }
@@ -193,7 +245,10 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
                 } else if let Some(additional) = additional.filter(|a| a.is_object()) {
                     structural(additional, child, &child_path, errors, false);
                 } else if !preserve && additional.and_then(Value::as_bool) != Some(true) {
-                    errors.push(FieldError { field: child_path, message: "field not declared in schema".into() });
+                    errors.push(FieldError {
+                        field: child_path,
+                        message: "field not declared in schema".into(),
+                    });
                 }
             }
         }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one test command: on a fresh Debian 12 machine (as root, or with sudo) it installs what the tests need and
+# runs the whole suite. Usage: ./scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real components the tests drive. Tests that need them fail loudly when they are missing; this installs them.
+need_apt=()
+command -v kubectl >/dev/null 2>&1 || {
+  echo "kubectl is required (the tests drive the project's test API server with the real kubectl)." >&2
+  echo "Install kubectl 1.32 or later from your distribution or the Kubernetes package repository." >&2
+  exit 1
+}
+if ((${#need_apt[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# Build the binaries the end-to-end tests start as separate processes, then run every test of the workspace.
+cargo build --locked --workspace --bins --examples
+cargo test --locked --workspace "$@"
