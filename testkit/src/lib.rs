@@ -1,4 +1,5 @@
 //! Test infrastructure for appdb-operator. Never part of the shipped binary.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod schema;

@@ -1,0 +1,240 @@
+//! An in-memory Kubernetes API server for tests, honest enough for the unmodified `kubectl` and the unmodified
+//! operator binary. See `testkit/README.md` for exactly what it implements and what it does not.
+
+mod http;
+pub mod resources;
+pub mod ssa;
+pub mod store;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::AtomicU64},
+};
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use resources::ResourceType;
+use store::Store;
+
+/// An error answered as a Kubernetes `Status` object.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
+        Self {
+            code,
+            reason,
+            message,
+            details,
+        }
+    }
+    fn details(rt: &ResourceType, name: &str) -> Value {
+        json!({"name": name, "group": rt.group, "kind": rt.plural})
+    }
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", rt.qualified()),
+            Some(Self::details(rt, name)),
+        )
+    }
+    pub fn not_found_ns(ns: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("namespaces \"{ns}\" not found"),
+            Some(json!({"name": ns, "kind": "namespaces"})),
+        )
+    }
+    pub fn not_found_path(path: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+            None,
+        )
+    }
+    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", rt.qualified()),
+            Some(Self::details(rt, name)),
+        )
+    }
+    pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                rt.qualified()
+            ),
+            Some(Self::details(rt, name)),
+        )
+    }
+    pub fn invalid(rt: &ResourceType, name: &str, message: String, causes: Vec<Value>) -> Self {
+        let mut details = json!({"name": name, "group": rt.group, "kind": rt.kind});
+        if !causes.is_empty() {
+            details["causes"] = Value::Array(causes);
+        }
+        Self::new(422, "Invalid", message, Some(details))
+    }
+    pub fn bad_request(message: &str) -> Self {
+        Self::new(400, "BadRequest", message.to_owned(), None)
+    }
+    pub fn forbidden(rt: &ResourceType, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{} \"{name}\" is forbidden: {why}", rt.qualified()),
+            Some(Self::details(rt, name)),
+        )
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource".into(),
+            None,
+        )
+    }
+    pub fn unsupported_media_type(ct: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {ct})"
+            ),
+            None,
+        )
+    }
+
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            code,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.to_status().to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Shared state of a running server.
+pub struct ServerState {
+    pub store: Mutex<Store>,
+    /// Requests served, for benchmarks.
+    pub requests: AtomicU64,
+    /// Access policy answered to SelfSubjectAccessReviews: (verb, group, resource, namespace) denied.
+    pub denied: Mutex<Vec<(String, String, String, String)>>,
+}
+
+/// A running test API server on loopback.
+pub struct TestApiServer {
+    addr: SocketAddr,
+    state: Arc<ServerState>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApiServer {
+    /// Starts serving on `addr` (use port 0 for a free port).
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        let state = Arc::new(ServerState {
+            store: Mutex::new(Store::new()),
+            requests: AtomicU64::new(0),
+            denied: Mutex::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let app = http::router(state.clone());
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            })
+        };
+        Ok(Self {
+            addr,
+            state,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// A kubeconfig for this server (no credentials: it authenticates nobody and authorises everything).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testkit\n  cluster:\n    server: {}\ncontexts:\n- name: testkit\n  context:\n    cluster: testkit\n    user: testkit\n    namespace: default\ncurrent-context: testkit\nusers:\n- name: testkit\n  user:\n    token: testkit\n",
+            self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+
+    /// Forgets the watch history: watches from older resource versions now get `410 Gone`.
+    pub fn compact(&self) {
+        self.state
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .compact();
+    }
+
+    /// Stops serving and waits until the listener is closed.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestApiServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

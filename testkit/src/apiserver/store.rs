@@ -1,0 +1,874 @@
+//! The in-memory object store: objects, resource versions, watch history, finalizers and garbage collection.
+//! Every operation runs under one lock, so each write is atomic and resource versions are totally ordered.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::Arc,
+};
+
+use serde_json::{Value, json};
+
+use super::{
+    ApiError,
+    resources::{ResourceType, builtin_types, types_from_crd},
+    ssa::ManagedFields,
+};
+
+/// How many past events a watch can resume from; older resource versions get `410 Gone`.
+pub const HISTORY_LIMIT: usize = 200_000;
+
+#[derive(Clone, Debug)]
+pub struct WatchEvent {
+    pub rv: u64,
+    pub kind: &'static str,
+    pub group: String,
+    pub plural: String,
+    pub namespace: String,
+    pub object: Arc<Value>,
+}
+
+pub struct Stored {
+    pub object: Value,
+    pub managed: ManagedFields,
+}
+
+/// `(group, plural)`: the store is version-agnostic, as every kind here has one stored version.
+pub type TypeKey = (String, String);
+/// `(namespace, name)`; namespace is empty for cluster-scoped objects.
+pub type ObjectKey = (String, String);
+
+pub struct Store {
+    pub rv: u64,
+    pub types: Vec<ResourceType>,
+    /// Bumped whenever the set of types changes, so that clients' discovery caches are invalidated.
+    pub discovery_generation: u64,
+    pub objects: BTreeMap<TypeKey, BTreeMap<ObjectKey, Stored>>,
+    pub history: VecDeque<WatchEvent>,
+    /// Watches may resume from any resource version ≥ this.
+    pub oldest_resumable: u64,
+    pub events: tokio::sync::broadcast::Sender<WatchEvent>,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn type_key(rt: &ResourceType) -> TypeKey {
+    (rt.group.clone(), rt.plural.clone())
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything of an object except metadata and status: a change here bumps `metadata.generation`.
+fn generation_relevant(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+/// The object without the fields the server maintains, to decide whether a write changed anything.
+fn comparable(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    v
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (events, _) = tokio::sync::broadcast::channel(65_536);
+        let mut store = Store {
+            rv: 1,
+            types: builtin_types(),
+            discovery_generation: 1,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            oldest_resumable: 1,
+            events,
+        };
+        for ns in ["default", "kube-system", "kube-public"] {
+            let ns_type = store
+                .find_type("", "namespaces")
+                .expect("namespaces is built in");
+            store
+                .create(
+                    &ns_type,
+                    "",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                    "testkit",
+                    false,
+                )
+                .expect("initial namespace");
+        }
+        store
+    }
+
+    pub fn find_type(&self, group: &str, plural: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural)
+            .cloned()
+    }
+
+    pub fn find_type_version(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
+    }
+
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<&Stored> {
+        self.objects
+            .get(&type_key(rt))
+            .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
+    }
+
+    /// Objects of a type, in one namespace or (ns = None) all.
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> Vec<&Value> {
+        self.objects
+            .get(&type_key(rt))
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
+                    .map(|(_, s)| &s.object)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The object as clients see it: with its managed fields rendered.
+    pub fn render(stored: &Stored) -> Value {
+        let mut v = stored.object.clone();
+        let rendered = stored.managed.render();
+        if rendered.as_array().is_some_and(|a| !a.is_empty()) {
+            v["metadata"]["managedFields"] = rendered;
+        }
+        v
+    }
+
+    fn emit(&mut self, kind: &'static str, rt: &ResourceType, ns: &str, object: Value) {
+        let event = WatchEvent {
+            rv: self.rv,
+            kind,
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: ns.to_owned(),
+            object: Arc::new(object),
+        };
+        self.history.push_back(event.clone());
+        while self.history.len() > HISTORY_LIMIT {
+            if let Some(dropped) = self.history.pop_front() {
+                self.oldest_resumable = dropped.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(event);
+    }
+
+    /// Forgets the watch history, as etcd compaction does: older resource versions now answer `410 Gone`.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.oldest_resumable = self.rv;
+    }
+
+    fn next_rv(&mut self) -> String {
+        self.rv += 1;
+        self.rv.to_string()
+    }
+
+    fn namespace_exists(&self, ns: &str) -> bool {
+        self.objects
+            .get(&(String::new(), "namespaces".to_owned()))
+            .and_then(|m| m.get(&(String::new(), ns.to_owned())))
+            .is_some_and(|s| s.object.pointer("/metadata/deletionTimestamp").is_none())
+    }
+
+    fn validate(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        strict: bool,
+    ) -> Result<(), ApiError> {
+        let Some(validator) = &rt.validator else {
+            return Ok(());
+        };
+        let name = meta_str(obj, "name").unwrap_or_default().to_owned();
+        let mut errors = validator.validate(obj, old);
+        if !strict {
+            let (unknown, rest): (Vec<_>, Vec<_>) = errors
+                .into_iter()
+                .partition(|e| e.message == "field not declared in schema");
+            for e in unknown {
+                prune(obj, &e.field);
+            }
+            errors = if rest.is_empty() {
+                validator.validate(obj, old)
+            } else {
+                rest
+            };
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"reason": "FieldValueInvalid", "message": e.message, "field": e.field}))
+            .collect();
+        let detail: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                if e.message.starts_with("Invalid value")
+                    || e.message.starts_with("Required value")
+                    || e.message.starts_with("Unsupported value")
+                    || e.message.starts_with("Too ")
+                    || e.message == "field not declared in schema"
+                {
+                    e.to_string()
+                } else {
+                    let ty = crate::schema::FieldError {
+                        field: e.field.clone(),
+                        message: format!("Invalid value: \"object\": {}", e.message),
+                    };
+                    ty.to_string()
+                }
+            })
+            .collect();
+        let message = if detail.len() == 1 {
+            format!(
+                "{} \"{}\" is invalid: {}",
+                rt.qualified_kind(),
+                name,
+                detail[0]
+            )
+        } else {
+            format!(
+                "{} \"{}\" is invalid: [{}]",
+                rt.qualified_kind(),
+                name,
+                detail.join(", ")
+            )
+        };
+        Err(ApiError::invalid(rt, &name, message, causes))
+    }
+
+    /// Creates an object. `manager` records an Update-operation ownership unless `apply` (the caller records it).
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+        manager: &str,
+        strict: bool,
+    ) -> Result<Value, ApiError> {
+        let managed = ManagedFields::default();
+        self.create_with(rt, ns, &mut obj, manager, strict, managed, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_with(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        obj: &mut Value,
+        manager: &str,
+        strict: bool,
+        mut managed: ManagedFields,
+        applied: bool,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON or YAML object",
+            ));
+        }
+        check_type_fields(rt, obj)?;
+        if obj.get("metadata").is_none_or(|m| !m.is_object()) {
+            obj["metadata"] = json!({});
+        }
+        let mut name = meta_str(obj, "name").unwrap_or_default().to_owned();
+        if name.is_empty() {
+            match meta_str(obj, "generateName") {
+                Some(prefix) => {
+                    name = format!(
+                        "{prefix}{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..5]
+                    );
+                    obj["metadata"]["name"] = json!(name);
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        rt,
+                        "",
+                        format!(
+                            "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                            rt.qualified_kind()
+                        ),
+                        vec![],
+                    ));
+                }
+            }
+        }
+        if rt.namespaced {
+            if let Some(body_ns) = meta_str(obj, "namespace")
+                && body_ns != ns
+            {
+                return Err(ApiError::bad_request(&format!(
+                    "the namespace of the provided object ({body_ns}) does not match the namespace sent on the request ({ns})"
+                )));
+            }
+            if !self.namespace_exists(ns) {
+                return Err(ApiError::not_found_ns(ns));
+            }
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        if self.get(rt, ns, &name).is_some() {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        if rt.status_subresource
+            && let Some(m) = obj.as_object_mut()
+        {
+            // As in Kubernetes, create cannot set status where status is a subresource.
+            m.remove("status");
+        }
+        self.validate(rt, obj, None, strict)?;
+        let time = now();
+        if !applied {
+            managed.record_update(&json!({}), obj, manager, "", &rt.api_version(), &time);
+        }
+        let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
+        let new_types = if is_crd {
+            Some(types_from_crd(obj).map_err(|m| {
+                ApiError::invalid(
+                    rt,
+                    &name,
+                    format!(
+                        "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {m}"
+                    ),
+                    vec![],
+                )
+            })?)
+        } else {
+            None
+        };
+        let rv = self.next_rv();
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(time));
+        meta.insert("resourceVersion".into(), json!(rv));
+        meta.insert("generation".into(), json!(1));
+        meta.remove("deletionTimestamp");
+        meta.remove("managedFields");
+        obj["apiVersion"] = json!(rt.api_version());
+        obj["kind"] = json!(rt.kind);
+        if rt.group.is_empty() && rt.plural == "namespaces" {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        if let Some(types) = new_types {
+            self.register_crd_types(obj, types);
+        }
+        let stored = Stored {
+            object: obj.clone(),
+            managed,
+        };
+        let rendered = Store::render(&stored);
+        self.objects
+            .entry(type_key(rt))
+            .or_default()
+            .insert((ns.to_owned(), name), stored);
+        self.emit("ADDED", rt, ns, rendered.clone());
+        Ok(rendered)
+    }
+
+    fn register_crd_types(&mut self, crd: &mut Value, types: Vec<ResourceType>) {
+        if let Some(first) = types.first() {
+            let (group, plural) = (first.group.clone(), first.plural.clone());
+            self.types
+                .retain(|t| !(t.group == group && t.plural == plural));
+        }
+        self.types.extend(types);
+        self.discovery_generation += 1;
+        let time = now();
+        crd["status"] = json!({
+            "acceptedNames": crd["spec"]["names"].clone(),
+            "storedVersions": crd["spec"]["versions"].as_array().map(|vs| vs.iter().filter(|v| v["storage"] == json!(true)).map(|v| v["name"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": time},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": time},
+            ],
+        });
+    }
+
+    /// Replaces an object (PUT, patches, apply). `subresource` is "" or "status".
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        mut incoming: Value,
+        subresource: &str,
+        manager: Option<&str>,
+        strict: bool,
+        managed_override: Option<ManagedFields>,
+    ) -> Result<Value, ApiError> {
+        let Some(current) = self.get(rt, ns, name) else {
+            return Err(ApiError::not_found(rt, name));
+        };
+        let old = current.object.clone();
+        let mut managed = managed_override.unwrap_or_else(|| current.managed.clone());
+        if !incoming.is_object() {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON or YAML object",
+            ));
+        }
+        check_type_fields(rt, &incoming)?;
+        if let Some(rv) = incoming
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            && !rv.is_empty()
+            && Some(rv) != meta_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                rt,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        if let Some(body_name) = meta_str(&incoming, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(&format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let mut new = if subresource == "status" {
+            let mut n = old.clone();
+            match incoming.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Some(m) = n.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            n
+        } else {
+            if rt.status_subresource {
+                match old.get("status") {
+                    Some(s) => incoming["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = incoming.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            // Server-maintained metadata comes from the stored object; the client may change the rest.
+            let mut meta = incoming
+                .get("metadata")
+                .cloned()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            for key in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "generation",
+                "deletionGracePeriodSeconds",
+            ] {
+                match old["metadata"].get(key) {
+                    Some(v) => meta[key] = v.clone(),
+                    None => {
+                        if let Some(m) = meta.as_object_mut() {
+                            m.remove(key);
+                        }
+                    }
+                }
+            }
+            incoming["metadata"] = meta;
+            incoming
+        };
+        new["apiVersion"] = json!(rt.api_version());
+        new["kind"] = json!(rt.kind);
+        if let Some(m) = new["metadata"].as_object_mut() {
+            m.remove("managedFields");
+            m.insert(
+                "resourceVersion".into(),
+                old["metadata"]["resourceVersion"].clone(),
+            );
+        }
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            let before: BTreeSet<String> = finalizers(&old).into_iter().collect();
+            if finalizers(&new).iter().any(|f| !before.contains(f)) {
+                return Err(ApiError::forbidden(
+                    rt,
+                    name,
+                    "no new finalizers can be added if the object is being deleted",
+                ));
+            }
+        }
+        self.validate(rt, &mut new, Some(&old), strict)?;
+        let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
+        if is_crd && subresource.is_empty() {
+            let types = types_from_crd(&new).map_err(|m| {
+                ApiError::invalid(
+                    rt,
+                    name,
+                    format!(
+                        "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {m}"
+                    ),
+                    vec![],
+                )
+            })?;
+            self.register_crd_types(&mut new, types);
+        }
+        if generation_relevant(&old) != generation_relevant(&new) {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            new["metadata"]["generation"] = json!(generation);
+        }
+        if let Some(manager) = manager {
+            managed.record_update(&old, &new, manager, subresource, &rt.api_version(), &now());
+        }
+        if comparable(&old) == comparable(&new) {
+            // No change: no new resource version, no event, as in Kubernetes.
+            let stored = self
+                .objects
+                .get_mut(&type_key(rt))
+                .and_then(|m| m.get_mut(&(ns.to_owned(), name.to_owned())))
+                .expect("present");
+            stored.managed = managed;
+            return Ok(Store::render(stored));
+        }
+        let rv = self.next_rv();
+        new["metadata"]["resourceVersion"] = json!(rv);
+        let finalizing =
+            new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&new).is_empty();
+        let stored = Stored {
+            object: new,
+            managed,
+        };
+        let rendered = Store::render(&stored);
+        self.objects
+            .entry(type_key(rt))
+            .or_default()
+            .insert((ns.to_owned(), name.to_owned()), stored);
+        self.emit("MODIFIED", rt, ns, rendered.clone());
+        if finalizing {
+            self.remove(rt, ns, name);
+        }
+        Ok(rendered)
+    }
+
+    /// Deletes an object: marks it when finalizers hold it, else removes it and collects its dependents.
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        orphan: bool,
+    ) -> Result<Value, ApiError> {
+        let Some(current) = self.get(rt, ns, name) else {
+            return Err(ApiError::not_found(rt, name));
+        };
+        let mut obj = current.object.clone();
+        let rendered_current = Store::render(current);
+        let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
+        if orphan && let Some(uid) = meta_str(&obj, "uid").map(str::to_owned) {
+            self.orphan_dependents(&uid);
+        }
+        if is_namespace {
+            return Ok(self.delete_namespace(name));
+        }
+        if !finalizers(&obj).is_empty() {
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                obj["metadata"]["deletionTimestamp"] = json!(now());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                let rv = self.next_rv();
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                let stored = self
+                    .objects
+                    .get_mut(&type_key(rt))
+                    .and_then(|m| m.get_mut(&(ns.to_owned(), name.to_owned())))
+                    .expect("present");
+                stored.object = obj;
+                let rendered = Store::render(stored);
+                self.emit("MODIFIED", rt, ns, rendered.clone());
+                return Ok(rendered);
+            }
+            return Ok(rendered_current);
+        }
+        Ok(self.remove(rt, ns, name).unwrap_or(obj))
+    }
+
+    /// Removes an object for good, then what it leaves behind: dependents (garbage collection), a CRD's objects,
+    /// a terminating namespace that became empty.
+    fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Value> {
+        let stored = self
+            .objects
+            .get_mut(&type_key(rt))?
+            .remove(&(ns.to_owned(), name.to_owned()))?;
+        let rv = self.next_rv();
+        let mut obj = Store::render(&stored);
+        obj["metadata"]["resourceVersion"] = json!(rv);
+        self.emit("DELETED", rt, ns, obj.clone());
+        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+            self.remove_crd_types(&obj);
+        }
+        self.collect_garbage();
+        if !ns.is_empty() {
+            self.finish_namespace_if_empty(ns);
+        }
+        Some(obj)
+    }
+
+    fn remove_crd_types(&mut self, crd: &Value) {
+        let group = crd["spec"]["group"].as_str().unwrap_or_default().to_owned();
+        let plural = crd["spec"]["names"]["plural"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(rt) = self.find_type(&group, &plural) else {
+            return;
+        };
+        let keys: Vec<ObjectKey> = self
+            .objects
+            .get(&type_key(&rt))
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (ns, name) in keys {
+            if let Some(stored) = self
+                .objects
+                .get_mut(&type_key(&rt))
+                .and_then(|m| m.remove(&(ns.clone(), name)))
+            {
+                self.rv += 1;
+                let mut obj = Store::render(&stored);
+                obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                self.emit("DELETED", &rt, &ns, obj);
+            }
+        }
+        self.types
+            .retain(|t| !(t.group == group && t.plural == plural));
+        self.discovery_generation += 1;
+    }
+
+    fn orphan_dependents(&mut self, owner_uid: &str) {
+        let mut changed = Vec::new();
+        for (tk, objects) in &self.objects {
+            for (ok, stored) in objects {
+                if owner_uids(&stored.object).contains(owner_uid) {
+                    changed.push((tk.clone(), ok.clone()));
+                }
+            }
+        }
+        for ((group, plural), (ns, name)) in changed {
+            let Some(rt) = self.find_type(&group, &plural) else {
+                continue;
+            };
+            let Some(stored) = self.get(&rt, &ns, &name) else {
+                continue;
+            };
+            let mut obj = stored.object.clone();
+            if let Some(refs) = obj
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+            }
+            let _ = self.update(
+                &rt,
+                &ns,
+                &name,
+                obj,
+                "",
+                Some("garbage-collector"),
+                false,
+                None,
+            );
+        }
+    }
+
+    /// Background cascading deletion: an object all of whose owners are gone is deleted.
+    fn collect_garbage(&mut self) {
+        loop {
+            let live: BTreeSet<String> = self
+                .objects
+                .values()
+                .flat_map(|m| m.values())
+                .filter_map(|s| meta_str(&s.object, "uid").map(str::to_owned))
+                .collect();
+            let orphaned: Vec<(TypeKey, ObjectKey)> = self
+                .objects
+                .iter()
+                .flat_map(|(tk, m)| m.iter().map(move |(ok, s)| (tk, ok, s)))
+                .filter(|(_, _, s)| {
+                    let owners = owner_uids(&s.object);
+                    !owners.is_empty()
+                        && owners.iter().all(|u| !live.contains(u))
+                        && s.object.pointer("/metadata/deletionTimestamp").is_none()
+                })
+                .map(|(tk, ok, _)| (tk.clone(), ok.clone()))
+                .collect();
+            if orphaned.is_empty() {
+                return;
+            }
+            for ((group, plural), (ns, name)) in orphaned {
+                if let Some(rt) = self.find_type(&group, &plural) {
+                    let _ = self.delete(&rt, &ns, &name, false);
+                }
+            }
+        }
+    }
+
+    fn delete_namespace(&mut self, name: &str) -> Value {
+        let ns_type = self.find_type("", "namespaces").expect("built in");
+        let key = (String::new(), name.to_owned());
+        if let Some(stored) = self
+            .objects
+            .get_mut(&type_key(&ns_type))
+            .and_then(|m| m.get_mut(&key))
+            && stored
+                .object
+                .pointer("/metadata/deletionTimestamp")
+                .is_none()
+        {
+            stored.object["metadata"]["deletionTimestamp"] = json!(now());
+            stored.object["status"] = json!({"phase": "Terminating"});
+            self.rv += 1;
+            stored.object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            let rendered = Store::render(stored);
+            self.emit("MODIFIED", &ns_type, "", rendered);
+        }
+        let contents: Vec<(TypeKey, String)> = self
+            .objects
+            .iter()
+            .flat_map(|(tk, m)| {
+                m.keys()
+                    .filter(|(n, _)| n == name)
+                    .map(move |(_, obj)| (tk.clone(), obj.clone()))
+            })
+            .collect();
+        for ((group, plural), obj_name) in contents {
+            if let Some(rt) = self.find_type(&group, &plural) {
+                let _ = self.delete(&rt, name, &obj_name, false);
+            }
+        }
+        self.finish_namespace_if_empty(name);
+        self.get(&ns_type, "", name)
+            .map(Store::render)
+            .unwrap_or_else(|| json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+    }
+
+    fn finish_namespace_if_empty(&mut self, ns: &str) {
+        let ns_type = self.find_type("", "namespaces").expect("built in");
+        let terminating = self
+            .get(&ns_type, "", ns)
+            .is_some_and(|s| s.object.pointer("/metadata/deletionTimestamp").is_some());
+        if !terminating {
+            return;
+        }
+        let empty = self
+            .objects
+            .values()
+            .all(|m| !m.keys().any(|(n, _)| n == ns));
+        if empty {
+            self.remove(&ns_type, "", ns);
+        }
+    }
+}
+
+fn owner_uids(obj: &Value) -> BTreeSet<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn check_type_fields(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && kind != rt.kind
+    {
+        return Err(ApiError::bad_request(&format!(
+            "the kind of the object ({kind}) does not match the resource ({})",
+            rt.kind
+        )));
+    }
+    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+        && av != rt.api_version()
+    {
+        return Err(ApiError::bad_request(&format!(
+            "the apiVersion of the object ({av}) does not match the resource ({})",
+            rt.api_version()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the field at a dotted path (`spec.foo`, `spec.items[2].bar`), as pruning of unknown fields does.
+fn prune(obj: &mut Value, field: &str) {
+    let mut parts: Vec<String> = Vec::new();
+    for seg in field.split('.') {
+        match seg.split_once('[') {
+            Some((name, rest)) => {
+                parts.push(name.to_owned());
+                for idx in rest.split('[') {
+                    parts.push(format!("[{}", idx.trim_end_matches(']')));
+                }
+            }
+            None => parts.push(seg.to_owned()),
+        }
+    }
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
+    let mut current = obj;
+    for p in parents {
+        let next = if let Some(i) = p.strip_prefix('[') {
+            i.parse::<usize>().ok().and_then(|i| current.get_mut(i))
+        } else {
+            current.get_mut(p.as_str())
+        };
+        match next {
+            Some(n) => current = n,
+            None => return,
+        }
+    }
+    if let Some(m) = current.as_object_mut() {
+        m.remove(last);
+    }
+}
