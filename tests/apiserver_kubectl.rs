@@ -1,0 +1,563 @@
+//! The test API server driven by the real, unmodified kubectl: what every controller test stands on.
+
+mod support;
+
+use support::{Cluster, eventually};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/acme");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_register_kinds_and_examples_apply() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let crds = c.ok(&["get", "crds", "-o", "name"]).await;
+    assert!(crds.contains("privatenetworks.appdb.dev"), "{crds}");
+    c.ok(&["apply", "--server-side", "-f", EXAMPLES]).await;
+    let out = c.ok(&["get", "appdatabases", "-A"]).await;
+    assert!(out.contains("acme") && out.contains("orders"), "{out}");
+    let all = c.ok(&["get", "appdb", "-n", "acme", "-o", "name"]).await;
+    for expected in [
+        "privatenetwork.appdb.dev/prod",
+        "appdatabase.appdb.dev/orders",
+        "vpnconnection.appdb.dev/seattle",
+        "databasemigration.appdb.dev/orders-to-prod-2026",
+    ] {
+        assert!(
+            all.contains(expected),
+            "category appdb lists {expected}: {all}"
+        );
+    }
+    let short = c
+        .ok(&[
+            "get",
+            "pnet",
+            "prod",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.spec.cidr}",
+        ])
+        .await;
+    assert_eq!(short, "10.20.30.64/26");
+    // Printer columns come from the CRD.
+    let table = c.ok(&["get", "dbmig", "-n", "acme"]).await;
+    assert!(
+        table.contains("SCHEDULED") && table.contains("2026-12-05T22:00:00+01:00"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifests_are_refused_at_admission() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let bad = "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: bad, namespace: default}\nspec: {cidr: 10.20.30.65/26}\n";
+    let err = c
+        .fails(&["apply", "--server-side", "-f", "-"], Some(bad))
+        .await;
+    assert!(err.contains("cidr must start on a /26 boundary"), "{err}");
+    let unknown = "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: bad, namespace: default}\nspec: {kind: Production}\n";
+    let err = c
+        .fails(&["apply", "--server-side", "-f", "-"], Some(unknown))
+        .await;
+    assert!(
+        err.contains("spec.kind: field not declared in schema"),
+        "{err}"
+    );
+    let missing_ns = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: nowhere}\n";
+    let err = c
+        .fails(&["apply", "--server-side", "-f", "-"], Some(missing_ns))
+        .await;
+    assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
+    // Immutability is a transition rule: it sees the stored object.
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: net1, namespace: default}\nspec: {cidr: 10.0.0.0/26}\n").await;
+    let err = c
+        .fails(&["apply", "--server-side", "-f", "-"], Some("apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: net1, namespace: default}\nspec: {cidr: 10.0.0.64/26}\n"))
+        .await;
+    assert!(err.contains("spec.cidr is immutable once set"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_list_with_selectors_and_generate_name() {
+    let c = Cluster::start().await;
+    c.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {tier: db, customer: acme}}\ndata: {k: v}\n").await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, labels: {tier: web}}\n",
+    )
+    .await;
+    let err = c
+        .fails(
+            &["create", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+        )
+        .await;
+    assert!(
+        err.contains("AlreadyExists") && err.contains("configmaps \"a\" already exists"),
+        "{err}"
+    );
+    let generated = c
+        .ok_stdin(
+            &["create", "-f", "-", "-o", "name"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: gen-}\n",
+        )
+        .await;
+    assert!(
+        generated.trim().starts_with("configmap/gen-")
+            && generated.trim().len() > "configmap/gen-".len(),
+        "{generated}"
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "-l", "tier=db", "-o", "name"])
+            .await
+            .trim(),
+        "configmap/a"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "-l",
+            "tier in (db,web),!customer",
+            "-o",
+            "name"
+        ])
+        .await
+        .trim(),
+        "configmap/b"
+    );
+    // As in Kubernetes, `!=` also matches objects without the label.
+    let not_db = c.ok(&["get", "cm", "-l", "tier!=db", "-o", "name"]).await;
+    assert!(
+        not_db.contains("configmap/b")
+            && not_db.contains("configmap/gen-")
+            && !not_db.contains("configmap/a\n"),
+        "{not_db}"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "-A",
+            "--field-selector",
+            "metadata.name=a",
+            "-o",
+            "name"
+        ])
+        .await
+        .trim(),
+        "configmap/a"
+    );
+    let err = c.fails(&["get", "cm", "nope"], None).await;
+    assert!(
+        err.contains("NotFound") && err.contains("configmaps \"nope\" not found"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_update_conflicts_and_json_patch_test_op() {
+    let c = Cluster::start().await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c1}\ndata: {a: b}\n",
+    )
+    .await;
+    let current: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "cm", "c1", "-o", "json"]).await).unwrap();
+    c.ok(&[
+        "patch",
+        "cm",
+        "c1",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"changed"}}"#,
+    ])
+    .await;
+    let mut stale = current.clone();
+    stale["data"]["a"] = "mine".into();
+    let err = c
+        .fails(&["replace", "-f", "-"], Some(&stale.to_string()))
+        .await;
+    assert!(
+        err.contains("Conflict") && err.contains("the object has been modified"),
+        "{err}"
+    );
+    let err = c.fails(&["patch", "cm", "c1", "--type=json", "-p", r#"[{"op":"test","path":"/data/a","value":"mine"},{"op":"replace","path":"/data/a","value":"x"}]"#], None).await;
+    assert!(err.contains("value did not match"), "{err}");
+    c.ok(&["patch", "cm", "c1", "--type=json", "-p", r#"[{"op":"test","path":"/data/a","value":"changed"},{"op":"replace","path":"/data/a","value":"x"}]"#]).await;
+    assert_eq!(
+        c.ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]).await,
+        "x"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_tracks_field_owners() {
+    let c = Cluster::start().await;
+    let cm = |v: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: owned}}\ndata: {{key: {v}}}\n")
+    };
+    c.ok_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "alice",
+            "-f",
+            "-",
+        ],
+        &cm("a"),
+    )
+    .await;
+    let err = c
+        .fails(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager",
+                "bob",
+                "-f",
+                "-",
+            ],
+            Some(&cm("b")),
+        )
+        .await;
+    assert!(
+        err.contains("conflict") && err.contains("alice") && err.contains(".data.key"),
+        "{err}"
+    );
+    c.ok_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "bob",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &cm("b"),
+    )
+    .await;
+    let managers = c
+        .ok(&[
+            "get",
+            "cm",
+            "owned",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ])
+        .await;
+    assert!(managers.contains("bob"), "{managers}");
+    // A manager that stops applying a field removes it when nobody else owns it.
+    c.ok_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "bob",
+            "-f",
+            "-",
+        ],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned}\ndata: {other: x}\n",
+    )
+    .await;
+    let data = c
+        .ok(&["get", "cm", "owned", "-o", "jsonpath={.data}"])
+        .await;
+    assert!(!data.contains("key") && data.contains("other"), "{data}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_hold_deletion_until_removed() {
+    let c = Cluster::start().await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, finalizers: [appdb.dev/test]}\n",
+    )
+    .await;
+    c.ok(&["delete", "cm", "held", "--wait=false"]).await;
+    let ts = c
+        .ok(&[
+            "get",
+            "cm",
+            "held",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ])
+        .await;
+    assert!(
+        !ts.is_empty(),
+        "deletionTimestamp set while the finalizer holds the object"
+    );
+    let err = c
+        .fails(
+            &[
+                "patch",
+                "cm",
+                "held",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":["appdb.dev/test","another"]}}"#,
+            ],
+            None,
+        )
+        .await;
+    assert!(err.contains("no new finalizers can be added"), "{err}");
+    c.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .await;
+    let err = c.fails(&["get", "cm", "held"], None).await;
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_owner_cascades_to_dependents_and_namespaces_empty_out() {
+    let c = Cluster::start().await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: cust}\n",
+    )
+    .await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owner, namespace: cust}\n",
+    )
+    .await;
+    let uid = c
+        .ok(&[
+            "get",
+            "cm",
+            "owner",
+            "-n",
+            "cust",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+        .await;
+    let dependent = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dep\n  namespace: cust\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: owner, uid: {uid}}}\nstringData: {{k: v}}\n"
+    );
+    c.ok_stdin(&["create", "-f", "-"], &dependent).await;
+    c.ok(&["delete", "cm", "owner", "-n", "cust"]).await;
+    let err = c.fails(&["get", "secret", "dep", "-n", "cust"], None).await;
+    assert!(err.contains("not found"), "dependent collected: {err}");
+
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leftover, namespace: cust}\n",
+    )
+    .await;
+    c.ok(&["delete", "namespace", "cust"]).await;
+    assert!(
+        c.fails(&["get", "namespace", "cust"], None)
+            .await
+            .contains("not found")
+    );
+    assert!(
+        c.fails(&["get", "cm", "leftover", "-n", "cust"], None)
+            .await
+            .contains("not found")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_subresource_and_generation_rules() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let with_status = "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: net1, namespace: default}\nspec: {description: one}\nstatus: {cidr: 10.0.0.0/26}\n";
+    c.ok_stdin(&["create", "-f", "-"], with_status).await;
+    assert_eq!(
+        c.ok(&["get", "pnet", "net1", "-o", "jsonpath={.status}"])
+            .await,
+        "",
+        "create cannot set status"
+    );
+    let generation = || async {
+        c.ok(&[
+            "get",
+            "pnet",
+            "net1",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ])
+        .await
+    };
+    assert_eq!(generation().await, "1");
+    // Status writes go through /status, leave spec alone and do not bump the generation.
+    c.ok(&[
+        "patch",
+        "pnet",
+        "net1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"description":"sneaky"},"status":{"cidr":"10.0.0.0/26"}}"#,
+    ])
+    .await;
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pnet",
+            "net1",
+            "-o",
+            "jsonpath={.status.cidr}/{.spec.description}"
+        ])
+        .await,
+        "10.0.0.0/26/one"
+    );
+    assert_eq!(generation().await, "1");
+    // Writes to the main resource leave status alone; labels do not bump the generation, spec changes do.
+    c.ok(&[
+        "patch",
+        "pnet",
+        "net1",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"cidr":"192.168.0.0/26"}}"#,
+    ])
+    .await;
+    assert_eq!(
+        c.ok(&["get", "pnet", "net1", "-o", "jsonpath={.status.cidr}"])
+            .await,
+        "10.0.0.0/26"
+    );
+    c.ok(&["label", "pnet", "net1", "team=db"]).await;
+    assert_eq!(generation().await, "1");
+    c.ok(&[
+        "patch",
+        "pnet",
+        "net1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"description":"two"}}"#,
+    ])
+    .await;
+    assert_eq!(generation().await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_wait_see_changes() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    c.ok_stdin(&["create", "-f", "-"], "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: w, namespace: default}\nspec: {}\n").await;
+    let waiter = c.kubectl(&["wait", "--for=condition=Ready", "pnet/w", "--timeout=20s"]);
+    let patcher = async {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        c.ok(&["patch", "pnet", "w", "--subresource=status", "--type=merge", "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"Allocated","message":"ok","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#]).await;
+    };
+    let (out, ()) = tokio::join!(waiter, patcher);
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+
+    let rv = c
+        .ok(&[
+            "get",
+            "pnet",
+            "w",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .await;
+    let watch_path = format!(
+        "/apis/appdb.dev/v1alpha1/namespaces/default/privatenetworks?watch=1&resourceVersion={rv}&timeoutSeconds=3"
+    );
+    let watch_args = ["get", "--raw", watch_path.as_str()];
+    let watcher = c.kubectl(&watch_args);
+    let labeler = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        c.ok(&["label", "pnet", "w", "seen=yes"]).await;
+    };
+    let (out, ()) = tokio::join!(watcher, labeler);
+    let events = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        events.contains("\"type\":\"MODIFIED\"") && events.contains("\"seen\":\"yes\""),
+        "{events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_an_expired_resource_version_gets_410() {
+    let c = Cluster::start().await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: before}\n",
+    )
+    .await;
+    c.server.compact();
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: after}\n",
+    )
+    .await;
+    let out = c
+        .ok(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=2",
+        ])
+        .await;
+    assert!(
+        out.contains("\"type\":\"ERROR\"")
+            && out.contains("\"code\":410")
+            && out.contains("Expired"),
+        "{out}"
+    );
+    // A watch from a resumable version replays what happened since.
+    let rv: u64 = c
+        .ok(&[
+            "get",
+            "cm",
+            "after",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .await
+        .parse()
+        .unwrap();
+    let out = c
+        .ok(&[
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={}&timeoutSeconds=1",
+                rv - 1
+            ),
+        ])
+        .await;
+    assert!(
+        out.contains("\"type\":\"ADDED\"") && out.contains("\"name\":\"after\""),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_status_objects() {
+    let c = Cluster::start().await;
+    let err = c
+        .fails(
+            &["get", "--raw", "/api/v1/namespaces/default/configmaps/none"],
+            None,
+        )
+        .await;
+    assert!(err.contains("NotFound"), "{err}");
+    let ok = eventually(5, "discovery lists the core kinds", || async {
+        let r = c.ok(&["api-resources", "--api-group="]).await;
+        (r.contains("configmaps") && r.contains("namespaces")).then_some(r)
+    })
+    .await;
+    assert!(ok.contains("secrets"));
+}

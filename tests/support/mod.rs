@@ -1,0 +1,126 @@
+//! Shared helpers of the end-to-end tests: an in-process test API server and the real `kubectl`.
+#![allow(dead_code)]
+
+use std::{path::PathBuf, process::Output, time::Duration};
+
+use appdb_testkit::apiserver::TestApiServer;
+
+/// A test API server with a kubeconfig and a private kubectl cache.
+pub struct Cluster {
+    pub server: TestApiServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let server = TestApiServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("start test API server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        server
+            .write_kubeconfig(&dir.path().join("kubeconfig"))
+            .expect("write kubeconfig");
+        Cluster { server, dir }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Runs the real kubectl against this server. Fails the test loudly when kubectl is not installed.
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None).await
+    }
+
+    pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .env("KUBECACHEDIR", self.dir.path().join("cache"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("kubectl must be installed (scripts/test.sh checks it): {e}")
+        });
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).await.expect("write stdin");
+        }
+        drop(input);
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kubectl finished within 60 s")
+            .expect("kubectl output")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl with a manifest on stdin that must succeed.
+    pub async fn ok_stdin(&self, args: &[&str], manifest: &str) -> String {
+        let out = self.kubectl_stdin(args, Some(manifest)).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl that must fail; returns stderr.
+    pub async fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(args, stdin).await;
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Applies the project's CRDs the way a platform engineer does.
+    pub async fn install_crds(&self) {
+        let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+        self.ok(&["apply", "--server-side", "-f", crds]).await;
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, failing the test after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A free loopback port (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
