@@ -16,7 +16,15 @@ impl Operator {
     fn start(c: &Cluster, identity: &str, extra: &[&str]) -> Operator {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--lease-namespace", "default", "--identity", identity])
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--lease-namespace",
+                "default",
+                "--identity",
+                identity,
+            ])
             .args(extra)
             .env("KUBECONFIG", c.kubeconfig())
             .env("RUST_LOG", "info")
@@ -29,24 +37,48 @@ impl Operator {
     }
 
     async fn readyz(&self) -> Option<(u16, String)> {
-        let resp = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port)).await.ok()?;
+        let resp = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port))
+            .await
+            .ok()?;
         Some((resp.status().as_u16(), resp.text().await.ok()?))
     }
 
     async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await.expect("metrics").text().await.expect("body")
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body")
     }
 
     async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill");
         assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("exits within 20 s after SIGTERM").expect("wait")
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20 s after SIGTERM")
+            .expect("wait")
     }
 }
 
 async fn lease_holder(c: &Cluster) -> String {
-    let out = c.kubectl(&["get", "lease", "appdb-operator", "-n", "default", "-o", "jsonpath={.spec.holderIdentity}"]).await;
+    let out = c
+        .kubectl(&[
+            "get",
+            "lease",
+            "appdb-operator",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .await;
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -59,16 +91,25 @@ async fn waits_for_crds_then_is_ready_holds_the_lease_and_exits_cleanly_on_sigte
     assert!(body.contains("CustomResourceDefinitions"), "{body}");
 
     c.install_crds().await;
-    eventually(20, "/readyz turns 200 once the CRDs are established", || async {
-        op.readyz().await.filter(|(code, _)| *code == 200)
+    eventually(
+        20,
+        "/readyz turns 200 once the CRDs are established",
+        || async { op.readyz().await.filter(|(code, _)| *code == 200) },
+    )
+    .await;
+    eventually(20, "the operator holds the Lease", || async {
+        (lease_holder(&c).await == "replica-a").then_some(())
     })
     .await;
-    eventually(20, "the operator holds the Lease", || async { (lease_holder(&c).await == "replica-a").then_some(()) }).await;
     assert!(op.metrics().await.contains("appdb_leader 1"));
 
     let status = op.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM, got {status:?}");
-    assert_eq!(lease_holder(&c).await, "", "the Lease is released so that a successor need not wait for expiry");
+    assert_eq!(
+        lease_holder(&c).await,
+        "",
+        "the Lease is released so that a successor need not wait for expiry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,15 +117,30 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
     let c = Cluster::start().await;
     c.install_crds().await;
     let a = Operator::start(&c, "replica-a", &[]);
-    eventually(20, "replica-a leads", || async { (lease_holder(&c).await == "replica-a").then_some(()) }).await;
+    eventually(20, "replica-a leads", || async {
+        (lease_holder(&c).await == "replica-a").then_some(())
+    })
+    .await;
     let b = Operator::start(&c, "replica-b", &[]);
-    eventually(20, "replica-b is ready while it waits", || async { b.readyz().await.filter(|(code, _)| *code == 200) }).await;
-    assert!(b.metrics().await.contains("appdb_leader 0"), "replica-b must not lead while replica-a holds the Lease");
+    eventually(20, "replica-b is ready while it waits", || async {
+        b.readyz().await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert!(
+        b.metrics().await.contains("appdb_leader 0"),
+        "replica-b must not lead while replica-a holds the Lease"
+    );
     assert_eq!(lease_holder(&c).await, "replica-a");
 
     assert!(a.terminate().await.success());
-    eventually(30, "replica-b takes over", || async { (lease_holder(&c).await == "replica-b").then_some(()) }).await;
-    eventually(10, "replica-b reports leadership", || async { b.metrics().await.contains("appdb_leader 1").then_some(()) }).await;
+    eventually(30, "replica-b takes over", || async {
+        (lease_holder(&c).await == "replica-b").then_some(())
+    })
+    .await;
+    eventually(10, "replica-b reports leadership", || async {
+        b.metrics().await.contains("appdb_leader 1").then_some(())
+    })
+    .await;
     assert!(b.terminate().await.success());
 }
 
@@ -93,9 +149,14 @@ async fn without_leader_election_no_lease_is_taken() {
     let c = Cluster::start().await;
     c.install_crds().await;
     let op = Operator::start(&c, "solo", &["--leader-election", "false"]);
-    eventually(20, "ready", || async { op.readyz().await.filter(|(code, _)| *code == 200) }).await;
+    eventually(20, "ready", || async {
+        op.readyz().await.filter(|(code, _)| *code == 200)
+    })
+    .await;
     assert!(op.metrics().await.contains("appdb_leader 1"));
-    let out = c.kubectl(&["get", "lease", "appdb-operator", "-n", "default"]).await;
+    let out = c
+        .kubectl(&["get", "lease", "appdb-operator", "-n", "default"])
+        .await;
     assert!(!out.status.success(), "no Lease with leader election off");
     assert!(op.terminate().await.success());
 }

@@ -300,21 +300,21 @@ fn resolve(
 ) -> Result<Target, ApiError> {
     let s = store(state);
     let not_found = || ApiError::not_found_path(&format!("/{}", rest.join("/")));
-    if rest.len() >= 3 && rest[0] == "namespaces" {
-        if let Some(rt) = s
+    if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && let Some(rt) = s
             .find_type_version(group, version, rest[2])
             .filter(|t| t.namespaced)
-        {
-            if rest.len() > 5 {
-                return Err(not_found());
-            }
-            return Ok(Target {
-                rt,
-                namespace: Some(rest[1].to_owned()),
-                name: rest.get(3).map(|s| s.to_string()),
-                subresource: rest.get(4).map(|s| s.to_string()),
-            });
+    {
+        if rest.len() > 5 {
+            return Err(not_found());
         }
+        return Ok(Target {
+            rt,
+            namespace: Some(rest[1].to_owned()),
+            name: rest.get(3).map(|s| s.to_string()),
+            subresource: rest.get(4).map(|s| s.to_string()),
+        });
     }
     let rt = rest
         .first()
@@ -1072,7 +1072,7 @@ fn async_stream_events(
     timeout: u64,
     encode: impl Fn(&str, Value) -> Bytes + Send + 'static,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let initial_stream = futures::stream::iter(initial.into_iter().map(|(k, o)| (k, o)));
+    let initial_stream = futures::stream::iter(initial);
     let live = if expired {
         futures::stream::empty().boxed()
     } else {

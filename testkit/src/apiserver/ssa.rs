@@ -57,12 +57,7 @@ fn tracked(path: &[String]) -> bool {
 pub fn leaf_paths(value: &Value) -> BTreeSet<FieldPath> {
     fn walk(v: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
         match v {
-            Value::Object(map)
-                if !map.is_empty()
-                    && !(prefix.len() == 2
-                        && prefix[0] == "metadata"
-                        && prefix[1] == "finalizers") =>
-            {
+            Value::Object(map) if !map.is_empty() => {
                 for (k, child) in map {
                     prefix.push(k.clone());
                     walk(child, prefix, out);

@@ -96,6 +96,12 @@ fn comparable(obj: &Value) -> Value {
     v
 }
 
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Store {
     pub fn new() -> Self {
         let (events, _) = tokio::sync::broadcast::channel(65_536);
