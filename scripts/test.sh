@@ -19,4 +19,13 @@ fi
 
 # Build the binaries the end-to-end tests start as separate processes, then run every test of the workspace.
 cargo build --locked --workspace --bins --examples
-cargo test --locked --workspace "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "suite: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

@@ -561,3 +561,28 @@ async fn errors_are_status_objects() {
     .await;
     assert!(ok.contains("secrets"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_send_bookmarks_when_asked() {
+    let c = Cluster::start().await;
+    let out = c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&timeoutSeconds=3"]).await;
+    let bookmark = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["type"] == "BOOKMARK")
+        .unwrap_or_else(|| panic!("no BOOKMARK event in {out}"));
+    assert_eq!(bookmark["object"]["kind"], "ConfigMap");
+    assert!(
+        bookmark["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| !rv.is_empty())
+    );
+    let without = c
+        .ok(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=2",
+        ])
+        .await;
+    assert!(!without.contains("BOOKMARK"), "{without}");
+}

@@ -14,6 +14,10 @@ struct Operator {
 
 impl Operator {
     fn start(c: &Cluster, identity: &str, extra: &[&str]) -> Operator {
+        Self::start_logging(c, identity, extra, Stdio::null())
+    }
+
+    fn start_logging(c: &Cluster, identity: &str, extra: &[&str], stderr: Stdio) -> Operator {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
             .args([
@@ -29,7 +33,7 @@ impl Operator {
             .env("KUBECONFIG", c.kubeconfig())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("start appdb-operator");
@@ -159,4 +163,38 @@ async fn without_leader_election_no_lease_is_taken() {
         .await;
     assert!(!out.status.success(), "no Lease with leader election off");
     assert!(op.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let log_path = c.dir.path().join("operator.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let op = Operator::start_logging(&c, "json", &["--log-format", "json"], Stdio::from(log));
+    eventually(20, "ready", || async {
+        op.readyz().await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert!(op.terminate().await.success());
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{text}");
+    for line in &lines {
+        assert!(
+            line["level"].is_string()
+                && line["message"].is_string()
+                && line["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "acquired the leader Lease"),
+        "{text}"
+    );
 }
