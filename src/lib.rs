@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod controllers;
 pub mod crdgen;
+pub mod ipam;
 pub mod manager;
 pub mod metrics;
 pub mod mysql;
