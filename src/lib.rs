@@ -10,4 +10,6 @@ pub mod ipam;
 pub mod manager;
 pub mod metrics;
 pub mod mysql;
+pub mod names;
+pub mod netpol;
 pub mod telemetry;

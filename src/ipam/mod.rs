@@ -24,7 +24,11 @@ impl Default for PoolConfig {
     fn default() -> Self {
         let net = |s: &str| s.parse().expect("valid constant");
         PoolConfig {
-            ranges: vec![net("10.0.0.0/8"), net("172.16.0.0/12"), net("192.168.0.0/16")],
+            ranges: vec![
+                net("10.0.0.0/8"),
+                net("172.16.0.0/12"),
+                net("192.168.0.0/16"),
+            ],
             reserved: vec![net("10.244.0.0/16"), net("10.96.0.0/12")],
         }
     }
@@ -60,7 +64,10 @@ pub enum BlockError {
 
 /// Parses a /26 block written as in `PrivateNetwork.spec.cidr`.
 pub fn parse_block(text: &str) -> Result<Ipv4Net, BlockError> {
-    let net: Ipv4Net = text.trim().parse().map_err(|_| BlockError::Unparsable(text.to_owned()))?;
+    let net: Ipv4Net = text
+        .trim()
+        .parse()
+        .map_err(|_| BlockError::Unparsable(text.to_owned()))?;
     if net.prefix_len() != BLOCK_PREFIX {
         return Err(BlockError::NotA26(text.to_owned()));
     }
@@ -153,7 +160,10 @@ impl AddressPlan {
             if a.trunc() != *a {
                 return Err(PlanError::NotCanonical(*a, a.trunc()));
             }
-            if let Some(b) = config.ranges[..i].iter().find(|b| b.contains(a) || a.contains(*b)) {
+            if let Some(b) = config.ranges[..i]
+                .iter()
+                .find(|b| b.contains(a) || a.contains(*b))
+            {
                 return Err(PlanError::Overlap(*b, *a));
             }
         }
@@ -176,13 +186,17 @@ impl AddressPlan {
                     set_bit(&mut bitmap.reserved, index, true);
                 }
                 for reserved in &config.reserved {
-                    let overlap_start = u32::from(range.network()).max(u32::from(reserved.network()));
-                    let overlap_end = u32::from(range.broadcast()).min(u32::from(reserved.broadcast()));
+                    let overlap_start =
+                        u32::from(range.network()).max(u32::from(reserved.network()));
+                    let overlap_end =
+                        u32::from(range.broadcast()).min(u32::from(reserved.broadcast()));
                     if overlap_start > overlap_end {
                         continue;
                     }
                     let base = u32::from(range.network());
-                    for index in ((overlap_start - base) / BLOCK_SIZE)..=((overlap_end - base) / BLOCK_SIZE) {
+                    for index in
+                        ((overlap_start - base) / BLOCK_SIZE)..=((overlap_end - base) / BLOCK_SIZE)
+                    {
                         if !bit(&bitmap.reserved, index as usize) {
                             set_bit(&mut bitmap.reserved, index as usize, true);
                             bitmap.reserved_count += 1;
@@ -192,24 +206,39 @@ impl AddressPlan {
                 bitmap
             })
             .collect();
-        Ok(AddressPlan { ranges, reserved: config.reserved.clone() })
+        Ok(AddressPlan {
+            ranges,
+            reserved: config.reserved.clone(),
+        })
     }
 
     fn locate(&self, block: Ipv4Net) -> Option<(usize, usize)> {
-        self.ranges.iter().enumerate().find_map(|(r, bitmap)| bitmap.index_of(block).map(|i| (r, i)))
+        self.ranges
+            .iter()
+            .enumerate()
+            .find_map(|(r, bitmap)| bitmap.index_of(block).map(|i| (r, i)))
     }
 
     /// Whether `block` may be given to a network at all (ignoring whether it is taken).
     pub fn check(&self, block: Ipv4Net) -> Result<(), BlockError> {
         let Some((r, i)) = self.locate(block) else {
-            let pool = self.ranges.iter().map(|b| b.range.to_string()).collect::<Vec<_>>().join(", ");
+            let pool = self
+                .ranges
+                .iter()
+                .map(|b| b.range.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(BlockError::OutsidePool { block, pool });
         };
         if bit(&self.ranges[r].reserved, i) {
             let reserved = self
                 .reserved
                 .iter()
-                .find(|res| res.contains(&block.network()) || block.contains(*res) || res.contains(&block.broadcast()))
+                .find(|res| {
+                    res.contains(&block.network())
+                        || block.contains(*res)
+                        || res.contains(&block.broadcast())
+                })
                 .copied()
                 .unwrap_or(block);
             return Err(BlockError::Reserved { block, reserved });
@@ -219,7 +248,9 @@ impl AddressPlan {
 
     /// Marks `block` taken; false when it is outside the pool (it is then simply not tracked).
     pub fn mark_taken(&mut self, block: Ipv4Net) -> bool {
-        let Some((r, i)) = self.locate(block) else { return false };
+        let Some((r, i)) = self.locate(block) else {
+            return false;
+        };
         let bitmap = &mut self.ranges[r];
         if !bit(&bitmap.taken, i) {
             set_bit(&mut bitmap.taken, i, true);
@@ -240,12 +271,15 @@ impl AddressPlan {
     }
 
     pub fn is_taken(&self, block: Ipv4Net) -> bool {
-        self.locate(block).is_some_and(|(r, i)| bit(&self.ranges[r].taken, i))
+        self.locate(block)
+            .is_some_and(|(r, i)| bit(&self.ranges[r].taken, i))
     }
 
     /// The block automatic assignment picks next: the lowest free, non-reserved block, pool ranges in order.
     pub fn next_free(&self) -> Option<Ipv4Net> {
-        self.ranges.iter().find_map(|bitmap| bitmap.first_free().map(|i| bitmap.block_at(i)))
+        self.ranges
+            .iter()
+            .find_map(|bitmap| bitmap.first_free().map(|i| bitmap.block_at(i)))
     }
 
     /// Usage per pool range.
@@ -254,7 +288,12 @@ impl AddressPlan {
             .iter()
             .map(|b| {
                 // A taken block inside a reserved range (allocated before the range was reserved) counts as used.
-                let taken_and_reserved: u32 = b.taken.iter().zip(&b.reserved).map(|(t, r)| (t & r).count_ones()).sum();
+                let taken_and_reserved: u32 = b
+                    .taken
+                    .iter()
+                    .zip(&b.reserved)
+                    .map(|(t, r)| (t & r).count_ones())
+                    .sum();
                 let used = b.taken_count;
                 RangeUsage {
                     range: b.range,
@@ -287,14 +326,29 @@ mod tests {
     #[test]
     fn parse_block_rules() {
         assert_eq!(parse_block("10.20.30.64/26"), Ok(net("10.20.30.64/26")));
-        assert_eq!(parse_block("10.20.30.0/24"), Err(BlockError::NotA26("10.20.30.0/24".into())));
-        assert_eq!(parse_block("10.20.30.65/26"), Err(BlockError::NotAligned("10.20.30.65/26".into(), net("10.20.30.64/26"))));
-        assert_eq!(parse_block("nonsense"), Err(BlockError::Unparsable("nonsense".into())));
+        assert_eq!(
+            parse_block("10.20.30.0/24"),
+            Err(BlockError::NotA26("10.20.30.0/24".into()))
+        );
+        assert_eq!(
+            parse_block("10.20.30.65/26"),
+            Err(BlockError::NotAligned(
+                "10.20.30.65/26".into(),
+                net("10.20.30.64/26")
+            ))
+        );
+        assert_eq!(
+            parse_block("nonsense"),
+            Err(BlockError::Unparsable("nonsense".into()))
+        );
     }
 
     #[test]
     fn pinghost_is_first_host() {
-        assert_eq!(pinghost(net("10.20.30.64/26")), Ipv4Addr::new(10, 20, 30, 65));
+        assert_eq!(
+            pinghost(net("10.20.30.64/26")),
+            Ipv4Addr::new(10, 20, 30, 65)
+        );
     }
 
     #[test]
@@ -317,8 +371,20 @@ mod tests {
         // A /28 inside a block reserves the whole block; a /16 reserves 1,024 blocks.
         let p = plan(&["10.0.0.0/8"], &["10.0.0.16/28", "10.1.0.0/16"]);
         assert_eq!(p.next_free(), Some(net("10.0.0.64/26")));
-        assert_eq!(p.check(net("10.0.0.0/26")), Err(BlockError::Reserved { block: net("10.0.0.0/26"), reserved: net("10.0.0.16/28") }));
-        assert_eq!(p.check(net("10.1.2.0/26")), Err(BlockError::Reserved { block: net("10.1.2.0/26"), reserved: net("10.1.0.0/16") }));
+        assert_eq!(
+            p.check(net("10.0.0.0/26")),
+            Err(BlockError::Reserved {
+                block: net("10.0.0.0/26"),
+                reserved: net("10.0.0.16/28")
+            })
+        );
+        assert_eq!(
+            p.check(net("10.1.2.0/26")),
+            Err(BlockError::Reserved {
+                block: net("10.1.2.0/26"),
+                reserved: net("10.1.0.0/16")
+            })
+        );
         assert_eq!(p.usage()[0].reserved, 1 + 1024);
     }
 
@@ -327,7 +393,10 @@ mod tests {
         let p = plan(&["10.0.0.0/8"], &[]);
         assert_eq!(
             p.check(net("192.168.0.0/26")),
-            Err(BlockError::OutsidePool { block: net("192.168.0.0/26"), pool: "10.0.0.0/8".into() })
+            Err(BlockError::OutsidePool {
+                block: net("192.168.0.0/26"),
+                pool: "10.0.0.0/8".into()
+            })
         );
         assert_eq!(p.check(net("10.9.9.0/26")), Ok(()));
     }
@@ -339,8 +408,26 @@ mod tests {
         p.mark_taken(net("10.0.0.64/26"));
         assert!(!p.mark_taken(net("172.16.0.0/26")));
         let u = p.usage();
-        assert_eq!(u[0], RangeUsage { range: net("10.0.0.0/24"), total: 4, reserved: 1, used: 1, free: 2 });
-        assert_eq!(u[1], RangeUsage { range: net("192.168.0.0/16"), total: 1024, reserved: 0, used: 0, free: 1024 });
+        assert_eq!(
+            u[0],
+            RangeUsage {
+                range: net("10.0.0.0/24"),
+                total: 4,
+                reserved: 1,
+                used: 1,
+                free: 2
+            }
+        );
+        assert_eq!(
+            u[1],
+            RangeUsage {
+                range: net("192.168.0.0/16"),
+                total: 1024,
+                reserved: 0,
+                used: 0,
+                free: 1024
+            }
+        );
     }
 
     #[test]
@@ -356,11 +443,23 @@ mod tests {
 
     #[test]
     fn invalid_pools_are_refused() {
-        let cfg = |r: &[&str]| PoolConfig { ranges: r.iter().map(|s| net(s)).collect(), reserved: vec![] };
+        let cfg = |r: &[&str]| PoolConfig {
+            ranges: r.iter().map(|s| net(s)).collect(),
+            reserved: vec![],
+        };
         assert_eq!(AddressPlan::new(&cfg(&[])).unwrap_err(), PlanError::Empty);
-        assert_eq!(AddressPlan::new(&cfg(&["10.0.0.0/27"])).unwrap_err(), PlanError::RangeTooSmall(net("10.0.0.0/27")));
-        assert_eq!(AddressPlan::new(&cfg(&["10.0.0.1/24"])).unwrap_err(), PlanError::NotCanonical(net("10.0.0.1/24"), net("10.0.0.0/24")));
-        assert_eq!(AddressPlan::new(&cfg(&["10.0.0.0/8", "10.1.0.0/16"])).unwrap_err(), PlanError::Overlap(net("10.0.0.0/8"), net("10.1.0.0/16")));
+        assert_eq!(
+            AddressPlan::new(&cfg(&["10.0.0.0/27"])).unwrap_err(),
+            PlanError::RangeTooSmall(net("10.0.0.0/27"))
+        );
+        assert_eq!(
+            AddressPlan::new(&cfg(&["10.0.0.1/24"])).unwrap_err(),
+            PlanError::NotCanonical(net("10.0.0.1/24"), net("10.0.0.0/24"))
+        );
+        assert_eq!(
+            AddressPlan::new(&cfg(&["10.0.0.0/8", "10.1.0.0/16"])).unwrap_err(),
+            PlanError::Overlap(net("10.0.0.0/8"), net("10.1.0.0/16"))
+        );
     }
 
     #[test]

@@ -1,0 +1,29 @@
+//! Every name the operator writes into the cluster: field manager, finalizers, labels and annotations.
+//! Platform engineers select on these (`kubectl get -l appdb.dev/role=database`), so they are API.
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "appdb-operator";
+
+/// Finalizer on a PrivateNetwork: its range is released (cool-down) before the network disappears.
+pub const FINALIZER_RELEASE_RANGE: &str = "appdb.dev/release-range";
+
+/// What a pod is, for the customer isolation policies. Session pods of a customer must carry
+/// `appdb.dev/role: session` in the customer's namespace.
+pub const LABEL_ROLE: &str = "appdb.dev/role";
+pub const ROLE_SESSION: &str = "session";
+pub const ROLE_DATABASE: &str = "database";
+pub const ROLE_VPN_GATEWAY: &str = "vpn-gateway";
+pub const ROLE_OPERATOR_JOB: &str = "operator-job";
+
+/// `app.kubernetes.io/managed-by` value on everything the operator creates.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "appdb-operator";
+
+/// On a NetworkAllocation: which PrivateNetwork holds it (namespace, name, UID), so that lookups by holder are
+/// label-selected list calls against the API server, not cache reads.
+pub const LABEL_NETWORK_NAMESPACE: &str = "appdb.dev/network-namespace";
+pub const LABEL_NETWORK_NAME: &str = "appdb.dev/network-name";
+pub const LABEL_NETWORK_UID: &str = "appdb.dev/network-uid";
+/// On a NetworkAllocation whose network is gone: when it was released (RFC 3339). The range stays locked until the
+/// cool-down has passed, because customer firewalls may still point at it.
+pub const ANNOTATION_RELEASED_AT: &str = "appdb.dev/released-at";

@@ -1,0 +1,227 @@
+//! Customer isolation: the NetworkPolicies of a customer namespace, rendered from one description.
+//!
+//! - Database pods (`appdb.dev/role: database`) accept MySQL traffic only from the same namespace's sessions, VPN
+//!   gateways and operator jobs.
+//! - Sessions (`appdb.dev/role: session`) may reach their own databases, the cluster DNS and the internet, but no
+//!   private, shared or link-local address: not another customer's range, not an on-premise network, not the cloud
+//!   metadata endpoint.
+//! - VPN gateways (`appdb.dev/role: vpn-gateway`) accept IKE/NAT-T (UDP 500, 4500) from anywhere and may reach their
+//!   own databases, DNS and public IKE peers; nothing routes from the cluster to premises.
+
+pub mod evaluate;
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use k8s_openapi::{
+    api::networking::v1::{
+        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
+        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+
+use crate::names::{
+    LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_DATABASE, ROLE_OPERATOR_JOB, ROLE_SESSION,
+    ROLE_VPN_GATEWAY,
+};
+
+pub const MYSQL_PORT: i32 = 3306;
+pub const POLICY_DATABASE_INGRESS: &str = "appdb-database-ingress";
+pub const POLICY_SESSION_EGRESS: &str = "appdb-session-egress";
+pub const POLICY_VPN_GATEWAY: &str = "appdb-vpn-gateway";
+
+/// Where the cluster DNS runs, and which destinations count as "not the internet".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsolationConfig {
+    pub dns_namespace: String,
+    pub dns_pod_labels: BTreeMap<String, String>,
+    /// Destinations sessions and gateways may never reach by address.
+    pub denied_destinations: Vec<Ipv4Net>,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        let net = |s: &str| s.parse().expect("valid constant");
+        IsolationConfig {
+            dns_namespace: "kube-system".into(),
+            dns_pod_labels: BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]),
+            denied_destinations: vec![
+                net("10.0.0.0/8"),
+                net("172.16.0.0/12"),
+                net("192.168.0.0/16"),
+                net("100.64.0.0/10"),
+                net("169.254.0.0/16"),
+                net("127.0.0.0/8"),
+                net("0.0.0.0/8"),
+            ],
+        }
+    }
+}
+
+fn role_selector(roles: &[&str]) -> LabelSelector {
+    if let [role] = roles {
+        return LabelSelector {
+            match_labels: Some(BTreeMap::from([(LABEL_ROLE.to_owned(), role.to_string())])),
+            ..Default::default()
+        };
+    }
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: LABEL_ROLE.into(),
+            operator: "In".into(),
+            values: Some(roles.iter().map(|r| r.to_string()).collect()),
+        }]),
+        ..Default::default()
+    }
+}
+
+fn port(protocol: &str, number: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(number)),
+        end_port: None,
+    }
+}
+
+fn pods(roles: &[&str]) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(role_selector(roles)),
+        ..Default::default()
+    }
+}
+
+fn internet(config: &IsolationConfig) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: "0.0.0.0/0".into(),
+            except: Some(
+                config
+                    .denied_destinations
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+            ),
+        }),
+        ..Default::default()
+    }
+}
+
+fn dns_rule(config: &IsolationConfig) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    config.dns_namespace.clone(),
+                )])),
+                ..Default::default()
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(config.dns_pod_labels.clone()),
+                ..Default::default()
+            }),
+            ip_block: None,
+        }]),
+        ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
+    }
+}
+
+fn database_rule() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![pods(&[ROLE_DATABASE])]),
+        ports: Some(vec![port("TCP", MYSQL_PORT)]),
+    }
+}
+
+fn policy(
+    name: &str,
+    namespace: &str,
+    owners: &[OwnerReference],
+    spec: NetworkPolicySpec,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_owned(),
+                MANAGED_BY.to_owned(),
+            )])),
+            owner_references: Some(owners.to_vec()),
+            ..Default::default()
+        },
+        spec: Some(spec),
+    }
+}
+
+/// The isolation policies of one customer namespace. `owners` are the namespace's PrivateNetworks, so the
+/// policies live exactly as long as the customer has a network.
+pub fn customer_policies(
+    namespace: &str,
+    owners: &[OwnerReference],
+    config: &IsolationConfig,
+) -> Vec<NetworkPolicy> {
+    vec![
+        policy(
+            POLICY_DATABASE_INGRESS,
+            namespace,
+            owners,
+            NetworkPolicySpec {
+                pod_selector: Some(role_selector(&[ROLE_DATABASE])),
+                policy_types: Some(vec!["Ingress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![pods(&[
+                        ROLE_SESSION,
+                        ROLE_VPN_GATEWAY,
+                        ROLE_OPERATOR_JOB,
+                    ])]),
+                    ports: Some(vec![port("TCP", MYSQL_PORT)]),
+                }]),
+                egress: None,
+            },
+        ),
+        policy(
+            POLICY_SESSION_EGRESS,
+            namespace,
+            owners,
+            NetworkPolicySpec {
+                pod_selector: Some(role_selector(&[ROLE_SESSION])),
+                policy_types: Some(vec!["Egress".into()]),
+                ingress: None,
+                egress: Some(vec![
+                    database_rule(),
+                    dns_rule(config),
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![internet(config)]),
+                        ports: None,
+                    },
+                ]),
+            },
+        ),
+        policy(
+            POLICY_VPN_GATEWAY,
+            namespace,
+            owners,
+            NetworkPolicySpec {
+                pod_selector: Some(role_selector(&[ROLE_VPN_GATEWAY])),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![port("UDP", 500), port("UDP", 4500)]),
+                }]),
+                egress: Some(vec![
+                    database_rule(),
+                    dns_rule(config),
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![internet(config)]),
+                        ports: Some(vec![port("UDP", 500), port("UDP", 4500)]),
+                    },
+                ]),
+            },
+        ),
+    ]
+}
