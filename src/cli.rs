@@ -4,7 +4,11 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{manager::ManagerConfig, telemetry::LogFormat};
+use ipnet::Ipv4Net;
+
+use crate::{
+    config::OperatorConfig, ipam::PoolConfig, manager::ManagerConfig, telemetry::LogFormat,
+};
 
 /// Kubernetes operator for per-customer application databases, private networks, VPNs and migrations.
 #[derive(Debug, Parser)]
@@ -24,6 +28,39 @@ pub enum Command {
     },
     /// Run the operator (client from KUBECONFIG or in-cluster configuration).
     Run(RunArgs),
+    /// Show the address pool's usage and the range automatic assignment would pick next.
+    Ipam(PoolArgs),
+}
+
+/// The address pool, as `run` and `ipam` take it.
+#[derive(Debug, Args, Clone)]
+pub struct PoolArgs {
+    /// Ranges customer networks are allocated from (comma-separated, canonical CIDRs).
+    #[arg(
+        long,
+        env = "APPDB_POOL",
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+    )]
+    pub pool: Vec<Ipv4Net>,
+    /// Ranges the platform uses itself (pod, service, node networks), never handed out. The default fits kind
+    /// (pods 10.244.0.0/16, services 10.96.0.0/12); set your cluster's own.
+    #[arg(
+        long,
+        env = "APPDB_RESERVED",
+        value_delimiter = ',',
+        default_value = "10.244.0.0/16,10.96.0.0/12"
+    )]
+    pub reserved: Vec<Ipv4Net>,
+}
+
+impl PoolArgs {
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            ranges: self.pool.clone(),
+            reserved: self.reserved.clone(),
+        }
+    }
 }
 
 /// Flags of `appdb-operator run`. Every flag can also be set by the environment variable shown in `--help`.
@@ -53,9 +90,41 @@ pub struct RunArgs {
     /// Seconds before expiry at which the holder renews.
     #[arg(long, env = "APPDB_LEASE_GRACE_SECONDS", default_value_t = 5)]
     pub lease_grace_seconds: u64,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// Seconds a released range stays locked before it can be handed out again (customer firewalls may still point
+    /// at it). The same customer namespace may take its own released range back at once.
+    #[arg(long, env = "APPDB_RELEASE_COOLDOWN_SECONDS", default_value_t = 86_400)]
+    pub release_cooldown_seconds: u64,
+    /// Seconds an allocation whose network has vanished is kept before it is released.
+    #[arg(long, env = "APPDB_ALLOCATION_GC_GRACE_SECONDS", default_value_t = 300)]
+    pub allocation_gc_grace_seconds: u64,
+    /// Seconds between allocation garbage-collection passes.
+    #[arg(
+        long,
+        env = "APPDB_ALLOCATION_GC_INTERVAL_SECONDS",
+        default_value_t = 60
+    )]
+    pub allocation_gc_interval_seconds: u64,
+    /// Reconciles each controller runs at once.
+    #[arg(long, env = "APPDB_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
 }
 
 impl RunArgs {
+    pub fn operator_config(&self) -> OperatorConfig {
+        OperatorConfig {
+            pool: self.pool.pool_config(),
+            release_cooldown: std::time::Duration::from_secs(self.release_cooldown_seconds),
+            allocation_gc_grace: std::time::Duration::from_secs(self.allocation_gc_grace_seconds),
+            allocation_gc_interval: std::time::Duration::from_secs(
+                self.allocation_gc_interval_seconds.max(1),
+            ),
+            concurrency: self.concurrency,
+            ..OperatorConfig::default()
+        }
+    }
+
     pub fn manager_config(&self) -> ManagerConfig {
         ManagerConfig {
             listen: self.listen,

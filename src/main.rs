@@ -23,6 +23,30 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Ipam(args) => {
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: cannot build a Kubernetes client: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match appdb_operator::controllers::private_network::allocate::preview(
+                &client,
+                &args.pool_config(),
+            )
+            .await
+            {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let client = match kube::Client::try_default().await {
@@ -32,8 +56,23 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let metrics = Arc::new(Metrics::default());
-            match manager::run(client, args.manager_config(), metrics, controllers::all()).await {
+            let mut metrics = Metrics::default();
+            let controllers = match controllers::all(Arc::new(args.operator_config()), &mut metrics)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "invalid address pool");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match manager::run(
+                client,
+                args.manager_config(),
+                Arc::new(metrics),
+                controllers,
+            )
+            .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "operator stopped");

@@ -10,6 +10,28 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
+/// Condition reasons (CamelCase), as platform engineers and health checks match on them.
+pub mod reason {
+    /// The network holds its range.
+    pub const ALLOCATED: &str = "Allocated";
+    /// Looking for, or claiming, a range.
+    pub const ALLOCATING: &str = "Allocating";
+    /// The chosen range is held by another network.
+    pub const CIDR_CONFLICT: &str = "CidrConflict";
+    /// The chosen range lies outside the operator's pool.
+    pub const OUTSIDE_POOL: &str = "OutsidePool";
+    /// The chosen range overlaps a range the platform reserves for itself.
+    pub const RESERVED: &str = "Reserved";
+    /// No free /26 is left in the pool.
+    pub const POOL_EXHAUSTED: &str = "PoolExhausted";
+    /// The spec cannot be used as written (admission normally refuses this first).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Nothing is in progress.
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// The object is being deleted.
+    pub const DELETING: &str = "Deleting";
+}
+
 /// Status of a condition, as Kubernetes spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionStatus {

@@ -618,14 +618,23 @@ fn patch(
     if ct.starts_with("application/json-patch+json") {
         let ops: json_patch::Patch = serde_json::from_value(patch_body)
             .map_err(|e| ApiError::bad_request(&format!("invalid JSON patch: {e}")))?;
-        json_patch::patch(&mut patched, &ops).map_err(|e| {
-            ApiError::new(
-                422,
-                "Invalid",
-                format!("the server rejected our request due to an error in our request: {e}"),
-                None,
-            )
-        })?;
+        for op in ops.0 {
+            // As in Kubernetes, `test` of null passes when the path does not exist.
+            if let json_patch::PatchOperation::Test(t) = &op
+                && t.value.is_null()
+                && patched.pointer(t.path.as_str()).is_none()
+            {
+                continue;
+            }
+            json_patch::patch(&mut patched, &[op]).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                    None,
+                )
+            })?;
+        }
     } else if ct.starts_with("application/merge-patch+json")
         || ct.starts_with("application/strategic-merge-patch+json")
     {

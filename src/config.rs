@@ -1,0 +1,35 @@
+//! Operator configuration shared by the controllers (flags of `appdb-operator run`, Helm values).
+
+use std::time::Duration;
+
+use crate::{ipam::PoolConfig, netpol::IsolationConfig};
+
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Ranges customer networks are allocated from, and the platform's own ranges they avoid.
+    pub pool: PoolConfig,
+    /// A released range is not handed out again for this long: customer firewalls still point at it.
+    pub release_cooldown: Duration,
+    /// An allocation whose network has vanished without releasing it is released after this grace period
+    /// (it covers the moment between creating an allocation and the network showing up in caches).
+    pub allocation_gc_grace: Duration,
+    /// How often the allocation garbage collection runs.
+    pub allocation_gc_interval: Duration,
+    /// Where DNS lives and which destinations sessions may never reach.
+    pub isolation: IsolationConfig,
+    /// Reconciles run at once per controller.
+    pub concurrency: u16,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            pool: PoolConfig::default(),
+            release_cooldown: Duration::from_secs(24 * 3600),
+            allocation_gc_grace: Duration::from_secs(300),
+            allocation_gc_interval: Duration::from_secs(60),
+            isolation: IsolationConfig::default(),
+            concurrency: 16,
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The PrivateNetwork controller: dereference (the network's databases and namespace peers) → validate (the chosen
+//! range) → allocate (claim a NetworkAllocation) → build (status, isolation policies) → apply (SSA) → status.
+
+pub mod allocate;
+pub mod status;
+pub mod validate;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{StreamExt, future::BoxFuture};
+use k8s_openapi::{
+    api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller as RuntimeController, WatchStreamExt,
+        controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+use self::{
+    allocate::{AllocationError, AllocationIndex, PoolMetrics, ensure_allocation, release},
+    status::{Problem, build_status},
+};
+use crate::{
+    api::{AppDatabase, NetworkAllocation, PrivateNetwork, conditions::reason},
+    config::OperatorConfig,
+    controllers::apply::apply_if_changed,
+    ipam::BlockError,
+    manager::{Controller, ControllerContext},
+    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    names::{
+        FIELD_MANAGER, FINALIZER_RELEASE_RANGE, LABEL_MANAGED_BY, LABEL_NETWORK_NAME,
+        LABEL_NETWORK_NAMESPACE, MANAGED_BY,
+    },
+    netpol::customer_policies,
+};
+
+const NAME: &str = "privatenetwork";
+
+/// Why a reconcile failed (and will be retried with backoff). Bad input is not an error: it is a status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("claiming a range failed: {0}")]
+    Allocate(#[source] kube::Error),
+    #[error("releasing the range failed: {0}")]
+    Release(#[source] kube::Error),
+    #[error("applying the isolation NetworkPolicies failed: {0}")]
+    ApplyPolicies(#[source] kube::Error),
+    #[error("writing status failed: {0}")]
+    Status(#[source] kube::Error),
+    #[error(
+        "AppDatabase {0} still lives on this network; delete it or migrate it to another network first"
+    )]
+    InUse(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Allocate(_) => "allocate",
+            Error::Release(_) => "release",
+            Error::ApplyPolicies(_) => "apply_policies",
+            Error::Status(_) => "status",
+            Error::InUse(_) => "in_use",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+/// The PrivateNetwork controller as the manager runs it.
+pub struct PrivateNetworkController {
+    config: Arc<OperatorConfig>,
+    index: AllocationIndex,
+    pool_metrics: PoolMetrics,
+}
+
+impl PrivateNetworkController {
+    pub fn new(
+        config: Arc<OperatorConfig>,
+        metrics: &mut Metrics,
+    ) -> Result<Self, crate::ipam::PlanError> {
+        let index = AllocationIndex::new(config.pool.clone())?;
+        let pool_metrics = PoolMetrics::default();
+        pool_metrics.register(metrics.registry_mut());
+        Ok(Self {
+            config,
+            index,
+            pool_metrics,
+        })
+    }
+}
+
+struct Context {
+    client: Client,
+    config: Arc<OperatorConfig>,
+    index: AllocationIndex,
+    networks: Store<PrivateNetwork>,
+    databases: Store<AppDatabase>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl Controller for PrivateNetworkController {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let client = ctx.client.clone();
+            let networks_api: Api<PrivateNetwork> = Api::all(client.clone());
+            let managed =
+                watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+
+            let (databases, db_writer) = reflector::store();
+            let db_stream = reflector::reflector(
+                db_writer,
+                watcher(
+                    Api::<AppDatabase>::all(client.clone()),
+                    watcher::Config::default(),
+                ),
+            )
+            .default_backoff()
+            .touched_objects();
+            let controller = RuntimeController::new(networks_api, watcher::Config::default())
+                .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
+                .watches(
+                    Api::<NetworkAllocation>::all(client.clone()),
+                    watcher::Config::default(),
+                    |a| {
+                        let labels = a.labels();
+                        match (
+                            labels.get(LABEL_NETWORK_NAMESPACE),
+                            labels.get(LABEL_NETWORK_NAME),
+                        ) {
+                            (Some(ns), Some(name)) => Some(ObjectRef::new(name).within(ns)),
+                            _ => None,
+                        }
+                    },
+                )
+                // Database changes (created on, or moved to, a network) change the network's type.
+                .watches(
+                    Api::<AppDatabase>::all(client.clone()),
+                    watcher::Config::default(),
+                    |db| {
+                        let ns = db.namespace().unwrap_or_default();
+                        let mut refs = vec![ObjectRef::new(&db.spec.network).within(&ns)];
+                        if let Some(current) = db.status.as_ref().and_then(|s| s.network.as_deref())
+                            && current != db.spec.network
+                        {
+                            refs.push(ObjectRef::new(current).within(&ns));
+                        }
+                        refs
+                    },
+                )
+                .with_config(
+                    kube::runtime::controller::Config::default()
+                        .concurrency(self.config.concurrency),
+                );
+            let networks = controller.store();
+
+            tokio::spawn(self.index.clone().run(
+                client.clone(),
+                self.pool_metrics.clone(),
+                ctx.shutdown.clone(),
+            ));
+            {
+                // The store of AppDatabases answers "does a database live on this network?".
+                let shutdown = ctx.shutdown.clone();
+                tokio::spawn(async move {
+                    let mut stream = std::pin::pin!(db_stream);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            item = stream.next() => match item {
+                                None => return,
+                                Some(Err(e)) => warn!(error = %e, "AppDatabase watch failed; retrying"),
+                                Some(Ok(_)) => {}
+                            },
+                        }
+                    }
+                });
+            }
+            {
+                let (networks, databases, index, synced) = (
+                    networks.clone(),
+                    databases.clone(),
+                    self.index.clone(),
+                    ctx.synced.clone(),
+                );
+                tokio::spawn(async move {
+                    let _ = networks.wait_until_ready().await;
+                    let _ = databases.wait_until_ready().await;
+                    index.wait_until_ready().await;
+                    synced.mark_synced();
+                });
+            }
+            spawn_garbage_collection(client.clone(), self.config.clone(), ctx.shutdown.clone());
+
+            let reporter = Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            };
+            let context = Arc::new(Context {
+                client: client.clone(),
+                config: self.config.clone(),
+                index: self.index.clone(),
+                networks,
+                databases,
+                recorder: Recorder::new(client, reporter),
+                metrics: ctx.metrics.clone(),
+            });
+            controller
+                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
+                .run(reconcile, error_policy, context)
+                .for_each(|_| futures::future::ready(()))
+                .await;
+        })
+    }
+}
+
+fn spawn_garbage_collection(
+    client: Client,
+    config: Arc<OperatorConfig>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(config.allocation_gc_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            match allocate::collect_garbage(
+                &client,
+                config.release_cooldown,
+                config.allocation_gc_grace,
+            )
+            .await
+            {
+                Ok(0) => {}
+                Ok(n) => info!(changed = n, "allocation garbage collection"),
+                Err(e) => {
+                    warn!(error = %e, "allocation garbage collection failed; next pass retries")
+                }
+            }
+        }
+    });
+}
+
+fn databases_on(ctx: &Context, network: &PrivateNetwork) -> Vec<String> {
+    let ns = network.namespace().unwrap_or_default();
+    let name = network.name_any();
+    let mut found: Vec<String> = ctx
+        .databases
+        .state()
+        .iter()
+        .filter(|db| {
+            db.namespace().as_deref() == Some(ns.as_str())
+                && db.metadata.deletion_timestamp.is_none()
+        })
+        .filter(|db| {
+            db.status
+                .as_ref()
+                .and_then(|s| s.network.as_deref())
+                .unwrap_or(&db.spec.network)
+                == name
+        })
+        .map(|db| db.name_any())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Owners of the namespace's isolation policies: every live PrivateNetwork of the namespace.
+fn policy_owners(ctx: &Context, namespace: &str) -> Vec<OwnerReference> {
+    let mut owners: Vec<OwnerReference> = ctx
+        .networks
+        .state()
+        .iter()
+        .filter(|n| {
+            n.namespace().as_deref() == Some(namespace) && n.metadata.deletion_timestamp.is_none()
+        })
+        .filter_map(|n| n.object_ref(&()).uid.map(|uid| (n.name_any(), uid)))
+        .map(|(name, uid)| OwnerReference {
+            api_version: PrivateNetwork::api_version(&()).into_owned(),
+            kind: PrivateNetwork::kind(&()).into_owned(),
+            name,
+            uid,
+            controller: None,
+            block_owner_deletion: None,
+        })
+        .collect();
+    owners.sort_by(|a, b| a.name.cmp(&b.name));
+    owners
+}
+
+fn problem_of(e: AllocationError) -> Result<Problem, kube::Error> {
+    Ok(match e {
+        AllocationError::Kube(e) => return Err(e),
+        AllocationError::Block(b @ BlockError::OutsidePool { .. }) => Problem::Stalled {
+            reason: reason::OUTSIDE_POOL,
+            message: b.to_string(),
+        },
+        AllocationError::Block(b @ BlockError::Reserved { .. }) => Problem::Stalled {
+            reason: reason::RESERVED,
+            message: b.to_string(),
+        },
+        AllocationError::Block(b) => Problem::Stalled {
+            reason: reason::INVALID_SPEC,
+            message: b.to_string(),
+        },
+        e @ (AllocationError::Conflict { .. } | AllocationError::CoolingDown { .. }) => {
+            Problem::Stalled {
+                reason: reason::CIDR_CONFLICT,
+                message: e.to_string(),
+            }
+        }
+        e @ AllocationError::PoolExhausted { .. } => Problem::Stalled {
+            reason: reason::POOL_EXHAUSTED,
+            message: e.to_string(),
+        },
+        e @ AllocationError::Contended => Problem::InProgress {
+            reason: reason::ALLOCATING,
+            message: e.to_string(),
+        },
+    })
+}
+
+async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = ControllerLabels {
+        controller: NAME.into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = std::time::Instant::now();
+    let api: Api<PrivateNetwork> =
+        Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER_RELEASE_RANGE, network, |event| async {
+        match event {
+            Finalizer::Apply(n) => apply(n, &ctx).await,
+            Finalizer::Cleanup(n) => cleanup(n, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = network.namespace().unwrap_or_default();
+    let allocation = match validate::requested_block(&network) {
+        Err(e) => Err(Problem::Stalled {
+            reason: reason::INVALID_SPEC,
+            message: e.to_string(),
+        }),
+        Ok(chosen) => {
+            ctx.index.wait_until_ready().await;
+            match ensure_allocation(
+                &ctx.client,
+                &ctx.index,
+                &network,
+                chosen,
+                ctx.config.release_cooldown,
+            )
+            .await
+            {
+                Ok(block) => Ok(block),
+                Err(e) => Err(problem_of(e).map_err(Error::Allocate)?),
+            }
+        }
+    };
+
+    if allocation.is_ok() {
+        let owners = policy_owners(ctx, &namespace);
+        let policies_api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+        for policy in customer_policies(&namespace, &owners, &ctx.config.isolation) {
+            let live = policies_api
+                .get_opt(&policy.name_any())
+                .await
+                .map_err(Error::ApplyPolicies)?;
+            apply_if_changed(&policies_api, &policy, live.as_ref())
+                .await
+                .map_err(Error::ApplyPolicies)?;
+        }
+    }
+
+    let hosts_database = !databases_on(ctx, &network).is_empty();
+    let new_status = build_status(
+        &network,
+        &allocation,
+        hosts_database,
+        jiff::Timestamp::now(),
+    );
+    if network.status.as_ref() != Some(&new_status) {
+        let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "PrivateNetwork", "status": new_status});
+        api.patch_status(
+            &network.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
+        publish_transition(ctx, &network, &allocation).await;
+    }
+    Ok(match &allocation {
+        Ok(_) => Action::requeue(Duration::from_secs(600)),
+        // Conflicts and exhaustion can clear when other networks go; look again now and then, never in a storm.
+        Err(Problem::Stalled { .. }) => Action::requeue(Duration::from_secs(60)),
+        Err(Problem::InProgress { .. }) => Action::requeue(Duration::from_secs(2)),
+    })
+}
+
+async fn publish_transition(
+    ctx: &Context,
+    network: &PrivateNetwork,
+    allocation: &Result<ipnet::Ipv4Net, Problem>,
+) {
+    let was_ready = network
+        .status
+        .as_ref()
+        .and_then(|s| {
+            crate::api::conditions::find(&s.common.conditions, crate::api::conditions::READY)
+                .map(|c| c.status == "True")
+        })
+        .unwrap_or(false);
+    let event = match allocation {
+        Ok(block) if !was_ready => KubeEvent {
+            type_: EventType::Normal,
+            reason: reason::ALLOCATED.into(),
+            note: Some(format!("Allocated {block}")),
+            action: "Allocate".into(),
+            secondary: None,
+        },
+        Err(Problem::Stalled { reason, message }) => KubeEvent {
+            type_: EventType::Warning,
+            reason: (*reason).into(),
+            note: Some(message.clone()),
+            action: "Allocate".into(),
+            secondary: None,
+        },
+        _ => return,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &network.object_ref(&())).await {
+        warn!(error = %e, "cannot publish event");
+    }
+}
+
+async fn cleanup(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
+    let on_it = databases_on(ctx, &network);
+    if let Some(first) = on_it.first() {
+        // Deleting a network under a live database would cut it off: hold the finalizer until it has moved.
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "InUse".into(),
+            note: Some(format!(
+                "AppDatabase {first} still lives on this network; the network is deleted once it has moved or gone"
+            )),
+            action: "Release".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &network.object_ref(&())).await {
+            warn!(error = %e, "cannot publish event");
+        }
+        return Err(Error::InUse(first.clone()));
+    }
+    release(&ctx.client, &network, ctx.config.release_cooldown)
+        .await
+        .map_err(Error::Release)?;
+    Ok(Action::await_change())
+}
+
+fn error_policy(network: Arc<PrivateNetwork>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: NAME.into(),
+            reason: error.metric_label().into(),
+        })
+        .inc();
+    warn!(namespace = %network.namespace().unwrap_or_default(), name = %network.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(match error {
+        Error::InUse(_) => 30,
+        _ => 5,
+    }))
+}

@@ -1,0 +1,378 @@
+//! PrivateNetwork end to end: the real operator binary and kubectl against the test API server.
+
+mod support;
+
+use std::{collections::BTreeSet, process::Stdio, time::Duration};
+
+use appdb_operator::api::{NetworkAllocation, PrivateNetwork, PrivateNetworkSpec};
+use futures::StreamExt;
+use kube::{Api, Client, Config, api::PostParams};
+use support::{Cluster, eventually, free_port};
+use tokio::process::{Child, Command};
+
+fn start_operator(c: &Cluster, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--leader-election",
+            "false",
+        ])
+        .args([
+            "--pool",
+            "10.0.0.0/8,172.16.0.0/12",
+            "--reserved",
+            "10.244.0.0/16,10.96.0.0/12",
+        ])
+        .args([
+            "--allocation-gc-interval-seconds",
+            "1",
+            "--allocation-gc-grace-seconds",
+            "1",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start appdb-operator")
+}
+
+fn network_yaml(ns: &str, name: &str, cidr: Option<&str>) -> String {
+    let spec = cidr
+        .map(|c| format!("{{cidr: {c}}}"))
+        .unwrap_or_else(|| "{}".into());
+    format!(
+        "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    )
+}
+
+async fn namespace(c: &Cluster, ns: &str) {
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+    )
+    .await;
+}
+
+async fn jsonpath(c: &Cluster, ns: &str, name: &str, path: &str) -> String {
+    c.ok(&[
+        "get",
+        "pnet",
+        name,
+        "-n",
+        ns,
+        "-o",
+        &format!("jsonpath={path}"),
+    ])
+    .await
+}
+
+async fn wait_condition(c: &Cluster, ns: &str, name: &str, condition: &str) {
+    c.ok(&[
+        "wait",
+        &format!("--for=condition={condition}"),
+        &format!("pnet/{name}"),
+        "-n",
+        ns,
+        "--timeout=30s",
+    ])
+    .await;
+}
+
+async fn stalled_reason(c: &Cluster, ns: &str, name: &str) -> String {
+    wait_condition(c, ns, name, "Stalled").await;
+    jsonpath(c, ns, name, r#"{.status.conditions[?(@.type=="Stalled")].reason}: {.status.conditions[?(@.type=="Stalled")].message}"#).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let _op = start_operator(&c, &[]);
+    namespace(&c, "acme").await;
+    namespace(&c, "globex").await;
+
+    // Automatic: the lowest free block; chosen: exactly the one asked for.
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("acme", "auto", None),
+    )
+    .await;
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("acme", "chosen", Some("10.20.30.64/26")),
+    )
+    .await;
+    wait_condition(&c, "acme", "auto", "Ready").await;
+    wait_condition(&c, "acme", "chosen", "Ready").await;
+    assert_eq!(
+        jsonpath(
+            &c,
+            "acme",
+            "auto",
+            "{.status.cidr} {.status.pinghost} {.status.type} {.status.state}"
+        )
+        .await,
+        "10.0.0.0/26 10.0.0.1 Test Ready"
+    );
+    assert_eq!(
+        jsonpath(&c, "acme", "chosen", "{.status.cidr} {.status.pinghost}").await,
+        "10.20.30.64/26 10.20.30.65"
+    );
+    assert_eq!(
+        jsonpath(&c, "acme", "chosen", "{.status.observedGeneration}").await,
+        "1"
+    );
+    let allocation = c
+        .ok(&[
+            "get",
+            "nalloc",
+            "10-20-30-64-26",
+            "-o",
+            "jsonpath={.spec.network.namespace}/{.spec.network.name}",
+        ])
+        .await;
+    assert_eq!(allocation, "acme/chosen");
+
+    // Another customer asking for a taken range, a range outside the pool, a reserved range.
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("globex", "steal", Some("10.20.30.64/26")),
+    )
+    .await;
+    let why = stalled_reason(&c, "globex", "steal").await;
+    assert!(
+        why.starts_with("CidrConflict:") && why.contains("acme/chosen"),
+        "{why}"
+    );
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("globex", "outside", Some("192.168.1.0/26")),
+    )
+    .await;
+    let why = stalled_reason(&c, "globex", "outside").await;
+    assert!(
+        why.starts_with("OutsidePool:") && why.contains("10.0.0.0/8, 172.16.0.0/12"),
+        "{why}"
+    );
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("globex", "reserved", Some("10.96.0.64/26")),
+    )
+    .await;
+    let why = stalled_reason(&c, "globex", "reserved").await;
+    assert!(
+        why.starts_with("Reserved:") && why.contains("10.96.0.0/12"),
+        "{why}"
+    );
+    assert_eq!(
+        jsonpath(&c, "globex", "reserved", "{.status.state}").await,
+        "Failed"
+    );
+    let events = c
+        .ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "globex",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    assert!(
+        events.contains("CidrConflict") && events.contains("Reserved"),
+        "{events}"
+    );
+
+    // Isolation policies exist for each customer, owned by its networks.
+    let owners = c
+        .ok(&[
+            "get",
+            "netpol",
+            "appdb-database-ingress",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[*].name}",
+        ])
+        .await;
+    assert_eq!(owners, "auto chosen");
+
+    // Deleting a network releases its range into a cool-down: another customer cannot take it...
+    c.ok(&["delete", "pnet", "chosen", "-n", "acme", "--timeout=30s"])
+        .await;
+    let released = c
+        .ok(&[
+            "get",
+            "nalloc",
+            "10-20-30-64-26",
+            "-o",
+            "jsonpath={.metadata.annotations.appdb\\.dev/released-at}",
+        ])
+        .await;
+    assert!(
+        !released.is_empty(),
+        "released range keeps its lock during the cool-down"
+    );
+    c.ok(&["delete", "pnet", "steal", "-n", "globex"]).await;
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("globex", "steal-again", Some("10.20.30.64/26")),
+    )
+    .await;
+    let why = stalled_reason(&c, "globex", "steal-again").await;
+    assert!(why.contains("cooling down"), "{why}");
+    // ...but the same customer may take its own range back at once.
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("acme", "restored", Some("10.20.30.64/26")),
+    )
+    .await;
+    wait_condition(&c, "acme", "restored", "Ready").await;
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "nalloc",
+            "10-20-30-64-26",
+            "-o",
+            "jsonpath={.spec.network.name}"
+        ])
+        .await,
+        "restored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cooldown_deletion_frees_the_range_and_type_follows_the_database() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let _op = start_operator(&c, &["--release-cooldown-seconds", "0"]);
+    namespace(&c, "acme").await;
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &network_yaml("acme", "prod", None),
+    )
+    .await;
+    wait_condition(&c, "acme", "prod", "Ready").await;
+    assert_eq!(jsonpath(&c, "acme", "prod", "{.status.type}").await, "Test");
+
+    let db = "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  admin: {username: acme_admin, passwordSecretRef: {name: s, key: k}}\n  storage: {size: 1Gi}\n";
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], db).await;
+    eventually(30, "network turns Production", || async {
+        (jsonpath(&c, "acme", "prod", "{.status.type}").await == "Production").then_some(())
+    })
+    .await;
+
+    // A network under a live database is not deleted until the database has gone.
+    c.ok(&["delete", "pnet", "prod", "-n", "acme", "--wait=false"])
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        jsonpath(&c, "acme", "prod", "{.status.cidr}").await,
+        "10.0.0.0/26",
+        "still there, still holding its range"
+    );
+    let events = c
+        .ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    assert!(events.contains("InUse"), "{events}");
+    c.ok(&["delete", "adb", "orders", "-n", "acme"]).await;
+    eventually(30, "network deleted once the database is gone", || async {
+        (!c.kubectl(&["get", "pnet", "prod", "-n", "acme"])
+            .await
+            .status
+            .success())
+        .then_some(())
+    })
+    .await;
+    let left = c.ok(&["get", "nalloc", "-o", "name"]).await;
+    assert_eq!(
+        left.trim(),
+        "",
+        "no cool-down: the allocation is deleted at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_outliving_their_network_are_collected() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let _op = start_operator(&c, &["--release-cooldown-seconds", "2"]);
+    let orphan = "apiVersion: appdb.dev/v1alpha1\nkind: NetworkAllocation\nmetadata: {name: 10-9-9-0-26}\nspec:\n  cidr: 10.9.9.0/26\n  network: {namespace: gone, name: gone, uid: 00000000-0000-0000-0000-000000000000}\n";
+    c.ok_stdin(&["create", "-f", "-"], orphan).await;
+    eventually(
+        30,
+        "orphaned allocation released, then deleted after the cool-down",
+        || async {
+            (!c.kubectl(&["get", "nalloc", "10-9-9-0-26"])
+                .await
+                .status
+                .success())
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_without_leader_election_never_overlap() {
+    const NETWORKS: usize = 200;
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let _a = start_operator(&c, &[]);
+    let _b = start_operator(&c, &[]);
+    let client = Client::try_from(Config::new(c.server.url().parse().unwrap())).unwrap();
+    for n in 0..10 {
+        namespace(&c, &format!("customer-{n}")).await;
+    }
+    futures::stream::iter(0..NETWORKS)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let api: Api<PrivateNetwork> =
+                    Api::namespaced(client, &format!("customer-{}", i % 10));
+                api.create(
+                    &PostParams::default(),
+                    &PrivateNetwork::new(&format!("net-{i}"), PrivateNetworkSpec::default()),
+                )
+                .await
+                .expect("create network");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let all: Api<PrivateNetwork> = Api::all(client.clone());
+    let cidrs = eventually(120, "every network has a range", || async {
+        let list = all.list(&Default::default()).await.ok()?;
+        let cidrs: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.status.as_ref()?.cidr.clone())
+            .collect();
+        (cidrs.len() == NETWORKS).then_some(cidrs)
+    })
+    .await;
+    let unique: BTreeSet<&String> = cidrs.iter().collect();
+    assert_eq!(unique.len(), NETWORKS, "two networks share a range");
+    // Every network holds exactly one allocation, and it is the one in its status.
+    let allocations: Api<NetworkAllocation> = Api::all(client);
+    let settled = eventually(60, "extra allocations from races are released", || async {
+        let list = allocations.list(&Default::default()).await.ok()?;
+        (list.items.len() == NETWORKS).then_some(list.items)
+    })
+    .await;
+    let held: BTreeSet<String> = settled.iter().map(|a| a.spec.cidr.clone()).collect();
+    assert_eq!(held, unique.into_iter().cloned().collect::<BTreeSet<_>>());
+}
