@@ -9,7 +9,11 @@ use ipnet::Ipv4Net;
 const ALLOCATED: usize = 100_000;
 
 fn block(index: u32) -> Ipv4Net {
-    Ipv4Net::new(std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + index * 64), 26).unwrap()
+    Ipv4Net::new(
+        std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + index * 64),
+        26,
+    )
+    .unwrap()
 }
 
 fn time_per_call(iterations: u32, mut f: impl FnMut()) -> f64 {
@@ -60,11 +64,20 @@ fn main() {
     let bitmap_bytes = 2 * total_blocks.div_ceil(64) * 8;
 
     println!("address plan, default pool ({total_blocks} blocks), {ALLOCATED} ranges allocated");
-    println!("  next_free, first {ALLOCATED} blocks taken: {:>8.2} µs", next_dense * 1e6);
-    println!("  next_free, every other block taken:      {:>8.2} µs", next_scattered * 1e6);
+    println!(
+        "  next_free, first {ALLOCATED} blocks taken: {:>8.2} µs",
+        next_dense * 1e6
+    );
+    println!(
+        "  next_free, every other block taken:      {:>8.2} µs",
+        next_scattered * 1e6
+    );
     println!("  mark_taken:                              {:>8.3} µs", mark * 1e6);
     println!("  build the plan from the pool:            {:>8.2} µs", build * 1e6);
     println!("  snapshot (clone) for one reconcile:      {:>8.2} µs", snapshot * 1e6);
-    println!("  memory: {bitmap_bytes} bytes of bitmap ({:.1} KiB)", f64::from(bitmap_bytes) / 1024.0);
+    println!(
+        "  memory: {bitmap_bytes} bytes of bitmap ({:.1} KiB)",
+        f64::from(bitmap_bytes) / 1024.0
+    );
     assert!(plan.next_free().is_some());
 }

@@ -76,11 +76,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let params = params.clone();
             async move {
                 let mut cm = configmap(i);
-                cm.data
-                    .get_or_insert_default()
-                    .insert("applied".into(), "yes".into());
-                api.patch(&format!("cm-{i}"), &params, &Patch::Apply(&cm))
-                    .await
+                cm.data.get_or_insert_default().insert("applied".into(), "yes".into());
+                api.patch(&format!("cm-{i}"), &params, &Patch::Apply(&cm)).await
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -119,18 +116,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let start = Instant::now();
     for i in 0..WATCHED_WRITES {
-        watched
-            .create(&PostParams::default(), &configmap(i))
-            .await?;
+        watched.create(&PostParams::default(), &configmap(i)).await?;
     }
     for h in handles {
         h.await?;
     }
     let fanout_rate = (WATCHERS * WATCHED_WRITES) as f64 / start.elapsed().as_secs_f64();
 
-    println!(
-        "test API server throughput ({CONCURRENCY} concurrent clients, kube-rs client, loopback HTTP)"
-    );
+    println!("test API server throughput ({CONCURRENCY} concurrent clients, kube-rs client, loopback HTTP)");
     println!("  create:            {create_rate:>9.0} requests/s ({OBJECTS} ConfigMaps)");
     println!("  get:               {get_rate:>9.0} requests/s ({GETS} gets)");
     println!("  server-side apply: {apply_rate:>9.0} requests/s ({OBJECTS} applies)");

@@ -6,9 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use ipnet::Ipv4Net;
 
-use crate::{
-    config::OperatorConfig, ipam::PoolConfig, manager::ManagerConfig, telemetry::LogFormat,
-};
+use crate::{config::OperatorConfig, ipam::PoolConfig, manager::ManagerConfig, telemetry::LogFormat};
 
 /// Kubernetes operator for per-customer application databases, private networks, VPNs and migrations.
 #[derive(Debug, Parser)]
@@ -100,11 +98,7 @@ pub struct RunArgs {
     #[arg(long, env = "APPDB_ALLOCATION_GC_GRACE_SECONDS", default_value_t = 300)]
     pub allocation_gc_grace_seconds: u64,
     /// Seconds between allocation garbage-collection passes.
-    #[arg(
-        long,
-        env = "APPDB_ALLOCATION_GC_INTERVAL_SECONDS",
-        default_value_t = 60
-    )]
+    #[arg(long, env = "APPDB_ALLOCATION_GC_INTERVAL_SECONDS", default_value_t = 60)]
     pub allocation_gc_interval_seconds: u64,
     /// Reconciles each controller runs at once.
     #[arg(long, env = "APPDB_CONCURRENCY", default_value_t = 16)]
@@ -117,9 +111,7 @@ impl RunArgs {
             pool: self.pool.pool_config(),
             release_cooldown: std::time::Duration::from_secs(self.release_cooldown_seconds),
             allocation_gc_grace: std::time::Duration::from_secs(self.allocation_gc_grace_seconds),
-            allocation_gc_interval: std::time::Duration::from_secs(
-                self.allocation_gc_interval_seconds.max(1),
-            ),
+            allocation_gc_interval: std::time::Duration::from_secs(self.allocation_gc_interval_seconds.max(1)),
             concurrency: self.concurrency,
             ..OperatorConfig::default()
         }

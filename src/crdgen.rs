@@ -13,10 +13,7 @@ pub enum CrdGenError {
         source: serde_saphyr::SerializeError,
     },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
 }
 
 /// The file a CRD is written to inside `crds/` (`appdb.dev_privatenetworks.yaml`).

@@ -31,12 +31,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match appdb_operator::controllers::private_network::allocate::preview(
-                &client,
-                &args.pool_config(),
-            )
-            .await
-            {
+            match appdb_operator::controllers::private_network::allocate::preview(&client, &args.pool_config()).await {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -57,22 +52,14 @@ async fn main() -> ExitCode {
                 }
             };
             let mut metrics = Metrics::default();
-            let controllers = match controllers::all(Arc::new(args.operator_config()), &mut metrics)
-            {
+            let controllers = match controllers::all(Arc::new(args.operator_config()), &mut metrics) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "invalid address pool");
                     return ExitCode::FAILURE;
                 }
             };
-            match manager::run(
-                client,
-                args.manager_config(),
-                Arc::new(metrics),
-                controllers,
-            )
-            .await
-            {
+            match manager::run(client, args.manager_config(), Arc::new(metrics), controllers).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "operator stopped");

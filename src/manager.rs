@@ -45,10 +45,7 @@ pub struct ManagerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("probe and metrics server failed: {0}")]
     Serve(std::io::Error),
     #[error("leader election failed: {0}")]
@@ -94,15 +91,8 @@ impl Readiness {
         if !self.leading.load(Ordering::Acquire) {
             return Ok(());
         }
-        let synced = self
-            .controllers_synced
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let waiting: Vec<&str> = synced
-            .iter()
-            .filter(|(_, s)| !**s)
-            .map(|(n, _)| *n)
-            .collect();
+        let synced = self.controllers_synced.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting: Vec<&str> = synced.iter().filter(|(_, s)| !**s).map(|(n, _)| *n).collect();
         if waiting.is_empty() {
             Ok(())
         } else {
@@ -153,9 +143,7 @@ async fn readyz(State(state): State<ServerState>) -> (StatusCode, String) {
     }
 }
 
-async fn serve_metrics(
-    State(state): State<ServerState>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn serve_metrics(State(state): State<ServerState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -170,15 +158,14 @@ async fn termination_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -191,10 +178,7 @@ async fn termination_signal() {
 /// Polls until every CRD of this operator reports `Established=True`, or `shutdown` fires.
 async fn wait_for_crds(client: &Client, shutdown: &CancellationToken) -> bool {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let names: Vec<String> = all_crds()
-        .into_iter()
-        .filter_map(|c| c.metadata.name)
-        .collect();
+    let names: Vec<String> = all_crds().into_iter().filter_map(|c| c.metadata.name).collect();
     let mut logged_at = None::<tokio::time::Instant>;
     loop {
         let mut missing = Vec::new();
@@ -297,15 +281,7 @@ pub async fn run_until(
         })
     };
 
-    let result = lead_and_reconcile(
-        client,
-        &config,
-        &metrics,
-        &readiness,
-        controllers,
-        &shutdown,
-    )
-    .await;
+    let result = lead_and_reconcile(client, &config, &metrics, &readiness, controllers, &shutdown).await;
 
     server_stop.cancel();
     match server.await {
@@ -366,15 +342,7 @@ async fn lead_and_reconcile(
             info!(%identity, "acquired the leader Lease");
             metrics.leader.set(1);
             readiness.leading.store(true, Ordering::Release);
-            run_controllers(
-                client,
-                metrics,
-                readiness,
-                controllers,
-                shutdown,
-                Some(&mut leading),
-            )
-            .await
+            run_controllers(client, metrics, readiness, controllers, shutdown, Some(&mut leading)).await
         }
         Ok(false) => Ok(()),
         Err(e) => Err(e),

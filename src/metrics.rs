@@ -42,11 +42,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("appdb");
         let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader Lease",
-            leader.clone(),
-        );
+        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
         let reconciles = Family::<ControllerLabels, Counter>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
@@ -55,10 +51,9 @@ impl Default for Metrics {
             "Reconciles that failed, by reason",
             reconcile_errors.clone(),
         );
-        let reconcile_duration =
-            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
-            });
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+        });
         registry.register(
             "reconcile_duration_seconds",
             "Reconcile duration",
@@ -101,10 +96,7 @@ mod tests {
             controller: "privatenetwork".into(),
         };
         metrics.reconciles.get_or_create(&labels).inc();
-        metrics
-            .reconcile_duration
-            .get_or_create(&labels)
-            .observe(0.002);
+        metrics.reconcile_duration.get_or_create(&labels).observe(0.002);
         metrics
             .reconcile_errors
             .get_or_create(&ErrorLabels {

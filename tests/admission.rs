@@ -89,10 +89,7 @@ fn assert_refused(kind: &str, obj: Value, old: Option<Value>, expected: &str) {
 #[track_caller]
 fn assert_admitted(kind: &str, obj: Value, old: Option<Value>) {
     let msgs = messages(kind, &obj, old.as_ref());
-    assert!(
-        msgs.is_empty(),
-        "{kind} {obj} must be admitted, got {msgs:?}"
-    );
+    assert!(msgs.is_empty(), "{kind} {obj} must be admitted, got {msgs:?}");
 }
 
 // ---- valid objects ---------------------------------------------------------------------------------------------
@@ -105,17 +102,12 @@ fn valid_objects_are_admitted() {
             "PrivateNetwork",
             network(json!({"cidr": "10.20.30.64/26", "description": "Seattle"})),
         ),
-        (
-            "PrivateNetwork",
-            network(json!({"cidr": "172.31.255.192/26"})),
-        ),
+        ("PrivateNetwork", network(json!({"cidr": "172.31.255.192/26"}))),
         ("PrivateNetwork", network(json!({"cidr": "192.168.0.0/26"}))),
         ("AppDatabase", database(json!({}))),
         (
             "AppDatabase",
-            database(
-                json!({"engine": "MariaDB", "version": "11.4", "dns": {"hostname": "db.acme.example.com"}}),
-            ),
+            database(json!({"engine": "MariaDB", "version": "11.4", "dns": {"hostname": "db.acme.example.com"}})),
         ),
         (
             "AppDatabase",
@@ -125,9 +117,7 @@ fn valid_objects_are_admitted() {
         ),
         (
             "AppDatabase",
-            database(
-                json!({"admin": {"username": "_ops_2", "passwordSecretRef": {"name": "s", "key": "pw"}}}),
-            ),
+            database(json!({"admin": {"username": "_ops_2", "passwordSecretRef": {"name": "s", "key": "pw"}}})),
         ),
         ("VpnConnection", vpn(json!({}))),
         (
@@ -180,11 +170,7 @@ fn valid_updates_are_admitted() {
     // After a migration, spec.network may follow the database to where it lives now.
     let mut migrated = database(json!({}));
     migrated["status"] = json!({"network": "prod-2026"});
-    assert_admitted(
-        "AppDatabase",
-        database(json!({"network": "prod-2026"})),
-        Some(migrated),
-    );
+    assert_admitted("AppDatabase", database(json!({"network": "prod-2026"})), Some(migrated));
 
     let old = migration(json!({"scheduledAt": "2026-12-05T22:00:00+01:00"}));
     assert_admitted(
@@ -291,9 +277,7 @@ fn network_unknown_field_refused() {
 
 #[test]
 fn database_username_shape() {
-    let bad = |u: &str| {
-        database(json!({"admin": {"username": u, "passwordSecretRef": {"name": "s", "key": "k"}}}))
-    };
+    let bad = |u: &str| database(json!({"admin": {"username": u, "passwordSecretRef": {"name": "s", "key": "k"}}}));
     assert_refused(
         "AppDatabase",
         bad("9lives"),
@@ -306,12 +290,7 @@ fn database_username_shape() {
         None,
         "admin.username must start with a letter or underscore",
     );
-    assert_refused(
-        "AppDatabase",
-        bad("Root"),
-        None,
-        "admin.username must not be root",
-    );
+    assert_refused("AppDatabase", bad("Root"), None, "admin.username must not be root");
     assert_refused(
         "AppDatabase",
         bad("a_very_long_administrator_name_over_32"),
@@ -591,18 +570,14 @@ fn every_example_manifest_is_admitted() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("read example");
-            let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             for doc in docs.into_iter().filter(|d| !d.is_null()) {
                 let api_version = doc["apiVersion"].as_str().unwrap_or_default();
                 if api_version.starts_with("appdb.dev/") {
                     let kind = doc["kind"].as_str().expect("kind").to_owned();
                     let msgs = messages(&kind, &doc, None);
-                    assert!(
-                        msgs.is_empty(),
-                        "{}: {kind} refused: {msgs:?}",
-                        path.display()
-                    );
+                    assert!(msgs.is_empty(), "{}: {kind} refused: {msgs:?}", path.display());
                     checked += 1;
                 }
             }

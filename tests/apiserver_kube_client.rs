@@ -13,8 +13,7 @@ use kube::{
 };
 use support::Cluster;
 
-type Events =
-    futures::stream::BoxStream<'static, Result<watcher::Event<PrivateNetwork>, watcher::Error>>;
+type Events = futures::stream::BoxStream<'static, Result<watcher::Event<PrivateNetwork>, watcher::Error>>;
 
 async fn next(stream: &mut Events) -> watcher::Event<PrivateNetwork> {
     tokio::time::timeout(Duration::from_secs(10), stream.next())
@@ -44,9 +43,7 @@ async fn runtime_watcher_sees_create_update_and_delete() {
             description: None,
         },
     );
-    api.create(&PostParams::default(), &net)
-        .await
-        .expect("create");
+    api.create(&PostParams::default(), &net).await.expect("create");
     match next(&mut stream).await {
         watcher::Event::Apply(n) => assert_eq!(n.spec.cidr.as_deref(), Some("10.1.2.0/26")),
         other => panic!("expected Apply, got {other:?}"),
@@ -62,15 +59,10 @@ async fn runtime_watcher_sees_create_update_and_delete() {
     .await
     .expect("status apply");
     match next(&mut stream).await {
-        watcher::Event::Apply(n) => assert_eq!(
-            n.status.and_then(|s| s.cidr).as_deref(),
-            Some("10.1.2.0/26")
-        ),
+        watcher::Event::Apply(n) => assert_eq!(n.status.and_then(|s| s.cidr).as_deref(), Some("10.1.2.0/26")),
         other => panic!("expected Apply, got {other:?}"),
     }
-    api.delete("net-a", &DeleteParams::default())
-        .await
-        .expect("delete");
+    api.delete("net-a", &DeleteParams::default()).await.expect("delete");
     assert!(matches!(next(&mut stream).await, watcher::Event::Delete(_)));
 }
 
@@ -80,9 +72,7 @@ async fn typed_errors_carry_kubernetes_reasons() {
     c.install_crds().await;
     let api: Api<PrivateNetwork> = Api::namespaced(client(&c).await, "default");
     let net = PrivateNetwork::new("dup", PrivateNetworkSpec::default());
-    api.create(&PostParams::default(), &net)
-        .await
-        .expect("create");
+    api.create(&PostParams::default(), &net).await.expect("create");
     match api.create(&PostParams::default(), &net).await {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
         other => panic!("expected AlreadyExists, got {other:?}"),

@@ -22,21 +22,10 @@ async fn crds_register_kinds_and_examples_apply() {
         "vpnconnection.appdb.dev/seattle",
         "databasemigration.appdb.dev/orders-to-prod-2026",
     ] {
-        assert!(
-            all.contains(expected),
-            "category appdb lists {expected}: {all}"
-        );
+        assert!(all.contains(expected), "category appdb lists {expected}: {all}");
     }
     let short = c
-        .ok(&[
-            "get",
-            "pnet",
-            "prod",
-            "-n",
-            "acme",
-            "-o",
-            "jsonpath={.spec.cidr}",
-        ])
+        .ok(&["get", "pnet", "prod", "-n", "acme", "-o", "jsonpath={.spec.cidr}"])
         .await;
     assert_eq!(short, "10.20.30.64/26");
     // Printer columns come from the CRD.
@@ -52,22 +41,13 @@ async fn invalid_manifests_are_refused_at_admission() {
     let c = Cluster::start().await;
     c.install_crds().await;
     let bad = "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: bad, namespace: default}\nspec: {cidr: 10.20.30.65/26}\n";
-    let err = c
-        .fails(&["apply", "--server-side", "-f", "-"], Some(bad))
-        .await;
+    let err = c.fails(&["apply", "--server-side", "-f", "-"], Some(bad)).await;
     assert!(err.contains("cidr must start on a /26 boundary"), "{err}");
     let unknown = "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: bad, namespace: default}\nspec: {kind: Production}\n";
-    let err = c
-        .fails(&["apply", "--server-side", "-f", "-"], Some(unknown))
-        .await;
-    assert!(
-        err.contains("spec.kind: field not declared in schema"),
-        "{err}"
-    );
+    let err = c.fails(&["apply", "--server-side", "-f", "-"], Some(unknown)).await;
+    assert!(err.contains("spec.kind: field not declared in schema"), "{err}");
     let missing_ns = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: nowhere}\n";
-    let err = c
-        .fails(&["apply", "--server-side", "-f", "-"], Some(missing_ns))
-        .await;
+    let err = c.fails(&["apply", "--server-side", "-f", "-"], Some(missing_ns)).await;
     assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
     // Immutability is a transition rule: it sees the stored object.
     c.ok_stdin(&["apply", "--server-side", "-f", "-"], "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: net1, namespace: default}\nspec: {cidr: 10.0.0.0/26}\n").await;
@@ -80,7 +60,11 @@ async fn invalid_manifests_are_refused_at_admission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_get_list_with_selectors_and_generate_name() {
     let c = Cluster::start().await;
-    c.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {tier: db, customer: acme}}\ndata: {k: v}\n").await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {tier: db, customer: acme}}\ndata: {k: v}\n",
+    )
+    .await;
     c.ok_stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, labels: {tier: web}}\n",
@@ -103,49 +87,29 @@ async fn create_get_list_with_selectors_and_generate_name() {
         )
         .await;
     assert!(
-        generated.trim().starts_with("configmap/gen-")
-            && generated.trim().len() > "configmap/gen-".len(),
+        generated.trim().starts_with("configmap/gen-") && generated.trim().len() > "configmap/gen-".len(),
         "{generated}"
     );
     assert_eq!(
-        c.ok(&["get", "cm", "-l", "tier=db", "-o", "name"])
-            .await
-            .trim(),
+        c.ok(&["get", "cm", "-l", "tier=db", "-o", "name"]).await.trim(),
         "configmap/a"
     );
     assert_eq!(
-        c.ok(&[
-            "get",
-            "cm",
-            "-l",
-            "tier in (db,web),!customer",
-            "-o",
-            "name"
-        ])
-        .await
-        .trim(),
+        c.ok(&["get", "cm", "-l", "tier in (db,web),!customer", "-o", "name"])
+            .await
+            .trim(),
         "configmap/b"
     );
     // As in Kubernetes, `!=` also matches objects without the label.
     let not_db = c.ok(&["get", "cm", "-l", "tier!=db", "-o", "name"]).await;
     assert!(
-        not_db.contains("configmap/b")
-            && not_db.contains("configmap/gen-")
-            && !not_db.contains("configmap/a\n"),
+        not_db.contains("configmap/b") && not_db.contains("configmap/gen-") && !not_db.contains("configmap/a\n"),
         "{not_db}"
     );
     assert_eq!(
-        c.ok(&[
-            "get",
-            "cm",
-            "-A",
-            "--field-selector",
-            "metadata.name=a",
-            "-o",
-            "name"
-        ])
-        .await
-        .trim(),
+        c.ok(&["get", "cm", "-A", "--field-selector", "metadata.name=a", "-o", "name"])
+            .await
+            .trim(),
         "configmap/a"
     );
     let err = c.fails(&["get", "cm", "nope"], None).await;
@@ -163,63 +127,54 @@ async fn stale_update_conflicts_and_json_patch_test_op() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c1}\ndata: {a: b}\n",
     )
     .await;
-    let current: serde_json::Value =
-        serde_json::from_str(&c.ok(&["get", "cm", "c1", "-o", "json"]).await).unwrap();
-    c.ok(&[
-        "patch",
-        "cm",
-        "c1",
-        "--type=merge",
-        "-p",
-        r#"{"data":{"a":"changed"}}"#,
-    ])
-    .await;
+    let current: serde_json::Value = serde_json::from_str(&c.ok(&["get", "cm", "c1", "-o", "json"]).await).unwrap();
+    c.ok(&["patch", "cm", "c1", "--type=merge", "-p", r#"{"data":{"a":"changed"}}"#])
+        .await;
     let mut stale = current.clone();
     stale["data"]["a"] = "mine".into();
-    let err = c
-        .fails(&["replace", "-f", "-"], Some(&stale.to_string()))
-        .await;
+    let err = c.fails(&["replace", "-f", "-"], Some(&stale.to_string())).await;
     assert!(
         err.contains("Conflict") && err.contains("the object has been modified"),
         "{err}"
     );
-    let err = c.fails(&["patch", "cm", "c1", "--type=json", "-p", r#"[{"op":"test","path":"/data/a","value":"mine"},{"op":"replace","path":"/data/a","value":"x"}]"#], None).await;
+    let err = c
+        .fails(
+            &[
+                "patch",
+                "cm",
+                "c1",
+                "--type=json",
+                "-p",
+                r#"[{"op":"test","path":"/data/a","value":"mine"},{"op":"replace","path":"/data/a","value":"x"}]"#,
+            ],
+            None,
+        )
+        .await;
     assert!(err.contains("value did not match"), "{err}");
-    c.ok(&["patch", "cm", "c1", "--type=json", "-p", r#"[{"op":"test","path":"/data/a","value":"changed"},{"op":"replace","path":"/data/a","value":"x"}]"#]).await;
-    assert_eq!(
-        c.ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]).await,
-        "x"
-    );
+    c.ok(&[
+        "patch",
+        "cm",
+        "c1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/data/a","value":"changed"},{"op":"replace","path":"/data/a","value":"x"}]"#,
+    ])
+    .await;
+    assert_eq!(c.ok(&["get", "cm", "c1", "-o", "jsonpath={.data.a}"]).await, "x");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_tracks_field_owners() {
     let c = Cluster::start().await;
-    let cm = |v: &str| {
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: owned}}\ndata: {{key: {v}}}\n")
-    };
+    let cm = |v: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: owned}}\ndata: {{key: {v}}}\n");
     c.ok_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "alice",
-            "-f",
-            "-",
-        ],
+        &["apply", "--server-side", "--field-manager", "alice", "-f", "-"],
         &cm("a"),
     )
     .await;
     let err = c
         .fails(
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager",
-                "bob",
-                "-f",
-                "-",
-            ],
+            &["apply", "--server-side", "--field-manager", "bob", "-f", "-"],
             Some(&cm("b")),
         )
         .await;
@@ -253,20 +208,11 @@ async fn server_side_apply_tracks_field_owners() {
     assert!(managers.contains("bob"), "{managers}");
     // A manager that stops applying a field removes it when nobody else owns it.
     c.ok_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "bob",
-            "-f",
-            "-",
-        ],
+        &["apply", "--server-side", "--field-manager", "bob", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned}\ndata: {other: x}\n",
     )
     .await;
-    let data = c
-        .ok(&["get", "cm", "owned", "-o", "jsonpath={.data}"])
-        .await;
+    let data = c.ok(&["get", "cm", "owned", "-o", "jsonpath={.data}"]).await;
     assert!(!data.contains("key") && data.contains("other"), "{data}");
 }
 
@@ -280,13 +226,7 @@ async fn finalizers_hold_deletion_until_removed() {
     .await;
     c.ok(&["delete", "cm", "held", "--wait=false"]).await;
     let ts = c
-        .ok(&[
-            "get",
-            "cm",
-            "held",
-            "-o",
-            "jsonpath={.metadata.deletionTimestamp}",
-        ])
+        .ok(&["get", "cm", "held", "-o", "jsonpath={.metadata.deletionTimestamp}"])
         .await;
     assert!(
         !ts.is_empty(),
@@ -333,15 +273,7 @@ async fn deleting_an_owner_cascades_to_dependents_and_namespaces_empty_out() {
     )
     .await;
     let uid = c
-        .ok(&[
-            "get",
-            "cm",
-            "owner",
-            "-n",
-            "cust",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ])
+        .ok(&["get", "cm", "owner", "-n", "cust", "-o", "jsonpath={.metadata.uid}"])
         .await;
     let dependent = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: dep\n  namespace: cust\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: owner, uid: {uid}}}\nstringData: {{k: v}}\n"
@@ -357,11 +289,7 @@ async fn deleting_an_owner_cascades_to_dependents_and_namespaces_empty_out() {
     )
     .await;
     c.ok(&["delete", "namespace", "cust"]).await;
-    assert!(
-        c.fails(&["get", "namespace", "cust"], None)
-            .await
-            .contains("not found")
-    );
+    assert!(c.fails(&["get", "namespace", "cust"], None).await.contains("not found"));
     assert!(
         c.fails(&["get", "cm", "leftover", "-n", "cust"], None)
             .await
@@ -376,20 +304,13 @@ async fn status_subresource_and_generation_rules() {
     let with_status = "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: net1, namespace: default}\nspec: {description: one}\nstatus: {cidr: 10.0.0.0/26}\n";
     c.ok_stdin(&["create", "-f", "-"], with_status).await;
     assert_eq!(
-        c.ok(&["get", "pnet", "net1", "-o", "jsonpath={.status}"])
-            .await,
+        c.ok(&["get", "pnet", "net1", "-o", "jsonpath={.status}"]).await,
         "",
         "create cannot set status"
     );
     let generation = || async {
-        c.ok(&[
-            "get",
-            "pnet",
-            "net1",
-            "-o",
-            "jsonpath={.metadata.generation}",
-        ])
-        .await
+        c.ok(&["get", "pnet", "net1", "-o", "jsonpath={.metadata.generation}"])
+            .await
     };
     assert_eq!(generation().await, "1");
     // Status writes go through /status, leave spec alone and do not bump the generation.
@@ -426,8 +347,7 @@ async fn status_subresource_and_generation_rules() {
     ])
     .await;
     assert_eq!(
-        c.ok(&["get", "pnet", "net1", "-o", "jsonpath={.status.cidr}"])
-            .await,
+        c.ok(&["get", "pnet", "net1", "-o", "jsonpath={.status.cidr}"]).await,
         "10.0.0.0/26"
     );
     c.ok(&["label", "pnet", "net1", "team=db"]).await;
@@ -448,7 +368,11 @@ async fn status_subresource_and_generation_rules() {
 async fn watch_and_wait_see_changes() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    c.ok_stdin(&["create", "-f", "-"], "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: w, namespace: default}\nspec: {}\n").await;
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: w, namespace: default}\nspec: {}\n",
+    )
+    .await;
     let waiter = c.kubectl(&["wait", "--for=condition=Ready", "pnet/w", "--timeout=20s"]);
     let patcher = async {
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
@@ -464,13 +388,7 @@ async fn watch_and_wait_see_changes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
 
     let rv = c
-        .ok(&[
-            "get",
-            "pnet",
-            "w",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
+        .ok(&["get", "pnet", "w", "-o", "jsonpath={.metadata.resourceVersion}"])
         .await;
     let watch_path = format!(
         "/apis/appdb.dev/v1alpha1/namespaces/default/privatenetworks?watch=1&resourceVersion={rv}&timeoutSeconds=3"
@@ -511,20 +429,12 @@ async fn watch_from_an_expired_resource_version_gets_410() {
         ])
         .await;
     assert!(
-        out.contains("\"type\":\"ERROR\"")
-            && out.contains("\"code\":410")
-            && out.contains("Expired"),
+        out.contains("\"type\":\"ERROR\"") && out.contains("\"code\":410") && out.contains("Expired"),
         "{out}"
     );
     // A watch from a resumable version replays what happened since.
     let rv: u64 = c
-        .ok(&[
-            "get",
-            "cm",
-            "after",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
+        .ok(&["get", "cm", "after", "-o", "jsonpath={.metadata.resourceVersion}"])
         .await
         .parse()
         .unwrap();
@@ -548,10 +458,7 @@ async fn watch_from_an_expired_resource_version_gets_410() {
 async fn errors_are_status_objects() {
     let c = Cluster::start().await;
     let err = c
-        .fails(
-            &["get", "--raw", "/api/v1/namespaces/default/configmaps/none"],
-            None,
-        )
+        .fails(&["get", "--raw", "/api/v1/namespaces/default/configmaps/none"], None)
         .await;
     assert!(err.contains("NotFound"), "{err}");
     let ok = eventually(5, "discovery lists the core kinds", || async {
@@ -565,7 +472,13 @@ async fn errors_are_status_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_send_bookmarks_when_asked() {
     let c = Cluster::start().await;
-    let out = c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&timeoutSeconds=3"]).await;
+    let out = c
+        .ok(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&timeoutSeconds=3",
+        ])
+        .await;
     let bookmark = out
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -8,8 +8,7 @@ fn assert_folder_matches(folder: &str) {
     let expected = appdb_operator::crdgen::render_files().expect("render CRDs");
     for (name, yaml) in &expected {
         let path = dir.join(name);
-        let on_disk =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             on_disk == *yaml,
             "{} drifted from the Rust types; regenerate it (see tests/crds_drift.rs)",
@@ -46,11 +45,7 @@ fn every_kind_has_status_subresource_category_and_printer_columns() {
             "{kind}"
         );
         assert!(
-            crd.spec
-                .names
-                .short_names
-                .as_ref()
-                .is_some_and(|s| !s.is_empty()),
+            crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()),
             "{kind} short name"
         );
         let version = &crd.spec.versions[0];
@@ -63,11 +58,7 @@ fn every_kind_has_status_subresource_category_and_printer_columns() {
         );
         if kind != "NetworkAllocation" {
             assert!(
-                version
-                    .subresources
-                    .as_ref()
-                    .and_then(|s| s.status.as_ref())
-                    .is_some(),
+                version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
                 "{kind} status subresource"
             );
         }

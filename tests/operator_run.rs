@@ -58,11 +58,7 @@ impl Operator {
 
     async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill");
+        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
         assert!(status.success());
         tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
@@ -95,11 +91,9 @@ async fn waits_for_crds_then_is_ready_holds_the_lease_and_exits_cleanly_on_sigte
     assert!(body.contains("CustomResourceDefinitions"), "{body}");
 
     c.install_crds().await;
-    eventually(
-        20,
-        "/readyz turns 200 once the CRDs are established",
-        || async { op.readyz().await.filter(|(code, _)| *code == 200) },
-    )
+    eventually(20, "/readyz turns 200 once the CRDs are established", || async {
+        op.readyz().await.filter(|(code, _)| *code == 200)
+    })
     .await;
     eventually(20, "the operator holds the Lease", || async {
         (lease_holder(&c).await == "replica-a").then_some(())
@@ -158,9 +152,7 @@ async fn without_leader_election_no_lease_is_taken() {
     })
     .await;
     assert!(op.metrics().await.contains("appdb_leader 1"));
-    let out = c
-        .kubectl(&["get", "lease", "appdb-operator", "-n", "default"])
-        .await;
+    let out = c.kubectl(&["get", "lease", "appdb-operator", "-n", "default"]).await;
     assert!(!out.status.success(), "no Lease with leader election off");
     assert!(op.terminate().await.success());
 }
@@ -185,16 +177,12 @@ async fn json_logs_are_one_object_per_line() {
     assert!(lines.len() >= 3, "{text}");
     for line in &lines {
         assert!(
-            line["level"].is_string()
-                && line["message"].is_string()
-                && line["timestamp"].is_string(),
+            line["level"].is_string() && line["message"].is_string() && line["timestamp"].is_string(),
             "{line}"
         );
     }
     assert!(
-        lines
-            .iter()
-            .any(|l| l["message"] == "acquired the leader Lease"),
+        lines.iter().any(|l| l["message"] == "acquired the leader Lease"),
         "{text}"
     );
 }

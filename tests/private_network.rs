@@ -11,11 +11,15 @@ use support::{Cluster, eventually, free_port};
 use tokio::process::{Child, Command};
 
 fn start_operator(c: &Cluster, extra: &[&str]) -> Child {
+    start_operator_on(c, free_port(), extra)
+}
+
+fn start_operator_on(c: &Cluster, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
         .args([
             "run",
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{port}"),
             "--leader-election",
             "false",
         ])
@@ -42,9 +46,7 @@ fn start_operator(c: &Cluster, extra: &[&str]) -> Child {
 }
 
 fn network_yaml(ns: &str, name: &str, cidr: Option<&str>) -> String {
-    let spec = cidr
-        .map(|c| format!("{{cidr: {c}}}"))
-        .unwrap_or_else(|| "{}".into());
+    let spec = cidr.map(|c| format!("{{cidr: {c}}}")).unwrap_or_else(|| "{}".into());
     format!(
         "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
     )
@@ -59,16 +61,8 @@ async fn namespace(c: &Cluster, ns: &str) {
 }
 
 async fn jsonpath(c: &Cluster, ns: &str, name: &str, path: &str) -> String {
-    c.ok(&[
-        "get",
-        "pnet",
-        name,
-        "-n",
-        ns,
-        "-o",
-        &format!("jsonpath={path}"),
-    ])
-    .await
+    c.ok(&["get", "pnet", name, "-n", ns, "-o", &format!("jsonpath={path}")])
+        .await
 }
 
 async fn wait_condition(c: &Cluster, ns: &str, name: &str, condition: &str) {
@@ -85,14 +79,21 @@ async fn wait_condition(c: &Cluster, ns: &str, name: &str, condition: &str) {
 
 async fn stalled_reason(c: &Cluster, ns: &str, name: &str) -> String {
     wait_condition(c, ns, name, "Stalled").await;
-    jsonpath(c, ns, name, r#"{.status.conditions[?(@.type=="Stalled")].reason}: {.status.conditions[?(@.type=="Stalled")].message}"#).await
+    jsonpath(
+        c,
+        ns,
+        name,
+        r#"{.status.conditions[?(@.type=="Stalled")].reason}: {.status.conditions[?(@.type=="Stalled")].message}"#,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let _op = start_operator(&c, &[]);
+    let port = free_port();
+    let _op = start_operator_on(&c, port, &[]);
     namespace(&c, "acme").await;
     namespace(&c, "globex").await;
 
@@ -145,10 +146,7 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     )
     .await;
     let why = stalled_reason(&c, "globex", "steal").await;
-    assert!(
-        why.starts_with("CidrConflict:") && why.contains("acme/chosen"),
-        "{why}"
-    );
+    assert!(why.starts_with("CidrConflict:") && why.contains("acme/chosen"), "{why}");
     c.ok_stdin(
         &["apply", "--server-side", "-f", "-"],
         &network_yaml("globex", "outside", Some("192.168.1.0/26")),
@@ -165,14 +163,8 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     )
     .await;
     let why = stalled_reason(&c, "globex", "reserved").await;
-    assert!(
-        why.starts_with("Reserved:") && why.contains("10.96.0.0/12"),
-        "{why}"
-    );
-    assert_eq!(
-        jsonpath(&c, "globex", "reserved", "{.status.state}").await,
-        "Failed"
-    );
+    assert!(why.starts_with("Reserved:") && why.contains("10.96.0.0/12"), "{why}");
+    assert_eq!(jsonpath(&c, "globex", "reserved", "{.status.state}").await, "Failed");
     let events = c
         .ok(&[
             "get",
@@ -186,6 +178,26 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     assert!(
         events.contains("CidrConflict") && events.contains("Reserved"),
         "{events}"
+    );
+
+    // Pool usage is exported per range.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("appdb_pool_blocks_used{range=\"10.0.0.0/8\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("appdb_pool_blocks_total{range=\"172.16.0.0/12\"} 16384"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("appdb_reconciles_total{controller=\"privatenetwork\"}"),
+        "{metrics}"
     );
 
     // Isolation policies exist for each customer, owned by its networks.
@@ -203,8 +215,7 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     assert_eq!(owners, "auto chosen");
 
     // Deleting a network releases its range into a cool-down: another customer cannot take it...
-    c.ok(&["delete", "pnet", "chosen", "-n", "acme", "--timeout=30s"])
-        .await;
+    c.ok(&["delete", "pnet", "chosen", "-n", "acme", "--timeout=30s"]).await;
     let released = c
         .ok(&[
             "get",
@@ -234,14 +245,8 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     .await;
     wait_condition(&c, "acme", "restored", "Ready").await;
     assert_eq!(
-        c.ok(&[
-            "get",
-            "nalloc",
-            "10-20-30-64-26",
-            "-o",
-            "jsonpath={.spec.network.name}"
-        ])
-        .await,
+        c.ok(&["get", "nalloc", "10-20-30-64-26", "-o", "jsonpath={.spec.network.name}"])
+            .await,
         "restored"
     );
 }
@@ -268,8 +273,7 @@ async fn without_cooldown_deletion_frees_the_range_and_type_follows_the_database
     .await;
 
     // A network under a live database is not deleted until the database has gone.
-    c.ok(&["delete", "pnet", "prod", "-n", "acme", "--wait=false"])
-        .await;
+    c.ok(&["delete", "pnet", "prod", "-n", "acme", "--wait=false"]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         jsonpath(&c, "acme", "prod", "{.status.cidr}").await,
@@ -289,19 +293,11 @@ async fn without_cooldown_deletion_frees_the_range_and_type_follows_the_database
     assert!(events.contains("InUse"), "{events}");
     c.ok(&["delete", "adb", "orders", "-n", "acme"]).await;
     eventually(30, "network deleted once the database is gone", || async {
-        (!c.kubectl(&["get", "pnet", "prod", "-n", "acme"])
-            .await
-            .status
-            .success())
-        .then_some(())
+        (!c.kubectl(&["get", "pnet", "prod", "-n", "acme"]).await.status.success()).then_some(())
     })
     .await;
     let left = c.ok(&["get", "nalloc", "-o", "name"]).await;
-    assert_eq!(
-        left.trim(),
-        "",
-        "no cool-down: the allocation is deleted at once"
-    );
+    assert_eq!(left.trim(), "", "no cool-down: the allocation is deleted at once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,13 +310,7 @@ async fn allocations_outliving_their_network_are_collected() {
     eventually(
         30,
         "orphaned allocation released, then deleted after the cool-down",
-        || async {
-            (!c.kubectl(&["get", "nalloc", "10-9-9-0-26"])
-                .await
-                .status
-                .success())
-            .then_some(())
-        },
+        || async { (!c.kubectl(&["get", "nalloc", "10-9-9-0-26"]).await.status.success()).then_some(()) },
     )
     .await;
 }
@@ -340,8 +330,7 @@ async fn two_operators_without_leader_election_never_overlap() {
         .map(|i| {
             let client = client.clone();
             async move {
-                let api: Api<PrivateNetwork> =
-                    Api::namespaced(client, &format!("customer-{}", i % 10));
+                let api: Api<PrivateNetwork> = Api::namespaced(client, &format!("customer-{}", i % 10));
                 api.create(
                     &PostParams::default(),
                     &PrivateNetwork::new(&format!("net-{i}"), PrivateNetworkSpec::default()),

@@ -31,10 +31,7 @@ use super::common::{CommonStatus, SecretKeyRef};
 #[serde(rename_all = "camelCase")]
 pub struct AppDatabaseSpec {
     /// Name of the PrivateNetwork (same namespace) the database is created on.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub network: String,
 
     /// Database server: `MySQL` (default) or `MariaDB`.

@@ -2,9 +2,7 @@
 //!
 //! kstatus (Flux, `kubectl wait`) reads `Ready`, `Reconciling` and `Stalled`; Argo CD health checks read the same.
 
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::Condition, apimachinery::pkg::apis::meta::v1::Time,
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, apimachinery::pkg::apis::meta::v1::Time};
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -135,18 +133,8 @@ mod tests {
             Some(1),
             at(10),
         )];
-        let new = vec![condition(
-            READY,
-            ConditionStatus::True,
-            "Ready",
-            "b",
-            Some(1),
-            at(20),
-        )];
-        assert_eq!(
-            merge_conditions(&old, new)[0].last_transition_time,
-            Time(at(20))
-        );
+        let new = vec![condition(READY, ConditionStatus::True, "Ready", "b", Some(1), at(20))];
+        assert_eq!(merge_conditions(&old, new)[0].last_transition_time, Time(at(20)));
     }
 
     #[test]
@@ -156,10 +144,7 @@ mod tests {
             condition(READY, ConditionStatus::True, "A", "", None, at(1)),
             condition(RECONCILING, ConditionStatus::False, "A", "", None, at(1)),
         ];
-        let types: Vec<_> = merge_conditions(&[], new)
-            .into_iter()
-            .map(|c| c.type_)
-            .collect();
+        let types: Vec<_> = merge_conditions(&[], new).into_iter().map(|c| c.type_).collect();
         assert_eq!(types, [READY, RECONCILING, STALLED]);
     }
 }

@@ -23,27 +23,17 @@ use super::common::CommonStatus;
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNetwork"),
     printcolumn(name = "Scheduled", type_ = "string", json_path = ".spec.scheduledAt"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseMigrationSpec {
     /// Name of the AppDatabase (same namespace) to move. Immutable.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("database is immutable: create another DatabaseMigration"))]
     pub database: String,
 
     /// Name of the PrivateNetwork (same namespace) to move the database to. Immutable.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("targetNetwork is immutable: create another DatabaseMigration"))]
     pub target_network: String,
 

@@ -22,39 +22,20 @@ const PRIVATE_CIDRS_RULE: &str = "self.all(c, isCIDR(c) && cidr(c).ip().family()
     doc = "A site-to-site IPsec VPN from a customer's VPN device into one PrivateNetwork: two tunnels, each with its own \
            pre-shared key and outside address, never both down for maintenance. Traffic is initiated from premises only.",
     printcolumn(name = "Network", type_ = "string", json_path = ".spec.network"),
-    printcolumn(
-        name = "Gateway",
-        type_ = "string",
-        json_path = ".spec.customerGatewayAddress"
-    ),
-    printcolumn(
-        name = "Tunnel1",
-        type_ = "string",
-        json_path = ".status.tunnels[0].state"
-    ),
-    printcolumn(
-        name = "Tunnel2",
-        type_ = "string",
-        json_path = ".status.tunnels[1].state"
-    ),
+    printcolumn(name = "Gateway", type_ = "string", json_path = ".spec.customerGatewayAddress"),
+    printcolumn(name = "Tunnel1", type_ = "string", json_path = ".status.tunnels[0].state"),
+    printcolumn(name = "Tunnel2", type_ = "string", json_path = ".status.tunnels[1].state"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VpnConnectionSpec {
     /// Name of the PrivateNetwork (same namespace) the tunnels lead into. Immutable.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("network is immutable: create a new VpnConnection for another network"))]
     pub network: String,
 
@@ -115,13 +96,7 @@ pub struct TunnelOptions {
 /// An IKE or ESP proposal in strongSwan notation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct Proposal(
-    #[schemars(
-        length(min = 3, max = 128),
-        regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$")
-    )]
-    pub String,
-);
+pub struct Proposal(#[schemars(length(min = 3, max = 128), regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"))] pub String);
 
 /// Who starts a tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

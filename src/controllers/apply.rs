@@ -19,24 +19,16 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
         (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| match l.get(k) {
             Some(lv) => is_subset(v, lv),
             None => {
-                v.is_null()
-                    || v.as_array().is_some_and(Vec::is_empty)
-                    || v.as_object().is_some_and(|o| o.is_empty())
+                v.is_null() || v.as_array().is_some_and(Vec::is_empty) || v.as_object().is_some_and(|o| o.is_empty())
             }
         }),
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
-        }
+        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b)),
         (d, l) => d == l,
     }
 }
 
 /// Applies `desired` unless `live` already matches it. Returns whether a write was made.
-pub async fn apply_if_changed<K>(
-    api: &Api<K>,
-    desired: &K,
-    live: Option<&K>,
-) -> Result<bool, kube::Error>
+pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool, kube::Error>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
@@ -79,10 +71,7 @@ mod tests {
             &desired,
             &json!({"spec": {"ports": [{"port": 1}, {"port": 2}], "x": "a"}})
         ));
-        assert!(!is_subset(
-            &desired,
-            &json!({"spec": {"ports": [{"port": 1}]}})
-        ));
+        assert!(!is_subset(&desired, &json!({"spec": {"ports": [{"port": 1}]}})));
         assert!(is_subset(&json!({"a": null, "b": []}), &json!({})));
     }
 }

@@ -12,7 +12,7 @@ pub fn all(
     config: Arc<OperatorConfig>,
     metrics: &mut Metrics,
 ) -> Result<Vec<Box<dyn Controller>>, crate::ipam::PlanError> {
-    Ok(vec![Box::new(
-        private_network::PrivateNetworkController::new(config, metrics)?,
-    )])
+    Ok(vec![Box::new(private_network::PrivateNetworkController::new(
+        config, metrics,
+    )?)])
 }

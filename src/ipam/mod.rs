@@ -24,11 +24,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         let net = |s: &str| s.parse().expect("valid constant");
         PoolConfig {
-            ranges: vec![
-                net("10.0.0.0/8"),
-                net("172.16.0.0/12"),
-                net("192.168.0.0/16"),
-            ],
+            ranges: vec![net("10.0.0.0/8"), net("172.16.0.0/12"), net("192.168.0.0/16")],
             reserved: vec![net("10.244.0.0/16"), net("10.96.0.0/12")],
         }
     }
@@ -160,10 +156,7 @@ impl AddressPlan {
             if a.trunc() != *a {
                 return Err(PlanError::NotCanonical(*a, a.trunc()));
             }
-            if let Some(b) = config.ranges[..i]
-                .iter()
-                .find(|b| b.contains(a) || a.contains(*b))
-            {
+            if let Some(b) = config.ranges[..i].iter().find(|b| b.contains(a) || a.contains(*b)) {
                 return Err(PlanError::Overlap(*b, *a));
             }
         }
@@ -186,17 +179,13 @@ impl AddressPlan {
                     set_bit(&mut bitmap.reserved, index, true);
                 }
                 for reserved in &config.reserved {
-                    let overlap_start =
-                        u32::from(range.network()).max(u32::from(reserved.network()));
-                    let overlap_end =
-                        u32::from(range.broadcast()).min(u32::from(reserved.broadcast()));
+                    let overlap_start = u32::from(range.network()).max(u32::from(reserved.network()));
+                    let overlap_end = u32::from(range.broadcast()).min(u32::from(reserved.broadcast()));
                     if overlap_start > overlap_end {
                         continue;
                     }
                     let base = u32::from(range.network());
-                    for index in
-                        ((overlap_start - base) / BLOCK_SIZE)..=((overlap_end - base) / BLOCK_SIZE)
-                    {
+                    for index in ((overlap_start - base) / BLOCK_SIZE)..=((overlap_end - base) / BLOCK_SIZE) {
                         if !bit(&bitmap.reserved, index as usize) {
                             set_bit(&mut bitmap.reserved, index as usize, true);
                             bitmap.reserved_count += 1;
@@ -234,11 +223,7 @@ impl AddressPlan {
             let reserved = self
                 .reserved
                 .iter()
-                .find(|res| {
-                    res.contains(&block.network())
-                        || block.contains(*res)
-                        || res.contains(&block.broadcast())
-                })
+                .find(|res| res.contains(&block.network()) || block.contains(*res) || res.contains(&block.broadcast()))
                 .copied()
                 .unwrap_or(block);
             return Err(BlockError::Reserved { block, reserved });
@@ -271,8 +256,7 @@ impl AddressPlan {
     }
 
     pub fn is_taken(&self, block: Ipv4Net) -> bool {
-        self.locate(block)
-            .is_some_and(|(r, i)| bit(&self.ranges[r].taken, i))
+        self.locate(block).is_some_and(|(r, i)| bit(&self.ranges[r].taken, i))
     }
 
     /// The block automatic assignment picks next: the lowest free, non-reserved block, pool ranges in order.
@@ -288,12 +272,7 @@ impl AddressPlan {
             .iter()
             .map(|b| {
                 // A taken block inside a reserved range (allocated before the range was reserved) counts as used.
-                let taken_and_reserved: u32 = b
-                    .taken
-                    .iter()
-                    .zip(&b.reserved)
-                    .map(|(t, r)| (t & r).count_ones())
-                    .sum();
+                let taken_and_reserved: u32 = b.taken.iter().zip(&b.reserved).map(|(t, r)| (t & r).count_ones()).sum();
                 let used = b.taken_count;
                 RangeUsage {
                     range: b.range,
@@ -332,23 +311,14 @@ mod tests {
         );
         assert_eq!(
             parse_block("10.20.30.65/26"),
-            Err(BlockError::NotAligned(
-                "10.20.30.65/26".into(),
-                net("10.20.30.64/26")
-            ))
+            Err(BlockError::NotAligned("10.20.30.65/26".into(), net("10.20.30.64/26")))
         );
-        assert_eq!(
-            parse_block("nonsense"),
-            Err(BlockError::Unparsable("nonsense".into()))
-        );
+        assert_eq!(parse_block("nonsense"), Err(BlockError::Unparsable("nonsense".into())));
     }
 
     #[test]
     fn pinghost_is_first_host() {
-        assert_eq!(
-            pinghost(net("10.20.30.64/26")),
-            Ipv4Addr::new(10, 20, 30, 65)
-        );
+        assert_eq!(pinghost(net("10.20.30.64/26")), Ipv4Addr::new(10, 20, 30, 65));
     }
 
     #[test]

@@ -7,15 +7,10 @@
 pub enum PasswordError {
     #[error("the password must be longer than 8 characters (it has {0})")]
     TooShort(usize),
-    #[error(
-        "the password may contain only printable ASCII characters (character {position} is not)"
-    )]
+    #[error("the password may contain only printable ASCII characters (character {position} is not)")]
     NotPrintableAscii { position: usize },
     #[error("the password must not contain {forbidden} (character {position})")]
-    ForbiddenCharacter {
-        forbidden: &'static str,
-        position: usize,
-    },
+    ForbiddenCharacter { forbidden: &'static str, position: usize },
 }
 
 /// The shortest accepted password: "longer than 8 characters".
@@ -33,10 +28,7 @@ pub fn validate_admin_password(password: &str) -> Result<(), PasswordError> {
             _ => None,
         };
         if let Some(forbidden) = forbidden {
-            return Err(PasswordError::ForbiddenCharacter {
-                forbidden,
-                position,
-            });
+            return Err(PasswordError::ForbiddenCharacter { forbidden, position });
         }
         if !c.is_ascii_graphic() {
             return Err(PasswordError::NotPrintableAscii { position });
@@ -68,10 +60,7 @@ mod tests {
 
     #[test]
     fn length_must_exceed_eight() {
-        assert_eq!(
-            validate_admin_password("abcdefgh"),
-            Err(PasswordError::TooShort(8))
-        );
+        assert_eq!(validate_admin_password("abcdefgh"), Err(PasswordError::TooShort(8)));
         assert_eq!(validate_admin_password(""), Err(PasswordError::TooShort(0)));
         assert_eq!(validate_admin_password("abcdefghi"), Ok(()));
     }
@@ -87,10 +76,7 @@ mod tests {
         for (pw, forbidden, position) in cases {
             assert_eq!(
                 validate_admin_password(pw),
-                Err(PasswordError::ForbiddenCharacter {
-                    forbidden,
-                    position
-                })
+                Err(PasswordError::ForbiddenCharacter { forbidden, position })
             );
         }
     }

@@ -27,10 +27,7 @@ impl Endpoint {
     pub fn pod(namespace: &str, labels: &[(&str, &str)]) -> Endpoint {
         Endpoint::Pod {
             namespace: namespace.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 }
@@ -64,22 +61,13 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
 
 impl Cluster {
     fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
-        let mut labels = self
-            .namespace_labels
-            .get(namespace)
-            .cloned()
-            .unwrap_or_default();
+        let mut labels = self.namespace_labels.get(namespace).cloned().unwrap_or_default();
         // Kubernetes labels every namespace with its own name.
         labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
         labels
     }
 
-    fn peer_matches(
-        &self,
-        peer: &NetworkPolicyPeer,
-        policy_namespace: &str,
-        other: &Endpoint,
-    ) -> bool {
+    fn peer_matches(&self, peer: &NetworkPolicyPeer, policy_namespace: &str, other: &Endpoint) -> bool {
         match other {
             Endpoint::External(ip) => peer.ip_block.as_ref().is_some_and(|block| {
                 let in_cidr = block.cidr.parse::<Ipv4Net>().is_ok_and(|n| n.contains(ip));
@@ -135,15 +123,13 @@ impl Cluster {
     ) -> impl Iterator<Item = &'a NetworkPolicy> {
         self.policies.iter().filter(move |p| {
             let spec = p.spec.as_ref();
-            let types = spec
-                .and_then(|s| s.policy_types.clone())
-                .unwrap_or_else(|| {
-                    let mut t = vec!["Ingress".to_owned()];
-                    if spec.is_some_and(|s| s.egress.is_some()) {
-                        t.push("Egress".to_owned());
-                    }
-                    t
-                });
+            let types = spec.and_then(|s| s.policy_types.clone()).unwrap_or_else(|| {
+                let mut t = vec!["Ingress".to_owned()];
+                if spec.is_some_and(|s| s.egress.is_some()) {
+                    t.push("Egress".to_owned());
+                }
+                t
+            });
             p.metadata.namespace.as_deref() == Some(namespace)
                 && types.iter().any(|t| t == direction)
                 && spec
@@ -161,20 +147,14 @@ impl Cluster {
             return true;
         }
         selected.any(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.egress.as_ref())
-                .is_some_and(|rules| {
-                    rules.iter().any(|r| {
-                        let peer_ok = r.to.as_ref().is_none_or(|peers| {
-                            peers.is_empty()
-                                || peers
-                                    .iter()
-                                    .any(|peer| self.peer_matches(peer, namespace, to))
-                        });
-                        peer_ok && Self::port_matches(&r.ports, protocol, port)
-                    })
+            p.spec.as_ref().and_then(|s| s.egress.as_ref()).is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    let peer_ok = r.to.as_ref().is_none_or(|peers| {
+                        peers.is_empty() || peers.iter().any(|peer| self.peer_matches(peer, namespace, to))
+                    });
+                    peer_ok && Self::port_matches(&r.ports, protocol, port)
                 })
+            })
         })
     }
 
@@ -187,27 +167,20 @@ impl Cluster {
             return true;
         }
         selected.any(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.ingress.as_ref())
-                .is_some_and(|rules| {
-                    rules.iter().any(|r| {
-                        let peer_ok = r.from.as_ref().is_none_or(|peers| {
-                            peers.is_empty()
-                                || peers
-                                    .iter()
-                                    .any(|peer| self.peer_matches(peer, namespace, from))
-                        });
-                        peer_ok && Self::port_matches(&r.ports, protocol, port)
-                    })
+            p.spec.as_ref().and_then(|s| s.ingress.as_ref()).is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    let peer_ok = r.from.as_ref().is_none_or(|peers| {
+                        peers.is_empty() || peers.iter().any(|peer| self.peer_matches(peer, namespace, from))
+                    });
+                    peer_ok && Self::port_matches(&r.ports, protocol, port)
                 })
+            })
         })
     }
 
     /// Whether `from` may open a connection to `to` on `protocol`/`port`.
     pub fn allows(&self, from: &Endpoint, to: &Endpoint, protocol: &str, port: u16) -> bool {
-        self.egress_allows(from, to, protocol, port)
-            && self.ingress_allows(from, to, protocol, port)
+        self.egress_allows(from, to, protocol, port) && self.ingress_allows(from, to, protocol, port)
     }
 }
 
@@ -234,15 +207,8 @@ mod tests {
     fn isolation_table() {
         let c = cluster();
         let session = |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "session")]);
-        let database = |ns: &str| {
-            Endpoint::pod(
-                ns,
-                &[
-                    ("appdb.dev/role", "database"),
-                    ("appdb.dev/database", "orders"),
-                ],
-            )
-        };
+        let database =
+            |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "database"), ("appdb.dev/database", "orders")]);
         let gateway = |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "vpn-gateway")]);
         let job = |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "operator-job")]);
         let stranger = |ns: &str| Endpoint::pod(ns, &[("app", "something-else")]);
@@ -281,14 +247,7 @@ mod tests {
                 22,
                 false,
             ),
-            (
-                "session resolves names",
-                session("acme"),
-                dns.clone(),
-                "UDP",
-                53,
-                true,
-            ),
+            ("session resolves names", session("acme"), dns.clone(), "UDP", 53, true),
             (
                 "session resolves names over TCP",
                 session("acme"),

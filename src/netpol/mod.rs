@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use ipnet::Ipv4Net;
 use k8s_openapi::{
     api::networking::v1::{
-        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule,
-        NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+        IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+        NetworkPolicyPort, NetworkPolicySpec,
     },
     apimachinery::pkg::{
         apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference},
@@ -25,8 +25,7 @@ use k8s_openapi::{
 };
 
 use crate::names::{
-    LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_DATABASE, ROLE_OPERATOR_JOB, ROLE_SESSION,
-    ROLE_VPN_GATEWAY,
+    LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_DATABASE, ROLE_OPERATOR_JOB, ROLE_SESSION, ROLE_VPN_GATEWAY,
 };
 
 pub const MYSQL_PORT: i32 = 3306;
@@ -98,13 +97,7 @@ fn internet(config: &IsolationConfig) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         ip_block: Some(IPBlock {
             cidr: "0.0.0.0/0".into(),
-            except: Some(
-                config
-                    .denied_destinations
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect(),
-            ),
+            except: Some(config.denied_destinations.iter().map(|n| n.to_string()).collect()),
         }),
         ..Default::default()
     }
@@ -137,20 +130,12 @@ fn database_rule() -> NetworkPolicyEgressRule {
     }
 }
 
-fn policy(
-    name: &str,
-    namespace: &str,
-    owners: &[OwnerReference],
-    spec: NetworkPolicySpec,
-) -> NetworkPolicy {
+fn policy(name: &str, namespace: &str, owners: &[OwnerReference], spec: NetworkPolicySpec) -> NetworkPolicy {
     NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
-            labels: Some(BTreeMap::from([(
-                LABEL_MANAGED_BY.to_owned(),
-                MANAGED_BY.to_owned(),
-            )])),
+            labels: Some(BTreeMap::from([(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned())])),
             owner_references: Some(owners.to_vec()),
             ..Default::default()
         },
@@ -160,11 +145,7 @@ fn policy(
 
 /// The isolation policies of one customer namespace. `owners` are the namespace's PrivateNetworks, so the
 /// policies live exactly as long as the customer has a network.
-pub fn customer_policies(
-    namespace: &str,
-    owners: &[OwnerReference],
-    config: &IsolationConfig,
-) -> Vec<NetworkPolicy> {
+pub fn customer_policies(namespace: &str, owners: &[OwnerReference], config: &IsolationConfig) -> Vec<NetworkPolicy> {
     vec![
         policy(
             POLICY_DATABASE_INGRESS,
@@ -174,11 +155,7 @@ pub fn customer_policies(
                 pod_selector: Some(role_selector(&[ROLE_DATABASE])),
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(&[
-                        ROLE_SESSION,
-                        ROLE_VPN_GATEWAY,
-                        ROLE_OPERATOR_JOB,
-                    ])]),
+                    from: Some(vec![pods(&[ROLE_SESSION, ROLE_VPN_GATEWAY, ROLE_OPERATOR_JOB])]),
                     ports: Some(vec![port("TCP", MYSQL_PORT)]),
                 }]),
                 egress: None,

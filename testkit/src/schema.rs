@@ -110,12 +110,7 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
         })
     };
     if value.is_null() {
-        if !schema
-            .get("nullable")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            && !root
-        {
+        if !schema.get("nullable").and_then(Value::as_bool).unwrap_or(false) && !root {
             err("Invalid value: \"null\": field must not be null".into());
         }
         return;
@@ -198,10 +193,7 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && items.len() as u64 > max
             {
-                err(format!(
-                    "Too many: {}: must have at most {max} items",
-                    items.len()
-                ));
+                err(format!("Too many: {}: must have at most {max} items", items.len()));
             }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && (items.len() as u64) < min

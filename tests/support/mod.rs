@@ -43,9 +43,9 @@ impl Cluster {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("kubectl must be installed (scripts/test.sh checks it): {e}")
-        });
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("kubectl must be installed (scripts/test.sh checks it): {e}"));
         let mut input = child.stdin.take().expect("stdin");
         if let Some(text) = stdin {
             input.write_all(text.as_bytes()).await.expect("write stdin");

@@ -29,8 +29,8 @@ use crate::{
     },
     ipam::{AddressPlan, BlockError, PoolConfig, parse_block},
     names::{
-        ANNOTATION_RELEASED_AT, LABEL_MANAGED_BY, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE,
-        LABEL_NETWORK_UID, MANAGED_BY,
+        ANNOTATION_RELEASED_AT, LABEL_MANAGED_BY, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE, LABEL_NETWORK_UID,
+        MANAGED_BY,
     },
 };
 
@@ -44,9 +44,7 @@ pub enum AllocationError {
     Block(#[from] BlockError),
     #[error("{block} is already allocated to PrivateNetwork {holder}")]
     Conflict { block: Ipv4Net, holder: String },
-    #[error(
-        "{block} was released on {released_at} and is cooling down until {until}; choose another range"
-    )]
+    #[error("{block} was released on {released_at} and is cooling down until {until}; choose another range")]
     CoolingDown {
         block: Ipv4Net,
         released_at: String,
@@ -80,11 +78,7 @@ pub struct PoolMetrics {
 
 impl PoolMetrics {
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register(
-            "pool_blocks_total",
-            "/26 blocks in each pool range",
-            self.total.clone(),
-        );
+        registry.register("pool_blocks_total", "/26 blocks in each pool range", self.total.clone());
         registry.register(
             "pool_blocks_used",
             "/26 blocks allocated (or cooling down) in each pool range",
@@ -108,9 +102,7 @@ impl PoolMetrics {
             self.total.get_or_create(&labels).set(i64::from(u.total));
             self.used.get_or_create(&labels).set(i64::from(u.used));
             self.free.get_or_create(&labels).set(i64::from(u.free));
-            self.reserved
-                .get_or_create(&labels)
-                .set(i64::from(u.reserved));
+            self.reserved.get_or_create(&labels).set(i64::from(u.reserved));
         }
     }
 }
@@ -141,16 +133,9 @@ impl AllocationIndex {
     }
 
     /// Follows NetworkAllocations until the stream ends (shutdown), keeping the plan and the gauges current.
-    pub async fn run(
-        self,
-        client: Client,
-        metrics: PoolMetrics,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
+    pub async fn run(self, client: Client, metrics: PoolMetrics, shutdown: tokio_util::sync::CancellationToken) {
         let api: Api<NetworkAllocation> = Api::all(client);
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut rebuilding: Option<AddressPlan> = None;
         loop {
             let event = tokio::select! {
@@ -180,8 +165,7 @@ impl AllocationIndex {
                         *plan = p;
                     }
                     metrics.update(&plan);
-                    self.is_ready
-                        .store(true, std::sync::atomic::Ordering::Release);
+                    self.is_ready.store(true, std::sync::atomic::Ordering::Release);
                     self.ready.notify_waiters();
                 }
                 watcher::Event::Apply(a) => {
@@ -213,10 +197,7 @@ fn holder_labels(network: &PrivateNetwork) -> BTreeMap<String, String> {
             network.namespace().unwrap_or_default(),
         ),
         (LABEL_NETWORK_NAME.to_owned(), network.name_any()),
-        (
-            LABEL_NETWORK_UID.to_owned(),
-            network.uid().unwrap_or_default(),
-        ),
+        (LABEL_NETWORK_UID.to_owned(), network.uid().unwrap_or_default()),
     ])
 }
 
@@ -239,16 +220,11 @@ fn desired_allocation(network: &PrivateNetwork, block: Ipv4Net) -> NetworkAlloca
 }
 
 fn released_at(a: &NetworkAllocation) -> Option<jiff::Timestamp> {
-    a.annotations()
-        .get(ANNOTATION_RELEASED_AT)
-        .and_then(|t| t.parse().ok())
+    a.annotations().get(ANNOTATION_RELEASED_AT).and_then(|t| t.parse().ok())
 }
 
 /// The allocations held by the network with this UID, read from the API server (never from a cache), lowest first.
-async fn held_by(
-    api: &Api<NetworkAllocation>,
-    uid: &str,
-) -> Result<Vec<NetworkAllocation>, kube::Error> {
+async fn held_by(api: &Api<NetworkAllocation>, uid: &str) -> Result<Vec<NetworkAllocation>, kube::Error> {
     let mut held: Vec<NetworkAllocation> = api
         .list(&ListParams::default().labels(&format!("{LABEL_NETWORK_UID}={uid}")))
         .await?
@@ -344,9 +320,7 @@ pub async fn ensure_allocation(
             Claim::Lost(existing) if existing.spec.network.uid == uid => {}
             Claim::Lost(existing) => {
                 if let Some(at) = released_at(&existing) {
-                    let until = at
-                        + jiff::SignedDuration::try_from(cooldown)
-                            .unwrap_or(jiff::SignedDuration::ZERO);
+                    let until = at + jiff::SignedDuration::try_from(cooldown).unwrap_or(jiff::SignedDuration::ZERO);
                     // The same customer may take its own released range back at once.
                     if existing.spec.network.namespace == network.namespace().unwrap_or_default() {
                         let dp = DeleteParams {
@@ -374,10 +348,7 @@ pub async fn ensure_allocation(
                 } else {
                     return Err(AllocationError::Conflict {
                         block,
-                        holder: format!(
-                            "{}/{}",
-                            existing.spec.network.namespace, existing.spec.network.name
-                        ),
+                        holder: format!("{}/{}", existing.spec.network.namespace, existing.spec.network.name),
                     });
                 }
             }
@@ -441,17 +412,11 @@ pub async fn release(
     Ok(())
 }
 
-async fn mark_released(
-    api: &Api<NetworkAllocation>,
-    a: &NetworkAllocation,
-) -> Result<(), kube::Error> {
-    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_RELEASED_AT: jiff::Timestamp::now().to_string()}}});
+async fn mark_released(api: &Api<NetworkAllocation>, a: &NetworkAllocation) -> Result<(), kube::Error> {
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {ANNOTATION_RELEASED_AT: jiff::Timestamp::now().to_string()}}});
     match api
-        .patch(
-            &a.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&a.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
@@ -469,9 +434,7 @@ pub async fn collect_garbage(
 ) -> Result<usize, kube::Error> {
     let api: Api<NetworkAllocation> = Api::all(client.clone());
     let now = jiff::Timestamp::now();
-    let to_signed = |d: std::time::Duration| {
-        jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
-    };
+    let to_signed = |d: std::time::Duration| jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
     let mut changed = 0;
     for a in api.list(&ListParams::default()).await?.items {
         if let Some(at) = released_at(&a) {
@@ -495,8 +458,7 @@ pub async fn collect_garbage(
         if created + to_signed(grace) > now {
             continue;
         }
-        let networks: Api<PrivateNetwork> =
-            Api::namespaced(client.clone(), &a.spec.network.namespace);
+        let networks: Api<PrivateNetwork> = Api::namespaced(client.clone(), &a.spec.network.namespace);
         let holder_alive = networks
             .get_opt(&a.spec.network.name)
             .await?
@@ -519,10 +481,7 @@ pub async fn collect_garbage(
 }
 
 /// What `appdb-operator ipam` prints: usage per pool range and the range automatic assignment would pick next.
-pub async fn preview(
-    client: &Client,
-    pool: &PoolConfig,
-) -> Result<String, Box<dyn std::error::Error>> {
+pub async fn preview(client: &Client, pool: &PoolConfig) -> Result<String, Box<dyn std::error::Error>> {
     let mut plan = AddressPlan::new(pool)?;
     let api: Api<NetworkAllocation> = Api::all(client.clone());
     let allocations = api.list(&ListParams::default()).await?.items;

@@ -8,9 +8,7 @@ pub mod validate;
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, future::BoxFuture};
-use k8s_openapi::{
-    api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::OwnerReference,
-};
+use k8s_openapi::{api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -37,8 +35,8 @@ use crate::{
     manager::{Controller, ControllerContext},
     metrics::{ControllerLabels, ErrorLabels, Metrics},
     names::{
-        FIELD_MANAGER, FINALIZER_RELEASE_RANGE, LABEL_MANAGED_BY, LABEL_NETWORK_NAME,
-        LABEL_NETWORK_NAMESPACE, MANAGED_BY,
+        FIELD_MANAGER, FINALIZER_RELEASE_RANGE, LABEL_MANAGED_BY, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE,
+        MANAGED_BY,
     },
     netpol::customer_policies,
 };
@@ -56,9 +54,7 @@ pub enum Error {
     ApplyPolicies(#[source] kube::Error),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
-    #[error(
-        "AppDatabase {0} still lives on this network; delete it or migrate it to another network first"
-    )]
+    #[error("AppDatabase {0} still lives on this network; delete it or migrate it to another network first")]
     InUse(String),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -73,8 +69,9 @@ impl Error {
             Error::Status(_) => "status",
             Error::InUse(_) => "in_use",
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.metric_label()
+                }
                 _ => "finalizer",
             },
         }
@@ -89,10 +86,7 @@ pub struct PrivateNetworkController {
 }
 
 impl PrivateNetworkController {
-    pub fn new(
-        config: Arc<OperatorConfig>,
-        metrics: &mut Metrics,
-    ) -> Result<Self, crate::ipam::PlanError> {
+    pub fn new(config: Arc<OperatorConfig>, metrics: &mut Metrics) -> Result<Self, crate::ipam::PlanError> {
         let index = AllocationIndex::new(config.pool.clone())?;
         let pool_metrics = PoolMetrics::default();
         pool_metrics.register(metrics.registry_mut());
@@ -123,16 +117,12 @@ impl Controller for PrivateNetworkController {
         Box::pin(async move {
             let client = ctx.client.clone();
             let networks_api: Api<PrivateNetwork> = Api::all(client.clone());
-            let managed =
-                watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+            let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
 
             let (databases, db_writer) = reflector::store();
             let db_stream = reflector::reflector(
                 db_writer,
-                watcher(
-                    Api::<AppDatabase>::all(client.clone()),
-                    watcher::Config::default(),
-                ),
+                watcher(Api::<AppDatabase>::all(client.clone()), watcher::Config::default()),
             )
             .default_backoff()
             .touched_objects();
@@ -143,10 +133,7 @@ impl Controller for PrivateNetworkController {
                     watcher::Config::default(),
                     |a| {
                         let labels = a.labels();
-                        match (
-                            labels.get(LABEL_NETWORK_NAMESPACE),
-                            labels.get(LABEL_NETWORK_NAME),
-                        ) {
+                        match (labels.get(LABEL_NETWORK_NAMESPACE), labels.get(LABEL_NETWORK_NAME)) {
                             (Some(ns), Some(name)) => Some(ObjectRef::new(name).within(ns)),
                             _ => None,
                         }
@@ -167,17 +154,14 @@ impl Controller for PrivateNetworkController {
                         refs
                     },
                 )
-                .with_config(
-                    kube::runtime::controller::Config::default()
-                        .concurrency(self.config.concurrency),
-                );
+                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
             let networks = controller.store();
 
-            tokio::spawn(self.index.clone().run(
-                client.clone(),
-                self.pool_metrics.clone(),
-                ctx.shutdown.clone(),
-            ));
+            tokio::spawn(
+                self.index
+                    .clone()
+                    .run(client.clone(), self.pool_metrics.clone(), ctx.shutdown.clone()),
+            );
             {
                 // The store of AppDatabases answers "does a database live on this network?".
                 let shutdown = ctx.shutdown.clone();
@@ -246,13 +230,7 @@ fn spawn_garbage_collection(
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            match allocate::collect_garbage(
-                &client,
-                config.release_cooldown,
-                config.allocation_gc_grace,
-            )
-            .await
-            {
+            match allocate::collect_garbage(&client, config.release_cooldown, config.allocation_gc_grace).await {
                 Ok(0) => {}
                 Ok(n) => info!(changed = n, "allocation garbage collection"),
                 Err(e) => {
@@ -270,10 +248,7 @@ fn databases_on(ctx: &Context, network: &PrivateNetwork) -> Vec<String> {
         .databases
         .state()
         .iter()
-        .filter(|db| {
-            db.namespace().as_deref() == Some(ns.as_str())
-                && db.metadata.deletion_timestamp.is_none()
-        })
+        .filter(|db| db.namespace().as_deref() == Some(ns.as_str()) && db.metadata.deletion_timestamp.is_none())
         .filter(|db| {
             db.status
                 .as_ref()
@@ -293,9 +268,7 @@ fn policy_owners(ctx: &Context, namespace: &str) -> Vec<OwnerReference> {
         .networks
         .state()
         .iter()
-        .filter(|n| {
-            n.namespace().as_deref() == Some(namespace) && n.metadata.deletion_timestamp.is_none()
-        })
+        .filter(|n| n.namespace().as_deref() == Some(namespace) && n.metadata.deletion_timestamp.is_none())
         .filter_map(|n| n.object_ref(&()).uid.map(|uid| (n.name_any(), uid)))
         .map(|(name, uid)| OwnerReference {
             api_version: PrivateNetwork::api_version(&()).into_owned(),
@@ -325,12 +298,10 @@ fn problem_of(e: AllocationError) -> Result<Problem, kube::Error> {
             reason: reason::INVALID_SPEC,
             message: b.to_string(),
         },
-        e @ (AllocationError::Conflict { .. } | AllocationError::CoolingDown { .. }) => {
-            Problem::Stalled {
-                reason: reason::CIDR_CONFLICT,
-                message: e.to_string(),
-            }
-        }
+        e @ (AllocationError::Conflict { .. } | AllocationError::CoolingDown { .. }) => Problem::Stalled {
+            reason: reason::CIDR_CONFLICT,
+            message: e.to_string(),
+        },
         e @ AllocationError::PoolExhausted { .. } => Problem::Stalled {
             reason: reason::POOL_EXHAUSTED,
             message: e.to_string(),
@@ -348,8 +319,7 @@ async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Ac
     };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let started = std::time::Instant::now();
-    let api: Api<PrivateNetwork> =
-        Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
+    let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER_RELEASE_RANGE, network, |event| async {
         match event {
             Finalizer::Apply(n) => apply(n, &ctx).await,
@@ -374,15 +344,7 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
         }),
         Ok(chosen) => {
             ctx.index.wait_until_ready().await;
-            match ensure_allocation(
-                &ctx.client,
-                &ctx.index,
-                &network,
-                chosen,
-                ctx.config.release_cooldown,
-            )
-            .await
-            {
+            match ensure_allocation(&ctx.client, &ctx.index, &network, chosen, ctx.config.release_cooldown).await {
                 Ok(block) => Ok(block),
                 Err(e) => Err(problem_of(e).map_err(Error::Allocate)?),
             }
@@ -404,15 +366,11 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
     }
 
     let hosts_database = !databases_on(ctx, &network).is_empty();
-    let new_status = build_status(
-        &network,
-        &allocation,
-        hosts_database,
-        jiff::Timestamp::now(),
-    );
+    let new_status = build_status(&network, &allocation, hosts_database, jiff::Timestamp::now());
     if network.status.as_ref() != Some(&new_status) {
         let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "PrivateNetwork", "status": new_status});
+        let patch =
+            serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "PrivateNetwork", "status": new_status});
         api.patch_status(
             &network.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -430,11 +388,7 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
     })
 }
 
-async fn publish_transition(
-    ctx: &Context,
-    network: &PrivateNetwork,
-    allocation: &Result<ipnet::Ipv4Net, Problem>,
-) {
+async fn publish_transition(ctx: &Context, network: &PrivateNetwork, allocation: &Result<ipnet::Ipv4Net, Problem>) {
     let was_ready = network
         .status
         .as_ref()

@@ -6,9 +6,7 @@ use crate::{
     api::{
         PrivateNetwork, PrivateNetworkStatus,
         common::CommonStatus,
-        conditions::{
-            ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason,
-        },
+        conditions::{ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
         private_network::NetworkType,
     },
     ipam::pinghost,
@@ -25,15 +23,9 @@ pub mod state {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
     /// Needs a change from a person (another range, a larger pool): `Stalled=True`.
-    Stalled {
-        reason: &'static str,
-        message: String,
-    },
+    Stalled { reason: &'static str, message: String },
     /// Being worked on: `Reconciling=True`.
-    InProgress {
-        reason: &'static str,
-        message: String,
-    },
+    InProgress { reason: &'static str, message: String },
 }
 
 /// The status for `network` after a reconcile that found `allocation` and whether a database lives on it.
@@ -115,12 +107,7 @@ mod tests {
 
     #[test]
     fn allocated_network_is_ready_with_pinghost() {
-        let s = build_status(
-            &network(),
-            &Ok("10.20.30.64/26".parse().unwrap()),
-            false,
-            at(1),
-        );
+        let s = build_status(&network(), &Ok("10.20.30.64/26".parse().unwrap()), false, at(1));
         assert_eq!(s.cidr.as_deref(), Some("10.20.30.64/26"));
         assert_eq!(s.pinghost.as_deref(), Some("10.20.30.65"));
         assert_eq!(s.network_type, Some(NetworkType::Test));
@@ -128,22 +115,12 @@ mod tests {
         assert_eq!(s.common.observed_generation, Some(3));
         assert_eq!(find(&s.common.conditions, READY).unwrap().status, "True");
         assert_eq!(find(&s.common.conditions, STALLED).unwrap().status, "False");
-        assert_eq!(
-            find(&s.common.conditions, READY)
-                .unwrap()
-                .observed_generation,
-            Some(3)
-        );
+        assert_eq!(find(&s.common.conditions, READY).unwrap().observed_generation, Some(3));
     }
 
     #[test]
     fn database_makes_it_production() {
-        let s = build_status(
-            &network(),
-            &Ok("10.20.30.64/26".parse().unwrap()),
-            true,
-            at(1),
-        );
+        let s = build_status(&network(), &Ok("10.20.30.64/26".parse().unwrap()), true, at(1));
         assert_eq!(s.network_type, Some(NetworkType::Production));
     }
 
@@ -161,10 +138,7 @@ mod tests {
             (stalled.status.as_str(), stalled.reason.as_str()),
             ("True", "CidrConflict")
         );
-        assert_eq!(
-            find(&s.common.conditions, READY).unwrap().message,
-            "held by acme/other"
-        );
+        assert_eq!(find(&s.common.conditions, READY).unwrap().message, "held by acme/other");
     }
 
     #[test]
@@ -175,10 +149,7 @@ mod tests {
         };
         let s = build_status(&network(), &Err(problem), false, at(1));
         assert_eq!(s.common.state.as_deref(), Some("Pending"));
-        assert_eq!(
-            find(&s.common.conditions, RECONCILING).unwrap().status,
-            "True"
-        );
+        assert_eq!(find(&s.common.conditions, RECONCILING).unwrap().status, "True");
     }
 
     #[test]

@@ -29,12 +29,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
 type Query = HashMap<String, String>;
@@ -69,10 +64,7 @@ async fn handle(
             &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
         )),
         ["apis"] => Ok(json_response(StatusCode::OK, &api_group_list(&state))),
-        ["api", "v1"] => Ok(json_response(
-            StatusCode::OK,
-            &resource_list(&state, "", "v1"),
-        )),
+        ["api", "v1"] => Ok(json_response(StatusCode::OK, &resource_list(&state, "", "v1"))),
         ["apis", group] => group_doc(&state, group),
         ["apis", group, version] => {
             let list = resource_list(&state, group, version);
@@ -85,9 +77,7 @@ async fn handle(
         ["openapi", "v3"] => Ok(json_response(StatusCode::OK, &openapi_index(&state))),
         ["openapi", "v3", rest @ ..] => openapi_document(&state, rest),
         ["openapi", "v2"] => Err(ApiError::not_found_path(&path)),
-        ["api", "v1", rest @ ..] => {
-            resource_request(&state, "", "v1", rest, &method, &q, &headers, body).await
-        }
+        ["api", "v1", rest @ ..] => resource_request(&state, "", "v1", rest, &method, &q, &headers, body).await,
         ["apis", group, version, rest @ ..] => {
             resource_request(&state, group, version, rest, &method, &q, &headers, body).await
         }
@@ -127,10 +117,7 @@ fn group_json(group: &str, versions: &[String]) -> Value {
 }
 
 fn api_group_list(state: &ServerState) -> Value {
-    let groups: Vec<Value> = group_versions(state)
-        .iter()
-        .map(|(g, v)| group_json(g, v))
-        .collect();
+    let groups: Vec<Value> = group_versions(state).iter().map(|(g, v)| group_json(g, v)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -174,7 +161,10 @@ fn openapi_index(state: &ServerState) -> Value {
     );
     for (g, versions) in group_versions(state) {
         for v in versions {
-            paths.insert(format!("apis/{g}/{v}"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash={generation:016X}")}));
+            paths.insert(
+                format!("apis/{g}/{v}"),
+                json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash={generation:016X}")}),
+            );
         }
     }
     json!({"paths": paths})
@@ -188,10 +178,7 @@ fn openapi_document(state: &ServerState, rest: &[&str]) -> Result<Response, ApiE
         ["api", v] => ("", *v),
         ["apis", g, v] => (*g, *v),
         _ => {
-            return Err(ApiError::not_found_path(&format!(
-                "/openapi/v3/{}",
-                rest.join("/")
-            )));
+            return Err(ApiError::not_found_path(&format!("/openapi/v3/{}", rest.join("/"))));
         }
     };
     let s = store(state);
@@ -201,10 +188,7 @@ fn openapi_document(state: &ServerState, rest: &[&str]) -> Result<Response, ApiE
         .filter(|t| t.group == group && t.version == version)
         .collect();
     if types.is_empty() {
-        return Err(ApiError::not_found_path(&format!(
-            "/openapi/v3/{}",
-            rest.join("/")
-        )));
+        return Err(ApiError::not_found_path(&format!("/openapi/v3/{}", rest.join("/"))));
     }
     let prefix = if group.is_empty() {
         format!("/api/{version}")
@@ -240,7 +224,10 @@ fn openapi_document(state: &ServerState, rest: &[&str]) -> Result<Response, ApiE
         } else {
             format!("{prefix}/{}/{{name}}", t.plural)
         };
-        paths.insert(object_path, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+        paths.insert(
+            object_path,
+            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
+        );
         let collection = if t.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}", t.plural)
         } else {
@@ -252,9 +239,7 @@ fn openapi_document(state: &ServerState, rest: &[&str]) -> Result<Response, ApiE
             .as_ref()
             .map(|_| ())
             .and_then(|_| crd_schema(&s, t))
-            .unwrap_or_else(
-                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
-            );
+            .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
         schema["x-kubernetes-group-version-kind"] = json!([gvk]);
         schemas.insert(schema_name, schema);
     }
@@ -292,19 +277,12 @@ struct Target {
     subresource: Option<String>,
 }
 
-fn resolve(
-    state: &ServerState,
-    group: &str,
-    version: &str,
-    rest: &[&str],
-) -> Result<Target, ApiError> {
+fn resolve(state: &ServerState, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
     let s = store(state);
     let not_found = || ApiError::not_found_path(&format!("/{}", rest.join("/")));
     if rest.len() >= 3
         && rest[0] == "namespaces"
-        && let Some(rt) = s
-            .find_type_version(group, version, rest[2])
-            .filter(|t| t.namespaced)
+        && let Some(rt) = s.find_type_version(group, version, rest[2]).filter(|t| t.namespaced)
     {
         if rest.len() > 5 {
             return Err(not_found());
@@ -339,14 +317,12 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     if ct.contains("protobuf") {
         return Err(ApiError::unsupported_media_type(ct));
     }
-    let text =
-        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     if ct.contains("yaml") {
         serde_saphyr::from_str::<Value>(text)
             .map_err(|e| ApiError::bad_request(&format!("cannot parse YAML body: {e}")))
     } else {
-        serde_json::from_str(text)
-            .map_err(|e| ApiError::bad_request(&format!("cannot parse JSON body: {e}")))
+        serde_json::from_str(text).map_err(|e| ApiError::bad_request(&format!("cannot parse JSON body: {e}")))
     }
 }
 
@@ -402,21 +378,9 @@ async fn resource_request(
     match (method.clone(), target.name.clone()) {
         (Method::GET, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return watch(
-                    state,
-                    &rt,
-                    target.namespace.as_deref(),
-                    q,
-                    wants_table(headers),
-                );
+                return watch(state, &rt, target.namespace.as_deref(), q, wants_table(headers));
             }
-            list(
-                state,
-                &rt,
-                target.namespace.as_deref(),
-                q,
-                wants_table(headers),
-            )
+            list(state, &rt, target.namespace.as_deref(), q, wants_table(headers))
         }
         (Method::GET, Some(name)) => {
             let s = store(state);
@@ -425,10 +389,7 @@ async fn resource_request(
                 .map(Store::render)
                 .ok_or_else(|| ApiError::not_found(&rt, &name))?;
             if wants_table(headers) {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table(&rt, &[obj], &s.rv.to_string()),
-                ));
+                return Ok(json_response(StatusCode::OK, &table(&rt, &[obj], &s.rv.to_string())));
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
@@ -456,17 +417,7 @@ async fn resource_request(
             )?;
             Ok(json_response(StatusCode::OK, &updated))
         }
-        (Method::PATCH, Some(name)) => patch(
-            state,
-            &rt,
-            &ns,
-            &name,
-            &subresource,
-            q,
-            headers,
-            &body,
-            strict,
-        ),
+        (Method::PATCH, Some(name)) => patch(state, &rt, &ns, &name, &subresource, q, headers, &body, strict),
         (Method::DELETE, Some(name)) => {
             let opts: Value = if body.is_empty() {
                 json!({})
@@ -521,9 +472,7 @@ fn patch(
         .to_owned();
     let manager = manager_of(q, headers);
     let mut s = store(state);
-    let existing = s
-        .get(rt, ns, name)
-        .map(|st| (st.object.clone(), st.managed.clone()));
+    let existing = s.get(rt, ns, name).map(|st| (st.object.clone(), st.managed.clone()));
     if ct.starts_with("application/apply-patch") {
         if !q.contains_key("fieldManager") {
             return Err(ApiError::bad_request(
@@ -540,15 +489,7 @@ fn patch(
                 }
                 let mut managed = ManagedFields::default();
                 let mut obj = managed
-                    .apply(
-                        &json!({}),
-                        &config,
-                        &manager,
-                        force,
-                        "",
-                        &rt.api_version(),
-                        &time,
-                    )
+                    .apply(&json!({}), &config, &manager, force, "", &rt.api_version(), &time)
                     .map_err(|c| conflict_error(rt, name, c))?;
                 obj["metadata"]["name"] = json!(name);
                 let created = s.create_with(rt, ns, &mut obj, &manager, strict, managed, true)?;
@@ -558,11 +499,7 @@ fn patch(
                 let mut config = config;
                 if let Some(rv) = config.pointer("/metadata/resourceVersion").cloned() {
                     // Apply may carry a resourceVersion precondition; the merge below must not copy it as data.
-                    if rv.as_str()
-                        != old
-                            .pointer("/metadata/resourceVersion")
-                            .and_then(Value::as_str)
-                    {
+                    if rv.as_str() != old.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
                         return Err(ApiError::conflict(
                             rt,
                             name,
@@ -585,26 +522,9 @@ fn patch(
                     c
                 };
                 let merged = managed
-                    .apply(
-                        &old,
-                        &scoped,
-                        &manager,
-                        force,
-                        subresource,
-                        &rt.api_version(),
-                        &time,
-                    )
+                    .apply(&old, &scoped, &manager, force, subresource, &rt.api_version(), &time)
                     .map_err(|c| conflict_error(rt, name, c))?;
-                let updated = s.update(
-                    rt,
-                    ns,
-                    name,
-                    merged,
-                    subresource,
-                    None,
-                    strict,
-                    Some(managed),
-                )?;
+                let updated = s.update(rt, ns, name, merged, subresource, None, strict, Some(managed))?;
                 Ok(json_response(StatusCode::OK, &updated))
             }
         };
@@ -635,8 +555,7 @@ fn patch(
                 )
             })?;
         }
-    } else if ct.starts_with("application/merge-patch+json")
-        || ct.starts_with("application/strategic-merge-patch+json")
+    } else if ct.starts_with("application/merge-patch+json") || ct.starts_with("application/strategic-merge-patch+json")
     {
         // Strategic merge patch is served as a JSON merge patch (lists replaced, not merged by key).
         json_patch::merge(&mut patched, &patch_body);
@@ -650,16 +569,7 @@ fn patch(
         // A patch without a resourceVersion is unconditional.
         m.remove("resourceVersion");
     }
-    let updated = s.update(
-        rt,
-        ns,
-        name,
-        patched,
-        subresource,
-        Some(&manager),
-        strict,
-        None,
-    )?;
+    let updated = s.update(rt, ns, name, patched, subresource, Some(&manager), strict, None)?;
     Ok(json_response(StatusCode::OK, &updated))
 }
 
@@ -688,17 +598,9 @@ fn conflict_error(rt: &ResourceType, name: &str, conflicts: Vec<super::ssa::Conf
 }
 
 fn self_subject_access_review(state: &ServerState, review: Value) -> Result<Response, ApiError> {
-    let attrs = review
-        .pointer("/spec/resourceAttributes")
-        .cloned()
-        .unwrap_or(json!({}));
+    let attrs = review.pointer("/spec/resourceAttributes").cloned().unwrap_or(json!({}));
     let field = |k: &str| attrs[k].as_str().unwrap_or_default().to_owned();
-    let (verb, group, resource, ns) = (
-        field("verb"),
-        field("group"),
-        field("resource"),
-        field("namespace"),
-    );
+    let (verb, group, resource, ns) = (field("verb"), field("group"), field("resource"), field("namespace"));
     let resource_full = match attrs["subresource"].as_str() {
         Some(sub) if !sub.is_empty() => format!("{resource}/{sub}"),
         _ => resource,
@@ -785,15 +687,10 @@ fn parse_label_selector(s: &str) -> Result<Vec<Requirement>, ApiError> {
                 Ok(Requirement::Equals(k.trim().into(), v.trim().into()))
             } else if let Some(k) = part.strip_prefix('!') {
                 Ok(Requirement::NotExists(k.trim().into()))
-            } else if part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            {
+            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
                 Ok(Requirement::Exists(part))
             } else {
-                Err(ApiError::bad_request(&format!(
-                    "unable to parse requirement: {part}"
-                )))
+                Err(ApiError::bad_request(&format!("unable to parse requirement: {part}")))
             }
         })
         .collect()
@@ -824,17 +721,11 @@ fn parse_field_selector(s: &str) -> Result<Vec<(String, bool, String)>, ApiError
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(&format!(
-                    "invalid field selector: {part}"
-                )));
+                return Err(ApiError::bad_request(&format!("invalid field selector: {part}")));
             };
             match k.trim() {
-                "metadata.name" | "metadata.namespace" => {
-                    Ok((k.trim().to_owned(), eq, v.trim().to_owned()))
-                }
-                other => Err(ApiError::bad_request(&format!(
-                    "field label not supported: {other}"
-                ))),
+                "metadata.name" | "metadata.namespace" => Ok((k.trim().to_owned(), eq, v.trim().to_owned())),
+                other => Err(ApiError::bad_request(&format!("field label not supported: {other}"))),
             }
         })
         .collect()
@@ -927,9 +818,7 @@ fn table(rt: &ResourceType, items: &[Value], rv: &str) -> Value {
     ];
     for (name, ty, _) in &rt.printer_columns {
         let ty = if ty == "date" { "string" } else { ty.as_str() };
-        columns.push(
-            json!({"name": name, "type": ty, "format": "", "description": "", "priority": 0}),
-        );
+        columns.push(json!({"name": name, "type": ty, "format": "", "description": "", "priority": 0}));
     }
     if rt.printer_columns.is_empty() {
         columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "", "priority": 0}));
@@ -971,16 +860,10 @@ fn watch(
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(1800);
-    let ns_filter = if rt.namespaced {
-        ns.map(str::to_owned)
-    } else {
-        None
-    };
+    let ns_filter = if rt.namespaced { ns.map(str::to_owned) } else { None };
     let (group, plural) = (rt.group.clone(), rt.plural.clone());
     let matches_type = move |e: &WatchEvent| {
-        e.group == group
-            && e.plural == plural
-            && ns_filter.as_deref().is_none_or(|n| n == e.namespace)
+        e.group == group && e.plural == plural && ns_filter.as_deref().is_none_or(|n| n == e.namespace)
     };
 
     let s = store(state);
@@ -998,9 +881,7 @@ fn watch(
             {
                 let obj = Store::render(st);
                 let in_ns = !rt.namespaced
-                    || ns.is_none_or(|n| {
-                        Some(n) == obj.pointer("/metadata/namespace").and_then(Value::as_str)
-                    });
+                    || ns.is_none_or(|n| Some(n) == obj.pointer("/metadata/namespace").and_then(Value::as_str));
                 if in_ns && filter.matches(&obj) {
                     initial.push(("ADDED".into(), obj));
                 }

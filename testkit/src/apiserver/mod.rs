@@ -78,10 +78,7 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                rt.qualified()
-            ),
+            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", rt.qualified()),
             Some(Self::details(rt, name)),
         )
     }
@@ -217,11 +214,7 @@ impl TestApiServer {
 
     /// Forgets the watch history: watches from older resource versions now get `410 Gone`.
     pub fn compact(&self) {
-        self.state
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .compact();
+        self.state.store.lock().unwrap_or_else(|e| e.into_inner()).compact();
     }
 
     /// Stops serving and waits until the listener is closed.

@@ -58,9 +58,7 @@ impl ResourceType {
         if self.create_only {
             vec!["create"]
         } else {
-            vec![
-                "create", "delete", "get", "list", "patch", "update", "watch",
-            ]
+            vec!["create", "delete", "get", "list", "patch", "update", "watch"]
         }
     }
 
@@ -289,12 +287,8 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     let spec = crd.get("spec").ok_or("spec: Required value")?;
     let group = spec["group"].as_str().ok_or("spec.group: Required value")?;
     let names = &spec["names"];
-    let plural = names["plural"]
-        .as_str()
-        .ok_or("spec.names.plural: Required value")?;
-    let kind = names["kind"]
-        .as_str()
-        .ok_or("spec.names.kind: Required value")?;
+    let plural = names["plural"].as_str().ok_or("spec.names.plural: Required value")?;
+    let kind = names["kind"].as_str().ok_or("spec.names.kind: Required value")?;
     let expected_name = format!("{plural}.{group}");
     if crd["metadata"]["name"].as_str() != Some(expected_name.as_str()) {
         return Err(format!(
@@ -303,19 +297,12 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
     }
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
             .unwrap_or_default()
     };
     let namespaced = spec["scope"].as_str() == Some("Namespaced");
     let mut out = Vec::new();
-    for version in spec["versions"]
-        .as_array()
-        .ok_or("spec.versions: Required value")?
-    {
+    for version in spec["versions"].as_array().ok_or("spec.versions: Required value")? {
         if version["served"].as_bool() != Some(true) {
             continue;
         }
@@ -379,14 +366,9 @@ pub fn json_path<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
         if let Some(after) = rest.strip_prefix('[') {
             let end = after.find(']')?;
             let selector = &after[..end];
-            rest = after[end + 1..]
-                .strip_prefix('.')
-                .unwrap_or(&after[end + 1..]);
+            rest = after[end + 1..].strip_prefix('.').unwrap_or(&after[end + 1..]);
             let items = current.as_array()?;
-            if let Some(filter) = selector
-                .strip_prefix("?(@.")
-                .and_then(|s| s.strip_suffix(')'))
-            {
+            if let Some(filter) = selector.strip_prefix("?(@.").and_then(|s| s.strip_suffix(')')) {
                 let (key, value) = filter.split_once("==")?;
                 let value = value.trim().trim_matches('"').trim_matches('\'');
                 current = items
@@ -415,10 +397,7 @@ mod tests {
             json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
             Some(&json!("True"))
         );
-        assert_eq!(
-            json_path(&obj, ".status.tunnels[0].state"),
-            Some(&json!("UP"))
-        );
+        assert_eq!(json_path(&obj, ".status.tunnels[0].state"), Some(&json!("UP")));
         assert_eq!(json_path(&obj, ".status.tunnels[1].state"), None);
         assert_eq!(json_path(&obj, ".spec.cidr"), None);
     }

@@ -102,9 +102,7 @@ pub fn deep_merge(target: &mut Value, config: &Value) {
         (Value::Object(t), Value::Object(c)) => {
             for (k, v) in c {
                 match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => {
-                        deep_merge(existing, v)
-                    }
+                    Some(existing) if existing.is_object() && v.is_object() => deep_merge(existing, v),
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }
@@ -139,9 +137,11 @@ impl ManagedFields {
         api_version: &str,
         time: &str,
     ) -> &mut Entry {
-        let index = match self.entries.iter().position(|e| {
-            e.manager == manager && e.operation == operation && e.subresource == subresource
-        }) {
+        let index = match self
+            .entries
+            .iter()
+            .position(|e| e.manager == manager && e.operation == operation && e.subresource == subresource)
+        {
             Some(i) => i,
             None => {
                 self.entries.push(Entry {
@@ -193,11 +193,7 @@ impl ManagedFields {
         if changed.is_empty() {
             return;
         }
-        let present: BTreeSet<FieldPath> = changed
-            .iter()
-            .filter(|p| get_path(new, p).is_some())
-            .cloned()
-            .collect();
+        let present: BTreeSet<FieldPath> = changed.iter().filter(|p| get_path(new, p).is_some()).cloned().collect();
         self.disown_elsewhere(manager, Operation::Update, subresource, &changed);
         let entry = self.entry_mut(manager, Operation::Update, subresource, api_version, time);
         entry.fields.retain(|f| !changed.contains(f));
@@ -238,19 +234,13 @@ impl ManagedFields {
         let previously: BTreeSet<FieldPath> = self
             .entries
             .iter()
-            .find(|e| {
-                e.manager == manager
-                    && e.operation == Operation::Apply
-                    && e.subresource == subresource
-            })
+            .find(|e| e.manager == manager && e.operation == Operation::Apply && e.subresource == subresource)
             .map(|e| e.fields.clone())
             .unwrap_or_default();
         let mut result = existing.clone();
         for dropped in previously.difference(&applied) {
             let owned_by_others = self.entries.iter().any(|e| {
-                !(e.manager == manager
-                    && e.operation == Operation::Apply
-                    && e.subresource == subresource)
+                !(e.manager == manager && e.operation == Operation::Apply && e.subresource == subresource)
                     && e.fields.contains(dropped)
             });
             if !owned_by_others {
@@ -258,18 +248,10 @@ impl ManagedFields {
             }
         }
         let mut config_body = config.clone();
-        if let Some(meta) = config_body
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(meta) = config_body.get_mut("metadata").and_then(Value::as_object_mut) {
             let keep: Map<String, Value> = meta
                 .iter()
-                .filter(|(k, _)| {
-                    matches!(
-                        k.as_str(),
-                        "labels" | "annotations" | "finalizers" | "ownerReferences"
-                    )
-                })
+                .filter(|(k, _)| matches!(k.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             *meta = keep;
@@ -327,26 +309,10 @@ mod tests {
     fn apply_conflicts_with_other_manager_unless_forced() {
         let mut mf = ManagedFields::default();
         let obj = mf
-            .apply(
-                &json!({}),
-                &json!({"spec": {"holder": "a"}}),
-                "a",
-                false,
-                "",
-                "v1",
-                T,
-            )
+            .apply(&json!({}), &json!({"spec": {"holder": "a"}}), "a", false, "", "v1", T)
             .unwrap();
         let err = mf
-            .apply(
-                &obj,
-                &json!({"spec": {"holder": "b"}}),
-                "b",
-                false,
-                "",
-                "v1",
-                T,
-            )
+            .apply(&obj, &json!({"spec": {"holder": "b"}}), "b", false, "", "v1", T)
             .unwrap_err();
         assert_eq!(
             err,
@@ -356,15 +322,7 @@ mod tests {
             }]
         );
         let forced = mf
-            .apply(
-                &obj,
-                &json!({"spec": {"holder": "b"}}),
-                "b",
-                true,
-                "",
-                "v1",
-                T,
-            )
+            .apply(&obj, &json!({"spec": {"holder": "b"}}), "b", true, "", "v1", T)
             .unwrap();
         assert_eq!(forced["spec"]["holder"], "b");
     }
@@ -373,15 +331,7 @@ mod tests {
     fn same_value_is_shared_without_conflict() {
         let mut mf = ManagedFields::default();
         let obj = mf
-            .apply(
-                &json!({}),
-                &json!({"spec": {"x": 1}}),
-                "a",
-                false,
-                "",
-                "v1",
-                T,
-            )
+            .apply(&json!({}), &json!({"spec": {"x": 1}}), "a", false, "", "v1", T)
             .unwrap();
         assert!(
             mf.apply(&obj, &json!({"spec": {"x": 1}}), "b", false, "", "v1", T)
@@ -393,15 +343,7 @@ mod tests {
     fn fields_left_out_of_a_new_apply_are_removed() {
         let mut mf = ManagedFields::default();
         let obj = mf
-            .apply(
-                &json!({}),
-                &json!({"spec": {"x": 1, "y": 2}}),
-                "a",
-                false,
-                "",
-                "v1",
-                T,
-            )
+            .apply(&json!({}), &json!({"spec": {"x": 1, "y": 2}}), "a", false, "", "v1", T)
             .unwrap();
         let obj = mf
             .apply(&obj, &json!({"spec": {"x": 1}}), "a", false, "", "v1", T)
@@ -413,28 +355,12 @@ mod tests {
     fn an_update_takes_ownership_so_the_field_survives_the_appliers_removal() {
         let mut mf = ManagedFields::default();
         let obj = mf
-            .apply(
-                &json!({}),
-                &json!({"spec": {"x": 1}}),
-                "a",
-                false,
-                "",
-                "v1",
-                T,
-            )
+            .apply(&json!({}), &json!({"spec": {"x": 1}}), "a", false, "", "v1", T)
             .unwrap();
         let updated = json!({"spec": {"x": 5}});
         mf.record_update(&obj, &updated, "kubectl-edit", "", "v1", T);
         let err = mf
-            .apply(
-                &updated,
-                &json!({"spec": {"x": 1}}),
-                "a",
-                false,
-                "",
-                "v1",
-                T,
-            )
+            .apply(&updated, &json!({"spec": {"x": 1}}), "a", false, "", "v1", T)
             .unwrap_err();
         assert_eq!(err[0].manager, "kubectl-edit");
         let obj = mf

@@ -50,9 +50,7 @@ pub struct Store {
 }
 
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn type_key(rt: &ResourceType) -> TypeKey {
@@ -60,19 +58,13 @@ fn type_key(rt: &ResourceType) -> TypeKey {
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
+    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
 }
 
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
 }
 
@@ -115,9 +107,7 @@ impl Store {
             events,
         };
         for ns in ["default", "kube-system", "kube-public"] {
-            let ns_type = store
-                .find_type("", "namespaces")
-                .expect("namespaces is built in");
+            let ns_type = store.find_type("", "namespaces").expect("namespaces is built in");
             store
                 .create(
                     &ns_type,
@@ -138,12 +128,7 @@ impl Store {
             .cloned()
     }
 
-    pub fn find_type_version(
-        &self,
-        group: &str,
-        version: &str,
-        plural: &str,
-    ) -> Option<ResourceType> {
+    pub fn find_type_version(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
         self.types
             .iter()
             .find(|t| t.group == group && t.version == version && t.plural == plural)
@@ -216,13 +201,7 @@ impl Store {
             .is_some_and(|s| s.object.pointer("/metadata/deletionTimestamp").is_none())
     }
 
-    fn validate(
-        &self,
-        rt: &ResourceType,
-        obj: &mut Value,
-        old: Option<&Value>,
-        strict: bool,
-    ) -> Result<(), ApiError> {
+    fn validate(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>, strict: bool) -> Result<(), ApiError> {
         let Some(validator) = &rt.validator else {
             return Ok(());
         };
@@ -268,12 +247,7 @@ impl Store {
             })
             .collect();
         let message = if detail.len() == 1 {
-            format!(
-                "{} \"{}\" is invalid: {}",
-                rt.qualified_kind(),
-                name,
-                detail[0]
-            )
+            format!("{} \"{}\" is invalid: {}", rt.qualified_kind(), name, detail[0])
         } else {
             format!(
                 "{} \"{}\" is invalid: [{}]",
@@ -310,9 +284,7 @@ impl Store {
         applied: bool,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body must be a JSON or YAML object",
-            ));
+            return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
         }
         check_type_fields(rt, obj)?;
         if obj.get("metadata").is_none_or(|m| !m.is_object()) {
@@ -322,10 +294,7 @@ impl Store {
         if name.is_empty() {
             match meta_str(obj, "generateName") {
                 Some(prefix) => {
-                    name = format!(
-                        "{prefix}{}",
-                        &uuid::Uuid::new_v4().simple().to_string()[..5]
-                    );
+                    name = format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5]);
                     obj["metadata"]["name"] = json!(name);
                 }
                 None => {
@@ -374,9 +343,7 @@ impl Store {
                 ApiError::invalid(
                     rt,
                     &name,
-                    format!(
-                        "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {m}"
-                    ),
+                    format!("CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {m}"),
                     vec![],
                 )
             })?)
@@ -384,9 +351,7 @@ impl Store {
             None
         };
         let rv = self.next_rv();
-        let meta = obj["metadata"]
-            .as_object_mut()
-            .expect("metadata is an object");
+        let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(time));
         meta.insert("resourceVersion".into(), json!(rv));
@@ -417,8 +382,7 @@ impl Store {
     fn register_crd_types(&mut self, crd: &mut Value, types: Vec<ResourceType>) {
         if let Some(first) = types.first() {
             let (group, plural) = (first.group.clone(), first.plural.clone());
-            self.types
-                .retain(|t| !(t.group == group && t.plural == plural));
+            self.types.retain(|t| !(t.group == group && t.plural == plural));
         }
         self.types.extend(types);
         self.discovery_generation += 1;
@@ -452,14 +416,10 @@ impl Store {
         let old = current.object.clone();
         let mut managed = managed_override.unwrap_or_else(|| current.managed.clone());
         if !incoming.is_object() {
-            return Err(ApiError::bad_request(
-                "the body must be a JSON or YAML object",
-            ));
+            return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
         }
         check_type_fields(rt, &incoming)?;
-        if let Some(rv) = incoming
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
+        if let Some(rv) = incoming.pointer("/metadata/resourceVersion").and_then(Value::as_str)
             && !rv.is_empty()
             && Some(rv) != meta_str(&old, "resourceVersion")
         {
@@ -529,10 +489,7 @@ impl Store {
         new["kind"] = json!(rt.kind);
         if let Some(m) = new["metadata"].as_object_mut() {
             m.remove("managedFields");
-            m.insert(
-                "resourceVersion".into(),
-                old["metadata"]["resourceVersion"].clone(),
-            );
+            m.insert("resourceVersion".into(), old["metadata"]["resourceVersion"].clone());
         }
         if old.pointer("/metadata/deletionTimestamp").is_some() {
             let before: BTreeSet<String> = finalizers(&old).into_iter().collect();
@@ -551,9 +508,7 @@ impl Store {
                 ApiError::invalid(
                     rt,
                     name,
-                    format!(
-                        "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {m}"
-                    ),
+                    format!("CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: {m}"),
                     vec![],
                 )
             })?;
@@ -578,12 +533,8 @@ impl Store {
         }
         let rv = self.next_rv();
         new["metadata"]["resourceVersion"] = json!(rv);
-        let finalizing =
-            new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&new).is_empty();
-        let stored = Stored {
-            object: new,
-            managed,
-        };
+        let finalizing = new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&new).is_empty();
+        let stored = Stored { object: new, managed };
         let rendered = Store::render(&stored);
         self.objects
             .entry(type_key(rt))
@@ -597,13 +548,7 @@ impl Store {
     }
 
     /// Deletes an object: marks it when finalizers hold it, else removes it and collects its dependents.
-    pub fn delete(
-        &mut self,
-        rt: &ResourceType,
-        ns: &str,
-        name: &str,
-        orphan: bool,
-    ) -> Result<Value, ApiError> {
+    pub fn delete(&mut self, rt: &ResourceType, ns: &str, name: &str, orphan: bool) -> Result<Value, ApiError> {
         let Some(current) = self.get(rt, ns, name) else {
             return Err(ApiError::not_found(rt, name));
         };
@@ -660,10 +605,7 @@ impl Store {
 
     fn remove_crd_types(&mut self, crd: &Value) {
         let group = crd["spec"]["group"].as_str().unwrap_or_default().to_owned();
-        let plural = crd["spec"]["names"]["plural"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default().to_owned();
         let Some(rt) = self.find_type(&group, &plural) else {
             return;
         };
@@ -684,8 +626,7 @@ impl Store {
                 self.emit("DELETED", &rt, &ns, obj);
             }
         }
-        self.types
-            .retain(|t| !(t.group == group && t.plural == plural));
+        self.types.retain(|t| !(t.group == group && t.plural == plural));
         self.discovery_generation += 1;
     }
 
@@ -712,16 +653,7 @@ impl Store {
             {
                 refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
             }
-            let _ = self.update(
-                &rt,
-                &ns,
-                &name,
-                obj,
-                "",
-                Some("garbage-collector"),
-                false,
-                None,
-            );
+            let _ = self.update(&rt, &ns, &name, obj, "", Some("garbage-collector"), false, None);
         }
     }
 
@@ -760,14 +692,8 @@ impl Store {
     fn delete_namespace(&mut self, name: &str) -> Value {
         let ns_type = self.find_type("", "namespaces").expect("built in");
         let key = (String::new(), name.to_owned());
-        if let Some(stored) = self
-            .objects
-            .get_mut(&type_key(&ns_type))
-            .and_then(|m| m.get_mut(&key))
-            && stored
-                .object
-                .pointer("/metadata/deletionTimestamp")
-                .is_none()
+        if let Some(stored) = self.objects.get_mut(&type_key(&ns_type)).and_then(|m| m.get_mut(&key))
+            && stored.object.pointer("/metadata/deletionTimestamp").is_none()
         {
             stored.object["metadata"]["deletionTimestamp"] = json!(now());
             stored.object["status"] = json!({"phase": "Terminating"});
@@ -804,10 +730,7 @@ impl Store {
         if !terminating {
             return;
         }
-        let empty = self
-            .objects
-            .values()
-            .all(|m| !m.keys().any(|(n, _)| n == ns));
+        let empty = self.objects.values().all(|m| !m.keys().any(|(n, _)| n == ns));
         if empty {
             self.remove(&ns_type, "", ns);
         }
