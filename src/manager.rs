@@ -397,9 +397,13 @@ async fn run_controllers(
         }
     };
     let result = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => Ok(()),
         _ = lost_lease => Err(ManagerError::LostLeadership),
-        Some(done) = tasks.join_next() => Err(ManagerError::ControllerExited(done.unwrap_or("unknown"))),
+        // A controller stopping on its own is an error, unless it stopped because shutdown began meanwhile.
+        Some(done) = tasks.join_next() => {
+            if shutdown.is_cancelled() { Ok(()) } else { Err(ManagerError::ControllerExited(done.unwrap_or("unknown"))) }
+        }
     };
     stop.cancel();
     while tasks.join_next().await.is_some() {}

@@ -64,6 +64,21 @@ pub struct AppDatabaseSpec {
     /// DNS publishing of the address the database has inside the network (for VPN clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSpec>,
+
+    /// What happens to the data volume when the AppDatabase is deleted: `Retain` (default) keeps the
+    /// PersistentVolumeClaim, `Delete` removes it with the database.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Fate of the data volume when the AppDatabase is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the PersistentVolumeClaim (and so the data); delete it by hand when it is no longer needed.
+    #[default]
+    Retain,
+    /// Delete the PersistentVolumeClaim with the database.
+    Delete,
 }
 
 /// The database server software.
@@ -142,6 +157,9 @@ pub struct AppDatabaseStatus {
     /// The PrivateNetwork the database lives on now (changes only through a DatabaseMigration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The `resourceVersion` of the admin password Secret whose value the running server has. Never the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_revision: Option<String>,
     /// Observed generation, state ("Pending", "Creating", "Ready To Use", "Migration In Progress", "Failed") and
     /// conditions.
     #[serde(flatten)]

@@ -16,3 +16,20 @@ pub fn all(
         config, metrics,
     )?)])
 }
+
+/// Waits until a reflector store has its initial list. Polls again every 200 ms because a store's readiness signal
+/// wakes only its most recent waiter (the controller's own runner usually), not every task waiting on it.
+pub async fn wait_until_ready<K>(store: &kube::runtime::reflector::Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) = tokio::time::timeout(std::time::Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            // An error means the writer is gone (shutdown): nothing left to wait for.
+            let _ = result;
+            return;
+        }
+    }
+}

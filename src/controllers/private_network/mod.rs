@@ -187,8 +187,8 @@ impl Controller for PrivateNetworkController {
                     ctx.synced.clone(),
                 );
                 tokio::spawn(async move {
-                    let _ = networks.wait_until_ready().await;
-                    let _ = databases.wait_until_ready().await;
+                    crate::controllers::wait_until_ready(&networks).await;
+                    crate::controllers::wait_until_ready(&databases).await;
                     index.wait_until_ready().await;
                     synced.mark_synced();
                 });
