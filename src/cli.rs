@@ -28,6 +28,10 @@ pub enum Command {
     Run(RunArgs),
     /// Show the address pool's usage and the range automatic assignment would pick next.
     Ipam(PoolArgs),
+    /// Set a database administrator's password in a running server (what the rotation Job runs). Everything comes
+    /// from the environment, never the command line: APPDB_HOST, APPDB_PORT (default 3306), APPDB_ROOT_PASSWORD,
+    /// APPDB_ADMIN_USERNAME, APPDB_ADMIN_PASSWORD. Prints one JSON line.
+    RotatePassword,
 }
 
 /// The address pool, as `run` and `ipam` take it.
@@ -103,6 +107,12 @@ pub struct RunArgs {
     /// Reconciles each controller runs at once.
     #[arg(long, env = "APPDB_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Image of the operator, for the Jobs it runs (password rotation, migration). The Helm chart sets it.
+    #[arg(long, env = "APPDB_OPERATOR_IMAGE", default_value = concat!("ghcr.io/appdb-dev/appdb-operator:", env!("CARGO_PKG_VERSION")))]
+    pub operator_image: String,
+    /// The cluster's DNS domain.
+    #[arg(long, env = "APPDB_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 impl RunArgs {
@@ -113,6 +123,8 @@ impl RunArgs {
             allocation_gc_grace: std::time::Duration::from_secs(self.allocation_gc_grace_seconds),
             allocation_gc_interval: std::time::Duration::from_secs(self.allocation_gc_interval_seconds.max(1)),
             concurrency: self.concurrency,
+            operator_image: self.operator_image.clone(),
+            cluster_domain: self.cluster_domain.clone(),
             ..OperatorConfig::default()
         }
     }

@@ -19,6 +19,10 @@ pub struct OperatorConfig {
     pub isolation: IsolationConfig,
     /// Reconciles run at once per controller.
     pub concurrency: u16,
+    /// Image of the operator itself, for the Jobs it runs (password rotation, data migration).
+    pub operator_image: String,
+    /// The cluster's DNS domain, for endpoint host names.
+    pub cluster_domain: String,
 }
 
 impl Default for OperatorConfig {
@@ -30,6 +34,8 @@ impl Default for OperatorConfig {
             allocation_gc_interval: Duration::from_secs(60),
             isolation: IsolationConfig::default(),
             concurrency: 16,
+            operator_image: concat!("ghcr.io/appdb-dev/appdb-operator:", env!("CARGO_PKG_VERSION")).into(),
+            cluster_domain: "cluster.local".into(),
         }
     }
 }

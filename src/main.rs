@@ -42,6 +42,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::RotatePassword => rotate_password().await,
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let client = match kube::Client::try_default().await {
@@ -67,5 +68,46 @@ async fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `appdb-operator rotate-password`: credentials from the environment only.
+async fn rotate_password() -> ExitCode {
+    use appdb_operator::mysql::admin::{RotateRequest, rotate_admin_password};
+    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let request = (|| -> Result<RotateRequest, String> {
+        Ok(RotateRequest {
+            host: var("APPDB_HOST")?,
+            port: std::env::var("APPDB_PORT")
+                .ok()
+                .map(|p| p.parse().map_err(|_| "APPDB_PORT is not a port number".to_owned()))
+                .transpose()?
+                .unwrap_or(3306),
+            root_password: var("APPDB_ROOT_PASSWORD")?,
+            username: var("APPDB_ADMIN_USERNAME")?,
+            new_password: var("APPDB_ADMIN_PASSWORD")?,
+        })
+    })();
+    let started = jiff::Timestamp::now();
+    let (result, user) = match request {
+        Ok(req) => (
+            rotate_admin_password(&req).await.map_err(|e| e.to_string()),
+            req.username.clone(),
+        ),
+        Err(e) => (Err(e), String::new()),
+    };
+    let line = serde_json::json!({
+        "phase": "rotate-password",
+        "user": user,
+        "start": started.to_string(),
+        "end": jiff::Timestamp::now().to_string(),
+        "result": if result.is_ok() { "ok" } else { "error" },
+        "message": result.as_ref().err(),
+    });
+    println!("{line}");
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -27,3 +27,14 @@ pub const LABEL_NETWORK_UID: &str = "appdb.dev/network-uid";
 /// On a NetworkAllocation whose network is gone: when it was released (RFC 3339). The range stays locked until the
 /// cool-down has passed, because customer firewalls may still point at it.
 pub const ANNOTATION_RELEASED_AT: &str = "appdb.dev/released-at";
+
+/// On a database's pods and objects: the AppDatabase they belong to.
+pub const LABEL_DATABASE: &str = "appdb.dev/database";
+/// On VPN gateway pods: the PrivateNetwork they serve. Only the gateways of a database's current network may reach it.
+pub const LABEL_NETWORK: &str = "appdb.dev/network";
+/// On a database's pods: which StatefulSet generation serves them; the stable Service selects on it.
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// On a password rotation Job: the admin Secret `resourceVersion` it rotates to.
+pub const ANNOTATION_SECRET_REVISION: &str = "appdb.dev/secret-revision";
+/// Finalizer on an AppDatabase: its data volume is kept or deleted as `spec.deletionPolicy` says, deliberately.
+pub const FINALIZER_DATABASE_CLEANUP: &str = "appdb.dev/database-cleanup";

@@ -1,5 +1,6 @@
 //! The controllers, one folder per kind: dereference → validate → build → apply → status.
 
+pub mod app_database;
 pub mod apply;
 pub mod private_network;
 
@@ -12,9 +13,10 @@ pub fn all(
     config: Arc<OperatorConfig>,
     metrics: &mut Metrics,
 ) -> Result<Vec<Box<dyn Controller>>, crate::ipam::PlanError> {
-    Ok(vec![Box::new(private_network::PrivateNetworkController::new(
-        config, metrics,
-    )?)])
+    Ok(vec![
+        Box::new(private_network::PrivateNetworkController::new(config.clone(), metrics)?),
+        Box::new(app_database::AppDatabaseController::new(config)),
+    ])
 }
 
 /// Waits until a reflector store has its initial list. Polls again every 200 ms because a store's readiness signal

@@ -1,3 +1,5 @@
 //! Rules and talk of the MySQL / MariaDB servers the operator runs.
 
+pub mod admin;
+pub mod engine;
 pub mod password;

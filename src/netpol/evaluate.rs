@@ -187,12 +187,16 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netpol::{IsolationConfig, customer_policies};
+    use crate::netpol::{IsolationConfig, customer_policies, database_policy};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn cluster() -> Cluster {
         let config = IsolationConfig::default();
+        let owner = OwnerReference::default();
         let mut policies = customer_policies("acme", &[], &config);
         policies.extend(customer_policies("globex", &[], &config));
+        policies.push(database_policy("acme", "orders", "prod", owner.clone()));
+        policies.push(database_policy("globex", "orders", "main", owner));
         Cluster {
             policies,
             namespace_labels: BTreeMap::new(),
@@ -209,7 +213,11 @@ mod tests {
         let session = |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "session")]);
         let database =
             |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "database"), ("appdb.dev/database", "orders")]);
-        let gateway = |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "vpn-gateway")]);
+        let gateway = |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "vpn-gateway"), ("appdb.dev/network", "prod")]);
+        let other_network_gateway = Endpoint::pod(
+            "acme",
+            &[("appdb.dev/role", "vpn-gateway"), ("appdb.dev/network", "old")],
+        );
         let job = |ns: &str| Endpoint::pod(ns, &[("appdb.dev/role", "operator-job")]);
         let stranger = |ns: &str| Endpoint::pod(ns, &[("app", "something-else")]);
         let dns = Endpoint::pod("kube-system", &[("k8s-app", "kube-dns")]);

@@ -1,7 +1,7 @@
 //! Customer isolation: the NetworkPolicies of a customer namespace, rendered from one description.
 //!
-//! - Database pods (`appdb.dev/role: database`) accept MySQL traffic only from the same namespace's sessions, VPN
-//!   gateways and operator jobs.
+//! - Database pods (`appdb.dev/role: database`) accept MySQL traffic only from the same namespace's sessions and
+//!   operator jobs, and (per database) from the VPN gateways of the network the database lives on.
 //! - Sessions (`appdb.dev/role: session`) may reach their own databases, the cluster DNS and the internet, but no
 //!   private, shared or link-local address: not another customer's range, not an on-premise network, not the cloud
 //!   metadata endpoint.
@@ -25,7 +25,8 @@ use k8s_openapi::{
 };
 
 use crate::names::{
-    LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_DATABASE, ROLE_OPERATOR_JOB, ROLE_SESSION, ROLE_VPN_GATEWAY,
+    LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_NETWORK, LABEL_ROLE, MANAGED_BY, ROLE_DATABASE, ROLE_OPERATOR_JOB,
+    ROLE_SESSION, ROLE_VPN_GATEWAY,
 };
 
 pub const MYSQL_PORT: i32 = 3306;
@@ -155,7 +156,7 @@ pub fn customer_policies(namespace: &str, owners: &[OwnerReference], config: &Is
                 pod_selector: Some(role_selector(&[ROLE_DATABASE])),
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(&[ROLE_SESSION, ROLE_VPN_GATEWAY, ROLE_OPERATOR_JOB])]),
+                    from: Some(vec![pods(&[ROLE_SESSION, ROLE_OPERATOR_JOB])]),
                     ports: Some(vec![port("TCP", MYSQL_PORT)]),
                 }]),
                 egress: None,
@@ -201,4 +202,49 @@ pub fn customer_policies(namespace: &str, owners: &[OwnerReference], config: &Is
             },
         ),
     ]
+}
+
+/// Name of a database's own policy.
+pub fn database_policy_name(database: &str) -> String {
+    format!("appdb-db-{database}")
+}
+
+/// The per-database part of the isolation: the VPN gateways of the network the database lives on may reach it.
+pub fn database_policy(namespace: &str, database: &str, network: &str, owner: OwnerReference) -> NetworkPolicy {
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([
+            (LABEL_ROLE.to_owned(), ROLE_DATABASE.to_owned()),
+            (LABEL_DATABASE.to_owned(), database.to_owned()),
+        ])),
+        ..Default::default()
+    };
+    let gateways = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([
+                (LABEL_ROLE.to_owned(), ROLE_VPN_GATEWAY.to_owned()),
+                (LABEL_NETWORK.to_owned(), network.to_owned()),
+            ])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut p = policy(
+        &database_policy_name(database),
+        namespace,
+        &[owner],
+        NetworkPolicySpec {
+            pod_selector: Some(selector),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![gateways]),
+                ports: Some(vec![port("TCP", MYSQL_PORT)]),
+            }]),
+            egress: None,
+        },
+    );
+    p.metadata
+        .labels
+        .get_or_insert_default()
+        .insert(LABEL_DATABASE.to_owned(), database.to_owned());
+    p
 }

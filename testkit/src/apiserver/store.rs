@@ -47,6 +47,8 @@ pub struct Store {
     /// Watches may resume from any resource version ≥ this.
     pub oldest_resumable: u64,
     pub events: tokio::sync::broadcast::Sender<WatchEvent>,
+    /// ClusterIPs handed out so far.
+    pub services_allocated: u64,
 }
 
 pub fn now() -> String {
@@ -105,6 +107,7 @@ impl Store {
             history: VecDeque::new(),
             oldest_resumable: 1,
             events,
+            services_allocated: 0,
         };
         for ns in ["default", "kube-system", "kube-public"] {
             let ns_type = store.find_type("", "namespaces").expect("namespaces is built in");
@@ -362,6 +365,17 @@ impl Store {
         obj["kind"] = json!(rt.kind);
         if rt.group.is_empty() && rt.plural == "namespaces" {
             obj["status"] = json!({"phase": "Active"});
+        }
+        if rt.group.is_empty() && rt.plural == "services" {
+            // As the real API server does, allocate a ClusterIP (from 10.96.0.0/12) unless the Service is headless.
+            let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
+            if requested.is_empty() && obj.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName") {
+                self.services_allocated += 1;
+                let n = self.services_allocated;
+                let ip = format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff);
+                obj["spec"]["clusterIP"] = json!(ip);
+                obj["spec"]["clusterIPs"] = json!([ip]);
+            }
         }
         if let Some(types) = new_types {
             self.register_crd_types(obj, types);

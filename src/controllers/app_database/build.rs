@@ -1,0 +1,505 @@
+//! Build (pure): every object an AppDatabase needs, from the validated inputs. No client, no I/O.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+            EnvVarSource, ExecAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+            SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+        },
+        networking::v1::NetworkPolicy,
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{Resource, ResourceExt, api::DynamicObject, core::ApiResource};
+
+use crate::{
+    api::{AppDatabase, app_database::DeletionPolicy},
+    mysql::engine::{admin_init_script, flavor, liveness_command, readiness_command, server_config, server_id},
+    names::{
+        ANNOTATION_SECRET_REVISION, LABEL_DATABASE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY,
+        ROLE_DATABASE, ROLE_OPERATOR_JOB,
+    },
+    netpol::{MYSQL_PORT, database_policy},
+};
+
+/// Key of the root password inside the operator-generated root Secret.
+pub const ROOT_PASSWORD_KEY: &str = "password";
+const CONFIG_FILE: &str = "appdb.cnf";
+const INIT_SCRIPT: &str = "10-appdb-admin.sh";
+
+/// Names of a database's objects (deterministic, derived from the AppDatabase's name).
+pub struct Names {
+    pub statefulset: String,
+    pub headless: String,
+    pub client: String,
+    pub config: String,
+    pub root_secret: String,
+}
+
+pub fn names(db: &AppDatabase) -> Names {
+    let name = db.name_any();
+    Names {
+        statefulset: name.clone(),
+        headless: format!("{name}-headless"),
+        client: name.clone(),
+        config: format!("{name}-config"),
+        root_secret: format!("{name}-root"),
+    }
+}
+
+/// What the builder needs beyond the AppDatabase itself.
+pub struct BuildInputs<'a> {
+    pub db: &'a AppDatabase,
+    /// The PrivateNetwork the database lives on.
+    pub network: &'a str,
+}
+
+/// The objects to apply.
+pub struct Desired {
+    pub config: ConfigMap,
+    pub statefulset: StatefulSet,
+    pub headless: Service,
+    pub client: Service,
+    pub policy: NetworkPolicy,
+}
+
+fn owner(db: &AppDatabase) -> OwnerReference {
+    db.controller_owner_ref(&())
+        .expect("an AppDatabase read from the API server has a name and a UID")
+}
+
+fn labels(db: &AppDatabase) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_DATABASE.to_owned(), db.name_any()),
+    ])
+}
+
+fn pod_labels(db: &AppDatabase, instance: &str) -> BTreeMap<String, String> {
+    let mut l = labels(db);
+    l.insert(LABEL_ROLE.to_owned(), ROLE_DATABASE.to_owned());
+    l.insert(LABEL_INSTANCE.to_owned(), instance.to_owned());
+    l.insert("app.kubernetes.io/name".to_owned(), "appdb-database".to_owned());
+    l
+}
+
+fn meta(db: &AppDatabase, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: db.namespace(),
+        labels: Some(labels(db)),
+        owner_references: Some(vec![owner(db)]),
+        ..Default::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn hardened_container_security(uid: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("250m".into())),
+            ("memory".to_owned(), Quantity("512Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("1Gi".into()))])),
+        ..Default::default()
+    }
+}
+
+fn exec_probe(command: Vec<String>, period: i32, failures: i32, initial_delay: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction { command: Some(command) }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        initial_delay_seconds: Some(initial_delay),
+        timeout_seconds: Some(5),
+        ..Default::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// The container image for the database.
+pub fn image(db: &AppDatabase) -> String {
+    let f = flavor(db.spec.engine);
+    db.spec.image.clone().unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            f.image_repository,
+            db.spec.version.as_deref().unwrap_or(f.default_version)
+        )
+    })
+}
+
+/// The ConfigMap, StatefulSet, Services and NetworkPolicy of one database.
+pub fn build(inputs: &BuildInputs) -> Desired {
+    let db = inputs.db;
+    let n = names(db);
+    let namespace = db.namespace().unwrap_or_default();
+    let f = flavor(db.spec.engine);
+    let uid = db.uid().unwrap_or_default();
+
+    let config = ConfigMap {
+        metadata: meta(db, &n.config),
+        data: Some(BTreeMap::from([
+            (CONFIG_FILE.to_owned(), server_config(db.spec.engine, server_id(&uid))),
+            (INIT_SCRIPT.to_owned(), admin_init_script(db.spec.engine)),
+        ])),
+        ..Default::default()
+    };
+
+    let admin = &db.spec.admin;
+    let env = vec![
+        secret_env(f.root_password_env, &n.root_secret, ROOT_PASSWORD_KEY),
+        secret_env("APPDB_ROOT_PASSWORD", &n.root_secret, ROOT_PASSWORD_KEY),
+        EnvVar {
+            name: "APPDB_ADMIN_USERNAME".into(),
+            value: Some(admin.username.clone()),
+            value_from: None,
+        },
+        secret_env(
+            "APPDB_ADMIN_PASSWORD",
+            &admin.password_secret_ref.name,
+            &admin.password_secret_ref.key,
+        ),
+    ];
+    let container = Container {
+        name: "database".into(),
+        image: Some(image(db)),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("mysql".into()),
+            container_port: MYSQL_PORT,
+            ..Default::default()
+        }]),
+        readiness_probe: Some(exec_probe(readiness_command(db.spec.engine), 10, 3, 5)),
+        liveness_probe: Some(exec_probe(liveness_command(db.spec.engine), 20, 6, 30)),
+        // First start (initialisation) can take minutes on slow storage.
+        startup_probe: Some(exec_probe(liveness_command(db.spec.engine), 10, 60, 10)),
+        resources: Some(db.spec.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(hardened_container_security(f.uid)),
+        volume_mounts: Some(vec![
+            mount("data", "/var/lib/mysql"),
+            VolumeMount {
+                name: "config".into(),
+                mount_path: format!("/etc/mysql/conf.d/{CONFIG_FILE}"),
+                sub_path: Some(CONFIG_FILE.into()),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "init".into(),
+                mount_path: "/docker-entrypoint-initdb.d".into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            mount("run", "/var/run/mysqld"),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    };
+    let instance = n.statefulset.clone();
+    let selector = pod_labels(db, &instance);
+    let statefulset = StatefulSet {
+        metadata: meta(db, &n.statefulset),
+        spec: StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(n.headless.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some(match db.spec.deletion_policy {
+                    DeletionPolicy::Retain => "Retain".into(),
+                    DeletionPolicy::Delete => "Delete".into(),
+                }),
+                when_scaled: Some("Retain".into()),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(60),
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(f.uid),
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: n.config.clone(),
+                                items: Some(vec![KeyToPath {
+                                    key: CONFIG_FILE.into(),
+                                    path: CONFIG_FILE.into(),
+                                    ..Default::default()
+                                }]),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "init".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: n.config.clone(),
+                                items: Some(vec![KeyToPath {
+                                    key: INIT_SCRIPT.into(),
+                                    path: INIT_SCRIPT.into(),
+                                    ..Default::default()
+                                }]),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        empty_dir("run"),
+                        empty_dir("tmp"),
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(labels(db)),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: db.spec.storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_owned(),
+                            Quantity(db.spec.storage.size.clone()),
+                        )])),
+                        limits: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        status: None,
+    };
+
+    let service_port = ServicePort {
+        name: Some("mysql".into()),
+        port: MYSQL_PORT,
+        target_port: Some(IntOrString::String("mysql".into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let headless = Service {
+        metadata: meta(db, &n.headless),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector.clone()),
+            ports: Some(vec![service_port.clone()]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    // The stable client Service: its name and ClusterIP never change for the life of the AppDatabase; a migration
+    // that moves the data only changes which instance it selects.
+    let client = Service {
+        metadata: meta(db, &n.client),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector),
+            ports: Some(vec![service_port]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let policy = database_policy(&namespace, &db.name_any(), inputs.network, owner(db));
+    Desired {
+        config,
+        statefulset,
+        headless,
+        client,
+        policy,
+    }
+}
+
+/// The operator-generated root Secret (created once; its value is never regenerated).
+pub fn root_secret(db: &AppDatabase, password: String) -> Secret {
+    Secret {
+        metadata: meta(db, &names(db).root_secret),
+        string_data: Some(BTreeMap::from([(ROOT_PASSWORD_KEY.to_owned(), password)])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// Name of the Job that rotates the admin password to the Secret's `revision`.
+pub fn rotation_job_name(db: &AppDatabase, revision: &str) -> String {
+    let mut name = format!("{}-rotate-{revision}", db.name_any());
+    name.truncate(63);
+    name.trim_end_matches('-').to_owned()
+}
+
+/// The Job that sets the admin password in the running server (`appdb-operator rotate-password`). Credentials reach
+/// it only as Secret references in its environment.
+pub fn rotation_job(db: &AppDatabase, revision: &str, operator_image: &str, cluster_domain: &str) -> Job {
+    let n = names(db);
+    let namespace = db.namespace().unwrap_or_default();
+    let mut metadata = meta(db, &rotation_job_name(db, revision));
+    metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_SECRET_REVISION.to_owned(),
+        revision.to_owned(),
+    )]));
+    let mut pod_labels = labels(db);
+    pod_labels.insert(LABEL_ROLE.to_owned(), ROLE_OPERATOR_JOB.to_owned());
+    let admin = &db.spec.admin;
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(6),
+            active_deadline_seconds: Some(600),
+            ttl_seconds_after_finished: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("OnFailure".into()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![Container {
+                        name: "rotate-password".into(),
+                        image: Some(operator_image.into()),
+                        args: Some(vec!["rotate-password".into()]),
+                        env: Some(vec![
+                            EnvVar {
+                                name: "APPDB_HOST".into(),
+                                value: Some(format!("{}.{namespace}.svc.{cluster_domain}", n.client)),
+                                value_from: None,
+                            },
+                            EnvVar {
+                                name: "APPDB_PORT".into(),
+                                value: Some(MYSQL_PORT.to_string()),
+                                value_from: None,
+                            },
+                            EnvVar {
+                                name: "APPDB_ADMIN_USERNAME".into(),
+                                value: Some(admin.username.clone()),
+                                value_from: None,
+                            },
+                            secret_env("APPDB_ROOT_PASSWORD", &n.root_secret, ROOT_PASSWORD_KEY),
+                            secret_env(
+                                "APPDB_ADMIN_PASSWORD",
+                                &admin.password_secret_ref.name,
+                                &admin.password_secret_ref.key,
+                            ),
+                        ]),
+                        security_context: Some(hardened_container_security(65532)),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// ExternalDNS's DNSEndpoint kind.
+pub fn dns_endpoint_resource() -> ApiResource {
+    ApiResource {
+        group: "externaldns.k8s.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "externaldns.k8s.io/v1alpha1".into(),
+        kind: "DNSEndpoint".into(),
+        plural: "dnsendpoints".into(),
+    }
+}
+
+/// A DNSEndpoint pointing `hostname` at the database's VPN-facing address.
+pub fn dns_endpoint(db: &AppDatabase, hostname: &str, address: Ipv4Addr) -> DynamicObject {
+    let mut obj =
+        DynamicObject::new(&db.name_any(), &dns_endpoint_resource()).within(&db.namespace().unwrap_or_default());
+    obj.metadata.labels = Some(labels(db));
+    obj.metadata.owner_references = Some(vec![owner(db)]);
+    obj.data = serde_json::json!({
+        "spec": {"endpoints": [{"dnsName": hostname, "recordType": "A", "recordTTL": 300, "targets": [address.to_string()]}]}
+    });
+    obj
+}

@@ -1,0 +1,559 @@
+//! The AppDatabase controller: dereference (network, admin Secret, live children) → validate (references, password,
+//! address) → build (ConfigMap, StatefulSet, Services, NetworkPolicy, DNSEndpoint, rotation Job) → apply (SSA) →
+//! status ("Ready To Use" once the server answers queries).
+
+pub mod build;
+pub mod status;
+pub mod validate;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, future::BoxFuture};
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        batch::v1::Job,
+        core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
+        networking::v1::NetworkPolicy,
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    runtime::{
+        Controller as RuntimeController,
+        controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use rand::{Rng, distr::Alphanumeric};
+use tracing::warn;
+
+use self::{
+    build::{
+        BuildInputs, build, dns_endpoint, dns_endpoint_resource, names, root_secret, rotation_job, rotation_job_name,
+    },
+    status::{Dns, Phase, build_status},
+    validate::{Invalid, Tenant, current_network, plan_addresses, validate},
+};
+use crate::{
+    api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
+    config::OperatorConfig,
+    controllers::apply::apply_if_changed,
+    manager::{Controller, ControllerContext},
+    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    names::{
+        ANNOTATION_SECRET_REVISION, FIELD_MANAGER, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE, LABEL_MANAGED_BY,
+        MANAGED_BY,
+    },
+};
+
+const NAME: &str = "appdatabase";
+const DNS_CRD: &str = "dnsendpoints.externaldns.k8s.io";
+
+/// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {what} failed: {source}")]
+    Dereference { what: &'static str, source: kube::Error },
+    #[error("applying {what} failed: {source}")]
+    Apply { what: &'static str, source: kube::Error },
+    #[error("writing status failed: {0}")]
+    Status(#[source] kube::Error),
+    #[error("cleaning up failed: {0}")]
+    Cleanup(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Dereference { .. } => "dereference",
+            Error::Apply { .. } => "apply",
+            Error::Status(_) => "status",
+            Error::Cleanup(_) => "cleanup",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.metric_label()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+fn read(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Dereference { what, source }
+}
+
+fn applying(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Apply { what, source }
+}
+
+/// The AppDatabase controller as the manager runs it.
+pub struct AppDatabaseController {
+    config: Arc<OperatorConfig>,
+}
+
+impl AppDatabaseController {
+    pub fn new(config: Arc<OperatorConfig>) -> Self {
+        Self { config }
+    }
+}
+
+struct Context {
+    client: Client,
+    config: Arc<OperatorConfig>,
+    databases: Store<AppDatabase>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    /// Whether ExternalDNS's CRD is installed, looked up at most once a minute.
+    dns_crd: Mutex<Option<(Instant, bool)>>,
+}
+
+impl Controller for AppDatabaseController {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let client = ctx.client.clone();
+            let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+            let controller =
+                RuntimeController::new(Api::<AppDatabase>::all(client.clone()), watcher::Config::default());
+            let store = controller.store();
+            let by_secret = store.clone();
+            let by_network = store.clone();
+            let controller = controller
+                .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+                .owns(Api::<Job>::all(client.clone()), managed)
+                // A changed admin Secret: validation again, and password rotation.
+                .watches(
+                    Api::<Secret>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |secret| {
+                        let ns = secret.namespace();
+                        by_secret
+                            .state()
+                            .into_iter()
+                            .filter(|db| {
+                                db.namespace() == ns && db.spec.admin.password_secret_ref.name == secret.name_any()
+                            })
+                            .map(|db| ObjectRef::from_obj(&*db))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                // A network turning ready (or going away).
+                .watches(
+                    Api::<PrivateNetwork>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |network| {
+                        let ns = network.namespace();
+                        by_network
+                            .state()
+                            .into_iter()
+                            .filter(|db| db.namespace() == ns && current_network(db) == network.name_any())
+                            .map(|db| ObjectRef::from_obj(&*db))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
+            {
+                let (store, synced) = (store.clone(), ctx.synced.clone());
+                tokio::spawn(async move {
+                    crate::controllers::wait_until_ready(&store).await;
+                    synced.mark_synced();
+                });
+            }
+            let reporter = Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            };
+            let context = Arc::new(Context {
+                client: client.clone(),
+                config: self.config.clone(),
+                databases: store,
+                recorder: Recorder::new(client, reporter),
+                metrics: ctx.metrics.clone(),
+                dns_crd: Mutex::new(None),
+            });
+            controller
+                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
+                .run(reconcile, error_policy, context)
+                .for_each(|_| futures::future::ready(()))
+                .await;
+        })
+    }
+}
+
+async fn reconcile(db: Arc<AppDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = ControllerLabels {
+        controller: NAME.into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = Instant::now();
+    let api: Api<AppDatabase> = Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER_DATABASE_CLEANUP, db, |event| async {
+        match event {
+            Finalizer::Apply(db) => apply(db, &ctx).await,
+            Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn dns_crd_installed(ctx: &Context) -> Result<bool, Error> {
+    if let Some((at, present)) = *ctx.dns_crd.lock().unwrap_or_else(|e| e.into_inner())
+        && at.elapsed() < Duration::from_secs(60)
+    {
+        return Ok(present);
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let present = crds
+        .get_opt(DNS_CRD)
+        .await
+        .map_err(read("the DNSEndpoint CRD"))?
+        .is_some();
+    *ctx.dns_crd.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), present));
+    Ok(present)
+}
+
+fn random_password() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+async fn apply_child<K>(api: &Api<K>, desired: &K, what: &'static str) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let live = api.get_opt(&desired.name_any()).await.map_err(read(what))?;
+    apply_if_changed(api, desired, live.as_ref())
+        .await
+        .map_err(applying(what))?;
+    Ok(live)
+}
+
+async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let client = &ctx.client;
+    let networks: Api<PrivateNetwork> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let network_name = current_network(&db);
+    let network = networks
+        .get_opt(&network_name)
+        .await
+        .map_err(read("the PrivateNetwork"))?;
+    let secret = secrets
+        .get_opt(&db.spec.admin.password_secret_ref.name)
+        .await
+        .map_err(read("the admin Secret"))?;
+    let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
+    let dns_requested = db.spec.dns.is_some();
+
+    let valid = match validate(&db, network.as_ref(), secret.as_ref()) {
+        Ok(v) => v,
+        Err(invalid) => {
+            let transient = invalid.is_transient();
+            let dns = if dns_requested { Dns::Waiting } else { Dns::NotRequested };
+            let revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
+            write_status(ctx, &db, &Phase::Invalid(invalid), host, &dns, revision).await?;
+            // Watches on the Secret and the network bring the next reconcile; the requeue is only a safety net.
+            return Ok(Action::requeue(Duration::from_secs(if transient { 15 } else { 300 })));
+        }
+    };
+
+    // The root password is generated once and never regenerated.
+    let n = names(&db);
+    if secrets
+        .get_opt(&n.root_secret)
+        .await
+        .map_err(read("the root Secret"))?
+        .is_none()
+    {
+        match secrets
+            .create(&PostParams::default(), &root_secret(&db, random_password()))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(applying("the root Secret")(e)),
+        }
+    }
+    let desired = build(&BuildInputs {
+        db: &db,
+        network: &valid.network,
+    });
+    apply_child(
+        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+        &desired.config,
+        "the ConfigMap",
+    )
+    .await?;
+    apply_child(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        &desired.headless,
+        "the headless Service",
+    )
+    .await?;
+    apply_child(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        &desired.client,
+        "the client Service",
+    )
+    .await?;
+    apply_child(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
+        &desired.policy,
+        "the NetworkPolicy",
+    )
+    .await?;
+    let live_sts = apply_child(
+        &Api::<StatefulSet>::namespaced(client.clone(), &ns),
+        &desired.statefulset,
+        "the StatefulSet",
+    )
+    .await?;
+    let ready = live_sts
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        >= 1;
+
+    let tenants: Vec<Tenant> = ctx
+        .databases
+        .state()
+        .iter()
+        .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && d.metadata.deletion_timestamp.is_none())
+        .filter(|d| current_network(d) == valid.network)
+        .map(|d| Tenant {
+            name: d.name_any(),
+            created: d.creation_timestamp().map(|t| t.0.to_string()).unwrap_or_default(),
+            address: d
+                .status
+                .as_ref()
+                .filter(|s| s.network.as_deref() == Some(valid.network.as_str()))
+                .and_then(|s| s.endpoint.as_ref()?.address.as_ref()?.parse().ok()),
+        })
+        .chain(std::iter::once(Tenant {
+            name: db.name_any(),
+            created: db.creation_timestamp().map(|t| t.0.to_string()).unwrap_or_default(),
+            address: db
+                .status
+                .as_ref()
+                .and_then(|s| s.endpoint.as_ref()?.address.as_ref()?.parse().ok()),
+        }))
+        .fold(Vec::new(), |mut acc: Vec<Tenant>, t| {
+            if !acc.iter().any(|a| a.name == t.name) {
+                acc.push(t);
+            }
+            acc
+        });
+    let Some(address) = plan_addresses(valid.block, &tenants).get(&db.name_any()).copied() else {
+        let phase = Phase::Invalid(Invalid::NoAddressLeft(valid.network.clone()));
+        write_status(ctx, &db, &phase, host, &Dns::NotRequested, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    };
+
+    let dns = match &db.spec.dns {
+        None => Dns::NotRequested,
+        Some(_) if !dns_crd_installed(ctx).await? => Dns::CrdMissing,
+        Some(_) if !ready => Dns::Waiting,
+        Some(spec) => {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dns_endpoint_resource());
+            apply_child(&api, &dns_endpoint(&db, &spec.hostname, address), "the DNSEndpoint").await?;
+            Dns::Published(spec.hostname.clone())
+        }
+    };
+
+    let mut revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
+    let mut rotating = false;
+    if ready {
+        match revision.as_deref() {
+            // The first start created the administrator with the Secret's value of that time.
+            None => revision = Some(valid.secret_revision.clone()),
+            Some(r) if r == valid.secret_revision => {}
+            Some(_) => {
+                let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+                let job_name = rotation_job_name(&db, &valid.secret_revision);
+                match jobs.get_opt(&job_name).await.map_err(read("the rotation Job"))? {
+                    None => {
+                        let job = rotation_job(
+                            &db,
+                            &valid.secret_revision,
+                            &ctx.config.operator_image,
+                            &ctx.config.cluster_domain,
+                        );
+                        match jobs.create(&PostParams::default(), &job).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(s)) if s.code == 409 => {}
+                            Err(e) => return Err(applying("the rotation Job")(e)),
+                        }
+                        rotating = true;
+                    }
+                    Some(job) if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) >= 1 => {
+                        revision = job.annotations().get(ANNOTATION_SECRET_REVISION).cloned();
+                        publish(
+                            ctx,
+                            &db,
+                            EventType::Normal,
+                            "PasswordRotated",
+                            "the admin password now matches its Secret",
+                        )
+                        .await;
+                    }
+                    Some(_) => rotating = true,
+                }
+            }
+        }
+    }
+    let phase = if ready {
+        Phase::Ready {
+            network: valid.network.clone(),
+            address,
+            rotating,
+        }
+    } else {
+        Phase::Creating {
+            network: valid.network.clone(),
+        }
+    };
+    write_status(ctx, &db, &phase, host, &dns, revision).await?;
+    Ok(match phase {
+        Phase::Ready { rotating: false, .. } => Action::requeue(Duration::from_secs(600)),
+        _ => Action::requeue(Duration::from_secs(10)),
+    })
+}
+
+async fn publish(ctx: &Context, db: &AppDatabase, type_: EventType, reason: &str, note: &str) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &db.object_ref(&())).await {
+        warn!(error = %e, "cannot publish event");
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    db: &AppDatabase,
+    phase: &Phase,
+    host: String,
+    dns: &Dns,
+    revision: Option<String>,
+) -> Result<(), Error> {
+    let new_status = build_status(db, phase, host, dns, revision, jiff::Timestamp::now());
+    if db.status.as_ref() == Some(&new_status) {
+        return Ok(());
+    }
+    let api: Api<AppDatabase> = Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "AppDatabase", "status": new_status});
+    api.patch_status(
+        &db.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    let old_state = db.status.as_ref().and_then(|s| s.common.state.clone());
+    if old_state != new_status.common.state {
+        let state = new_status.common.state.clone().unwrap_or_default();
+        let (type_, reason, note) = match phase {
+            Phase::Invalid(why) => (
+                if why.is_transient() {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                why.reason(),
+                why.to_string(),
+            ),
+            Phase::Creating { network } => (
+                EventType::Normal,
+                "Creating",
+                format!("creating the database on network {network}"),
+            ),
+            Phase::Ready { address, .. } => (
+                EventType::Normal,
+                "ReadyToUse",
+                format!("{state}: VPN address {address}"),
+            ),
+        };
+        publish(ctx, db, type_, reason, &note).await;
+    }
+    Ok(())
+}
+
+async fn cleanup(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{LABEL_DATABASE}={}", db.name_any());
+    let claims = pvcs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Cleanup)?
+        .items;
+    match db.spec.deletion_policy {
+        DeletionPolicy::Delete => {
+            for claim in &claims {
+                match pvcs.delete(&claim.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(Error::Cleanup(e)),
+                }
+            }
+            publish(
+                ctx,
+                &db,
+                EventType::Normal,
+                "DataDeleted",
+                "deletionPolicy Delete: the data volume is deleted with the database",
+            )
+            .await;
+        }
+        DeletionPolicy::Retain => {
+            let kept: Vec<String> = claims.iter().map(|c| c.name_any()).collect();
+            let note = if kept.is_empty() {
+                "deletionPolicy Retain: the data volume is kept".to_owned()
+            } else {
+                format!("deletionPolicy Retain: kept PersistentVolumeClaim {}", kept.join(", "))
+            };
+            publish(ctx, &db, EventType::Normal, "DataRetained", &note).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(db: Arc<AppDatabase>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: NAME.into(),
+            reason: error.metric_label().into(),
+        })
+        .inc();
+    warn!(namespace = %db.namespace().unwrap_or_default(), name = %db.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
