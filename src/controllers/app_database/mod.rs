@@ -218,8 +218,9 @@ async fn reconcile(db: Arc<AppDatabase>, ctx: Arc<Context>) -> Result<Action, Er
 }
 
 async fn dns_crd_installed(ctx: &Context) -> Result<bool, Error> {
+    // A missing CRD is looked up again sooner than a present one: installing ExternalDNS should take effect soon.
     if let Some((at, present)) = *ctx.dns_crd.lock().unwrap_or_else(|e| e.into_inner())
-        && at.elapsed() < Duration::from_secs(60)
+        && at.elapsed() < Duration::from_secs(if present { 60 } else { 10 })
     {
         return Ok(present);
     }
@@ -437,8 +438,9 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     write_status(ctx, &db, &phase, host, &dns, revision).await?;
-    Ok(match phase {
-        Phase::Ready { rotating: false, .. } => Action::requeue(Duration::from_secs(600)),
+    Ok(match (phase, dns) {
+        (_, Dns::CrdMissing) => Action::requeue(Duration::from_secs(30)),
+        (Phase::Ready { rotating: false, .. }, _) => Action::requeue(Duration::from_secs(600)),
         _ => Action::requeue(Duration::from_secs(10)),
     })
 }

@@ -48,6 +48,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    if method != Method::GET {
+        state.writes.fetch_add(1, Ordering::Relaxed);
+    }
     let path = uri.path().trim_end_matches('/').to_owned();
     let q = query(&uri);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

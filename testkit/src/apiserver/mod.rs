@@ -148,6 +148,8 @@ pub struct ServerState {
     pub store: Mutex<Store>,
     /// Requests served, for benchmarks.
     pub requests: AtomicU64,
+    /// Write requests (POST, PUT, PATCH, DELETE) served, for "no write when nothing changed" checks.
+    pub writes: AtomicU64,
     /// Access policy answered to SelfSubjectAccessReviews: (verb, group, resource, namespace) denied.
     pub denied: Mutex<Vec<(String, String, String, String)>>,
 }
@@ -166,6 +168,7 @@ impl TestApiServer {
         let state = Arc::new(ServerState {
             store: Mutex::new(Store::new()),
             requests: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             denied: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind(addr).await?;
