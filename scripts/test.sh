@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Real components the tests drive. Tests that need them fail loudly when they are missing; this installs them.
 need_apt=()
+command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server mariadb-client)
 command -v kubectl >/dev/null 2>&1 || {
   echo "kubectl is required (the tests drive the project's test API server with the real kubectl)." >&2
   echo "Install kubectl 1.32 or later from your distribution or the Kubernetes package repository." >&2
@@ -16,6 +17,9 @@ if ((${#need_apt[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
+
+# kubernetes-validate checks rendered objects against the oldest supported Kubernetes version's schemas.
+command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate==1.37.0
 
 # Build the binaries the end-to-end tests start as separate processes, then run every test of the workspace.
 cargo build --locked --workspace --bins --examples

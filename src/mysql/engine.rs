@@ -79,11 +79,17 @@ appdb_escape() {{ printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e "s/'/''/g"; }}
 appdb_cnf=$(mktemp)
 chmod 600 "$appdb_cnf"
 printf '[client]\nuser=root\npassword=%s\n' "$APPDB_ROOT_PASSWORD" > "$appdb_cnf"
-{client} --defaults-extra-file="$appdb_cnf" --protocol=socket <<APPDB_SQL
+# APPDB_SOCKET overrides the client's default socket path (for images that move it).
+if ! {client} --defaults-extra-file="$appdb_cnf" --protocol=socket ${{APPDB_SOCKET:+--socket="$APPDB_SOCKET"}} <<APPDB_SQL
 CREATE USER IF NOT EXISTS '$APPDB_ADMIN_USERNAME'@'%' IDENTIFIED BY '$(appdb_escape "$APPDB_ADMIN_PASSWORD")';
 GRANT ALL PRIVILEGES ON *.* TO '$APPDB_ADMIN_USERNAME'@'%' WITH GRANT OPTION;
 FLUSH PRIVILEGES;
 APPDB_SQL
+then
+    rm -f "$appdb_cnf"
+    echo "appdb-operator: creating the administrator $APPDB_ADMIN_USERNAME failed" >&2
+    exit 1
+fi
 rm -f "$appdb_cnf"
 "#
     )

@@ -503,3 +503,174 @@ pub fn dns_endpoint(db: &AppDatabase, hostname: &str, address: Ipv4Addr) -> Dyna
     });
     obj
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        AppDatabaseSpec,
+        app_database::{AdminCredentials, Engine, Storage},
+        common::SecretKeyRef,
+    };
+
+    fn db(engine: Engine, policy: DeletionPolicy) -> AppDatabase {
+        let mut db = AppDatabase::new(
+            "orders",
+            AppDatabaseSpec {
+                network: "prod".into(),
+                engine,
+                version: None,
+                image: None,
+                admin: AdminCredentials {
+                    username: "acme_admin".into(),
+                    password_secret_ref: SecretKeyRef {
+                        name: "orders-admin".into(),
+                        key: "pw".into(),
+                    },
+                },
+                storage: Storage {
+                    size: "20Gi".into(),
+                    storage_class_name: Some("fast".into()),
+                },
+                resources: None,
+                dns: None,
+                deletion_policy: policy,
+            },
+        );
+        db.metadata.namespace = Some("acme".into());
+        db.metadata.uid = Some("uid-1".into());
+        db
+    }
+
+    fn container(d: &Desired) -> &Container {
+        &d.statefulset.spec.template.spec.as_ref().unwrap().containers[0]
+    }
+
+    #[test]
+    fn statefulset_runs_the_engine_with_real_probes_and_no_password_literal() {
+        let d = build(&BuildInputs {
+            db: &db(Engine::MySQL, DeletionPolicy::Retain),
+            network: "prod",
+        });
+        let c = container(&d);
+        assert_eq!(c.image.as_deref(), Some("mysql:8.4"));
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap()
+            .command
+            .clone()
+            .unwrap()
+            .join(" ");
+        assert!(probe.contains("SELECT 1"), "{probe}");
+        let env = c.env.as_ref().unwrap();
+        let admin = env.iter().find(|e| e.name == "APPDB_ADMIN_PASSWORD").unwrap();
+        assert!(admin.value.is_none());
+        let key_ref = admin.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((key_ref.name.as_str(), key_ref.key.as_str()), ("orders-admin", "pw"));
+        assert!(env.iter().any(|e| e.name == "MYSQL_ROOT_PASSWORD" && e.value.is_none()));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(
+            (
+                sc.allow_privilege_escalation,
+                sc.read_only_root_filesystem,
+                sc.run_as_non_root
+            ),
+            (Some(false), Some(true), Some(true))
+        );
+        let spec = &d.statefulset.spec;
+        assert_eq!(spec.service_name.as_deref(), Some("orders-headless"));
+        let pvc = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(pvc.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .as_ref()
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Retain")
+        );
+        let labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(labels.get("appdb.dev/role").map(String::as_str), Some("database"));
+        assert_eq!(
+            d.statefulset.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "AppDatabase"
+        );
+    }
+
+    #[test]
+    fn mariadb_flavor_and_delete_policy() {
+        let d = build(&BuildInputs {
+            db: &db(Engine::MariaDB, DeletionPolicy::Delete),
+            network: "prod",
+        });
+        let c = container(&d);
+        assert_eq!(c.image.as_deref(), Some("mariadb:11.4"));
+        assert!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "MARIADB_ROOT_PASSWORD")
+        );
+        let policy = d
+            .statefulset
+            .spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(policy.when_deleted.as_deref(), Some("Delete"));
+        assert!(d.config.data.as_ref().unwrap()["appdb.cnf"].contains("gtid_strict_mode"));
+    }
+
+    #[test]
+    fn services_policy_and_names_are_deterministic() {
+        let d = build(&BuildInputs {
+            db: &db(Engine::MySQL, DeletionPolicy::Retain),
+            network: "prod",
+        });
+        assert_eq!(d.headless.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+        assert_eq!(d.client.metadata.name.as_deref(), Some("orders"));
+        assert!(
+            d.client.spec.as_ref().unwrap().cluster_ip.is_none(),
+            "the API server allocates it once"
+        );
+        assert_eq!(d.policy.metadata.name.as_deref(), Some("appdb-db-orders"));
+        let from = d.policy.spec.as_ref().unwrap().ingress.as_ref().unwrap()[0]
+            .from
+            .as_ref()
+            .unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap();
+        assert_eq!(
+            from.match_labels.unwrap().get("appdb.dev/network").map(String::as_str),
+            Some("prod")
+        );
+        assert_eq!(
+            rotation_job_name(&db(Engine::MySQL, DeletionPolicy::Retain), "1234"),
+            "orders-rotate-1234"
+        );
+    }
+
+    #[test]
+    fn rotation_job_takes_credentials_from_secrets_only() {
+        let job = rotation_job(
+            &db(Engine::MySQL, DeletionPolicy::Retain),
+            "7",
+            "img:1",
+            "cluster.local",
+        );
+        let c = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.args.as_deref(), Some(&["rotate-password".to_string()][..]));
+        for name in ["APPDB_ROOT_PASSWORD", "APPDB_ADMIN_PASSWORD"] {
+            let e = c.env.as_ref().unwrap().iter().find(|e| e.name == name).unwrap();
+            assert!(e.value.is_none() && e.value_from.is_some(), "{name}");
+        }
+        let host = c.env.as_ref().unwrap().iter().find(|e| e.name == "APPDB_HOST").unwrap();
+        assert_eq!(host.value.as_deref(), Some("orders.acme.svc.cluster.local"));
+    }
+}

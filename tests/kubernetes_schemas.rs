@@ -1,0 +1,109 @@
+//! Everything the operator renders validates against the Kubernetes schemas of the oldest supported version (1.33),
+//! checked by `kubernetes-validate` (PyPI; `scripts/test.sh` installs it).
+
+use std::process::Command;
+
+use appdb_operator::{
+    api::{
+        AppDatabase, AppDatabaseSpec,
+        app_database::{AdminCredentials, DeletionPolicy, DnsSpec, Engine, Storage},
+        common::SecretKeyRef,
+    },
+    controllers::app_database::build::{BuildInputs, build, root_secret, rotation_job},
+    netpol::{IsolationConfig, customer_policies},
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+const OLDEST_SUPPORTED: &str = "1.33.0";
+
+fn database(engine: Engine) -> AppDatabase {
+    let mut db = AppDatabase::new(
+        "orders",
+        AppDatabaseSpec {
+            network: "prod".into(),
+            engine,
+            version: None,
+            image: None,
+            admin: AdminCredentials {
+                username: "acme_admin".into(),
+                password_secret_ref: SecretKeyRef {
+                    name: "orders-admin".into(),
+                    key: "password".into(),
+                },
+            },
+            storage: Storage {
+                size: "20Gi".into(),
+                storage_class_name: Some("fast".into()),
+            },
+            resources: None,
+            dns: Some(DnsSpec {
+                hostname: "orders.db.acme.example.com".into(),
+            }),
+            deletion_policy: DeletionPolicy::Retain,
+        },
+    );
+    db.metadata.namespace = Some("acme".into());
+    db.metadata.uid = Some("0b6c7a2e-1f0e-4e55-9a43-3c2f0c1d9f10".into());
+    db
+}
+
+fn yaml<T: serde::Serialize>(docs: &mut String, object: &T) {
+    docs.push_str("---\n");
+    docs.push_str(&serde_saphyr::to_string(object).expect("render YAML"));
+}
+
+#[test]
+fn rendered_objects_validate_against_kubernetes_1_33() {
+    let mut docs = String::new();
+    for engine in [Engine::MySQL, Engine::MariaDB] {
+        let db = database(engine);
+        let desired = build(&BuildInputs {
+            db: &db,
+            network: "prod",
+        });
+        yaml(&mut docs, &desired.config);
+        yaml(&mut docs, &desired.statefulset);
+        yaml(&mut docs, &desired.headless);
+        yaml(&mut docs, &desired.client);
+        yaml(&mut docs, &desired.policy);
+        yaml(&mut docs, &root_secret(&db, "x".repeat(32)));
+        yaml(
+            &mut docs,
+            &rotation_job(&db, "42", "registry.example/appdb-operator:1", "cluster.local"),
+        );
+    }
+    let owner = OwnerReference {
+        api_version: "appdb.dev/v1alpha1".into(),
+        kind: "PrivateNetwork".into(),
+        name: "prod".into(),
+        uid: "u".into(),
+        ..Default::default()
+    };
+    for policy in customer_policies("acme", &[owner], &IsolationConfig::default()) {
+        yaml(&mut docs, &policy);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, &docs).unwrap();
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", OLDEST_SUPPORTED])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubernetes-validate is required (pip install kubernetes-validate; scripts/test.sh does): {e}")
+        });
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "rendered objects do not validate against Kubernetes {OLDEST_SUPPORTED}:\n{report}"
+    );
+    assert_eq!(
+        report.matches(" passed for resource ").count(),
+        docs.matches("---\n").count(),
+        "every document checked:\n{report}"
+    );
+}
