@@ -34,7 +34,14 @@ fn proc_stat(pid: u32) -> (f64, u64) {
         .unwrap_or(0.0);
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0);
     (cpu, rss)
 }
@@ -42,7 +49,10 @@ fn proc_stat(pid: u32) -> (f64, u64) {
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(600), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     start.elapsed()
@@ -56,21 +66,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ssa = PatchParams::apply("bench").force();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in all_crds() {
-        crds.patch(crd.metadata.name.as_deref().unwrap_or_default(), &ssa, &Patch::Apply(&crd)).await?;
+        crds.patch(
+            crd.metadata.name.as_deref().unwrap_or_default(),
+            &ssa,
+            &Patch::Apply(&crd),
+        )
+        .await?;
     }
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig)?;
-    let binary = std::env::var("APPDB_OPERATOR_BIN").map(std::path::PathBuf::from).unwrap_or_else(|_| {
-        std::env::current_exe().expect("exe").parent().and_then(|p| p.parent()).expect("target dir").join("appdb-operator")
-    });
+    let binary = std::env::var("APPDB_OPERATOR_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::current_exe()
+                .expect("exe")
+                .parent()
+                .and_then(|p| p.parent())
+                .expect("target dir")
+                .join("appdb-operator")
+        });
     let mut operator = tokio::process::Command::new(&binary)
         .args(["run", "--listen", "127.0.0.1:0", "--leader-election", "false"])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "error")
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e} (build it with cargo build --release)", binary.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (build it with cargo build --release)",
+                binary.display()
+            )
+        })?;
     let pid = operator.id().unwrap_or(0);
 
     let start = Instant::now();
@@ -111,7 +138,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let statefulsets: Api<StatefulSet> = Api::all(client.clone());
     let created = wait_for("every StatefulSet", async || {
-        statefulsets.list(&ListParams::default()).await.map(|l| l.items.len() == customers).unwrap_or(false)
+        statefulsets
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.len() == customers)
+            .unwrap_or(false)
     })
     .await
         + applied;
@@ -119,14 +150,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ns = sts.metadata.namespace.clone().unwrap_or_default();
         let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
         let status = serde_json::json!({"status": {"replicas": 1, "readyReplicas": 1}});
-        api.patch_status(sts.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&status)).await?;
+        api.patch_status(
+            sts.metadata.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
     }
     let databases: Api<AppDatabase> = Api::all(client.clone());
     let ready = wait_for("every database Ready To Use", async || {
         databases
             .list(&ListParams::default())
             .await
-            .map(|l| l.items.iter().filter(|d| d.status.as_ref().and_then(|s| s.common.state.as_deref()) == Some("Ready To Use")).count() == customers)
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|d| d.status.as_ref().and_then(|s| s.common.state.as_deref()) == Some("Ready To Use"))
+                    .count()
+                    == customers
+            })
             .unwrap_or(false)
     })
     .await;
@@ -136,7 +178,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let before = server.state().writes.load(Ordering::Relaxed);
     for i in 0..customers {
         let api: Api<AppDatabase> = Api::namespaced(client.clone(), &format!("customer-{i}"));
-        api.patch("db", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"bench/touch": "1"}}}))).await?;
+        api.patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"bench/touch": "1"}}})),
+        )
+        .await?;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let operator_writes = server.state().writes.load(Ordering::Relaxed) - before - customers as u64;
@@ -144,11 +191,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests = server.state().requests.load(Ordering::Relaxed);
 
     println!("operator bench: {customers} customers (namespace, PrivateNetwork, admin Secret, AppDatabase each)");
-    println!("  applied in:                                {:>8.2} s", applied.as_secs_f64());
-    println!("  every object created after:                {:>8.2} s", created.as_secs_f64());
-    println!("  every database Ready To Use after ready:   {:>8.2} s", ready.as_secs_f64());
-    println!("  operator writes in {customers} steady-state reconciles: {operator_writes} ({:.2} per reconcile)", operator_writes as f64 / customers as f64);
-    println!("  operator CPU time: {cpu:.2} s, peak RSS: {:.1} MiB", rss as f64 / 1024.0);
+    println!(
+        "  applied in:                                {:>8.2} s",
+        applied.as_secs_f64()
+    );
+    println!(
+        "  every object created after:                {:>8.2} s",
+        created.as_secs_f64()
+    );
+    println!(
+        "  every database Ready To Use after ready:   {:>8.2} s",
+        ready.as_secs_f64()
+    );
+    println!(
+        "  operator writes in {customers} steady-state reconciles: {operator_writes} ({:.2} per reconcile)",
+        operator_writes as f64 / customers as f64
+    );
+    println!(
+        "  operator CPU time: {cpu:.2} s, peak RSS: {:.1} MiB",
+        rss as f64 / 1024.0
+    );
     println!("  API requests served in total: {requests}");
     let _ = operator.start_kill();
     let _ = operator.wait().await;

@@ -329,6 +329,14 @@ mod tests {
                 false,
             ),
             (
+                "a gateway of another network of the customer cannot reach the database",
+                other_network_gateway.clone(),
+                database("acme"),
+                "TCP",
+                3306,
+                false,
+            ),
+            (
                 "VPN gateway accepts IKE from the internet",
                 ext("198.51.100.7"),
                 gateway("acme"),
