@@ -14,3 +14,4 @@ pub mod mysql;
 pub mod names;
 pub mod netpol;
 pub mod telemetry;
+pub mod vpn;
