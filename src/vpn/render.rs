@@ -55,12 +55,24 @@ pub fn retransmit_tries(dpd_timeout_seconds: u32) -> u32 {
     tries.max(1)
 }
 
+/// Plugins charon loads: exactly these (no `bypass-lan`, which would bypass the tunnel for local subnets).
+/// `kernel-libipsec`, when used, is listed before `kernel-netlink` so that it, not the kernel, installs the SAs.
+const PLUGINS_BEFORE_KERNEL: &str = "random nonce openssl pem pkcs1 pkcs8 x509 pubkey kdf gcm aes sha1 sha2 hmac gmp";
+const PLUGINS_AFTER_KERNEL: &str = "kernel-netlink socket-default vici updown";
+
 /// `strongswan.conf` of a gateway pod.
 pub fn gateway_strongswan_conf(tunnel: &Tunnel, datapath: DataPath, vici_socket: &str) -> String {
     let userspace = datapath == DataPath::Userspace;
     format!(
         "# Written by appdb-operator.\n\
          charon {{\n\
+         \x20   load = {PLUGINS_BEFORE_KERNEL}{libipsec_plugin} {PLUGINS_AFTER_KERNEL}\n\
+         \x20   filelog {{\n\
+         \x20       stderr {{\n\
+         \x20           default = 1\n\
+         \x20           ike = 2\n\
+         \x20       }}\n\
+         \x20   }}\n\
          \x20   retransmit_tries = {tries}\n\
          \x20   retransmit_timeout = 2.0\n\
          \x20   retransmit_base = 1.5\n\
@@ -78,6 +90,7 @@ pub fn gateway_strongswan_conf(tunnel: &Tunnel, datapath: DataPath, vici_socket:
          }}\n",
         tries = retransmit_tries(tunnel.dpd_timeout_seconds),
         libipsec = if userspace { "yes" } else { "no" },
+        libipsec_plugin = if userspace { " kernel-libipsec" } else { "" },
     )
 }
 
@@ -99,6 +112,7 @@ fn swanctl_connection(out: &mut String, name: &str, ends: &Ends, t: &Tunnel, sta
          \x20       remote_addrs = {remote_addr}\n\
          \x20       proposals = {ike}\n\
          \x20       encap = yes\n\
+         \x20       mobike = no\n\
          \x20       dpd_delay = {DPD_DELAY_SECONDS}s\n\
          \x20       rekey_time = {ike_rekey}s\n\
          \x20       local {{\n\
@@ -919,6 +933,7 @@ mod tests {
                 && user.contains("bypass-lan {\n            load = no")
         );
         assert!(user.contains("socket = unix:///run/charon.vici"));
+        assert!(user.contains(" kernel-libipsec kernel-netlink") && !kernel.contains("kernel-libipsec kernel-netlink"));
     }
 
     #[test]
