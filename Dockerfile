@@ -16,7 +16,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:bookworm-slim AS vpn-gateway
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        strongswan-charon strongswan-swanctl libcharon-extra-plugins iproute2 iptables iputils-ping ca-certificates \
+        strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins iproute2 iputils-ping ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/appdb-operator /usr/local/bin/appdb-operator
 ENTRYPOINT ["/usr/lib/ipsec/charon"]

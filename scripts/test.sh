@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 # Real components the tests drive. Tests that need them fail loudly when they are missing; this installs them.
 need_apt=()
 command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server mariadb-client)
+[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null 2>&1 && [ -e /usr/lib/ipsec/plugins/libstrongswan-openssl.so ] \
+  && [ -e /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] \
+  || need_apt+=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 command -v kubectl >/dev/null 2>&1 || {
   echo "kubectl is required (the tests drive the project's test API server with the real kubectl)." >&2
   echo "Install kubectl 1.32 or later from your distribution or the Kubernetes package repository." >&2
