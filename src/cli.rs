@@ -113,6 +113,23 @@ pub struct RunArgs {
     /// The cluster's DNS domain.
     #[arg(long, env = "APPDB_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Image of the VPN gateway pods (the Dockerfile's `vpn-gateway` target). The Helm chart sets it.
+    #[arg(long, env = "APPDB_VPN_GATEWAY_IMAGE", default_value = concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")))]
+    pub vpn_gateway_image: String,
+    /// Where gateway pods run ESP: `kernel` (XFRM, default) or `userspace` (strongSwan's kernel-libipsec over TUN,
+    /// for nodes without kernel ESP).
+    #[arg(long, env = "APPDB_VPN_DATAPATH", value_enum, default_value_t = DataPathArg::Kernel)]
+    pub vpn_datapath: DataPathArg,
+    /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
+    #[arg(long, env = "APPDB_ALLOW_DOCUMENTATION_GATEWAYS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_documentation_gateways: bool,
+}
+
+/// `--vpn-datapath` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataPathArg {
+    Kernel,
+    Userspace,
 }
 
 impl RunArgs {
@@ -125,6 +142,12 @@ impl RunArgs {
             concurrency: self.concurrency,
             operator_image: self.operator_image.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            vpn_gateway_image: self.vpn_gateway_image.clone(),
+            vpn_datapath: match self.vpn_datapath {
+                DataPathArg::Kernel => crate::vpn::render::DataPath::Kernel,
+                DataPathArg::Userspace => crate::vpn::render::DataPath::Userspace,
+            },
+            allow_documentation_gateways: self.allow_documentation_gateways,
             ..OperatorConfig::default()
         }
     }

@@ -23,6 +23,12 @@ pub struct OperatorConfig {
     pub operator_image: String,
     /// The cluster's DNS domain, for endpoint host names.
     pub cluster_domain: String,
+    /// Image of the VPN gateway pods (the Dockerfile's `vpn-gateway` target).
+    pub vpn_gateway_image: String,
+    /// Where gateway pods run ESP.
+    pub vpn_datapath: crate::vpn::render::DataPath,
+    /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
+    pub allow_documentation_gateways: bool,
 }
 
 impl Default for OperatorConfig {
@@ -36,6 +42,9 @@ impl Default for OperatorConfig {
             concurrency: 16,
             operator_image: concat!("ghcr.io/appdb-dev/appdb-operator:", env!("CARGO_PKG_VERSION")).into(),
             cluster_domain: "cluster.local".into(),
+            vpn_gateway_image: concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")).into(),
+            vpn_datapath: crate::vpn::render::DataPath::Kernel,
+            allow_documentation_gateways: false,
         }
     }
 }

@@ -38,3 +38,11 @@ pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const ANNOTATION_SECRET_REVISION: &str = "appdb.dev/secret-revision";
 /// Finalizer on an AppDatabase: its data volume is kept or deleted as `spec.deletionPolicy` says, deliberately.
 pub const FINALIZER_DATABASE_CLEANUP: &str = "appdb.dev/database-cleanup";
+
+/// On VPN gateway pods and Services: the VpnConnection and the tunnel (1 or 2) they serve.
+pub const LABEL_VPN: &str = "appdb.dev/vpn";
+pub const LABEL_TUNNEL: &str = "appdb.dev/tunnel";
+/// On a gateway pod: the tunnel's state as its agent reports it (JSON: state, since, message).
+pub const ANNOTATION_TUNNEL_STATE: &str = "appdb.dev/tunnel-state";
+/// On a gateway pod template: digest of its configuration, so that a change rolls the pod.
+pub const ANNOTATION_CONFIG_DIGEST: &str = "appdb.dev/config-digest";

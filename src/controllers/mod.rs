@@ -3,6 +3,7 @@
 pub mod app_database;
 pub mod apply;
 pub mod private_network;
+pub mod vpn_connection;
 
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ pub fn all(
 ) -> Result<Vec<Box<dyn Controller>>, crate::ipam::PlanError> {
     Ok(vec![
         Box::new(private_network::PrivateNetworkController::new(config.clone(), metrics)?),
-        Box::new(app_database::AppDatabaseController::new(config)),
+        Box::new(app_database::AppDatabaseController::new(config.clone())),
+        Box::new(vpn_connection::VpnConnectionController::new(config)),
     ])
 }
 

@@ -336,6 +336,7 @@ impl Store {
             m.remove("status");
         }
         self.validate(rt, obj, None, strict)?;
+        fold_string_data(rt, obj);
         let time = now();
         if !applied {
             managed.record_update(&json!({}), obj, manager, "", &rt.api_version(), &time);
@@ -516,6 +517,7 @@ impl Store {
             }
         }
         self.validate(rt, &mut new, Some(&old), strict)?;
+        fold_string_data(rt, &mut new);
         let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
         if is_crd && subresource.is_empty() {
             let types = types_from_crd(&new).map_err(|m| {
@@ -760,6 +762,26 @@ fn owner_uids(obj: &Value) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// As the real API server does, a Secret's `stringData` is written into `data` (base64) and never stored.
+fn fold_string_data(rt: &ResourceType, obj: &mut Value) {
+    use base64::Engine;
+    if !(rt.group.is_empty() && rt.plural == "secrets") {
+        return;
+    }
+    let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    if let Some(entries) = string_data.as_object() {
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
+        }
+        for (k, v) in entries {
+            let text = v.as_str().unwrap_or_default();
+            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text.as_bytes()));
+        }
+    }
 }
 
 fn check_type_fields(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {

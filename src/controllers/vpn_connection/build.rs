@@ -1,0 +1,335 @@
+//! Build (pure): the objects of one VpnConnection from its validated connection model.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString,
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
+        core::v1::{
+            Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, PodAffinityTerm,
+            PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Secret, SecretVolumeSource,
+            SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+        },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    api::VpnConnection,
+    names::{
+        ANNOTATION_CONFIG_DIGEST, LABEL_MANAGED_BY, LABEL_NETWORK, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY,
+        ROLE_VPN_GATEWAY,
+    },
+    vpn::{
+        model::Connection,
+        render::{DEVICE_FORMATS, DataPath, device, gateway_strongswan_conf, gateway_swanctl},
+    },
+};
+
+/// Where charon's control socket lives in a gateway pod.
+pub const VICI_SOCKET: &str = "/run/appdb/charon.vici";
+const CONFIG_DIR: &str = "/etc/appdb";
+
+pub fn psk_secret_name(vpn: &VpnConnection) -> String {
+    format!("{}-psk", vpn.name_any())
+}
+pub fn tunnel_name(vpn: &VpnConnection, tunnel: u8) -> String {
+    format!("{}-tunnel{tunnel}", vpn.name_any())
+}
+pub fn gateway_config_name(vpn: &VpnConnection, tunnel: u8) -> String {
+    format!("{}-tunnel{tunnel}-gateway", vpn.name_any())
+}
+pub fn customer_config_name(vpn: &VpnConnection) -> String {
+    format!("{}-vpn-config", vpn.name_any())
+}
+
+fn owner(vpn: &VpnConnection) -> OwnerReference {
+    vpn.controller_owner_ref(&())
+        .expect("a VpnConnection read from the API server has a name and a UID")
+}
+
+fn labels(vpn: &VpnConnection) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_VPN.to_owned(), vpn.name_any()),
+    ])
+}
+
+fn tunnel_labels(vpn: &VpnConnection, tunnel: u8) -> BTreeMap<String, String> {
+    let mut l = labels(vpn);
+    l.insert(LABEL_TUNNEL.to_owned(), tunnel.to_string());
+    l
+}
+
+fn meta(vpn: &VpnConnection, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: vpn.namespace(),
+        labels: Some(labels),
+        owner_references: Some(vec![owner(vpn)]),
+        ..Default::default()
+    }
+}
+
+/// The generated pre-shared keys (created once; never regenerated, or working tunnels would break).
+pub fn psk_secret(vpn: &VpnConnection, tunnel1: String, tunnel2: String) -> Secret {
+    Secret {
+        metadata: meta(vpn, psk_secret_name(vpn), labels(vpn)),
+        string_data: Some(BTreeMap::from([
+            ("tunnel1".to_owned(), tunnel1),
+            ("tunnel2".to_owned(), tunnel2),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// The Service giving tunnel `tunnel` its outside address: UDP 500 and 4500 only (NAT traversal is always on), and
+/// `externalTrafficPolicy: Local` so that the gateway sees the customer's real address.
+pub fn tunnel_service(vpn: &VpnConnection, tunnel: u8) -> Service {
+    let port = |name: &str, number: i32| ServicePort {
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::Int(number)),
+        protocol: Some("UDP".into()),
+        ..Default::default()
+    };
+    Service {
+        metadata: meta(vpn, tunnel_name(vpn, tunnel), tunnel_labels(vpn, tunnel)),
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            external_traffic_policy: Some("Local".into()),
+            selector: Some(tunnel_labels(vpn, tunnel)),
+            ports: Some(vec![port("ike", 500), port("nat-t", 4500)]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The gateway's strongSwan files for tunnel `tunnel` (a Secret: they contain the key).
+pub fn gateway_config(vpn: &VpnConnection, conn: &Connection, tunnel: u8, datapath: DataPath) -> Secret {
+    let t = &conn.tunnels[usize::from(tunnel) - 1];
+    Secret {
+        metadata: meta(vpn, gateway_config_name(vpn, tunnel), tunnel_labels(vpn, tunnel)),
+        data: Some(BTreeMap::from([
+            (
+                "swanctl.conf".to_owned(),
+                ByteString(gateway_swanctl(conn, tunnel).into_bytes()),
+            ),
+            (
+                "strongswan.conf".to_owned(),
+                ByteString(gateway_strongswan_conf(t, datapath, VICI_SOCKET).into_bytes()),
+            ),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// Digest of a gateway's configuration, put on its pod template so that a change rolls the pod.
+pub fn config_digest(config: &Secret) -> String {
+    let mut hasher = Sha256::new();
+    for (k, v) in config.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update(&v.0);
+    }
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The customer's download: one key per device format.
+pub fn customer_config(vpn: &VpnConnection, conn: &Connection) -> Secret {
+    Secret {
+        metadata: meta(vpn, customer_config_name(vpn), labels(vpn)),
+        data: Some(
+            DEVICE_FORMATS
+                .iter()
+                .filter_map(|(key, _)| Some((key.to_string(), ByteString(device(conn, key)?.into_bytes()))))
+                .collect(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// The gateway Deployment of tunnel `tunnel`.
+pub fn gateway(
+    vpn: &VpnConnection,
+    network: &str,
+    tunnel: u8,
+    image: &str,
+    datapath: DataPath,
+    digest: &str,
+) -> Deployment {
+    let mut pod_labels = tunnel_labels(vpn, tunnel);
+    pod_labels.insert(LABEL_ROLE.to_owned(), ROLE_VPN_GATEWAY.to_owned());
+    pod_labels.insert(LABEL_NETWORK.to_owned(), network.to_owned());
+    let other = if tunnel == 1 { 2 } else { 1 };
+    // charon runs; once its control socket answers, the connection is loaded from the mounted configuration.
+    let script = format!(
+        "mkdir -p /run/appdb && /usr/lib/ipsec/charon & \
+         until swanctl --load-all --noprompt --file {CONFIG_DIR}/swanctl.conf --uri unix://{VICI_SOCKET}; do sleep 1; done; wait"
+    );
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(gateway_config_name(vpn, tunnel)),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "run".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "run".into(),
+            mount_path: "/run".into(),
+            ..Default::default()
+        },
+    ];
+    if datapath == DataPath::Userspace {
+        volumes.push(Volume {
+            name: "tun".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/dev/net/tun".into(),
+                type_: Some("CharDevice".into()),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "tun".into(),
+            mount_path: "/dev/net/tun".into(),
+            ..Default::default()
+        });
+    }
+    Deployment {
+        metadata: meta(vpn, tunnel_name(vpn, tunnel), tunnel_labels(vpn, tunnel)),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(tunnel_labels(vpn, tunnel)),
+                ..Default::default()
+            },
+            // One gateway per tunnel: the old pod goes before the new one starts (the other tunnel keeps carrying).
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        ANNOTATION_CONFIG_DIGEST.to_owned(),
+                        digest.to_owned(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(PodAntiAffinity {
+                            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                                weight: 100,
+                                pod_affinity_term: PodAffinityTerm {
+                                    label_selector: Some(LabelSelector {
+                                        match_labels: Some(tunnel_labels(vpn, other)),
+                                        ..Default::default()
+                                    }),
+                                    topology_key: "kubernetes.io/hostname".into(),
+                                    ..Default::default()
+                                },
+                            }]),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![Container {
+                        name: "charon".into(),
+                        image: Some(image.into()),
+                        command: Some(vec!["sh".into(), "-c".into(), script]),
+                        env: Some(vec![EnvVar {
+                            name: "STRONGSWAN_CONF".into(),
+                            value: Some(format!("{CONFIG_DIR}/strongswan.conf")),
+                            value_from: None,
+                        }]),
+                        ports: Some(vec![
+                            k8s_openapi::api::core::v1::ContainerPort {
+                                name: Some("ike".into()),
+                                container_port: 500,
+                                protocol: Some("UDP".into()),
+                                ..Default::default()
+                            },
+                            k8s_openapi::api::core::v1::ContainerPort {
+                                name: Some("nat-t".into()),
+                                container_port: 4500,
+                                protocol: Some("UDP".into()),
+                                ..Default::default()
+                            },
+                        ]),
+                        // IPsec needs NET_ADMIN (XFRM or TUN, routes) and nothing else.
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            privileged: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            run_as_user: Some(0),
+                            capabilities: Some(Capabilities {
+                                add: Some(vec!["NET_ADMIN".into()]),
+                                drop: Some(vec!["ALL".into()]),
+                            }),
+                            ..Default::default()
+                        }),
+                        volume_mounts: Some(mounts),
+                        ..Default::default()
+                    }],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// "Never both down": at most one gateway of the connection may be evicted at a time.
+pub fn disruption_budget(vpn: &VpnConnection) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(vpn, vpn.name_any(), labels(vpn)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels(vpn)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,662 @@
+//! The VpnConnection controller: dereference (network, keys, Services, gateway pods) → validate (customer side,
+//! keys, proposals) → build (PSK Secret, Services, gateway configuration and Deployments, PDB, customer download)
+//! → apply (SSA, tunnel 2 only after tunnel 1 is back) → status (outside addresses, tunnel states).
+
+pub mod build;
+
+use std::{
+    net::Ipv4Addr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, future::BoxFuture};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Pod, Secret, Service},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+    runtime::{
+        Controller as RuntimeController,
+        controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::warn;
+
+use self::build::{
+    config_digest, customer_config, customer_config_name, disruption_budget, gateway, gateway_config, psk_secret,
+    psk_secret_name, tunnel_service,
+};
+use crate::{
+    api::{
+        PrivateNetwork, VpnConnection, VpnConnectionStatus,
+        common::CommonStatus,
+        conditions::{self, ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
+        vpn_connection::{TunnelState, TunnelStatus},
+    },
+    config::OperatorConfig,
+    controllers::apply::apply_if_changed,
+    ipam::{parse_block, pinghost},
+    manager::{Controller, ControllerContext},
+    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    names::{
+        ANNOTATION_TUNNEL_STATE, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY,
+        ROLE_VPN_GATEWAY,
+    },
+    vpn::{
+        model::{Connection, Psk, Tunnel},
+        psk::{generate_psk, validate_psk},
+        validate::{customer_cidrs, customer_gateway},
+    },
+};
+
+const NAME: &str = "vpnconnection";
+
+/// The human states of a VpnConnection.
+pub mod state {
+    pub const PENDING: &str = "Pending";
+    pub const AVAILABLE: &str = "Available";
+}
+
+/// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {what} failed: {source}")]
+    Dereference { what: &'static str, source: kube::Error },
+    #[error("applying {what} failed: {source}")]
+    Apply { what: &'static str, source: kube::Error },
+    #[error("writing status failed: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Dereference { .. } => "dereference",
+            Error::Apply { .. } => "apply",
+            Error::Status(_) => "status",
+        }
+    }
+}
+
+fn read(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Dereference { what, source }
+}
+
+fn applying(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Apply { what, source }
+}
+
+/// Input that keeps the connection from being built: a condition reason and message (never a key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    reason: &'static str,
+    message: String,
+    transient: bool,
+}
+
+impl Problem {
+    fn stalled(reason: &'static str, message: impl ToString) -> Problem {
+        Problem {
+            reason,
+            message: message.to_string(),
+            transient: false,
+        }
+    }
+}
+
+pub struct VpnConnectionController {
+    config: Arc<OperatorConfig>,
+}
+
+impl VpnConnectionController {
+    pub fn new(config: Arc<OperatorConfig>) -> Self {
+        Self { config }
+    }
+}
+
+struct Context {
+    client: Client,
+    config: Arc<OperatorConfig>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl Controller for VpnConnectionController {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let client = ctx.client.clone();
+            let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+            let controller =
+                RuntimeController::new(Api::<VpnConnection>::all(client.clone()), watcher::Config::default());
+            let store = controller.store();
+            let by_network = store.clone();
+            let by_secret = store.clone();
+            let controller = controller
+                .owns(Api::<Service>::all(client.clone()), managed.clone())
+                .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+                // Gateway pods report their tunnel's state in an annotation.
+                .watches(
+                    Api::<Pod>::all(client.clone()),
+                    watcher::Config::default().labels(&format!("{LABEL_ROLE}={ROLE_VPN_GATEWAY}")),
+                    |pod| {
+                        pod.labels()
+                            .get(LABEL_VPN)
+                            .map(|vpn| ObjectRef::new(vpn).within(&pod.namespace().unwrap_or_default()))
+                    },
+                )
+                // A customer-supplied key changed.
+                .watches(
+                    Api::<Secret>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |secret| {
+                        let ns = secret.namespace();
+                        by_secret
+                            .state()
+                            .into_iter()
+                            .filter(|v| {
+                                v.namespace() == ns
+                                    && v.spec
+                                        .tunnel_options
+                                        .iter()
+                                        .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
+                            })
+                            .map(|v| ObjectRef::from_obj(&*v))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                .watches(
+                    Api::<PrivateNetwork>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |network| {
+                        let ns = network.namespace();
+                        by_network
+                            .state()
+                            .into_iter()
+                            .filter(|v| v.namespace() == ns && v.spec.network == network.name_any())
+                            .map(|v| ObjectRef::from_obj(&*v))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
+            {
+                let (store, synced) = (store.clone(), ctx.synced.clone());
+                tokio::spawn(async move {
+                    crate::controllers::wait_until_ready(&store).await;
+                    synced.mark_synced();
+                });
+            }
+            let reporter = Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            };
+            let context = Arc::new(Context {
+                client: client.clone(),
+                config: self.config.clone(),
+                recorder: Recorder::new(client, reporter),
+                metrics: ctx.metrics.clone(),
+            });
+            controller
+                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
+                .run(reconcile, error_policy, context)
+                .for_each(|_| futures::future::ready(()))
+                .await;
+        })
+    }
+}
+
+async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = ControllerLabels {
+        controller: NAME.into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = Instant::now();
+    let result = apply(vpn, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key).cloned()))
+}
+
+/// The two keys: the customer's own (validated) where given, else the generated ones (created once).
+async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk; 2], Problem>, Error> {
+    let mut generated = secrets
+        .get_opt(&psk_secret_name(vpn))
+        .await
+        .map_err(read("the PSK Secret"))?;
+    let mut out = Vec::new();
+    for i in 0..2 {
+        let own = vpn.spec.tunnel_options.get(i).and_then(|o| o.psk_secret_ref.as_ref());
+        let key = match own {
+            Some(r) => {
+                let Some(secret) = secrets.get_opt(&r.name).await.map_err(read("a PSK Secret"))? else {
+                    return Ok(Err(Problem::stalled(
+                        "SecretNotFound",
+                        format!("Secret {} (tunnelOptions[{i}].pskSecretRef) does not exist", r.name),
+                    )));
+                };
+                let Some(value) = secret_value(&secret, &r.key) else {
+                    return Ok(Err(Problem::stalled(
+                        "SecretKeyNotFound",
+                        format!("Secret {} has no key {}", r.name, r.key),
+                    )));
+                };
+                if let Err(e) = validate_psk(&value) {
+                    return Ok(Err(Problem::stalled("InvalidPsk", format!("tunnel {}: {e}", i + 1))));
+                }
+                value
+            }
+            None => {
+                if generated.is_none() {
+                    let fresh = psk_secret(vpn, generate_psk(), generate_psk());
+                    match secrets.create(&PostParams::default(), &fresh).await {
+                        Ok(s) => generated = Some(s),
+                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                            generated = secrets
+                                .get_opt(&psk_secret_name(vpn))
+                                .await
+                                .map_err(read("the PSK Secret"))?;
+                        }
+                        Err(e) => return Err(applying("the PSK Secret")(e)),
+                    }
+                }
+                match generated
+                    .as_ref()
+                    .and_then(|s| secret_value(s, &format!("tunnel{}", i + 1)))
+                {
+                    Some(v) => v,
+                    None => {
+                        return Ok(Err(Problem::stalled(
+                            "SecretKeyNotFound",
+                            format!("Secret {} lost its key tunnel{}", psk_secret_name(vpn), i + 1),
+                        )));
+                    }
+                }
+            }
+        };
+        out.push(Psk(key));
+    }
+    let [a, b]: [Psk; 2] = out.try_into().expect("two tunnels");
+    Ok(Ok([a, b]))
+}
+
+fn outside_address(service: Option<&Service>) -> Option<Ipv4Addr> {
+    service?
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .find_map(|i| i.ip.as_deref()?.parse().ok())
+}
+
+#[derive(serde::Deserialize)]
+struct ReportedState {
+    state: String,
+    since: Option<String>,
+    message: Option<String>,
+}
+
+fn tunnel_status(outside: Option<Ipv4Addr>, pods: &[Pod], tunnel: u8, previous: Option<&TunnelStatus>) -> TunnelStatus {
+    let pod = pods
+        .iter()
+        .find(|p| p.labels().get(LABEL_TUNNEL).map(String::as_str) == Some(&tunnel.to_string()));
+    let reported = pod
+        .and_then(|p| p.annotations().get(ANNOTATION_TUNNEL_STATE))
+        .and_then(|a| serde_json::from_str::<ReportedState>(a).ok());
+    let (state, since, message) = match (pod, reported) {
+        (None, _) => (
+            TunnelState::Down,
+            None,
+            Some("the gateway pod is not running".to_owned()),
+        ),
+        (Some(_), None) => (
+            TunnelState::Unknown,
+            None,
+            Some("waiting for the gateway to report".to_owned()),
+        ),
+        (Some(_), Some(r)) => (
+            match r.state.as_str() {
+                "UP" => TunnelState::Up,
+                "DOWN" => TunnelState::Down,
+                _ => TunnelState::Unknown,
+            },
+            r.since,
+            r.message,
+        ),
+    };
+    let last_change = match previous {
+        Some(p) if p.state == state => p.last_change.clone(),
+        _ => since.or_else(|| Some(jiff::Timestamp::now().to_string())),
+    };
+    TunnelStatus {
+        outside_address: outside.map(|a| a.to_string()),
+        state,
+        last_change,
+        message,
+    }
+}
+
+async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
+    let ns = vpn.namespace().unwrap_or_default();
+    let client = &ctx.client;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+
+    // Validate the customer side against the network.
+    let network = Api::<PrivateNetwork>::namespaced(client.clone(), &ns)
+        .get_opt(&vpn.spec.network)
+        .await
+        .map_err(read("the PrivateNetwork"))?;
+    let block = match network.as_ref() {
+        None => Err(Problem::stalled(
+            "NetworkNotFound",
+            format!("PrivateNetwork {} does not exist in this namespace", vpn.spec.network),
+        )),
+        Some(n) => {
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.common.conditions, READY))
+                .is_some_and(|c| c.status == "True");
+            match n.status.as_ref().and_then(|s| s.cidr.as_deref()).map(parse_block) {
+                Some(Ok(b)) if ready => Ok(b),
+                _ => Err(Problem {
+                    reason: "NetworkNotReady",
+                    message: format!("PrivateNetwork {} has no range yet", vpn.spec.network),
+                    transient: true,
+                }),
+            }
+        }
+    };
+    let validated = match block {
+        Err(p) => Err(p),
+        Ok(block) => match customer_cidrs(&vpn.spec.customer_cidrs, block, &ctx.config.pool.reserved) {
+            Err(e) => Err(Problem::stalled(e.reason(), e)),
+            Ok(cidrs) => match customer_gateway(
+                &vpn.spec.customer_gateway_address,
+                ctx.config.allow_documentation_gateways,
+            ) {
+                Err(e) => Err(Problem::stalled(e.reason(), e)),
+                Ok(gw) => match keys(&vpn, &secrets).await? {
+                    Err(p) => Err(p),
+                    Ok(psks) => Ok((block, cidrs, gw, psks)),
+                },
+            },
+        },
+    };
+    let (block, cidrs, gateway_address, psks) = match validated {
+        Ok(v) => v,
+        Err(problem) => {
+            write_status(ctx, &vpn, Err(&problem), Vec::new(), None).await?;
+            return Ok(Action::requeue(Duration::from_secs(if problem.transient {
+                15
+            } else {
+                300
+            })));
+        }
+    };
+
+    apply_child(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
+        &disruption_budget(&vpn),
+        "the PodDisruptionBudget",
+    )
+    .await?;
+    let mut outside = [None, None];
+    for n in [1u8, 2] {
+        let live = apply_child(&services, &tunnel_service(&vpn, n), "a tunnel Service").await?;
+        outside[usize::from(n) - 1] = outside_address(live.as_ref());
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_VPN}={}", vpn.name_any())))
+        .await
+        .map_err(read("the gateway pods"))?
+        .items;
+    let previous = vpn.status.clone().unwrap_or_default().tunnels;
+    let tunnels: Vec<TunnelStatus> = [1u8, 2]
+        .iter()
+        .map(|&n| tunnel_status(outside[usize::from(n) - 1], &pods, n, previous.get(usize::from(n) - 1)))
+        .collect();
+
+    let (Some(first), Some(second)) = (outside[0], outside[1]) else {
+        let waiting = Problem {
+            reason: "WaitingForOutsideAddress",
+            message: "waiting for the load balancer to give each tunnel its outside address".into(),
+            transient: true,
+        };
+        write_status(ctx, &vpn, Err(&waiting), tunnels, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    let [psk1, psk2] = psks;
+    let options = |i: usize| vpn.spec.tunnel_options.get(i);
+    let tunnel1 = Tunnel::new(1, first, psk1, options(0));
+    let tunnel2 = Tunnel::new(2, second, psk2, options(1));
+    let (tunnel1, tunnel2) = match (tunnel1, tunnel2) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            write_status(ctx, &vpn, Err(&Problem::stalled("InvalidProposal", e)), tunnels, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+    let conn = Connection {
+        name: format!("{ns}-{}", vpn.name_any()),
+        description: vpn.spec.description.clone(),
+        platform_cidr: block,
+        pinghost: pinghost(block),
+        customer_cidrs: cidrs,
+        customer_gateway: gateway_address,
+        tunnels: [tunnel1, tunnel2],
+    };
+    // Tunnel 2 changes only once tunnel 1 runs its current configuration: never both down for an update.
+    let mut tunnel1_settled = true;
+    for n in [1u8, 2] {
+        let config = gateway_config(&vpn, &conn, n, ctx.config.vpn_datapath);
+        apply_child(&secrets, &config, "a gateway configuration").await?;
+        let desired = gateway(
+            &vpn,
+            &vpn.spec.network,
+            n,
+            &ctx.config.vpn_gateway_image,
+            ctx.config.vpn_datapath,
+            &config_digest(&config),
+        );
+        let live = deployments
+            .get_opt(&desired.name_any())
+            .await
+            .map_err(read("a gateway Deployment"))?;
+        if n == 2 && live.is_some() && !tunnel1_settled {
+            continue;
+        }
+        let changed = apply_if_changed(&deployments, &desired, live.as_ref())
+            .await
+            .map_err(applying("a gateway Deployment"))?;
+        if n == 1 {
+            tunnel1_settled = !changed && live.as_ref().is_some_and(deployment_available);
+        }
+    }
+    apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
+    write_status(ctx, &vpn, Ok(()), tunnels, Some(customer_config_name(&vpn))).await?;
+    Ok(Action::requeue(Duration::from_secs(if tunnel1_settled {
+        300
+    } else {
+        10
+    })))
+}
+
+fn deployment_available(d: &Deployment) -> bool {
+    let generation = d.metadata.generation.unwrap_or(0);
+    d.status.as_ref().is_some_and(|s| {
+        s.observed_generation.unwrap_or(0) >= generation
+            && s.available_replicas.unwrap_or(0) >= 1
+            && s.updated_replicas.unwrap_or(0) >= 1
+    })
+}
+
+async fn apply_child<K>(api: &Api<K>, desired: &K, what: &'static str) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let live = api.get_opt(&desired.name_any()).await.map_err(read(what))?;
+    apply_if_changed(api, desired, live.as_ref())
+        .await
+        .map_err(applying(what))?;
+    Ok(live)
+}
+
+async fn write_status(
+    ctx: &Context,
+    vpn: &VpnConnection,
+    outcome: Result<(), &Problem>,
+    tunnels: Vec<TunnelStatus>,
+    config_secret: Option<String>,
+) -> Result<(), Error> {
+    let generation = vpn.metadata.generation;
+    let now = jiff::Timestamp::now();
+    let c = |t: &str, s: ConditionStatus, r: &str, m: &str| condition(t, s, r, m, generation, now);
+    let (state, conds) = match outcome {
+        Ok(()) => (
+            state::AVAILABLE,
+            vec![
+                c(
+                    READY,
+                    ConditionStatus::True,
+                    "Available",
+                    "both gateways are configured; download the device configuration from status.configSecret",
+                ),
+                c(RECONCILING, ConditionStatus::False, reason::UP_TO_DATE, ""),
+                c(STALLED, ConditionStatus::False, reason::UP_TO_DATE, ""),
+            ],
+        ),
+        Err(p) => (
+            state::PENDING,
+            vec![
+                c(READY, ConditionStatus::False, p.reason, &p.message),
+                c(
+                    RECONCILING,
+                    if p.transient {
+                        ConditionStatus::True
+                    } else {
+                        ConditionStatus::False
+                    },
+                    p.reason,
+                    &p.message,
+                ),
+                c(
+                    STALLED,
+                    if p.transient {
+                        ConditionStatus::False
+                    } else {
+                        ConditionStatus::True
+                    },
+                    p.reason,
+                    &p.message,
+                ),
+            ],
+        ),
+    };
+    let previous = vpn.status.clone().unwrap_or_default();
+    let status = VpnConnectionStatus {
+        tunnels: if tunnels.is_empty() {
+            previous.tunnels.clone()
+        } else {
+            tunnels
+        },
+        config_secret: config_secret.or(previous.config_secret.clone()),
+        common: CommonStatus {
+            observed_generation: generation,
+            state: Some(state.into()),
+            conditions: merge_conditions(&previous.common.conditions, conds),
+        },
+    };
+    if vpn.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<VpnConnection> = Api::namespaced(ctx.client.clone(), &vpn.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "VpnConnection", "status": status});
+    api.patch_status(
+        &vpn.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    if previous.common.state != status.common.state
+        || previous
+            .tunnels
+            .iter()
+            .map(|t| t.state)
+            .ne(status.tunnels.iter().map(|t| t.state))
+    {
+        let (type_, reason, note) = match outcome {
+            Ok(()) => (
+                EventType::Normal,
+                "Available".to_owned(),
+                format!(
+                    "tunnels: {}",
+                    status
+                        .tunnels
+                        .iter()
+                        .map(|t| format!("{:?}", t.state))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Err(p) => (
+                if p.transient {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                p.reason.to_owned(),
+                p.message.clone(),
+            ),
+        };
+        let event = KubeEvent {
+            type_,
+            reason,
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &vpn.object_ref(&())).await {
+            warn!(error = %e, "cannot publish event");
+        }
+    }
+    Ok(())
+}
+
+fn error_policy(vpn: Arc<VpnConnection>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: NAME.into(),
+            reason: error.metric_label().into(),
+        })
+        .inc();
+    warn!(namespace = %vpn.namespace().unwrap_or_default(), name = %vpn.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,355 @@
+//! VpnConnection end to end: the real operator binary and kubectl against the test API server.
+
+mod support;
+
+use std::process::Stdio;
+
+use support::{Cluster, eventually, free_port};
+use tokio::process::{Child, Command};
+
+fn start_operator(c: &Cluster) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--leader-election",
+            "false",
+        ])
+        .args([
+            "--allow-documentation-gateways",
+            "true",
+            "--vpn-gateway-image",
+            "registry.example/appdb-vpn-gateway:test",
+        ])
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start appdb-operator")
+}
+
+async fn apply(c: &Cluster, yaml: &str) {
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], yaml).await;
+}
+
+async fn get(c: &Cluster, what: &str, path: &str) -> String {
+    c.ok(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
+        .await
+}
+
+fn vpn(name: &str, cidrs: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n  network: prod\n  description: Seattle office\n  customerCidrs: [{cidrs}]\n  customerGatewayAddress: 198.51.100.7\n{extra}"
+    )
+}
+
+async fn setup(c: &Cluster) -> Child {
+    c.install_crds().await;
+    let op = start_operator(c);
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pnet/prod",
+        "-n",
+        "acme",
+        "--timeout=30s",
+    ])
+    .await;
+    op
+}
+
+async fn ready_reason(c: &Cluster, name: &str) -> String {
+    get(
+        c,
+        &format!("vpn/{name}"),
+        r#"{.status.conditions[?(@.type=="Ready")].reason}"#,
+    )
+    .await
+}
+
+async fn wait_reason(c: &Cluster, name: &str, expected: &str) {
+    eventually(30, &format!("{name} Ready reason {expected}"), || async {
+        (ready_reason(c, name).await == expected).then_some(())
+    })
+    .await;
+}
+
+async fn give_outside_address(c: &Cluster, service: &str, ip: &str) {
+    // What the cloud's load balancer controller would do.
+    let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
+    c.ok(&[
+        "patch",
+        "svc",
+        service,
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tunnels_keys_gateways_budget_and_customer_download() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    apply(&c, &vpn("seattle", "192.168.10.0/24", "")).await;
+
+    wait_reason(&c, "seattle", "WaitingForOutsideAddress").await;
+    let psk = c
+        .ok(&["get", "secret", "seattle-psk", "-n", "acme", "-o", "json"])
+        .await;
+    let psk: serde_json::Value = serde_json::from_str(&psk).unwrap();
+    let decode = |k: &str| String::from_utf8(base64_decode(psk["data"][k].as_str().unwrap())).unwrap();
+    let (k1, k2) = (decode("tunnel1"), decode("tunnel2"));
+    for k in [&k1, &k2] {
+        assert_eq!(appdb_operator::vpn::psk::validate_psk(k), Ok(()));
+        assert_eq!(k.len(), 32);
+    }
+    assert_ne!(k1, k2, "one key per tunnel");
+    for n in [1, 2] {
+        let svc = format!("svc/seattle-tunnel{n}");
+        assert_eq!(
+            get(&c, &svc, "{.spec.type} {.spec.externalTrafficPolicy}").await,
+            "LoadBalancer Local"
+        );
+        assert_eq!(
+            get(&c, &svc, "{.spec.ports[*].protocol} {.spec.ports[*].port}").await,
+            "UDP UDP 500 4500"
+        );
+    }
+    assert_eq!(get(&c, "pdb/seattle", "{.spec.maxUnavailable}").await, "1");
+
+    give_outside_address(&c, "seattle-tunnel1", "203.0.113.11").await;
+    give_outside_address(&c, "seattle-tunnel2", "203.0.113.12").await;
+    wait_reason(&c, "seattle", "Available").await;
+    assert_eq!(get(&c, "vpn/seattle", "{.status.state}").await, "Available");
+    assert_eq!(
+        get(&c, "vpn/seattle", "{.status.tunnels[*].outsideAddress}").await,
+        "203.0.113.11 203.0.113.12"
+    );
+    assert_eq!(
+        get(&c, "vpn/seattle", "{.status.tunnels[*].state}").await,
+        "DOWN DOWN",
+        "no gateway pod runs here"
+    );
+    assert_eq!(
+        get(&c, "vpn/seattle", "{.status.configSecret}").await,
+        "seattle-vpn-config"
+    );
+    let download = c
+        .ok(&["get", "secret", "seattle-vpn-config", "-n", "acme", "-o", "json"])
+        .await;
+    let download: serde_json::Value = serde_json::from_str(&download).unwrap();
+    for (key, _) in appdb_operator::vpn::render::DEVICE_FORMATS {
+        let text = String::from_utf8(base64_decode(
+            download["data"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key} missing")),
+        ))
+        .unwrap();
+        assert!(
+            text.contains("203.0.113.11") && text.contains("203.0.113.12") && text.contains(&k1) && text.contains(&k2),
+            "{key}"
+        );
+    }
+    for n in [1, 2] {
+        let d = format!("deploy/seattle-tunnel{n}");
+        assert_eq!(
+            get(
+                &c,
+                &d,
+                "{.spec.template.metadata.labels.appdb\\.dev/role} {.spec.template.metadata.labels.appdb\\.dev/network}"
+            )
+            .await,
+            "vpn-gateway prod"
+        );
+        assert_eq!(
+            get(
+                &c,
+                &d,
+                "{.spec.template.spec.containers[0].securityContext.capabilities.add}"
+            )
+            .await,
+            r#"["NET_ADMIN"]"#
+        );
+        assert_eq!(
+            get(&c, &d, "{.spec.template.spec.containers[0].image}").await,
+            "registry.example/appdb-vpn-gateway:test"
+        );
+        assert!(
+            c.kubectl(&["get", "secret", &format!("seattle-tunnel{n}-gateway"), "-n", "acme"])
+                .await
+                .status
+                .success()
+        );
+    }
+
+    // A gateway reports its tunnel UP: status and an Event follow.
+    apply(&c, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: seattle-tunnel1-abc\n  namespace: acme\n  labels: {appdb.dev/role: vpn-gateway, appdb.dev/vpn: seattle, appdb.dev/tunnel: \"1\"}\n  annotations: {appdb.dev/tunnel-state: '{\"state\":\"UP\",\"since\":\"2026-11-24T06:00:00Z\",\"message\":\"ESTABLISHED\"}'}\nspec:\n  containers: [{name: charon, image: x}]\n").await;
+    eventually(30, "tunnel 1 UP", || async {
+        (get(&c, "vpn/seattle", "{.status.tunnels[0].state}").await == "UP").then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "vpn/seattle", "{.status.tunnels[0].lastChange}").await,
+        "2026-11-24T06:00:00Z"
+    );
+
+    // Keys are never regenerated, and never leave their Secrets.
+    c.ok(&["annotate", "vpn", "seattle", "-n", "acme", "touch=1"]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let again: serde_json::Value = serde_json::from_str(
+        &c.ok(&["get", "secret", "seattle-psk", "-n", "acme", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(again["data"], psk["data"], "keys unchanged");
+    let visible = c
+        .ok(&[
+            "get",
+            "vpn,deploy,svc,pdb,events.events.k8s.io",
+            "-n",
+            "acme",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(
+        !visible.contains(&k1) && !visible.contains(&k2),
+        "a key leaked into status, events or workloads"
+    );
+
+    // Never both down: a change reaches tunnel 2 only once tunnel 1 runs it.
+    let before2 = get(
+        &c,
+        "deploy/seattle-tunnel2",
+        "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
+    )
+    .await;
+    let before1 = get(
+        &c,
+        "deploy/seattle-tunnel1",
+        "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
+    )
+    .await;
+    apply(&c, &vpn("seattle", "192.168.10.0/24, 192.168.20.0/24", "")).await;
+    eventually(30, "tunnel 1 updated", || async {
+        (get(
+            &c,
+            "deploy/seattle-tunnel1",
+            "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
+        )
+        .await
+            != before1)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        get(
+            &c,
+            "deploy/seattle-tunnel2",
+            "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}"
+        )
+        .await,
+        before2,
+        "tunnel 2 waits"
+    );
+    let generation = get(&c, "deploy/seattle-tunnel1", "{.metadata.generation}").await;
+    let status = format!(
+        r#"{{"status":{{"observedGeneration":{generation},"replicas":1,"updatedReplicas":1,"availableReplicas":1,"readyReplicas":1}}}}"#
+    );
+    c.ok(&[
+        "patch",
+        "deploy",
+        "seattle-tunnel1",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ])
+    .await;
+    eventually(30, "tunnel 2 updated after tunnel 1 is back", || async {
+        (get(
+            &c,
+            "deploy/seattle-tunnel2",
+            "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
+        )
+        .await
+            != before2)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_customer_side_and_keys_have_reasons() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    apply(&c, &vpn("overlap", "10.20.0.0/16", "")).await;
+    wait_reason(&c, "overlap", "CustomerCidrOverlap").await;
+    assert_eq!(
+        get(
+            &c,
+            "vpn/overlap",
+            r#"{.status.conditions[?(@.type=="Stalled")].status}"#
+        )
+        .await,
+        "True"
+    );
+    apply(&c, &vpn("reserved", "10.244.0.0/24", "")).await;
+    wait_reason(&c, "reserved", "CustomerCidrOverlap").await;
+    apply(&c, &vpn("twice", "192.168.0.0/16, 192.168.10.0/24", "")).await;
+    wait_reason(&c, "twice", "CustomerCidrOverlap").await;
+    apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: own-psk, namespace: acme}\nstringData: {key: 0badkey-with-dash}\n").await;
+    apply(
+        &c,
+        &vpn(
+            "ownkey",
+            "192.168.10.0/24",
+            "  tunnelOptions:\n  - pskSecretRef: {name: own-psk, key: key}\n",
+        ),
+    )
+    .await;
+    wait_reason(&c, "ownkey", "InvalidPsk").await;
+    let message = get(&c, "vpn/ownkey", r#"{.status.conditions[?(@.type=="Ready")].message}"#).await;
+    assert!(
+        message.contains("tunnel 1") && !message.contains("0badkey"),
+        "{message}"
+    );
+    apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: own-psk, namespace: acme}\nstringData: {key: Good.key_for_tunnel_one}\n").await;
+    wait_reason(&c, "ownkey", "WaitingForOutsideAddress").await;
+    apply(
+        &c,
+        &vpn("lost", "192.168.10.0/24", "").replace("network: prod", "network: nowhere"),
+    )
+    .await;
+    wait_reason(&c, "lost", "NetworkNotFound").await;
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        buffer = (buffer << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
