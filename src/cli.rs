@@ -25,7 +25,7 @@ pub enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Run the operator (client from KUBECONFIG or in-cluster configuration).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the address pool's usage and the range automatic assignment would pick next.
     Ipam(PoolArgs),
     /// Set a database administrator's password in a running server (what the rotation Job runs). Everything comes
