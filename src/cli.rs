@@ -32,6 +32,13 @@ pub enum Command {
     /// from the environment, never the command line: APPDB_HOST, APPDB_PORT (default 3306), APPDB_ROOT_PASSWORD,
     /// APPDB_ADMIN_USERNAME, APPDB_ADMIN_PASSWORD. Prints one JSON line.
     RotatePassword,
+    /// Run in a VPN gateway pod beside charon: relay database connections arriving through the tunnels to the
+    /// databases' stable Services (`--forward 10.20.30.74:3306=orders.acme.svc.cluster.local:3306`, repeatable).
+    VpnAgent {
+        /// LISTEN=TARGET rules.
+        #[arg(long = "forward", env = "APPDB_FORWARD", value_delimiter = ',')]
+        forward: Vec<crate::vpn::forward::Rule>,
+    },
 }
 
 /// The address pool, as `run` and `ipam` take it.

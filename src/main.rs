@@ -43,6 +43,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::RotatePassword => rotate_password().await,
+        Command::VpnAgent { forward } => vpn_agent(forward).await,
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let client = match kube::Client::try_default().await {
@@ -110,4 +111,26 @@ async fn rotate_password() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `appdb-operator vpn-agent`: the relays of a gateway pod, until SIGTERM.
+async fn vpn_agent(rules: Vec<appdb_operator::vpn::forward::Rule>) -> ExitCode {
+    telemetry::init(telemetry::LogFormat::Json);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for rule in rules {
+        tracing::info!(listen = %rule.listen, target = %rule.target, "relaying");
+        tasks.spawn(appdb_operator::vpn::forward::forward(rule, stop.clone()));
+    }
+    tokio::select! {
+        _ = manager::termination_signal() => {}
+        Some(done) = tasks.join_next() => {
+            if let Ok(Err(e)) = done {
+                tracing::error!(error = %e, "a relay failed");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    stop.cancel();
+    ExitCode::SUCCESS
 }

@@ -154,7 +154,7 @@ async fn serve_metrics(State(state): State<ServerState>) -> ([(axum::http::Heade
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
-async fn termination_signal() {
+pub async fn termination_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

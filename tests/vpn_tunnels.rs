@@ -8,6 +8,9 @@ mod support;
 #[path = "support/netns.rs"]
 mod netns;
 
+#[path = "support/mariadb.rs"]
+mod mariadb;
+
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -245,6 +248,32 @@ fn established(customer: &Charon, tunnel: u8) -> bool {
             .any(|l| l.contains(&format!("acme-seattle-tunnel{tunnel}:")) && l.contains("INSTALLED"))
 }
 
+/// The tunnel whose CHILD_SA has sent packets from the customer's side (the one carrying the traffic).
+fn carrying_tunnel(customer: &Charon) -> Option<u8> {
+    let sas = customer.swanctl(&["--list-sas"]);
+    let mut current = None;
+    for line in sas.lines() {
+        if let Some(n) = ["1", "2"]
+            .iter()
+            .find(|n| line.starts_with(&format!("acme-seattle-tunnel{n}:")))
+        {
+            current = n.parse::<u8>().ok();
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("out ") && trimmed.contains(" packets") {
+            let packets: u64 = trimmed
+                .split(',')
+                .find(|f| f.contains("packets"))
+                .and_then(|f| f.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            if packets > 0 {
+                return current;
+            }
+        }
+    }
+    None
+}
+
 fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check() {
@@ -302,27 +331,137 @@ fn a_wrong_pre_shared_key_keeps_the_tunnel_down_and_says_why() {
 fn when_one_gateway_dies_traffic_moves_to_the_other_tunnel() {
     let lab = Lab::new("dpd");
     let conn = connection("Tunnel2.Key_0123456789abcdefghijk");
-    let mut gw1 = lab.start_gateway(&conn, 1);
-    let _gw2 = lab.start_gateway(&conn, 2);
+    let gw1 = lab.start_gateway(&conn, 1);
+    let gw2 = lab.start_gateway(&conn, 2);
     let customer = lab.start_customer(&conn);
     wait_until(30, "tunnel 1 ESTABLISHED", || established(&customer, 1));
     wait_until(30, "tunnel 2 ESTABLISHED", || established(&customer, 2));
     wait_until(20, "pinghost reachable", || lab.ping_pinghost());
-    // Tunnel 1's gateway disappears without a word, as a node failure would make it.
+    let carrying = carrying_tunnel(&customer).expect("one tunnel carries the pings");
+    // The gateway carrying the traffic disappears without a word, as a node failure would make it.
+    let (mut gateways, survivor) = ([Some(gw1), Some(gw2)], if carrying == 1 { 2 } else { 1 });
     let killed = Instant::now();
-    gw1.stop();
-    // Let the device notice: at most the DPD interval plus the retransmissions (about 30 s with the defaults).
-    // Zero when the device was already sending through tunnel 2; otherwise the time until DPD moves it there.
+    if let Some(g) = gateways[usize::from(carrying) - 1].as_mut() {
+        g.stop();
+    }
+    // The device notices after the DPD interval plus its retransmissions (about 26 s with these settings).
     let downtime = wait_until(90, "pinghost reachable again", || lab.ping_pinghost());
-    wait_until(90, "tunnel 1 given up by the device (DPD)", || {
-        !established(&customer, 1)
+    wait_until(90, "the dead tunnel given up by the device (DPD)", || {
+        !established(&customer, carrying)
     });
     let detected = killed.elapsed();
-    assert!(established(&customer, 2));
-    assert!(lab.ping_pinghost(), "traffic flows through tunnel 2");
+    assert!(established(&customer, survivor));
+    assert!(lab.ping_pinghost(), "traffic flows through the other tunnel");
+    assert_eq!(carrying_tunnel(&customer), Some(survivor));
     println!(
-        "failover: pinghost reachable {:.1} s after tunnel 1's gateway died; the device dropped tunnel 1 after {:.1} s (DPD)",
+        "failover: tunnel {carrying} carried the traffic; pings answered again {:.1} s after its gateway died, through tunnel {survivor}; the device dropped tunnel {carrying} after {:.1} s (DPD)",
         downtime.as_secs_f64(),
         detected.as_secs_f64()
     );
+    drop(gateways);
+}
+
+/// A process killed when the test ends.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn premises_reach_the_database_through_the_tunnel() {
+    const ROOT: &str = "Root-Passw0rd-for-the-tunnel-test";
+    let lab = Lab::new("db");
+    // The "cluster": the database's stable Service address, reachable from each gateway pod.
+    let cluster = Netns::new(&format!("appdb-db-{}-k8s", std::process::id()));
+    cluster.add_address("10.96.0.10/32");
+    for (i, gw) in lab.gateways.iter().enumerate() {
+        let n = i + 1;
+        let pod_ip = format!("10.244.0.1{n}");
+        gw.add_address(&format!("{pod_ip}/32"));
+        // The database's address in the customer's network, owned by every gateway of that network.
+        gw.add_address("10.20.30.74/32");
+        link(gw, &format!("k{n}"), &cluster, &format!("p{n}"));
+        gw.exec(&[
+            "ip",
+            "route",
+            "add",
+            "10.96.0.10/32",
+            "dev",
+            &format!("k{n}"),
+            "src",
+            &pod_ip,
+        ]);
+        cluster.exec(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{pod_ip}/32"),
+            "dev",
+            &format!("p{n}"),
+            "src",
+            "10.96.0.10",
+        ]);
+    }
+    let db = mariadb::MariaDb::start_in(Some(&cluster.name), "10.96.0.10", ROOT).await;
+    db.sql_as_os_root("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO app.t VALUES (1, 'read through the tunnel')")
+        .await
+        .expect("seed the database");
+    let _agents: Vec<Background> = lab
+        .gateways
+        .iter()
+        .map(|gw| {
+            Background(
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &gw.name,
+                        env!("CARGO_BIN_EXE_appdb-operator"),
+                        "vpn-agent",
+                        "--forward",
+                        &format!("10.20.30.74:3306=10.96.0.10:{}", db.port),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start the gateway agent"),
+            )
+        })
+        .collect();
+
+    let conn = connection("Tunnel2.Key_0123456789abcdefghijk");
+    let _gw1 = lab.start_gateway(&conn, 1);
+    let _gw2 = lab.start_gateway(&conn, 2);
+    let customer = lab.start_customer(&conn);
+    wait_until(30, "tunnel 1 ESTABLISHED", || established(&customer, 1));
+    wait_until(30, "tunnel 2 ESTABLISHED", || established(&customer, 2));
+    let query = || {
+        let out = lab.customer.try_exec(&[
+            "mariadb",
+            "--no-defaults",
+            "-h",
+            "10.20.30.74",
+            "-P",
+            "3306",
+            "--connect-timeout=2",
+            "-uroot",
+            &format!("-p{ROOT}"),
+            "-N",
+            "-e",
+            "SELECT v FROM app.t WHERE id = 1",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if stdout.is_empty() {
+            eprintln!("mariadb client: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        stdout
+    };
+    wait_until(30, "the database answers from premises", || {
+        query() == "read through the tunnel"
+    });
+    db.stop().await;
 }

@@ -1,4 +1,5 @@
 //! A private, throw-away MariaDB server on loopback for tests that need a real one.
+#![allow(dead_code)]
 //! Fails loudly when MariaDB is not installed (`scripts/test.sh` installs it).
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
@@ -26,6 +27,11 @@ impl MariaDb {
     /// Initialises a data directory and starts `mariadbd` on a free loopback port. `root_password` is set for
     /// `root@localhost` and `root@'%'`, and the anonymous users are removed, as the official image's entrypoint does.
     pub async fn start(root_password: &str) -> MariaDb {
+        Self::start_in(None, "127.0.0.1", root_password).await
+    }
+
+    /// Like [`MariaDb::start`], inside network namespace `netns` (when given), listening on `bind`.
+    pub async fn start_in(netns: Option<&str>, bind: &str, root_password: &str) -> MariaDb {
         for b in ["mariadb-install-db", "mariadbd", "mariadb"] {
             require(b);
         }
@@ -48,13 +54,21 @@ impl MariaDb {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = crate::support::free_port();
-        let child = Command::new("mariadbd")
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "mariadbd"]);
+                c
+            }
+            None => Command::new("mariadbd"),
+        };
+        let child = command
             .args([
                 "--no-defaults",
                 &format!("--datadir={}", data.display()),
                 &format!("--port={port}"),
                 &format!("--socket={}", socket.display()),
-                "--bind-address=127.0.0.1",
+                &format!("--bind-address={bind}"),
                 "--skip-name-resolve",
                 "--user=root",
                 "--log-bin=binlog",
