@@ -38,6 +38,15 @@ pub enum Command {
         /// LISTEN=TARGET rules.
         #[arg(long = "forward", env = "APPDB_FORWARD", value_delimiter = ',')]
         forward: Vec<crate::vpn::forward::Rule>,
+        /// charon's vici socket: report the tunnel's state (UP/DOWN and why) whenever it changes.
+        #[arg(long, env = "APPDB_VICI_SOCKET")]
+        vici: Option<String>,
+        /// Write each state report (JSON) to this file.
+        #[arg(long, env = "APPDB_REPORT_FILE")]
+        report_file: Option<std::path::PathBuf>,
+        /// Write each state report into this pod's `appdb.dev/tunnel-state` annotation (NAMESPACE/NAME).
+        #[arg(long, env = "APPDB_REPORT_POD")]
+        report_pod: Option<String>,
     },
 }
 

@@ -43,7 +43,12 @@ async fn main() -> ExitCode {
             }
         }
         Command::RotatePassword => rotate_password().await,
-        Command::VpnAgent { forward } => vpn_agent(forward).await,
+        Command::VpnAgent {
+            forward,
+            vici,
+            report_file,
+            report_pod,
+        } => vpn_agent(forward, vici, report_file, report_pod).await,
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let client = match kube::Client::try_default().await {
@@ -114,13 +119,64 @@ async fn rotate_password() -> ExitCode {
 }
 
 /// `appdb-operator vpn-agent`: the relays of a gateway pod, until SIGTERM.
-async fn vpn_agent(rules: Vec<appdb_operator::vpn::forward::Rule>) -> ExitCode {
+async fn vpn_agent(
+    rules: Vec<appdb_operator::vpn::forward::Rule>,
+    vici: Option<String>,
+    report_file: Option<std::path::PathBuf>,
+    report_pod: Option<String>,
+) -> ExitCode {
     telemetry::init(telemetry::LogFormat::Json);
     let stop = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for rule in rules {
         tracing::info!(listen = %rule.listen, target = %rule.target, "relaying");
         tasks.spawn(appdb_operator::vpn::forward::forward(rule, stop.clone()));
+    }
+    if let Some(socket) = vici {
+        let pods = match &report_pod {
+            Some(target) => match (target.split_once('/'), kube::Client::try_default().await) {
+                (Some((ns, name)), Ok(client)) => Some((
+                    kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, ns),
+                    name.to_owned(),
+                )),
+                _ => {
+                    tracing::error!(pod = %target, "cannot report to the pod: NAMESPACE/NAME and an in-cluster client are needed");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        tasks.spawn(async move {
+            loop {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let watcher = appdb_operator::vpn::state::watch(&socket, std::time::Duration::from_secs(2), move |r| {
+                    let _ = tx.send(r.clone());
+                });
+                let reporter = async {
+                    while let Some(report) = rx.recv().await {
+                        let json = serde_json::to_string(&report).unwrap_or_default();
+                        tracing::info!(state = %report.state, message = %report.message, "tunnel state");
+                        if let Some(path) = &report_file {
+                            let tmp = path.with_extension("tmp");
+                            if std::fs::write(&tmp, &json).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
+                                tracing::warn!(path = %path.display(), "cannot write the state report");
+                            }
+                        }
+                        if let Some((api, name)) = &pods {
+                            let patch = serde_json::json!({"metadata": {"annotations": {appdb_operator::names::ANNOTATION_TUNNEL_STATE: json}}});
+                            if let Err(e) = api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+                                tracing::warn!(error = %e, "cannot report the state on the pod");
+                            }
+                        }
+                    }
+                };
+                let (result, ()) = tokio::join!(watcher, reporter);
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "lost charon's vici socket; reconnecting");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
     }
     tokio::select! {
         _ = manager::termination_signal() => {}

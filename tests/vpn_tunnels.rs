@@ -313,8 +313,50 @@ fn a_wrong_pre_shared_key_keeps_the_tunnel_down_and_says_why() {
     let mut wrong = conn.clone();
     wrong.tunnels[1].psk = Psk("Not.the_same_key_0123456789abcdef".into());
     let _gw2 = lab.start_gateway(&wrong, 2);
+    // The gateway agents report each tunnel's state from charon's vici socket.
+    let reports: Vec<PathBuf> = (1..=2)
+        .map(|n| lab.dir.path().join(format!("gw{n}-state.json")))
+        .collect();
+    let _agents: Vec<Background> = (1..=2)
+        .map(|n| {
+            Background(
+                Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
+                    .args([
+                        "vpn-agent",
+                        "--vici",
+                        &lab.dir.path().join(format!("gw{n}.vici")).display().to_string(),
+                    ])
+                    .args(["--report-file", &reports[n - 1].display().to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start the gateway agent"),
+            )
+        })
+        .collect();
+    let report = |n: usize| -> serde_json::Value {
+        std::fs::read_to_string(&reports[n - 1])
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    // Both agents follow their charon before the customer's device connects.
+    wait_until(30, "both agents report", || {
+        report(1)["state"] == "DOWN" && report(2)["state"] == "DOWN"
+    });
     let customer = lab.start_customer(&conn);
     wait_until(30, "tunnel 1 ESTABLISHED", || established(&customer, 1));
+    wait_until(30, "gateway 1 reports UP", || report(1)["state"] == "UP");
+    wait_until(30, "gateway 2 reports DOWN with the reason", || {
+        report(2)["state"] == "DOWN"
+            && report(2)["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("authentication failed"))
+    });
+    assert!(
+        !report(2).to_string().contains("Not.the_same_key"),
+        "the report never carries a key"
+    );
     wait_until(30, "tunnel 2 refused for authentication", || {
         std::fs::read_to_string(lab.dir.path().join("gw2.log"))
             .unwrap_or_default()

@@ -6,4 +6,5 @@ pub mod forward;
 pub mod model;
 pub mod psk;
 pub mod render;
+pub mod state;
 pub mod validate;
