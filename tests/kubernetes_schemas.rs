@@ -72,6 +72,66 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
             &rotation_job(&db, "42", "registry.example/appdb-operator:1", "cluster.local"),
         );
     }
+    let mut vpn = appdb_operator::api::VpnConnection::new(
+        "seattle",
+        appdb_operator::api::VpnConnectionSpec {
+            network: "prod".into(),
+            customer_cidrs: vec!["192.168.10.0/24".into()],
+            customer_gateway_address: "198.51.100.7".into(),
+            description: None,
+            tunnel_options: vec![],
+        },
+    );
+    vpn.metadata.namespace = Some("acme".into());
+    vpn.metadata.uid = Some("6f1c1f43-6c0a-4a8e-9f55-5c6b2d6f7a10".into());
+    {
+        use appdb_operator::{
+            controllers::vpn_connection::build as vb,
+            vpn::model::{Connection, Psk, Tunnel},
+            vpn::render::DataPath,
+        };
+        let t = |n: u8, ip: [u8; 4]| {
+            Tunnel::new(n, ip.into(), Psk("Key.for_tunnel_0123456789abcdef".into()), None).unwrap()
+        };
+        let conn = Connection {
+            name: "acme-seattle".into(),
+            description: None,
+            platform_cidr: "10.20.30.64/26".parse().unwrap(),
+            pinghost: [10, 20, 30, 65].into(),
+            customer_cidrs: vec!["192.168.10.0/24".parse().unwrap()],
+            customer_gateway: [198, 51, 100, 7].into(),
+            tunnels: [t(1, [203, 0, 113, 11]), t(2, [203, 0, 113, 12])],
+        };
+        let serving = vb::Serving {
+            addresses: vec![[10, 20, 30, 65].into()],
+            relays: vec!["10.20.30.74:3306=orders.acme.svc.cluster.local:3306".into()],
+        };
+        yaml(&mut docs, &vb::psk_secret(&vpn, "a".repeat(32), "b".repeat(32)));
+        yaml(&mut docs, &vb::disruption_budget(&vpn));
+        yaml(&mut docs, &vb::customer_config(&vpn, &conn));
+        let (sa, role, binding) = vb::gateway_rbac(&vpn);
+        yaml(&mut docs, &sa);
+        yaml(&mut docs, &role);
+        yaml(&mut docs, &binding);
+        for n in [1u8, 2] {
+            yaml(&mut docs, &vb::tunnel_service(&vpn, n));
+            let config = vb::gateway_config(&vpn, &conn, n, DataPath::Userspace);
+            yaml(
+                &mut docs,
+                &vb::gateway(
+                    &vpn,
+                    "prod",
+                    n,
+                    "gw:1",
+                    "op:1",
+                    DataPath::Userspace,
+                    &vb::config_digest(&config),
+                    &serving,
+                ),
+            );
+            yaml(&mut docs, &config);
+        }
+    }
     let owner = OwnerReference {
         api_version: "appdb.dev/v1alpha1".into(),
         kind: "PrivateNetwork".into(),

@@ -290,6 +290,56 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
             .then_some(())
     })
     .await;
+
+    // The gateways own the pinghost and relay each database of the network to its stable Service.
+    assert!(
+        c.kubectl(&[
+            "get",
+            "sa/seattle-gateway",
+            "role/seattle-gateway",
+            "rolebinding/seattle-gateway",
+            "-n",
+            "acme"
+        ])
+        .await
+        .status
+        .success()
+    );
+    let script = get(
+        &c,
+        "deploy/seattle-tunnel1",
+        "{.spec.template.spec.containers[0].command[2]}",
+    )
+    .await;
+    assert!(script.contains("ip addr replace 10.20.30.65/32 dev lo"), "{script}");
+    apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
+    eventually(30, "database StatefulSet", || async {
+        c.kubectl(&["get", "sts", "orders", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    c.ok(&[
+        "patch",
+        "sts",
+        "orders",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
+    eventually(30, "tunnel 1's agent relays the database", || async {
+        let args = get(&c, "deploy/seattle-tunnel1", "{.spec.template.spec.containers[1].args}").await;
+        args.contains("10.20.30.74:3306=orders.acme.svc.cluster.local:3306")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

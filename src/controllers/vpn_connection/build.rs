@@ -159,24 +159,136 @@ pub fn customer_config(vpn: &VpnConnection, conn: &Connection) -> Secret {
     }
 }
 
+/// What a gateway serves besides the tunnel: the addresses it owns in the network (the pinghost and every
+/// database's address) and the relays from database addresses to the databases' stable Services.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Serving {
+    pub addresses: Vec<std::net::Ipv4Addr>,
+    /// `LISTEN=TARGET` relay rules for the agent.
+    pub relays: Vec<String>,
+}
+
+pub fn gateway_service_account_name(vpn: &VpnConnection) -> String {
+    format!("{}-gateway", vpn.name_any())
+}
+
+/// The identity of the gateway pods: they may read and annotate pods of their namespace (to report the tunnel's
+/// state on their own pod), nothing else.
+pub fn gateway_rbac(
+    vpn: &VpnConnection,
+) -> (
+    k8s_openapi::api::core::v1::ServiceAccount,
+    k8s_openapi::api::rbac::v1::Role,
+    k8s_openapi::api::rbac::v1::RoleBinding,
+) {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let name = gateway_service_account_name(vpn);
+    let sa = k8s_openapi::api::core::v1::ServiceAccount {
+        metadata: meta(vpn, name.clone(), labels(vpn)),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    let role = Role {
+        metadata: meta(vpn, name.clone(), labels(vpn)),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["pods".into()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..Default::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(vpn, name.clone(), labels(vpn)),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: vpn.namespace(),
+            api_group: None,
+        }]),
+    };
+    (sa, role, binding)
+}
+
 /// The gateway Deployment of tunnel `tunnel`.
+#[allow(clippy::too_many_arguments)]
 pub fn gateway(
     vpn: &VpnConnection,
     network: &str,
     tunnel: u8,
     image: &str,
+    agent_image: &str,
     datapath: DataPath,
     digest: &str,
+    serving: &Serving,
 ) -> Deployment {
     let mut pod_labels = tunnel_labels(vpn, tunnel);
     pod_labels.insert(LABEL_ROLE.to_owned(), ROLE_VPN_GATEWAY.to_owned());
     pod_labels.insert(LABEL_NETWORK.to_owned(), network.to_owned());
     let other = if tunnel == 1 { 2 } else { 1 };
     // charon runs; once its control socket answers, the connection is loaded from the mounted configuration.
+    let own_addresses: String = serving
+        .addresses
+        .iter()
+        .map(|a| format!("ip addr replace {a}/32 dev lo && "))
+        .collect();
     let script = format!(
-        "mkdir -p /run/appdb && /usr/lib/ipsec/charon & \
+        "{own_addresses}mkdir -p /run/appdb && /usr/lib/ipsec/charon & \
          until swanctl --load-all --noprompt --file {CONFIG_DIR}/swanctl.conf --uri unix://{VICI_SOCKET}; do sleep 1; done; wait"
     );
+    let field_env = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut agent_args = vec![
+        "vpn-agent".to_owned(),
+        "--vici".into(),
+        VICI_SOCKET.into(),
+        "--report-pod".into(),
+        "$(POD_NAMESPACE)/$(POD_NAME)".into(),
+    ];
+    for relay in &serving.relays {
+        agent_args.push("--forward".into());
+        agent_args.push(relay.clone());
+    }
+    let agent = Container {
+        name: "agent".into(),
+        image: Some(agent_image.into()),
+        args: Some(agent_args),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        // Root only to reach charon's socket; no capabilities at all.
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_user: Some(0),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "run".into(),
+            mount_path: "/run".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -244,7 +356,9 @@ pub fn gateway(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
+                    // The agent reports the tunnel's state on its own pod with this identity.
+                    service_account_name: Some(gateway_service_account_name(vpn)),
+                    automount_service_account_token: Some(true),
                     enable_service_links: Some(false),
                     security_context: Some(PodSecurityContext {
                         seccomp_profile: Some(SeccompProfile {
@@ -270,44 +384,47 @@ pub fn gateway(
                         }),
                         ..Default::default()
                     }),
-                    containers: vec![Container {
-                        name: "charon".into(),
-                        image: Some(image.into()),
-                        command: Some(vec!["sh".into(), "-c".into(), script]),
-                        env: Some(vec![EnvVar {
-                            name: "STRONGSWAN_CONF".into(),
-                            value: Some(format!("{CONFIG_DIR}/strongswan.conf")),
-                            value_from: None,
-                        }]),
-                        ports: Some(vec![
-                            k8s_openapi::api::core::v1::ContainerPort {
-                                name: Some("ike".into()),
-                                container_port: 500,
-                                protocol: Some("UDP".into()),
+                    containers: vec![
+                        Container {
+                            name: "charon".into(),
+                            image: Some(image.into()),
+                            command: Some(vec!["sh".into(), "-c".into(), script]),
+                            env: Some(vec![EnvVar {
+                                name: "STRONGSWAN_CONF".into(),
+                                value: Some(format!("{CONFIG_DIR}/strongswan.conf")),
+                                value_from: None,
+                            }]),
+                            ports: Some(vec![
+                                k8s_openapi::api::core::v1::ContainerPort {
+                                    name: Some("ike".into()),
+                                    container_port: 500,
+                                    protocol: Some("UDP".into()),
+                                    ..Default::default()
+                                },
+                                k8s_openapi::api::core::v1::ContainerPort {
+                                    name: Some("nat-t".into()),
+                                    container_port: 4500,
+                                    protocol: Some("UDP".into()),
+                                    ..Default::default()
+                                },
+                            ]),
+                            // IPsec needs NET_ADMIN (XFRM or TUN, routes) and nothing else.
+                            security_context: Some(SecurityContext {
+                                allow_privilege_escalation: Some(false),
+                                privileged: Some(false),
+                                read_only_root_filesystem: Some(true),
+                                run_as_user: Some(0),
+                                capabilities: Some(Capabilities {
+                                    add: Some(vec!["NET_ADMIN".into()]),
+                                    drop: Some(vec!["ALL".into()]),
+                                }),
                                 ..Default::default()
-                            },
-                            k8s_openapi::api::core::v1::ContainerPort {
-                                name: Some("nat-t".into()),
-                                container_port: 4500,
-                                protocol: Some("UDP".into()),
-                                ..Default::default()
-                            },
-                        ]),
-                        // IPsec needs NET_ADMIN (XFRM or TUN, routes) and nothing else.
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            privileged: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            run_as_user: Some(0),
-                            capabilities: Some(Capabilities {
-                                add: Some(vec!["NET_ADMIN".into()]),
-                                drop: Some(vec!["ALL".into()]),
                             }),
+                            volume_mounts: Some(mounts),
                             ..Default::default()
-                        }),
-                        volume_mounts: Some(mounts),
-                        ..Default::default()
-                    }],
+                        },
+                        agent,
+                    ],
                     volumes: Some(volumes),
                     ..Default::default()
                 }),

@@ -142,6 +142,7 @@ impl Controller for VpnConnectionController {
             let store = controller.store();
             let by_network = store.clone();
             let by_secret = store.clone();
+            let by_database = store.clone();
             let controller = controller
                 .owns(Api::<Service>::all(client.clone()), managed.clone())
                 .owns(Api::<Deployment>::all(client.clone()), managed.clone())
@@ -171,6 +172,25 @@ impl Controller for VpnConnectionController {
                                         .iter()
                                         .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
                             })
+                            .map(|v| ObjectRef::from_obj(&*v))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                // A database arriving on (or leaving) the network changes what the gateways serve.
+                .watches(
+                    Api::<crate::api::AppDatabase>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |db| {
+                        let ns = db.namespace();
+                        let network = db
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.network.clone())
+                            .unwrap_or_else(|| db.spec.network.clone());
+                        by_database
+                            .state()
+                            .into_iter()
+                            .filter(|v| v.namespace() == ns && v.spec.network == network)
                             .map(|v| ObjectRef::from_obj(&*v))
                             .collect::<Vec<_>>()
                     },
@@ -471,6 +491,26 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
         customer_gateway: gateway_address,
         tunnels: [tunnel1, tunnel2],
     };
+    let (sa, role, binding) = build::gateway_rbac(&vpn);
+    apply_child(
+        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns),
+        &sa,
+        "the gateway ServiceAccount",
+    )
+    .await?;
+    apply_child(
+        &Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), &ns),
+        &role,
+        "the gateway Role",
+    )
+    .await?;
+    apply_child(
+        &Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns),
+        &binding,
+        "the gateway RoleBinding",
+    )
+    .await?;
+    let serving = serving(ctx, &ns, &vpn.spec.network, &conn).await?;
     // Tunnel 2 changes only once tunnel 1 runs its current configuration: never both down for an update.
     let mut tunnel1_settled = true;
     for n in [1u8, 2] {
@@ -481,8 +521,10 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
             &vpn.spec.network,
             n,
             &ctx.config.vpn_gateway_image,
+            &ctx.config.operator_image,
             ctx.config.vpn_datapath,
             &config_digest(&config),
+            &serving,
         );
         let live = deployments
             .get_opt(&desired.name_any())
@@ -505,6 +547,37 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     } else {
         10
     })))
+}
+
+/// The pinghost and the databases living on the network: the addresses a gateway owns and the relays it runs.
+async fn serving(ctx: &Context, ns: &str, network: &str, conn: &Connection) -> Result<build::Serving, Error> {
+    let databases = Api::<crate::api::AppDatabase>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(read("the AppDatabases"))?;
+    let mut serving = build::Serving {
+        addresses: vec![conn.pinghost],
+        relays: Vec::new(),
+    };
+    let mut on_network: Vec<(String, Ipv4Addr)> = databases
+        .items
+        .iter()
+        .filter_map(|db| {
+            let status = db.status.as_ref()?;
+            (status.network.as_deref() == Some(network)).then_some(())?;
+            let address = status.endpoint.as_ref()?.address.as_ref()?.parse().ok()?;
+            Some((db.name_any(), address))
+        })
+        .collect();
+    on_network.sort();
+    for (name, address) in on_network {
+        serving.addresses.push(address);
+        serving.relays.push(format!(
+            "{address}:3306={name}.{ns}.svc.{}:3306",
+            ctx.config.cluster_domain
+        ));
+    }
+    Ok(serving)
 }
 
 fn deployment_available(d: &Deployment) -> bool {
