@@ -7,12 +7,12 @@ use std::process::Stdio;
 use support::{Cluster, eventually, free_port};
 use tokio::process::{Child, Command};
 
-fn start_operator(c: &Cluster) -> Child {
+fn start_operator_on(c: &Cluster, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
         .args([
             "run",
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{port}"),
             "--leader-election",
             "false",
         ])
@@ -46,9 +46,11 @@ fn vpn(name: &str, cidrs: &str, extra: &str) -> String {
     )
 }
 
-async fn setup(c: &Cluster) -> Child {
+/// CRDs, the operator (its metrics port is returned too), a namespace and a ready network.
+async fn setup(c: &Cluster) -> (Child, u16) {
     c.install_crds().await;
-    let op = start_operator(c);
+    let port = free_port();
+    let op = start_operator_on(c, port);
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     c.ok(&[
@@ -60,7 +62,7 @@ async fn setup(c: &Cluster) -> Child {
         "--timeout=30s",
     ])
     .await;
-    op
+    (op, port)
 }
 
 async fn ready_reason(c: &Cluster, name: &str) -> String {
@@ -99,7 +101,7 @@ async fn give_outside_address(c: &Cluster, service: &str, ip: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tunnels_keys_gateways_budget_and_customer_download() {
     let c = Cluster::start().await;
-    let _op = setup(&c).await;
+    let (_op, port) = setup(&c).await;
     apply(&c, &vpn("seattle", "192.168.10.0/24", "")).await;
 
     wait_reason(&c, "seattle", "WaitingForOutsideAddress").await;
@@ -194,6 +196,16 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
 
     // A gateway reports its tunnel UP: status and an Event follow.
     apply(&c, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: seattle-tunnel1-abc\n  namespace: acme\n  labels: {appdb.dev/role: vpn-gateway, appdb.dev/vpn: seattle, appdb.dev/tunnel: \"1\"}\n  annotations: {appdb.dev/tunnel-state: '{\"state\":\"UP\",\"since\":\"2026-11-24T06:00:00Z\",\"message\":\"ESTABLISHED\"}'}\nspec:\n  containers: [{name: charon, image: x}]\n").await;
+    eventually(30, "the tunnel metric counts it", || async {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics.contains("appdb_vpn_tunnels{state=\"UP\"} 1").then_some(())
+    })
+    .await;
     eventually(30, "tunnel 1 UP", || async {
         (get(&c, "vpn/seattle", "{.status.tunnels[0].state}").await == "UP").then_some(())
     })
@@ -345,7 +357,7 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_customer_side_and_keys_have_reasons() {
     let c = Cluster::start().await;
-    let _op = setup(&c).await;
+    let (_op, _) = setup(&c).await;
     apply(&c, &vpn("overlap", "10.20.0.0/16", "")).await;
     wait_reason(&c, "overlap", "CustomerCidrOverlap").await;
     assert_eq!(

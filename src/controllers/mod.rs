@@ -17,7 +17,7 @@ pub fn all(
     Ok(vec![
         Box::new(private_network::PrivateNetworkController::new(config.clone(), metrics)?),
         Box::new(app_database::AppDatabaseController::new(config.clone())),
-        Box::new(vpn_connection::VpnConnectionController::new(config)),
+        Box::new(vpn_connection::VpnConnectionController::new(config, metrics)),
     ])
 }
 

@@ -113,11 +113,22 @@ impl Problem {
 
 pub struct VpnConnectionController {
     config: Arc<OperatorConfig>,
+    tunnels: TunnelGauge,
 }
 
+/// `appdb_vpn_tunnels{state}`: tunnels of all connections by reported state.
+type TunnelGauge =
+    prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::gauge::Gauge>;
+
 impl VpnConnectionController {
-    pub fn new(config: Arc<OperatorConfig>) -> Self {
-        Self { config }
+    pub fn new(config: Arc<OperatorConfig>, metrics: &mut Metrics) -> Self {
+        let tunnels = TunnelGauge::default();
+        metrics.registry_mut().register(
+            "vpn_tunnels",
+            "VPN tunnels by reported state (UP, DOWN, UNKNOWN)",
+            tunnels.clone(),
+        );
+        Self { config, tunnels }
     }
 }
 
@@ -126,6 +137,28 @@ struct Context {
     config: Arc<OperatorConfig>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    connections: kube::runtime::reflector::Store<VpnConnection>,
+    tunnels: TunnelGauge,
+}
+
+/// Recounts the tunnel gauge from every connection's status (cheap: two entries per connection).
+fn count_tunnels(ctx: &Context) {
+    let mut counts = std::collections::BTreeMap::from([("UP", 0i64), ("DOWN", 0), ("UNKNOWN", 0)]);
+    for vpn in ctx.connections.state() {
+        for t in vpn.status.iter().flat_map(|s| s.tunnels.iter()) {
+            let key = match t.state {
+                TunnelState::Up => "UP",
+                TunnelState::Down => "DOWN",
+                TunnelState::Unknown => "UNKNOWN",
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    for (state, n) in counts {
+        ctx.tunnels
+            .get_or_create(&vec![("state".to_owned(), state.to_owned())])
+            .set(n);
+    }
 }
 
 impl Controller for VpnConnectionController {
@@ -225,6 +258,8 @@ impl Controller for VpnConnectionController {
                 config: self.config.clone(),
                 recorder: Recorder::new(client, reporter),
                 metrics: ctx.metrics.clone(),
+                connections: store.clone(),
+                tunnels: self.tunnels.clone(),
             });
             controller
                 .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
@@ -242,6 +277,7 @@ async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action,
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let started = Instant::now();
     let result = apply(vpn, &ctx).await;
+    count_tunnels(&ctx);
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
