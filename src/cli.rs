@@ -136,9 +136,21 @@ pub struct RunArgs {
     /// for nodes without kernel ESP).
     #[arg(long, env = "APPDB_VPN_DATAPATH", value_enum, default_value_t = DataPathArg::Kernel)]
     pub vpn_datapath: DataPathArg,
+    /// How tunnels get their outside address: `load-balancer` (a LoadBalancer Service per tunnel, default) or
+    /// `host-network` (the gateway pod uses its node's network and address; for nodes with public addresses and no
+    /// load balancer).
+    #[arg(long, env = "APPDB_VPN_EXPOSURE", value_enum, default_value_t = ExposureArg::LoadBalancer)]
+    pub vpn_exposure: ExposureArg,
     /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
     #[arg(long, env = "APPDB_ALLOW_DOCUMENTATION_GATEWAYS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_documentation_gateways: bool,
+}
+
+/// `--vpn-exposure` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExposureArg {
+    LoadBalancer,
+    HostNetwork,
 }
 
 /// `--vpn-datapath` values.
@@ -164,6 +176,10 @@ impl RunArgs {
                 DataPathArg::Userspace => crate::vpn::render::DataPath::Userspace,
             },
             allow_documentation_gateways: self.allow_documentation_gateways,
+            vpn_exposure: match self.vpn_exposure {
+                ExposureArg::LoadBalancer => crate::vpn::render::Exposure::LoadBalancer,
+                ExposureArg::HostNetwork => crate::vpn::render::Exposure::HostNetwork,
+            },
             ..OperatorConfig::default()
         }
     }

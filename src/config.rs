@@ -27,6 +27,8 @@ pub struct OperatorConfig {
     pub vpn_gateway_image: String,
     /// Where gateway pods run ESP.
     pub vpn_datapath: crate::vpn::render::DataPath,
+    /// How each tunnel's outside address is provided.
+    pub vpn_exposure: crate::vpn::render::Exposure,
     /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
     pub allow_documentation_gateways: bool,
 }
@@ -45,6 +47,7 @@ impl Default for OperatorConfig {
             vpn_gateway_image: concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")).into(),
             vpn_datapath: crate::vpn::render::DataPath::Kernel,
             allow_documentation_gateways: false,
+            vpn_exposure: crate::vpn::render::Exposure::LoadBalancer,
         }
     }
 }

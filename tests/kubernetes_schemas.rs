@@ -88,7 +88,7 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
         use appdb_operator::{
             controllers::vpn_connection::build as vb,
             vpn::model::{Connection, Psk, Tunnel},
-            vpn::render::DataPath,
+            vpn::render::{DataPath, Exposure},
         };
         let t = |n: u8, ip: [u8; 4]| {
             Tunnel::new(n, ip.into(), Psk("Key.for_tunnel_0123456789abcdef".into()), None).unwrap()
@@ -114,8 +114,8 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
         yaml(&mut docs, &role);
         yaml(&mut docs, &binding);
         for n in [1u8, 2] {
-            yaml(&mut docs, &vb::tunnel_service(&vpn, n));
-            let config = vb::gateway_config(&vpn, &conn, n, DataPath::Userspace);
+            yaml(&mut docs, &vb::tunnel_service(&vpn, n, Exposure::LoadBalancer));
+            let config = vb::gateway_config(&vpn, &conn, n, DataPath::Userspace, Exposure::HostNetwork);
             yaml(
                 &mut docs,
                 &vb::gateway(
@@ -127,6 +127,7 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
                     DataPath::Userspace,
                     &vb::config_digest(&config),
                     &serving,
+                    Exposure::HostNetwork,
                 ),
             );
             yaml(&mut docs, &config);

@@ -8,6 +8,10 @@ use support::{Cluster, eventually, free_port};
 use tokio::process::{Child, Command};
 
 fn start_operator_on(c: &Cluster, port: u16) -> Child {
+    start_operator_with(c, port, &[])
+}
+
+fn start_operator_with(c: &Cluster, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
         .args([
             "run",
@@ -22,6 +26,7 @@ fn start_operator_on(c: &Cluster, port: u16) -> Child {
             "--vpn-gateway-image",
             "registry.example/appdb-vpn-gateway:test",
         ])
+        .args(extra)
         .env("KUBECONFIG", c.kubeconfig())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -414,4 +419,105 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_gateways_use_their_nodes_address() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let _op = start_operator_with(&c, free_port(), &["--vpn-exposure", "host-network"]);
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pnet/prod",
+        "-n",
+        "acme",
+        "--timeout=30s",
+    ])
+    .await;
+    apply(&c, &vpn("seattle", "192.168.10.0/24", "")).await;
+
+    // The gateways start before their addresses are known: they learn them from their node.
+    eventually(30, "gateway Deployments", || async {
+        c.kubectl(&["get", "deploy/seattle-tunnel1", "deploy/seattle-tunnel2", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "deploy/seattle-tunnel1", "{.spec.template.spec.hostNetwork}").await,
+        "true"
+    );
+    let required = get(
+        &c,
+        "deploy/seattle-tunnel1",
+        "{.spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey}",
+    )
+    .await;
+    assert_eq!(
+        required, "kubernetes.io/hostname",
+        "the two gateways never share a node"
+    );
+    assert_eq!(get(&c, "svc/seattle-tunnel1", "{.spec.type}").await, "ClusterIP");
+    wait_reason(&c, "seattle", "WaitingForOutsideAddress").await;
+
+    // What the scheduler and kubelet would do: place each gateway pod on a node.
+    for (n, node_ip) in [(1, "203.0.113.21"), (2, "203.0.113.22")] {
+        apply(&c, &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: seattle-tunnel{n}-x\n  namespace: acme\n  labels: {{appdb.dev/role: vpn-gateway, appdb.dev/vpn: seattle, appdb.dev/tunnel: \"{n}\"}}\nspec:\n  containers: [{{name: charon, image: x}}]\n")).await;
+        let status = format!(r#"{{"status":{{"hostIP":"{node_ip}"}}}}"#);
+        c.ok(&[
+            "patch",
+            "pod",
+            &format!("seattle-tunnel{n}-x"),
+            "-n",
+            "acme",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ])
+        .await;
+    }
+    wait_reason(&c, "seattle", "Available").await;
+    assert_eq!(
+        get(&c, "vpn/seattle", "{.status.tunnels[*].outsideAddress}").await,
+        "203.0.113.21 203.0.113.22"
+    );
+    let download = c
+        .ok(&[
+            "get",
+            "secret",
+            "seattle-vpn-config",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.data.generic\\.txt}",
+        ])
+        .await;
+    let generic = String::from_utf8(base64_decode(&download)).unwrap();
+    assert!(
+        generic.contains("Platform outside address: 203.0.113.21")
+            && generic.contains("Platform outside address: 203.0.113.22"),
+        "{generic}"
+    );
+    let gateway = c
+        .ok(&[
+            "get",
+            "secret",
+            "seattle-tunnel1-gateway",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.data.swanctl\\.conf}",
+        ])
+        .await;
+    let gateway = String::from_utf8(base64_decode(&gateway)).unwrap();
+    assert!(
+        gateway.contains("id = ${APPDB_OUTSIDE_ADDRESS}"),
+        "the pod fills in its own address: {gateway}"
+    );
 }

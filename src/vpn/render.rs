@@ -18,6 +18,20 @@ pub enum DataPath {
     Userspace,
 }
 
+/// How a gateway is reached from the Internet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposure {
+    /// Its own `LoadBalancer` Service; the load balancer's address is the outside address (default).
+    LoadBalancer,
+    /// The pod uses its node's network; the node's address (the pod's `status.hostIP`) is the outside address, so
+    /// nodes need public addresses. The two gateways then run on different nodes.
+    HostNetwork,
+}
+
+/// Stands for the outside address in a gateway's files when only the pod learns it (host networking); the pod's
+/// start script replaces it with its node's address.
+pub const OUTSIDE_ADDRESS_PLACEHOLDER: &str = "${APPDB_OUTSIDE_ADDRESS}";
+
 /// The device formats of the customer's download, as (Secret key, title).
 pub const DEVICE_FORMATS: &[(&str, &str)] = &[
     ("generic.txt", "Generic (every parameter, per tunnel)"),
@@ -161,6 +175,16 @@ fn swanctl_secret(out: &mut String, name: &str, id_a: &str, id_b: &str, psk: &st
 
 fn tunnel_name(conn: &Connection, t: &Tunnel) -> String {
     format!("{}-tunnel{}", conn.name, t.number)
+}
+
+/// `swanctl.conf` of a gateway whose outside address only the pod knows: [`OUTSIDE_ADDRESS_PLACEHOLDER`] stands for
+/// it (the connection's platform address for that tunnel is ignored).
+pub fn gateway_swanctl_template(conn: &Connection, number: u8) -> String {
+    let mut c = conn.clone();
+    let t = &mut c.tunnels[usize::from(number.clamp(1, 2) - 1)];
+    // An address that cannot occur otherwise in the file, replaced as a whole token.
+    t.platform_address = std::net::Ipv4Addr::new(0, 0, 0, 0);
+    gateway_swanctl(&c, number).replace("0.0.0.0", OUTSIDE_ADDRESS_PLACEHOLDER)
 }
 
 /// `swanctl.conf` of the gateway pod serving tunnel `number` (1 or 2).
@@ -934,6 +958,20 @@ mod tests {
         );
         assert!(user.contains("socket = unix:///run/charon.vici"));
         assert!(user.contains(" kernel-libipsec kernel-netlink") && !kernel.contains("kernel-libipsec kernel-netlink"));
+    }
+
+    #[test]
+    fn template_equals_the_rendering_once_the_pod_fills_in_its_address() {
+        let conn = connection();
+        for n in [1u8, 2] {
+            let template = gateway_swanctl_template(&conn, n);
+            assert!(template.contains(OUTSIDE_ADDRESS_PLACEHOLDER));
+            let address = conn.tunnels[usize::from(n) - 1].platform_address.to_string();
+            assert_eq!(
+                template.replace(OUTSIDE_ADDRESS_PLACEHOLDER, &address),
+                gateway_swanctl(&conn, n)
+            );
+        }
     }
 
     #[test]

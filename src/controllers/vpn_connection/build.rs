@@ -29,7 +29,10 @@ use crate::{
     },
     vpn::{
         model::Connection,
-        render::{DEVICE_FORMATS, DataPath, device, gateway_strongswan_conf, gateway_swanctl},
+        render::{
+            DEVICE_FORMATS, DataPath, Exposure, OUTSIDE_ADDRESS_PLACEHOLDER, device, gateway_strongswan_conf,
+            gateway_swanctl, gateway_swanctl_template,
+        },
     },
 };
 
@@ -93,7 +96,7 @@ pub fn psk_secret(vpn: &VpnConnection, tunnel1: String, tunnel2: String) -> Secr
 
 /// The Service giving tunnel `tunnel` its outside address: UDP 500 and 4500 only (NAT traversal is always on), and
 /// `externalTrafficPolicy: Local` so that the gateway sees the customer's real address.
-pub fn tunnel_service(vpn: &VpnConnection, tunnel: u8) -> Service {
+pub fn tunnel_service(vpn: &VpnConnection, tunnel: u8, exposure: Exposure) -> Service {
     let port = |name: &str, number: i32| ServicePort {
         name: Some(name.into()),
         port: number,
@@ -104,8 +107,12 @@ pub fn tunnel_service(vpn: &VpnConnection, tunnel: u8) -> Service {
     Service {
         metadata: meta(vpn, tunnel_name(vpn, tunnel), tunnel_labels(vpn, tunnel)),
         spec: Some(ServiceSpec {
-            type_: Some("LoadBalancer".into()),
-            external_traffic_policy: Some("Local".into()),
+            type_: Some(match exposure {
+                Exposure::LoadBalancer => "LoadBalancer".into(),
+                // With host networking the node's address is the outside address; the Service only names the pod.
+                Exposure::HostNetwork => "ClusterIP".into(),
+            }),
+            external_traffic_policy: (exposure == Exposure::LoadBalancer).then(|| "Local".into()),
             selector: Some(tunnel_labels(vpn, tunnel)),
             ports: Some(vec![port("ike", 500), port("nat-t", 4500)]),
             ..Default::default()
@@ -115,15 +122,22 @@ pub fn tunnel_service(vpn: &VpnConnection, tunnel: u8) -> Service {
 }
 
 /// The gateway's strongSwan files for tunnel `tunnel` (a Secret: they contain the key).
-pub fn gateway_config(vpn: &VpnConnection, conn: &Connection, tunnel: u8, datapath: DataPath) -> Secret {
+pub fn gateway_config(
+    vpn: &VpnConnection,
+    conn: &Connection,
+    tunnel: u8,
+    datapath: DataPath,
+    exposure: Exposure,
+) -> Secret {
     let t = &conn.tunnels[usize::from(tunnel) - 1];
+    let swanctl = match exposure {
+        Exposure::LoadBalancer => gateway_swanctl(conn, tunnel),
+        Exposure::HostNetwork => gateway_swanctl_template(conn, tunnel),
+    };
     Secret {
         metadata: meta(vpn, gateway_config_name(vpn, tunnel), tunnel_labels(vpn, tunnel)),
         data: Some(BTreeMap::from([
-            (
-                "swanctl.conf".to_owned(),
-                ByteString(gateway_swanctl(conn, tunnel).into_bytes()),
-            ),
+            ("swanctl.conf".to_owned(), ByteString(swanctl.into_bytes())),
             (
                 "strongswan.conf".to_owned(),
                 ByteString(gateway_strongswan_conf(t, datapath, VICI_SOCKET).into_bytes()),
@@ -132,6 +146,13 @@ pub fn gateway_config(vpn: &VpnConnection, conn: &Connection, tunnel: u8, datapa
         type_: Some("Opaque".into()),
         ..Default::default()
     }
+}
+
+/// The shell command that copies `source` to `target` with the outside address (`$APPDB_OUTSIDE_ADDRESS`, the
+/// node's address from the downward API) in place of [`OUTSIDE_ADDRESS_PLACEHOLDER`].
+pub fn fill_outside_address(source: &str, target: &str) -> String {
+    let placeholder = OUTSIDE_ADDRESS_PLACEHOLDER.replace('$', "\\$");
+    format!("sed -e \"s/{placeholder}/$APPDB_OUTSIDE_ADDRESS/g\" {source} > {target}")
 }
 
 /// Digest of a gateway's configuration, put on its pod template so that a change rolls the pod.
@@ -225,20 +246,46 @@ pub fn gateway(
     datapath: DataPath,
     digest: &str,
     serving: &Serving,
+    exposure: Exposure,
 ) -> Deployment {
+    let other_tunnel = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(tunnel_labels(vpn, if tunnel == 1 { 2 } else { 1 })),
+            ..Default::default()
+        }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    // Two gateways on one node would share its fate; with host networking they could not even both bind UDP 500.
+    let anti_affinity = match exposure {
+        Exposure::LoadBalancer => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: other_tunnel,
+            }]),
+            ..Default::default()
+        },
+        Exposure::HostNetwork => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![other_tunnel]),
+            ..Default::default()
+        },
+    };
     let mut pod_labels = tunnel_labels(vpn, tunnel);
     pod_labels.insert(LABEL_ROLE.to_owned(), ROLE_VPN_GATEWAY.to_owned());
     pod_labels.insert(LABEL_NETWORK.to_owned(), network.to_owned());
-    let other = if tunnel == 1 { 2 } else { 1 };
     // charon runs; once its control socket answers, the connection is loaded from the mounted configuration.
     let own_addresses: String = serving
         .addresses
         .iter()
         .map(|a| format!("ip addr replace {a}/32 dev lo && "))
         .collect();
+    // The pod fills in its outside address where only it knows it (host networking), then loads the connection
+    // once charon's control socket answers.
+    let fill = fill_outside_address(&format!("{CONFIG_DIR}/swanctl.conf"), "/run/appdb/swanctl.conf");
     let script = format!(
-        "{own_addresses}mkdir -p /run/appdb && /usr/lib/ipsec/charon & \
-         until swanctl --load-all --noprompt --file {CONFIG_DIR}/swanctl.conf --uri unix://{VICI_SOCKET}; do sleep 1; done; wait"
+        "{own_addresses}mkdir -p /run/appdb && {fill} && \
+         /usr/lib/ipsec/charon & \
+         until swanctl --load-all --noprompt --file /run/appdb/swanctl.conf --uri unix://{VICI_SOCKET}; do sleep 1; done; wait"
     );
     let field_env = |name: &str, path: &str| EnvVar {
         name: name.into(),
@@ -368,32 +415,24 @@ pub fn gateway(
                         ..Default::default()
                     }),
                     affinity: Some(Affinity {
-                        pod_anti_affinity: Some(PodAntiAffinity {
-                            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-                                weight: 100,
-                                pod_affinity_term: PodAffinityTerm {
-                                    label_selector: Some(LabelSelector {
-                                        match_labels: Some(tunnel_labels(vpn, other)),
-                                        ..Default::default()
-                                    }),
-                                    topology_key: "kubernetes.io/hostname".into(),
-                                    ..Default::default()
-                                },
-                            }]),
-                            ..Default::default()
-                        }),
+                        pod_anti_affinity: Some(anti_affinity),
                         ..Default::default()
                     }),
+                    host_network: (exposure == Exposure::HostNetwork).then_some(true),
+                    dns_policy: (exposure == Exposure::HostNetwork).then(|| "ClusterFirstWithHostNet".into()),
                     containers: vec![
                         Container {
                             name: "charon".into(),
                             image: Some(image.into()),
                             command: Some(vec!["sh".into(), "-c".into(), script]),
-                            env: Some(vec![EnvVar {
-                                name: "STRONGSWAN_CONF".into(),
-                                value: Some(format!("{CONFIG_DIR}/strongswan.conf")),
-                                value_from: None,
-                            }]),
+                            env: Some(vec![
+                                EnvVar {
+                                    name: "STRONGSWAN_CONF".into(),
+                                    value: Some(format!("{CONFIG_DIR}/strongswan.conf")),
+                                    value_from: None,
+                                },
+                                field_env("APPDB_OUTSIDE_ADDRESS", "status.hostIP"),
+                            ]),
                             ports: Some(vec![
                                 k8s_openapi::api::core::v1::ContainerPort {
                                     name: Some("ike".into()),
@@ -448,5 +487,36 @@ pub fn disruption_budget(vpn: &VpnConnection) -> PodDisruptionBudget {
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_fills_in_its_outside_address() {
+        let dir = std::env::temp_dir().join(format!("appdb-fill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, dst) = (dir.join("in.conf"), dir.join("out.conf"));
+        std::fs::write(
+            &src,
+            format!("local {{\n    id = {OUTSIDE_ADDRESS_PLACEHOLDER}\n}}\nid-1 = {OUTSIDE_ADDRESS_PLACEHOLDER}\n"),
+        )
+        .unwrap();
+        let status = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &fill_outside_address(&src.display().to_string(), &dst.display().to_string()),
+            ])
+            .env("APPDB_OUTSIDE_ADDRESS", "203.0.113.21")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            std::fs::read_to_string(&dst).unwrap(),
+            "local {\n    id = 203.0.113.21\n}\nid-1 = 203.0.113.21\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -52,6 +52,7 @@ use crate::{
     vpn::{
         model::{Connection, Psk, Tunnel},
         psk::{generate_psk, validate_psk},
+        render::Exposure,
         validate::{customer_cidrs, customer_gateway},
     },
 };
@@ -484,7 +485,12 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     .await?;
     let mut outside = [None, None];
     for n in [1u8, 2] {
-        let live = apply_child(&services, &tunnel_service(&vpn, n), "a tunnel Service").await?;
+        let live = apply_child(
+            &services,
+            &tunnel_service(&vpn, n, ctx.config.vpn_exposure),
+            "a tunnel Service",
+        )
+        .await?;
         outside[usize::from(n) - 1] = outside_address(live.as_ref());
     }
     let pods = Api::<Pod>::namespaced(client.clone(), &ns)
@@ -492,13 +498,33 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
         .await
         .map_err(read("the gateway pods"))?
         .items;
+    if ctx.config.vpn_exposure == Exposure::HostNetwork {
+        // The node's address is the outside address; the pod learns it itself, the operator from the pod's status.
+        for n in [1u8, 2] {
+            outside[usize::from(n) - 1] = pods
+                .iter()
+                .filter(|p| {
+                    p.labels().get(LABEL_TUNNEL).map(String::as_str) == Some(&n.to_string())
+                        && p.metadata.deletion_timestamp.is_none()
+                })
+                .find_map(|p| p.status.as_ref()?.host_ip.as_deref()?.parse().ok());
+        }
+    }
     let previous = vpn.status.clone().unwrap_or_default().tunnels;
     let tunnels: Vec<TunnelStatus> = [1u8, 2]
         .iter()
         .map(|&n| tunnel_status(outside[usize::from(n) - 1], &pods, n, previous.get(usize::from(n) - 1)))
         .collect();
 
-    let (Some(first), Some(second)) = (outside[0], outside[1]) else {
+    // With host networking the gateways start before their addresses are known; with load balancers they wait for them.
+    let gateway_side = match ctx.config.vpn_exposure {
+        Exposure::HostNetwork => Some((
+            outside[0].unwrap_or(Ipv4Addr::UNSPECIFIED),
+            outside[1].unwrap_or(Ipv4Addr::UNSPECIFIED),
+        )),
+        Exposure::LoadBalancer => outside[0].zip(outside[1]),
+    };
+    let Some((first, second)) = gateway_side else {
         let waiting = Problem {
             reason: "WaitingForOutsideAddress",
             message: "waiting for the load balancer to give each tunnel its outside address".into(),
@@ -550,7 +576,7 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     // Tunnel 2 changes only once tunnel 1 runs its current configuration: never both down for an update.
     let mut tunnel1_settled = true;
     for n in [1u8, 2] {
-        let config = gateway_config(&vpn, &conn, n, ctx.config.vpn_datapath);
+        let config = gateway_config(&vpn, &conn, n, ctx.config.vpn_datapath, ctx.config.vpn_exposure);
         apply_child(&secrets, &config, "a gateway configuration").await?;
         let desired = gateway(
             &vpn,
@@ -561,6 +587,7 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
             ctx.config.vpn_datapath,
             &config_digest(&config),
             &serving,
+            ctx.config.vpn_exposure,
         );
         let live = deployments
             .get_opt(&desired.name_any())
@@ -575,6 +602,17 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
         if n == 1 {
             tunnel1_settled = !changed && live.as_ref().is_some_and(deployment_available);
         }
+    }
+    if outside.iter().any(Option::is_none) {
+        let waiting = Problem {
+            reason: "WaitingForOutsideAddress",
+            message:
+                "waiting for each gateway pod to be placed on a node, whose address is the tunnel's outside address"
+                    .into(),
+            transient: true,
+        };
+        write_status(ctx, &vpn, Err(&waiting), tunnels, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
     }
     apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
     write_status(ctx, &vpn, Ok(()), tunnels, Some(customer_config_name(&vpn))).await?;
