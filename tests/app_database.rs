@@ -2,31 +2,20 @@
 
 mod support;
 
-use std::{process::Stdio, sync::atomic::Ordering, time::Duration};
+use std::{sync::atomic::Ordering, time::Duration};
 
-use support::{Cluster, eventually, free_port};
-use tokio::process::{Child, Command};
+use support::{Cluster, eventually, free_port, spawn_operator};
+use tokio::process::Child;
 
 const PASSWORD: &str = "first-Secret-9";
 const NEW_PASSWORD: &str = "second-Secret-9";
 
 fn start_operator(c: &Cluster) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--leader-election",
-            "false",
-        ])
-        .args(["--operator-image", "registry.example/appdb-operator:test"])
-        .env("KUBECONFIG", c.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start appdb-operator")
+    spawn_operator(
+        c,
+        free_port(),
+        &["--operator-image", "registry.example/appdb-operator:test"],
+    )
 }
 
 async fn apply(c: &Cluster, yaml: &str) {

@@ -2,47 +2,33 @@
 
 mod support;
 
-use std::{collections::BTreeSet, process::Stdio, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use appdb_operator::api::{NetworkAllocation, PrivateNetwork, PrivateNetworkSpec};
 use futures::StreamExt;
 use kube::{Api, Client, Config, api::PostParams};
-use support::{Cluster, eventually, free_port};
-use tokio::process::{Child, Command};
+use support::{Cluster, eventually, free_port, spawn_operator};
+use tokio::process::Child;
 
 fn start_operator(c: &Cluster, extra: &[&str]) -> Child {
     start_operator_on(c, free_port(), extra)
 }
 
 fn start_operator_on(c: &Cluster, port: u16, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--leader-election",
-            "false",
-        ])
-        .args([
-            "--pool",
-            "10.0.0.0/8,172.16.0.0/12",
-            "--reserved",
-            "10.244.0.0/16,10.96.0.0/12",
-        ])
-        .args([
-            "--allocation-gc-interval-seconds",
-            "1",
-            "--allocation-gc-grace-seconds",
-            "1",
-        ])
-        .args(extra)
-        .env("KUBECONFIG", c.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start appdb-operator")
+    let mut flags = vec![
+        "--pool",
+        "10.0.0.0/8,172.16.0.0/12",
+        "--reserved",
+        "10.244.0.0/16,10.96.0.0/12",
+    ];
+    flags.extend([
+        "--allocation-gc-interval-seconds",
+        "1",
+        "--allocation-gc-grace-seconds",
+        "1",
+    ]);
+    flags.extend_from_slice(extra);
+    spawn_operator(c, port, &flags)
 }
 
 fn network_yaml(ns: &str, name: &str, cidr: Option<&str>) -> String {

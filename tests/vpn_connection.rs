@@ -2,38 +2,22 @@
 
 mod support;
 
-use std::process::Stdio;
-
-use support::{Cluster, eventually, free_port};
-use tokio::process::{Child, Command};
+use support::{Cluster, eventually, free_port, spawn_operator};
+use tokio::process::Child;
 
 fn start_operator_on(c: &Cluster, port: u16) -> Child {
     start_operator_with(c, port, &[])
 }
 
 fn start_operator_with(c: &Cluster, port: u16, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--leader-election",
-            "false",
-        ])
-        .args([
-            "--allow-documentation-gateways",
-            "true",
-            "--vpn-gateway-image",
-            "registry.example/appdb-vpn-gateway:test",
-        ])
-        .args(extra)
-        .env("KUBECONFIG", c.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start appdb-operator")
+    let mut flags = vec![
+        "--allow-documentation-gateways",
+        "true",
+        "--vpn-gateway-image",
+        "registry.example/appdb-vpn-gateway:test",
+    ];
+    flags.extend_from_slice(extra);
+    spawn_operator(c, port, &flags)
 }
 
 async fn apply(c: &Cluster, yaml: &str) {

@@ -48,6 +48,47 @@ where
     Ok(true)
 }
 
+/// A step on one object that failed; the message names the object ("reading the admin Secret failed: ...").
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("reading {what} failed: {source}")]
+    Read { what: &'static str, source: kube::Error },
+    #[error("applying {what} failed: {source}")]
+    Apply { what: &'static str, source: kube::Error },
+}
+
+impl StepError {
+    /// Short label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StepError::Read { .. } => "dereference",
+            StepError::Apply { .. } => "apply",
+        }
+    }
+}
+
+/// `.map_err(read("the admin Secret"))`
+pub fn read(what: &'static str) -> impl FnOnce(kube::Error) -> StepError {
+    move |source| StepError::Read { what, source }
+}
+
+/// `.map_err(applying("the StatefulSet"))`
+pub fn applying(what: &'static str) -> impl FnOnce(kube::Error) -> StepError {
+    move |source| StepError::Apply { what, source }
+}
+
+/// Reads the live object and applies `desired` when it differs. Returns the live object as it was.
+pub async fn apply_child<K>(api: &Api<K>, desired: &K, what: &'static str) -> Result<Option<K>, StepError>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let live = api.get_opt(&desired.name_any()).await.map_err(read(what))?;
+    apply_if_changed(api, desired, live.as_ref())
+        .await
+        .map_err(applying(what))?;
+    Ok(live)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,3 +37,24 @@ where
         }
     }
 }
+
+/// Records an Event on `reference`. A failure is logged, never fatal: Events are for people, not for correctness.
+pub async fn publish(
+    recorder: &kube::runtime::events::Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}

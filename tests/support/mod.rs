@@ -124,3 +124,24 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Starts the real operator binary against `cluster` with leader election off, probes and metrics on `port`, and the
+/// given extra flags. Killed when the returned child is dropped.
+pub fn spawn_operator(cluster: &Cluster, port: u16, flags: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--leader-election",
+            "false",
+        ])
+        .args(flags)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start appdb-operator")
+}

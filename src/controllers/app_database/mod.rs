@@ -27,7 +27,7 @@ use kube::{
     runtime::{
         Controller as RuntimeController,
         controller::Action,
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        events::{EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
@@ -46,7 +46,7 @@ use self::{
 use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
     config::OperatorConfig,
-    controllers::apply::apply_if_changed,
+    controllers::apply::{StepError, apply_child, applying, read},
     manager::{Controller, ControllerContext},
     metrics::{ControllerLabels, ErrorLabels, Metrics},
     names::{
@@ -61,10 +61,8 @@ const DNS_CRD: &str = "dnsendpoints.externaldns.k8s.io";
 /// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {what} failed: {source}")]
-    Dereference { what: &'static str, source: kube::Error },
-    #[error("applying {what} failed: {source}")]
-    Apply { what: &'static str, source: kube::Error },
+    #[error(transparent)]
+    Step(#[from] StepError),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
     #[error("cleaning up failed: {0}")]
@@ -76,8 +74,7 @@ pub enum Error {
 impl Error {
     fn metric_label(&self) -> &'static str {
         match self {
-            Error::Dereference { .. } => "dereference",
-            Error::Apply { .. } => "apply",
+            Error::Step(step) => step.metric_label(),
             Error::Status(_) => "status",
             Error::Cleanup(_) => "cleanup",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -88,14 +85,6 @@ impl Error {
             },
         }
     }
-}
-
-fn read(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Dereference { what, source }
-}
-
-fn applying(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Apply { what, source }
 }
 
 /// The AppDatabase controller as the manager runs it.
@@ -242,17 +231,6 @@ fn random_password() -> String {
         .collect()
 }
 
-async fn apply_child<K>(api: &Api<K>, desired: &K, what: &'static str) -> Result<Option<K>, Error>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
-{
-    let live = api.get_opt(&desired.name_any()).await.map_err(read(what))?;
-    apply_if_changed(api, desired, live.as_ref())
-        .await
-        .map_err(applying(what))?;
-    Ok(live)
-}
-
 async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     let ns = db.namespace().unwrap_or_default();
     let client = &ctx.client;
@@ -296,7 +274,7 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(applying("the root Secret")(e)),
+            Err(e) => return Err(applying("the root Secret")(e).into()),
         }
     }
     let desired = build(&BuildInputs {
@@ -406,7 +384,7 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
                         match jobs.create(&PostParams::default(), &job).await {
                             Ok(_) => {}
                             Err(kube::Error::Api(s)) if s.code == 409 => {}
-                            Err(e) => return Err(applying("the rotation Job")(e)),
+                            Err(e) => return Err(applying("the rotation Job")(e).into()),
                         }
                         rotating = true;
                     }
@@ -446,16 +424,15 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn publish(ctx: &Context, db: &AppDatabase, type_: EventType, reason: &str, note: &str) {
-    let event = KubeEvent {
+    crate::controllers::publish(
+        &ctx.recorder,
+        &db.object_ref(&()),
         type_,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &db.object_ref(&())).await {
-        warn!(error = %e, "cannot publish event");
-    }
+        reason,
+        note.to_owned(),
+        "Reconcile",
+    )
+    .await;
 }
 
 async fn write_status(

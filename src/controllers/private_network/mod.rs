@@ -15,7 +15,7 @@ use kube::{
     runtime::{
         Controller as RuntimeController, WatchStreamExt,
         controller::Action,
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        events::{EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -397,44 +397,30 @@ async fn publish_transition(ctx: &Context, network: &PrivateNetwork, allocation:
                 .map(|c| c.status == "True")
         })
         .unwrap_or(false);
-    let event = match allocation {
-        Ok(block) if !was_ready => KubeEvent {
-            type_: EventType::Normal,
-            reason: reason::ALLOCATED.into(),
-            note: Some(format!("Allocated {block}")),
-            action: "Allocate".into(),
-            secondary: None,
-        },
-        Err(Problem::Stalled { reason, message }) => KubeEvent {
-            type_: EventType::Warning,
-            reason: (*reason).into(),
-            note: Some(message.clone()),
-            action: "Allocate".into(),
-            secondary: None,
-        },
+    let (type_, reason, note) = match allocation {
+        Ok(block) if !was_ready => (EventType::Normal, reason::ALLOCATED, format!("Allocated {block}")),
+        Err(Problem::Stalled { reason, message }) => (EventType::Warning, *reason, message.clone()),
         _ => return,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &network.object_ref(&())).await {
-        warn!(error = %e, "cannot publish event");
-    }
+    crate::controllers::publish(&ctx.recorder, &network.object_ref(&()), type_, reason, note, "Allocate").await;
 }
 
 async fn cleanup(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
     let on_it = databases_on(ctx, &network);
     if let Some(first) = on_it.first() {
         // Deleting a network under a live database would cut it off: hold the finalizer until it has moved.
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: "InUse".into(),
-            note: Some(format!(
-                "AppDatabase {first} still lives on this network; the network is deleted once it has moved or gone"
-            )),
-            action: "Release".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &network.object_ref(&())).await {
-            warn!(error = %e, "cannot publish event");
-        }
+        let note = format!(
+            "AppDatabase {first} still lives on this network; the network is deleted once it has moved or gone"
+        );
+        crate::controllers::publish(
+            &ctx.recorder,
+            &network.object_ref(&()),
+            EventType::Warning,
+            "InUse",
+            note,
+            "Release",
+        )
+        .await;
         return Err(Error::InUse(first.clone()));
     }
     release(&ctx.client, &network, ctx.config.release_cooldown)

@@ -22,7 +22,7 @@ use kube::{
     runtime::{
         Controller as RuntimeController,
         controller::Action,
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        events::{EventType, Recorder, Reporter},
         reflector::ObjectRef,
         watcher,
     },
@@ -41,7 +41,7 @@ use crate::{
         vpn_connection::{TunnelState, TunnelStatus},
     },
     config::OperatorConfig,
-    controllers::apply::apply_if_changed,
+    controllers::apply::{StepError, apply_child, apply_if_changed, applying, read},
     ipam::{parse_block, pinghost},
     manager::{Controller, ControllerContext},
     metrics::{ControllerLabels, ErrorLabels, Metrics},
@@ -68,10 +68,8 @@ pub mod state {
 /// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {what} failed: {source}")]
-    Dereference { what: &'static str, source: kube::Error },
-    #[error("applying {what} failed: {source}")]
-    Apply { what: &'static str, source: kube::Error },
+    #[error(transparent)]
+    Step(#[from] StepError),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
 }
@@ -79,19 +77,10 @@ pub enum Error {
 impl Error {
     fn metric_label(&self) -> &'static str {
         match self {
-            Error::Dereference { .. } => "dereference",
-            Error::Apply { .. } => "apply",
+            Error::Step(step) => step.metric_label(),
             Error::Status(_) => "status",
         }
     }
-}
-
-fn read(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Dereference { what, source }
-}
-
-fn applying(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Apply { what, source }
 }
 
 /// Input that keeps the connection from being built: a condition reason and message (never a key).
@@ -334,7 +323,7 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                                 .await
                                 .map_err(read("the PSK Secret"))?;
                         }
-                        Err(e) => return Err(applying("the PSK Secret")(e)),
+                        Err(e) => return Err(applying("the PSK Secret")(e).into()),
                     }
                 }
                 match generated
@@ -663,17 +652,6 @@ fn deployment_available(d: &Deployment) -> bool {
     })
 }
 
-async fn apply_child<K>(api: &Api<K>, desired: &K, what: &'static str) -> Result<Option<K>, Error>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
-{
-    let live = api.get_opt(&desired.name_any()).await.map_err(read(what))?;
-    apply_if_changed(api, desired, live.as_ref())
-        .await
-        .map_err(applying(what))?;
-    Ok(live)
-}
-
 async fn write_status(
     ctx: &Context,
     vpn: &VpnConnection,
@@ -782,16 +760,7 @@ async fn write_status(
                 p.message.clone(),
             ),
         };
-        let event = KubeEvent {
-            type_,
-            reason,
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &vpn.object_ref(&())).await {
-            warn!(error = %e, "cannot publish event");
-        }
+        crate::controllers::publish(&ctx.recorder, &vpn.object_ref(&()), type_, &reason, note, "Reconcile").await;
     }
     Ok(())
 }
