@@ -24,7 +24,7 @@ if ((${#need_apt[@]})); then
 fi
 
 # kubernetes-validate checks rendered objects against the oldest supported Kubernetes version's schemas.
-command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate==1.37.0
+python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet kubernetes-validate==1.37.0
 
 # Build the binaries the end-to-end tests start as separate processes, then run every test of the workspace.
 cargo build --locked --workspace --bins --examples

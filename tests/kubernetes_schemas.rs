@@ -146,8 +146,9 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
     std::fs::write(&file, &docs).unwrap();
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "-k", OLDEST_SUPPORTED])
+    // Through the module, so that no console-script shim on PATH is needed.
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", OLDEST_SUPPORTED])
         .arg(&file)
         .output()
         .unwrap_or_else(|e| {
