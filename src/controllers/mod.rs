@@ -2,6 +2,7 @@
 
 pub mod app_database;
 pub mod apply;
+pub mod database_migration;
 pub mod private_network;
 pub mod vpn_connection;
 
@@ -17,6 +18,7 @@ pub fn all(
     Ok(vec![
         Box::new(private_network::PrivateNetworkController::new(config.clone(), metrics)?),
         Box::new(app_database::AppDatabaseController::new(config.clone())),
+        Box::new(database_migration::DatabaseMigrationController::new(config.clone())),
         Box::new(vpn_connection::VpnConnectionController::new(config, metrics)),
     ])
 }

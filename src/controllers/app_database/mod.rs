@@ -41,7 +41,7 @@ use self::{
         BuildInputs, build, dns_endpoint, dns_endpoint_resource, names, root_secret, rotation_job, rotation_job_name,
     },
     status::{Dns, Phase, build_status},
-    validate::{Invalid, Tenant, current_network, plan_addresses, validate},
+    validate::{Invalid, Tenant, current_network, plan_addresses, validate_on},
 };
 use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
@@ -125,6 +125,12 @@ impl Controller for AppDatabaseController {
             let controller = controller
                 .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
                 .owns(Api::<Job>::all(client.clone()), managed)
+                // A migration starting or ending moves the database.
+                .watches(
+                    Api::<crate::api::DatabaseMigration>::all(client.clone()),
+                    watcher::Config::default(),
+                    |m| Some(ObjectRef::new(&m.spec.database).within(&m.namespace().unwrap_or_default())),
+                )
                 // A changed admin Secret: validation again, and password rotation.
                 .watches(
                     Api::<Secret>::all(client.clone()),
@@ -236,7 +242,21 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     let client = &ctx.client;
     let networks: Api<PrivateNetwork> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let network_name = current_network(&db);
+    // A migration in progress moves the database to its target network.
+    let migrations = Api::<crate::api::DatabaseMigration>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(read("the DatabaseMigrations"))?;
+    let moving_to = migrations
+        .items
+        .iter()
+        .filter(|m| m.spec.database == db.name_any())
+        .find(|m| {
+            m.status.as_ref().and_then(|s| s.common.state.as_deref())
+                == Some(crate::api::database_migration::state::MIGRATION_IN_PROGRESS)
+        })
+        .map(|m| m.spec.target_network.clone());
+    let network_name = moving_to.clone().unwrap_or_else(|| current_network(&db));
     let network = networks
         .get_opt(&network_name)
         .await
@@ -248,7 +268,7 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
     let dns_requested = db.spec.dns.is_some();
 
-    let valid = match validate(&db, network.as_ref(), secret.as_ref()) {
+    let valid = match validate_on(&db, &network_name, network.as_ref(), secret.as_ref()) {
         Ok(v) => v,
         Err(invalid) => {
             let transient = invalid.is_transient();
@@ -409,6 +429,7 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
             network: valid.network.clone(),
             address,
             rotating,
+            migrating: moving_to.is_some(),
         }
     } else {
         Phase::Creating {
@@ -473,6 +494,15 @@ async fn write_status(
                 EventType::Normal,
                 "Creating",
                 format!("creating the database on network {network}"),
+            ),
+            Phase::Ready {
+                address,
+                migrating: true,
+                ..
+            } => (
+                EventType::Normal,
+                "MigrationInProgress",
+                format!("{state}: VPN address {address}"),
             ),
             Phase::Ready { address, .. } => (
                 EventType::Normal,

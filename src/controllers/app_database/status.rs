@@ -25,10 +25,12 @@ pub enum Phase {
     /// Objects applied; the server is starting.
     Creating { network: String },
     /// The server answers queries. `rotating`: the admin password is being changed to a new Secret value.
+    /// `migrating`: a DatabaseMigration is moving the database.
     Ready {
         network: String,
         address: Ipv4Addr,
         rotating: bool,
+        migrating: bool,
     },
 }
 
@@ -97,6 +99,7 @@ pub fn build_status(
             network,
             address,
             rotating,
+            migrating,
         } => {
             let endpoint = Endpoint {
                 host: host.clone(),
@@ -114,7 +117,11 @@ pub fn build_status(
                 c(RECONCILING, ConditionStatus::False, reason::UP_TO_DATE, "")
             };
             (
-                state::READY_TO_USE,
+                if *migrating {
+                    state::MIGRATION_IN_PROGRESS
+                } else {
+                    state::READY_TO_USE
+                },
                 vec![
                     c(
                         READY,

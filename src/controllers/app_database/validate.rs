@@ -69,7 +69,17 @@ pub fn current_network(db: &AppDatabase) -> String {
 }
 
 pub fn validate(db: &AppDatabase, network: Option<&PrivateNetwork>, secret: Option<&Secret>) -> Result<Valid, Invalid> {
-    let network_name = current_network(db);
+    validate_on(db, &current_network(db), network, secret)
+}
+
+/// Like [`validate`], for the database placed on `network_name` (a migration moves it there).
+pub fn validate_on(
+    db: &AppDatabase,
+    network_name: &str,
+    network: Option<&PrivateNetwork>,
+    secret: Option<&Secret>,
+) -> Result<Valid, Invalid> {
+    let network_name = network_name.to_owned();
     let network = network.ok_or_else(|| Invalid::NetworkNotFound(network_name.clone()))?;
     let status = network.status.as_ref();
     let ready = status

@@ -128,6 +128,22 @@ impl Controller for PrivateNetworkController {
             .touched_objects();
             let controller = RuntimeController::new(networks_api, watcher::Config::default())
                 .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
+                // A migration starting or ending changes both networks' state.
+                .watches(
+                    Api::<crate::api::DatabaseMigration>::all(client.clone()),
+                    watcher::Config::default(),
+                    |m| {
+                        let ns = m.namespace().unwrap_or_default();
+                        let mut refs = vec![ObjectRef::new(&m.spec.target_network).within(&ns)];
+                        refs.extend(
+                            m.status
+                                .as_ref()
+                                .and_then(|s| s.source_network.as_deref())
+                                .map(|n| ObjectRef::new(n).within(&ns)),
+                        );
+                        refs
+                    },
+                )
                 .watches(
                     Api::<NetworkAllocation>::all(client.clone()),
                     watcher::Config::default(),
@@ -366,7 +382,22 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
     }
 
     let hosts_database = !databases_on(ctx, &network).is_empty();
-    let new_status = build_status(&network, &allocation, hosts_database, jiff::Timestamp::now());
+    // Both networks of a migration in progress say so.
+    let migrating = Api::<crate::api::DatabaseMigration>::namespaced(ctx.client.clone(), &namespace)
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::Allocate)?
+        .items
+        .iter()
+        .filter(|m| {
+            m.status.as_ref().and_then(|s| s.common.state.as_deref())
+                == Some(crate::api::database_migration::state::MIGRATION_IN_PROGRESS)
+        })
+        .any(|m| {
+            m.spec.target_network == network.name_any()
+                || m.status.as_ref().and_then(|s| s.source_network.as_deref()) == Some(network.name_any().as_str())
+        });
+    let new_status = build_status(&network, &allocation, hosts_database, migrating, jiff::Timestamp::now());
     if network.status.as_ref() != Some(&new_status) {
         let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch =
@@ -379,6 +410,29 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
         .await
         .map_err(Error::Status)?;
         publish_transition(ctx, &network, &allocation).await;
+        let old_state = network.status.as_ref().and_then(|s| s.common.state.clone());
+        if migrating != (old_state.as_deref() == Some(status::state::MIGRATION_IN_PROGRESS)) {
+            let (reason, note) = if migrating {
+                (
+                    "MigrationInProgress",
+                    "a database is moving to or from this network".to_owned(),
+                )
+            } else {
+                (
+                    "MigrationFinished",
+                    "no migration involves this network any more".to_owned(),
+                )
+            };
+            crate::controllers::publish(
+                &ctx.recorder,
+                &network.object_ref(&()),
+                EventType::Normal,
+                reason,
+                note,
+                "Migrate",
+            )
+            .await;
+        }
     }
     Ok(match &allocation {
         Ok(_) => Action::requeue(Duration::from_secs(600)),

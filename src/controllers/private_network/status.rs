@@ -17,6 +17,7 @@ pub mod state {
     pub const PENDING: &str = "Pending";
     pub const READY: &str = "Ready";
     pub const FAILED: &str = "Failed";
+    pub const MIGRATION_IN_PROGRESS: &str = "Migration In Progress";
 }
 
 /// What keeps a network from its range.
@@ -33,6 +34,7 @@ pub fn build_status(
     network: &PrivateNetwork,
     allocation: &Result<Ipv4Net, Problem>,
     hosts_database: bool,
+    migrating: bool,
     now: jiff::Timestamp,
 ) -> PrivateNetworkStatus {
     let generation = network.metadata.generation;
@@ -84,7 +86,14 @@ pub fn build_status(
         pinghost: block.map(|b| pinghost(b).to_string()),
         common: CommonStatus {
             observed_generation: generation,
-            state: Some(state.to_owned()),
+            state: Some(
+                if migrating && block.is_some() {
+                    state::MIGRATION_IN_PROGRESS
+                } else {
+                    state
+                }
+                .to_owned(),
+            ),
             conditions: merge_conditions(&previous, conditions),
         },
     }
@@ -107,7 +116,7 @@ mod tests {
 
     #[test]
     fn allocated_network_is_ready_with_pinghost() {
-        let s = build_status(&network(), &Ok("10.20.30.64/26".parse().unwrap()), false, at(1));
+        let s = build_status(&network(), &Ok("10.20.30.64/26".parse().unwrap()), false, false, at(1));
         assert_eq!(s.cidr.as_deref(), Some("10.20.30.64/26"));
         assert_eq!(s.pinghost.as_deref(), Some("10.20.30.65"));
         assert_eq!(s.network_type, Some(NetworkType::Test));
@@ -120,7 +129,7 @@ mod tests {
 
     #[test]
     fn database_makes_it_production() {
-        let s = build_status(&network(), &Ok("10.20.30.64/26".parse().unwrap()), true, at(1));
+        let s = build_status(&network(), &Ok("10.20.30.64/26".parse().unwrap()), true, false, at(1));
         assert_eq!(s.network_type, Some(NetworkType::Production));
     }
 
@@ -130,7 +139,7 @@ mod tests {
             reason: reason::CIDR_CONFLICT,
             message: "held by acme/other".into(),
         };
-        let s = build_status(&network(), &Err(problem), false, at(1));
+        let s = build_status(&network(), &Err(problem), false, false, at(1));
         assert_eq!(s.cidr, None);
         assert_eq!(s.common.state.as_deref(), Some("Failed"));
         let stalled = find(&s.common.conditions, STALLED).unwrap();
@@ -147,7 +156,7 @@ mod tests {
             reason: reason::ALLOCATING,
             message: "claiming".into(),
         };
-        let s = build_status(&network(), &Err(problem), false, at(1));
+        let s = build_status(&network(), &Err(problem), false, false, at(1));
         assert_eq!(s.common.state.as_deref(), Some("Pending"));
         assert_eq!(find(&s.common.conditions, RECONCILING).unwrap().status, "True");
     }
@@ -155,9 +164,9 @@ mod tests {
     #[test]
     fn same_outcome_builds_equal_status_so_nothing_is_written() {
         let mut n = network();
-        let first = build_status(&n, &Ok("10.0.0.0/26".parse().unwrap()), false, at(1));
+        let first = build_status(&n, &Ok("10.0.0.0/26".parse().unwrap()), false, false, at(1));
         n.status = Some(first.clone());
-        let second = build_status(&n, &Ok("10.0.0.0/26".parse().unwrap()), false, at(99));
+        let second = build_status(&n, &Ok("10.0.0.0/26".parse().unwrap()), false, false, at(99));
         assert_eq!(first, second);
     }
 }

@@ -1,0 +1,503 @@
+//! The DatabaseMigration controller (strategy Readdress): dereference (database, networks, VPNs, other migrations)
+//! → decide (pure, `crate::migration`) → act (start; once the database lives on the target network, complete and
+//! delete the source network and its VPN connections) → status (state, phase times, conditions, Events).
+//!
+//! The moves themselves are done by the other controllers, each the single writer of its own status: the
+//! AppDatabase controller places a database on the target network of a migration in progress (new address, DNS
+//! record), the VpnConnection controller makes the target's gateways relay it (and the source's stop), and both
+//! PrivateNetworks show "Migration In Progress".
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{StreamExt, future::BoxFuture};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{
+        Controller as RuntimeController,
+        controller::Action,
+        events::{EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::warn;
+
+use crate::{
+    api::{
+        AppDatabase, DatabaseMigration, DatabaseMigrationStatus, PrivateNetwork, VpnConnection,
+        common::CommonStatus,
+        conditions::{self, ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
+        database_migration::{MigrationStrategy, state},
+    },
+    config::OperatorConfig,
+    controllers::apply::{StepError, read},
+    manager::{Controller, ControllerContext},
+    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    migration::{Decision, Observed, decide, loses_premises_access, parse_schedule},
+    names::FIELD_MANAGER,
+};
+
+const NAME: &str = "databasemigration";
+/// Condition warning that premises would lose access (the target network has no VPN connection yet).
+pub const PREMISES_ACCESS: &str = "PremisesAccess";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error("writing status failed: {0}")]
+    Status(#[source] kube::Error),
+    #[error("deleting the source network failed: {0}")]
+    DeleteSource(#[source] kube::Error),
+}
+
+impl Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Step(s) => s.metric_label(),
+            Error::Status(_) => "status",
+            Error::DeleteSource(_) => "delete_source",
+        }
+    }
+}
+
+pub struct DatabaseMigrationController {
+    config: Arc<OperatorConfig>,
+}
+
+impl DatabaseMigrationController {
+    pub fn new(config: Arc<OperatorConfig>) -> Self {
+        Self { config }
+    }
+}
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl Controller for DatabaseMigrationController {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let client = ctx.client.clone();
+            let controller = RuntimeController::new(
+                Api::<DatabaseMigration>::all(client.clone()),
+                watcher::Config::default(),
+            );
+            let store = controller.store();
+            let by_db = store.clone();
+            let by_network = store.clone();
+            let controller = controller
+                .watches(
+                    Api::<AppDatabase>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |db| {
+                        let ns = db.namespace();
+                        by_db
+                            .state()
+                            .into_iter()
+                            .filter(|m| m.namespace() == ns && m.spec.database == db.name_any())
+                            .map(|m| ObjectRef::from_obj(&*m))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                .watches(
+                    Api::<PrivateNetwork>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |n| {
+                        let ns = n.namespace();
+                        by_network
+                            .state()
+                            .into_iter()
+                            .filter(|m| m.namespace() == ns && m.spec.target_network == n.name_any())
+                            .map(|m| ObjectRef::from_obj(&*m))
+                            .collect::<Vec<_>>()
+                    },
+                )
+                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
+            {
+                let (store, synced) = (store.clone(), ctx.synced.clone());
+                tokio::spawn(async move {
+                    crate::controllers::wait_until_ready(&store).await;
+                    synced.mark_synced();
+                });
+            }
+            let reporter = Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            };
+            let context = Arc::new(Context {
+                client: client.clone(),
+                recorder: Recorder::new(client, reporter),
+                metrics: ctx.metrics.clone(),
+            });
+            controller
+                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
+                .run(reconcile, error_policy, context)
+                .for_each(|_| futures::future::ready(()))
+                .await;
+        })
+    }
+}
+
+async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let labels = ControllerLabels {
+        controller: NAME.into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = std::time::Instant::now();
+    let result = act(m, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn current_state(m: &DatabaseMigration) -> Option<&str> {
+    m.status.as_ref().and_then(|s| s.common.state.as_deref())
+}
+
+async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> {
+    let ns = m.namespace().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let mut status = m.status.clone().unwrap_or_default();
+    match current_state(&m) {
+        Some(state::COMPLETED) | Some(state::FAILED) | Some(state::ROLLED_BACK) => return Ok(Action::await_change()),
+        Some(state::MIGRATION_IN_PROGRESS) => {
+            let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&m.spec.database)
+                .await
+                .map_err(read("the AppDatabase"))?;
+            let moved = db.as_ref().and_then(|d| d.status.as_ref()).is_some_and(|s| {
+                s.network.as_deref() == Some(m.spec.target_network.as_str())
+                    && conditions::find(&s.common.conditions, READY).is_some_and(|c| c.status == "True")
+            });
+            // Both networks must have shown the migration before it ends (the source may already be gone).
+            let networks = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns);
+            let mut shown = true;
+            for name in [Some(m.spec.target_network.clone()), status.source_network.clone()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(n) = networks.get_opt(&name).await.map_err(read("a PrivateNetwork"))? {
+                    shown &=
+                        n.status.as_ref().and_then(|s| s.common.state.as_deref()) == Some(state::MIGRATION_IN_PROGRESS);
+                }
+            }
+            if !moved || !shown {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            // Sessions use the stable Service, which never changed: no interruption for them.
+            status.downtime_seconds = Some(0.0);
+            status.phase_times.insert("Completed".into(), now.to_string());
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::COMPLETED,
+                (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False),
+                "Completed",
+                &format!("AppDatabase {} now lives on {}", m.spec.database, m.spec.target_network),
+                None,
+            )
+            .await?;
+            if m.spec.delete_source_network
+                && let Some(source) = status.source_network.clone()
+            {
+                let vpns: Api<VpnConnection> = Api::namespaced(ctx.client.clone(), &ns);
+                for vpn in vpns
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(read("the VpnConnections"))?
+                    .items
+                    .iter()
+                    .filter(|v| v.spec.network == source)
+                {
+                    match vpns.delete(&vpn.name_any(), &DeleteParams::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => return Err(Error::DeleteSource(e)),
+                    }
+                }
+                match Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns)
+                    .delete(&source, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(Error::DeleteSource(e)),
+                }
+                crate::controllers::publish(
+                    &ctx.recorder,
+                    &m.object_ref(&()),
+                    EventType::Normal,
+                    "SourceDeleted",
+                    format!("deleted PrivateNetwork {source} and its VPN connections"),
+                    "Migrate",
+                )
+                .await;
+            }
+            return Ok(Action::await_change());
+        }
+        _ => {}
+    }
+
+    // Not started: check the schedule and the preconditions.
+    if let Some(s) = m.spec.strategy
+        && s != MigrationStrategy::Readdress
+    {
+        let msg = format!("strategy {s:?} (copying the data) is not available yet; use Readdress or omit the strategy");
+        write(
+            ctx,
+            &m,
+            &mut status,
+            state::SCHEDULED,
+            (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True),
+            "StrategyNotSupported",
+            &msg,
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let scheduled = match m.spec.scheduled_at.as_deref().map(parse_schedule).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::SCHEDULED,
+                (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True),
+                "InvalidSchedule",
+                &e.to_string(),
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    status.scheduled_for = scheduled.map(|t| t.to_string());
+    let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&m.spec.database)
+        .await
+        .map_err(read("the AppDatabase"))?;
+    let target = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&m.spec.target_network)
+        .await
+        .map_err(read("the target PrivateNetwork"))?;
+    let migrations = Api::<DatabaseMigration>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(read("the DatabaseMigrations"))?;
+    let vpns = Api::<VpnConnection>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(read("the VpnConnections"))?;
+    let source_network = db.as_ref().map(|d| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.network.clone())
+            .unwrap_or_else(|| d.spec.network.clone())
+    });
+    let observed = Observed {
+        database: db.as_ref().map(|d| {
+            let ready = d.status.as_ref().and_then(|s| s.common.state.as_deref())
+                == Some(crate::api::app_database::state::READY_TO_USE);
+            (ready, source_network.clone().unwrap_or_default())
+        }),
+        target_network: m.spec.target_network.clone(),
+        target: target.as_ref().map(|t| {
+            t.status.as_ref().is_some_and(|s| {
+                s.cidr.is_some() && conditions::find(&s.common.conditions, READY).is_some_and(|c| c.status == "True")
+            })
+        }),
+        others_in_flight: migrations
+            .items
+            .iter()
+            .filter(|o| {
+                o.name_any() != m.name_any()
+                    && o.spec.database == m.spec.database
+                    && current_state(o) == Some(state::MIGRATION_IN_PROGRESS)
+            })
+            .map(|o| o.name_any())
+            .collect(),
+        source_vpns: vpns
+            .items
+            .iter()
+            .filter(|v| Some(&v.spec.network) == source_network.as_ref())
+            .count(),
+        target_vpns: vpns
+            .items
+            .iter()
+            .filter(|v| v.spec.network == m.spec.target_network)
+            .count(),
+    };
+    let warning = loses_premises_access(&observed).then(|| {
+        format!("the source network has VPN connections and {} has none: premises lose access to the database after the move", m.spec.target_network)
+    });
+    match decide(&m.spec.database, scheduled, &observed, now) {
+        Decision::Start => {
+            status.source_network = source_network;
+            status.phase_times.insert("MigrationInProgress".into(), now.to_string());
+            let msg = format!("moving AppDatabase {} to {}", m.spec.database, m.spec.target_network);
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::MIGRATION_IN_PROGRESS,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                "MigrationInProgress",
+                &msg,
+                warning,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Decision::WaitUntil(at) => {
+            let msg = format!("scheduled for {at} (UTC); every precondition is met");
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::SCHEDULED,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                "Scheduled",
+                &msg,
+                warning,
+            )
+            .await?;
+            let wait = (at - now).get_seconds().clamp(1, 60) as u64;
+            Ok(Action::requeue(Duration::from_secs(wait)))
+        }
+        Decision::Blocked {
+            unmet: blocking,
+            overdue,
+        } => {
+            let first = &blocking[0];
+            let msg = blocking.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let msg = if overdue {
+                format!("{msg} (the scheduled time has passed; the migration starts once this is fixed)")
+            } else {
+                msg
+            };
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::SCHEDULED,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                first.reason(),
+                &msg,
+                warning,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(10)))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    ctx: &Context,
+    m: &DatabaseMigration,
+    status: &mut DatabaseMigrationStatus,
+    new_state: &str,
+    (ready, reconciling, stalled): (ConditionStatus, ConditionStatus, ConditionStatus),
+    why: &str,
+    message: &str,
+    warning: Option<String>,
+) -> Result<(), Error> {
+    let generation = m.metadata.generation;
+    let now = jiff::Timestamp::now();
+    let mut conds = vec![
+        condition(READY, ready, why, message, generation, now),
+        condition(RECONCILING, reconciling, why, message, generation, now),
+        condition(
+            STALLED,
+            stalled,
+            if stalled == ConditionStatus::True {
+                why
+            } else {
+                reason::UP_TO_DATE
+            },
+            if stalled == ConditionStatus::True { message } else { "" },
+            generation,
+            now,
+        ),
+    ];
+    if new_state != state::COMPLETED {
+        conds.push(match &warning {
+            Some(w) => condition(
+                PREMISES_ACCESS,
+                ConditionStatus::False,
+                "TargetHasNoVpn",
+                w,
+                generation,
+                now,
+            ),
+            None => condition(
+                PREMISES_ACCESS,
+                ConditionStatus::True,
+                "Kept",
+                "premises keep their access",
+                generation,
+                now,
+            ),
+        });
+    }
+    let previous_state = m.status.as_ref().and_then(|s| s.common.state.clone());
+    let previous_conditions = m
+        .status
+        .as_ref()
+        .map(|s| s.common.conditions.clone())
+        .unwrap_or_default();
+    status.common = CommonStatus {
+        observed_generation: generation,
+        state: Some(new_state.into()),
+        conditions: merge_conditions(&previous_conditions, conds),
+    };
+    if m.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<DatabaseMigration> = Api::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "DatabaseMigration", "status": status});
+    api.patch_status(
+        &m.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    if previous_state.as_deref() != Some(new_state) {
+        crate::controllers::publish(
+            &ctx.recorder,
+            &m.object_ref(&()),
+            EventType::Normal,
+            &new_state.replace(' ', ""),
+            message.to_owned(),
+            "Migrate",
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn error_policy(m: Arc<DatabaseMigration>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: NAME.into(),
+            reason: error.metric_label().into(),
+        })
+        .inc();
+    warn!(namespace = %m.namespace().unwrap_or_default(), name = %m.name_any(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,236 @@
+//! DatabaseMigration (Readdress) end to end: the real operator binary and kubectl against the test API server.
+
+mod support;
+
+use std::time::Duration;
+
+use appdb_operator::api::PrivateNetwork;
+use kube::{Api, Client, Config};
+use support::{Cluster, eventually, free_port, spawn_operator};
+use tokio::process::Child;
+
+async fn apply(c: &Cluster, yaml: &str) {
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], yaml).await;
+}
+
+async fn get(c: &Cluster, what: &str, path: &str) -> String {
+    c.ok(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
+        .await
+}
+
+/// Two networks, a ready database on the first with a VPN connection, the operator running.
+async fn setup(c: &Cluster) -> Child {
+    c.install_crds().await;
+    let op = spawn_operator(
+        c,
+        free_port(),
+        &[
+            "--allow-documentation-gateways",
+            "true",
+            "--release-cooldown-seconds",
+            "0",
+        ],
+    );
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod-2026, namespace: acme}\nspec: {}\n").await;
+    apply(c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n  dns: {hostname: orders.db.acme.example.com}\n").await;
+    eventually(30, "database StatefulSet", || async {
+        c.kubectl(&["get", "sts", "orders", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    c.ok(&[
+        "patch",
+        "sts",
+        "orders",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
+    eventually(30, "database Ready To Use on prod", || async {
+        (get(c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
+    })
+    .await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: seattle, namespace: acme}\nspec:\n  network: prod\n  customerCidrs: [192.168.10.0/24]\n  customerGatewayAddress: 198.51.100.7\n").await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pnet/prod-2026",
+        "-n",
+        "acme",
+        "--timeout=30s",
+    ])
+    .await;
+    op
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_readdress_moves_the_database_and_removes_the_source() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    assert_eq!(get(&c, "adb/orders", "{.status.endpoint.address}").await, "10.20.30.74");
+    let host = get(&c, "adb/orders", "{.status.endpoint.host}").await;
+    let cluster_ip = get(&c, "svc/orders", "{.spec.clusterIP}").await;
+
+    // Scheduled a few seconds ahead, in a time zone that is not UTC.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(4);
+    let local = at.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(2)));
+    let scheduled = local.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    assert!(scheduled.ends_with("+02:00"));
+    apply(&c, &format!("apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {{name: move, namespace: acme}}\nspec:\n  database: orders\n  targetNetwork: prod-2026\n  scheduledAt: \"{scheduled}\"\n")).await;
+    eventually(10, "Scheduled", || async {
+        (get(&c, "dbmig/move", "{.status.state}").await == "Scheduled").then_some(())
+    })
+    .await;
+    let scheduled_for: jiff::Timestamp = get(&c, "dbmig/move", "{.status.scheduledFor}").await.parse().unwrap();
+    assert_eq!(scheduled_for.as_second(), at.as_second(), "the offset is honoured");
+    assert_eq!(
+        get(
+            &c,
+            "dbmig/move",
+            r#"{.status.conditions[?(@.type=="PremisesAccess")].reason}"#
+        )
+        .await,
+        "TargetHasNoVpn"
+    );
+
+    // Watch both networks closely while it runs: each must show "Migration In Progress".
+    let client = Client::try_from(Config::new(c.server.url().parse().unwrap())).unwrap();
+    let networks: Api<PrivateNetwork> = Api::namespaced(client, "acme");
+    let mut seen = (false, false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while tokio::time::Instant::now() < deadline {
+        for (name, flag) in [("prod", &mut seen.0), ("prod-2026", &mut seen.1)] {
+            if let Ok(n) = networks.get(name).await
+                && n.status.and_then(|s| s.common.state).as_deref() == Some("Migration In Progress")
+            {
+                *flag = true;
+            }
+        }
+        if get(&c, "adb/orders", "{.status.state}").await == "Migration In Progress" {
+            seen.2 = true;
+        }
+        if get(&c, "dbmig/move", "{.status.state}").await == "Completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&c, "dbmig/move", "{.status.state}").await, "Completed");
+    // Polling may miss a short window; the Events of each object record that it was there.
+    let by_object = c
+        .ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={range .items[*]}{.regarding.kind}/{.regarding.name}={.reason}{\"\\n\"}{end}",
+        ])
+        .await;
+    for object in ["PrivateNetwork/prod", "PrivateNetwork/prod-2026", "AppDatabase/orders"] {
+        assert!(
+            by_object.contains(&format!("{object}=MigrationInProgress")),
+            "{object} never showed Migration In Progress (polled: {seen:?}):\n{by_object}"
+        );
+    }
+
+    // The database lives on the new network, with a new address; sessions' name and Service never changed.
+    assert_eq!(
+        get(
+            &c,
+            "adb/orders",
+            "{.status.network} {.status.endpoint.address} {.status.state}"
+        )
+        .await,
+        "prod-2026 10.0.0.10 Ready To Use"
+    );
+    assert_eq!(get(&c, "adb/orders", "{.status.endpoint.host}").await, host);
+    assert_eq!(get(&c, "svc/orders", "{.spec.clusterIP}").await, cluster_ip);
+    assert_eq!(
+        get(&c, "dbmig/move", "{.status.sourceNetwork} {.status.downtimeSeconds}").await,
+        "prod 0"
+    );
+    let phases = get(&c, "dbmig/move", "{.status.phaseTimes}").await;
+    assert!(
+        phases.contains("MigrationInProgress") && phases.contains("Completed"),
+        "{phases}"
+    );
+    eventually(30, "target network Production", || async {
+        (get(&c, "pnet/prod-2026", "{.status.type}").await == "Production").then_some(())
+    })
+    .await;
+    eventually(30, "source network and its VPN connection deleted", || async {
+        let net = c.kubectl(&["get", "pnet", "prod", "-n", "acme"]).await.status.success();
+        let vpn = c
+            .kubectl(&["get", "vpn", "seattle", "-n", "acme"])
+            .await
+            .status
+            .success();
+        (!net && !vpn).then_some(())
+    })
+    .await;
+    let events = c
+        .ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    for reason in ["Scheduled", "MigrationInProgress", "Completed", "SourceDeleted"] {
+        assert!(events.contains(reason), "Event {reason} missing: {events}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmet_preconditions_wait_with_reasons_and_cancellation_changes_nothing() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: early, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: later\n").await;
+    eventually(15, "TargetNetworkNotFound", || async {
+        (get(&c, "dbmig/early", r#"{.status.conditions[?(@.type=="Ready")].reason}"#).await == "TargetNetworkNotFound")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "dbmig/early", "{.status.state}").await,
+        "Scheduled",
+        "waiting is not failing"
+    );
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: same, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod\n  scheduledAt: \"2099-01-01T00:00:00Z\"\n").await;
+    eventually(15, "TargetIsSource", || async {
+        (get(&c, "dbmig/same", r#"{.status.conditions[?(@.type=="Ready")].reason}"#).await == "TargetIsSource")
+            .then_some(())
+    })
+    .await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: copy, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod-2026\n  strategy: Replicate\n  scheduledAt: \"2099-01-01T00:00:00Z\"\n").await;
+    eventually(15, "StrategyNotSupported", || async {
+        (get(&c, "dbmig/copy", r#"{.status.conditions[?(@.type=="Stalled")].reason}"#).await == "StrategyNotSupported")
+            .then_some(())
+    })
+    .await;
+    // Cancelling a migration that has not started changes nothing.
+    c.ok(&["delete", "dbmig", "same", "copy", "-n", "acme"]).await;
+    // The target appears: the waiting migration starts (no schedule: as soon as possible) and completes.
+    apply(
+        &c,
+        "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: later, namespace: acme}\nspec: {}\n",
+    )
+    .await;
+    eventually(40, "migration completed", || async {
+        (get(&c, "dbmig/early", "{.status.state}").await == "Completed").then_some(())
+    })
+    .await;
+    assert_eq!(get(&c, "adb/orders", "{.status.network}").await, "later");
+}
