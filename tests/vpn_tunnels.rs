@@ -507,3 +507,245 @@ async fn premises_reach_the_database_through_the_tunnel() {
     });
     db.stop().await;
 }
+
+/// The data path of a Readdress migration: the database moves from the old network's address (10.20.30.74, relayed by
+/// the old network's gateways) to the new network's (10.0.0.10, relayed by the new network's gateways), as the
+/// operator reconfigures the gateways. Premises reach it on the new address afterwards and no longer on the old one;
+/// sessions, which use the stable Service address, never notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_migration_premises_reach_the_database_on_its_new_address_only() {
+    const ROOT: &str = "Root-Passw0rd-for-the-migration-test";
+    let id = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    let customer = Netns::new(&format!("appdb-mig-{id}-cust"));
+    let cluster = Netns::new(&format!("appdb-mig-{id}-k8s"));
+    customer.add_address("198.51.100.7/32");
+    customer.add_address("192.168.10.10/32");
+    cluster.add_address("10.96.0.10/32");
+    // Old network 10.20.30.64/26 (gateways 1, 2) and new network 10.0.0.0/26 (gateways 3, 4).
+    let plan = [
+        (1, "203.0.113.11", "10.20.30.65", "10.20.30.74"),
+        (2, "203.0.113.12", "10.20.30.65", "10.20.30.74"),
+        (3, "203.0.113.21", "10.0.0.1", "10.0.0.10"),
+        (4, "203.0.113.22", "10.0.0.1", "10.0.0.10"),
+    ];
+    let gateways: Vec<Netns> = plan
+        .iter()
+        .map(|(n, outside, pinghost, db_address)| {
+            let gw = Netns::new(&format!("appdb-mig-{id}-gw{n}"));
+            let pod_ip = format!("10.244.0.{}", 10 + n);
+            for a in [
+                outside.to_string(),
+                pinghost.to_string(),
+                db_address.to_string(),
+                pod_ip.clone(),
+            ] {
+                gw.add_address(&format!("{a}/32"));
+            }
+            link(&customer, &format!("c{n}"), &gw, &format!("g{n}"));
+            customer.exec(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{outside}/32"),
+                "dev",
+                &format!("c{n}"),
+                "src",
+                "198.51.100.7",
+            ]);
+            gw.exec(&[
+                "ip",
+                "route",
+                "add",
+                "198.51.100.7/32",
+                "dev",
+                &format!("g{n}"),
+                "src",
+                outside,
+            ]);
+            link(&gw, &format!("k{n}"), &cluster, &format!("p{n}"));
+            gw.exec(&[
+                "ip",
+                "route",
+                "add",
+                "10.96.0.10/32",
+                "dev",
+                &format!("k{n}"),
+                "src",
+                &pod_ip,
+            ]);
+            cluster.exec(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{pod_ip}/32"),
+                "dev",
+                &format!("p{n}"),
+                "src",
+                "10.96.0.10",
+            ]);
+            gw
+        })
+        .collect();
+    let db = mariadb::MariaDb::start_in(Some(&cluster.name), "10.96.0.10", ROOT).await;
+    db.sql_as_os_root("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO app.t VALUES (1, 'same data, new address')")
+        .await
+        .expect("seed");
+
+    let old = connection("Tunnel2.Key_0123456789abcdefghijk");
+    let mut new = connection("Tunnel2.Key_9876543210abcdefghijk");
+    new.name = "acme-seattle-2026".into();
+    new.platform_cidr = "10.0.0.0/26".parse().unwrap();
+    new.pinghost = Ipv4Addr::new(10, 0, 0, 1);
+    new.tunnels[0].platform_address = Ipv4Addr::new(203, 0, 113, 21);
+    new.tunnels[1].platform_address = Ipv4Addr::new(203, 0, 113, 22);
+    let start_gateway = |conn: &Connection, tunnel: u8, ns: &Netns, n: usize| {
+        let vici = dir.path().join(format!("gw{n}.vici"));
+        let conf = dir.path().join(format!("gw{n}-strongswan.conf"));
+        std::fs::write(
+            &conf,
+            gateway_strongswan_conf(
+                &conn.tunnels[usize::from(tunnel) - 1],
+                DataPath::Userspace,
+                &vici.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let charon = Charon::start(ns, &conf, vici, &dir.path().join(format!("gw{n}.log")));
+        let file = dir.path().join(format!("gw{n}-swanctl.conf"));
+        std::fs::write(&file, gateway_swanctl(conn, tunnel)).unwrap();
+        charon.load(&file);
+        charon
+    };
+    let _charons: Vec<Charon> = vec![
+        start_gateway(&old, 1, &gateways[0], 1),
+        start_gateway(&old, 2, &gateways[1], 2),
+        start_gateway(&new, 1, &gateways[2], 3),
+        start_gateway(&new, 2, &gateways[3], 4),
+    ];
+    // The customer's device has both downloads (the new VpnConnection was added before the migration).
+    let vici = dir.path().join("customer.vici");
+    let conf = dir.path().join("customer-strongswan.conf");
+    std::fs::write(&conf, customer_strongswan_conf(&vici)).unwrap();
+    let device = Charon::start(&customer, &conf, vici, &dir.path().join("customer.log"));
+    let both = dir.path().join("customer-swanctl.conf");
+    std::fs::write(&both, format!("{}{}", customer_swanctl(&old), customer_swanctl(&new))).unwrap();
+    device.load(&both);
+    let up = |name: &str| {
+        let sas = device.swanctl(&["--list-sas"]);
+        sas.lines()
+            .any(|l| l.starts_with(&format!("{name}:")) && l.contains("ESTABLISHED"))
+    };
+    for name in [
+        "acme-seattle-tunnel1",
+        "acme-seattle-tunnel2",
+        "acme-seattle-2026-tunnel1",
+        "acme-seattle-2026-tunnel2",
+    ] {
+        wait_until(30, name, || up(name));
+    }
+
+    let relay = |n: usize, address: &str| {
+        Background(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &gateways[n - 1].name,
+                    env!("CARGO_BIN_EXE_appdb-operator"),
+                    "vpn-agent",
+                    "--forward",
+                    &format!("{address}:3306=10.96.0.10:{}", db.port),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the gateway agent"),
+        )
+    };
+    let query_from_premises = |address: &str| {
+        let out = customer.try_exec(&[
+            "mariadb",
+            "--no-defaults",
+            "-h",
+            address,
+            "--connect-timeout=2",
+            "-uroot",
+            &format!("-p{ROOT}"),
+            "-N",
+            "-e",
+            "SELECT v FROM app.t WHERE id = 1",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // Before: the old network's gateways relay the database.
+    let old_relays = vec![relay(1, "10.20.30.74"), relay(2, "10.20.30.74")];
+    wait_until(30, "premises read through the old address", || {
+        query_from_premises("10.20.30.74") == "same data, new address"
+    });
+
+    // Sessions query through the stable Service address the whole time.
+    let session_failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let session_queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let session = {
+        let (failures, queries, stop) = (session_failures.clone(), session_queries.clone(), stop.clone());
+        let (cluster_name, port) = (cluster.name.clone(), db.port);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &cluster_name,
+                        "mariadb",
+                        "--no-defaults",
+                        "-h",
+                        "10.96.0.10",
+                        "-P",
+                        &port.to_string(),
+                        "--connect-timeout=2",
+                        "-uroot",
+                        &format!("-p{ROOT}"),
+                        "-N",
+                        "-e",
+                        "SELECT COUNT(*) FROM app.t",
+                    ])
+                    .output()
+                    .expect("session client");
+                queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if String::from_utf8_lossy(&out.stdout).trim() != "1" {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let count = || session_queries.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until(30, "sessions querying before the migration", || count() >= 10);
+    // The migration, as the operator carries it out: the new network's gateways relay the database at its new
+    // address; the old network's gateways stop (their Deployments roll, then go with the source network).
+    let _new_relays = [relay(3, "10.0.0.10"), relay(4, "10.0.0.10")];
+    drop(old_relays);
+    wait_until(30, "premises read through the new address", || {
+        query_from_premises("10.0.0.10") == "same data, new address"
+    });
+    assert_eq!(
+        query_from_premises("10.20.30.74"),
+        "",
+        "the old address no longer answers"
+    );
+    let during = count();
+    wait_until(30, "sessions querying after the migration", || count() >= during + 10);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    session.join().unwrap();
+    let (failures, queries) = (
+        session_failures.load(std::sync::atomic::Ordering::Relaxed),
+        session_queries.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(queries > 0);
+    assert_eq!(failures, 0, "sessions saw {failures} failed queries out of {queries}");
+    println!("migration data path: {queries} session queries through the stable Service address, {failures} failed");
+    db.stop().await;
+}
