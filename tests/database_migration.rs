@@ -76,7 +76,26 @@ async fn setup(c: &Cluster) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_readdress_moves_the_database_and_removes_the_source() {
     let c = Cluster::start().await;
+    // ExternalDNS is installed: the database's DNS name must follow it to the new address.
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: dnsendpoints.externaldns.k8s.io}\nspec:\n  group: externaldns.k8s.io\n  scope: Namespaced\n  names: {kind: DNSEndpoint, plural: dnsendpoints, singular: dnsendpoint}\n  versions:\n  - name: v1alpha1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], crd).await;
     let _op = setup(&c).await;
+    let dns = || async {
+        c.ok(&[
+            "get",
+            "dnsendpoints",
+            "orders",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.spec.endpoints[0].targets[0]}",
+        ])
+        .await
+    };
+    eventually(30, "DNS record on the old address", || async {
+        (dns().await == "10.20.30.74").then_some(())
+    })
+    .await;
     assert_eq!(get(&c, "adb/orders", "{.status.endpoint.address}").await, "10.20.30.74");
     let host = get(&c, "adb/orders", "{.status.endpoint.host}").await;
     let cluster_ip = get(&c, "svc/orders", "{.spec.clusterIP}").await;
@@ -222,6 +241,11 @@ async fn unmet_preconditions_wait_with_reasons_and_cancellation_changes_nothing(
     .await;
     // Cancelling a migration that has not started changes nothing.
     c.ok(&["delete", "dbmig", "same", "copy", "-n", "acme"]).await;
+    assert_eq!(
+        get(&c, "adb/orders", "{.status.network} {.status.state}").await,
+        "prod Ready To Use",
+        "nothing moved"
+    );
     // The target appears: the waiting migration starts (no schedule: as soon as possible) and completes.
     apply(
         &c,
@@ -233,4 +257,75 @@ async fn unmet_preconditions_wait_with_reasons_and_cancellation_changes_nothing(
     })
     .await;
     assert_eq!(get(&c, "adb/orders", "{.status.network}").await, "later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_migration_finishes_it_after_restart() {
+    let c = Cluster::start().await;
+    let mut op = setup(&c).await;
+    let client = Client::try_from(Config::new(c.server.url().parse().unwrap())).unwrap();
+    let migrations: Api<appdb_operator::api::DatabaseMigration> = Api::namespaced(client, "acme");
+    // The target network has a VPN connection whose gateways must relay the database before the migration ends;
+    // its load balancer has not given it addresses yet, so the migration stays in progress.
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: office, namespace: acme}\nspec:\n  network: prod-2026\n  customerCidrs: [192.168.20.0/24]\n  customerGatewayAddress: 198.51.100.8\n").await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: move, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod-2026\n").await;
+    // SIGKILL the moment the migration is recorded as started: nothing after that point ran to completion.
+    let killed_mid_way = eventually(30, "migration started", || async {
+        let m = migrations.get("move").await.ok()?;
+        match m.status.and_then(|s| s.common.state).as_deref() {
+            Some("Migration In Progress") => Some(true),
+            Some("Completed") => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    op.start_kill().expect("kill the operator");
+    let _ = op.wait().await;
+    assert!(
+        killed_mid_way,
+        "the operator was killed while the migration was in progress"
+    );
+    let _restarted = spawn_operator(
+        &c,
+        free_port(),
+        &[
+            "--allow-documentation-gateways",
+            "true",
+            "--release-cooldown-seconds",
+            "0",
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        get(&c, "dbmig/move", "{.status.state}").await,
+        "Migration In Progress",
+        "waits for the target's gateways"
+    );
+    for n in [1, 2] {
+        let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"203.0.113.3{n}"}}]}}}}}}"#);
+        c.ok(&[
+            "patch",
+            "svc",
+            &format!("office-tunnel{n}"),
+            "-n",
+            "acme",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .await;
+    }
+    eventually(60, "migration completed after the restart", || async {
+        (get(&c, "dbmig/move", "{.status.state}").await == "Completed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "adb/orders", "{.status.network} {.status.state}").await,
+        "prod-2026 Ready To Use"
+    );
+    eventually(30, "source network deleted", || async {
+        (!c.kubectl(&["get", "pnet", "prod", "-n", "acme"]).await.status.success()).then_some(())
+    })
+    .await;
 }

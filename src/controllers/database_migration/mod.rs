@@ -191,7 +191,37 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
                         n.status.as_ref().and_then(|s| s.common.state.as_deref()) == Some(state::MIGRATION_IN_PROGRESS);
                 }
             }
-            if !moved || !shown {
+            // The target's gateways must relay the database at its new address before the source goes away.
+            let new_address = db
+                .as_ref()
+                .and_then(|d| d.status.as_ref()?.endpoint.as_ref()?.address.clone());
+            let mut relayed = true;
+            if let Some(address) = &new_address {
+                let vpns = Api::<VpnConnection>::namespaced(ctx.client.clone(), &ns)
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(read("the VpnConnections"))?;
+                let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(ctx.client.clone(), &ns);
+                for vpn in vpns.items.iter().filter(|v| v.spec.network == m.spec.target_network) {
+                    for tunnel in [1, 2] {
+                        let d = deployments
+                            .get_opt(&format!("{}-tunnel{tunnel}", vpn.name_any()))
+                            .await
+                            .map_err(read("a gateway Deployment"))?;
+                        let args = d
+                            .and_then(|d| d.spec.template.spec)
+                            .map(|p| {
+                                p.containers
+                                    .iter()
+                                    .flat_map(|c| c.args.clone().unwrap_or_default())
+                                    .collect::<Vec<_>>()
+                            })
+                            .unwrap_or_default();
+                        relayed &= args.iter().any(|a| a.starts_with(&format!("{address}:3306=")));
+                    }
+                }
+            }
+            if !moved || !shown || !relayed {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
             // Sessions use the stable Service, which never changed: no interruption for them.
