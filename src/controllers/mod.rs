@@ -60,3 +60,41 @@ pub async fn publish(
         tracing::warn!(error = %e, "cannot publish event");
     }
 }
+
+/// Marks the controller's caches synced (for `/readyz`) once `store` has its initial list.
+pub fn mark_synced_when_ready<K>(store: kube::runtime::reflector::Store<K>, synced: crate::manager::SyncedHandle)
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        wait_until_ready(&store).await;
+        synced.mark_synced();
+    });
+}
+
+/// The Event recorder of the operator (reporting controller `appdb-operator`, instance: the pod's name).
+pub fn recorder(client: kube::Client) -> kube::runtime::events::Recorder {
+    let reporter = kube::runtime::events::Reporter {
+        controller: crate::names::FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    kube::runtime::events::Recorder::new(client, reporter)
+}
+
+/// The objects in `store` in `namespace` for which `related` holds: the mapper of a `watches` trigger.
+pub fn related_in<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    namespace: Option<String>,
+    related: impl Fn(&K) -> bool,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace == namespace && related(o))
+        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(&*o))
+        .collect()
+}

@@ -27,7 +27,7 @@ use kube::{
     runtime::{
         Controller as RuntimeController,
         controller::Action,
-        events::{EventType, Recorder, Reporter},
+        events::{EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
@@ -137,14 +137,9 @@ impl Controller for AppDatabaseController {
                     watcher::Config::default(),
                     move |secret| {
                         let ns = secret.namespace();
-                        by_secret
-                            .state()
-                            .into_iter()
-                            .filter(|db| {
-                                db.namespace() == ns && db.spec.admin.password_secret_ref.name == secret.name_any()
-                            })
-                            .map(|db| ObjectRef::from_obj(&*db))
-                            .collect::<Vec<_>>()
+                        crate::controllers::related_in(&by_secret, ns, |db| {
+                            db.spec.admin.password_secret_ref.name == secret.name_any()
+                        })
                     },
                 )
                 // A network turning ready (or going away).
@@ -153,31 +148,16 @@ impl Controller for AppDatabaseController {
                     watcher::Config::default(),
                     move |network| {
                         let ns = network.namespace();
-                        by_network
-                            .state()
-                            .into_iter()
-                            .filter(|db| db.namespace() == ns && current_network(db) == network.name_any())
-                            .map(|db| ObjectRef::from_obj(&*db))
-                            .collect::<Vec<_>>()
+                        crate::controllers::related_in(&by_network, ns, |db| current_network(db) == network.name_any())
                     },
                 )
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            {
-                let (store, synced) = (store.clone(), ctx.synced.clone());
-                tokio::spawn(async move {
-                    crate::controllers::wait_until_ready(&store).await;
-                    synced.mark_synced();
-                });
-            }
-            let reporter = Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            };
+            crate::controllers::mark_synced_when_ready(store.clone(), ctx.synced.clone());
             let context = Arc::new(Context {
                 client: client.clone(),
                 config: self.config.clone(),
                 databases: store,
-                recorder: Recorder::new(client, reporter),
+                recorder: crate::controllers::recorder(client),
                 metrics: ctx.metrics.clone(),
                 dns_crd: Mutex::new(None),
             });

@@ -16,8 +16,7 @@ use kube::{
     runtime::{
         Controller as RuntimeController,
         controller::Action,
-        events::{EventType, Recorder, Reporter},
-        reflector::ObjectRef,
+        events::{EventType, Recorder},
         watcher,
     },
 };
@@ -99,12 +98,7 @@ impl Controller for DatabaseMigrationController {
                     watcher::Config::default(),
                     move |db| {
                         let ns = db.namespace();
-                        by_db
-                            .state()
-                            .into_iter()
-                            .filter(|m| m.namespace() == ns && m.spec.database == db.name_any())
-                            .map(|m| ObjectRef::from_obj(&*m))
-                            .collect::<Vec<_>>()
+                        crate::controllers::related_in(&by_db, ns, |m| m.spec.database == db.name_any())
                     },
                 )
                 .watches(
@@ -112,29 +106,14 @@ impl Controller for DatabaseMigrationController {
                     watcher::Config::default(),
                     move |n| {
                         let ns = n.namespace();
-                        by_network
-                            .state()
-                            .into_iter()
-                            .filter(|m| m.namespace() == ns && m.spec.target_network == n.name_any())
-                            .map(|m| ObjectRef::from_obj(&*m))
-                            .collect::<Vec<_>>()
+                        crate::controllers::related_in(&by_network, ns, |m| m.spec.target_network == n.name_any())
                     },
                 )
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            {
-                let (store, synced) = (store.clone(), ctx.synced.clone());
-                tokio::spawn(async move {
-                    crate::controllers::wait_until_ready(&store).await;
-                    synced.mark_synced();
-                });
-            }
-            let reporter = Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            };
+            crate::controllers::mark_synced_when_ready(store.clone(), ctx.synced.clone());
             let context = Arc::new(Context {
                 client: client.clone(),
-                recorder: Recorder::new(client, reporter),
+                recorder: crate::controllers::recorder(client),
                 metrics: ctx.metrics.clone(),
             });
             controller

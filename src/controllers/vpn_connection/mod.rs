@@ -22,7 +22,7 @@ use kube::{
     runtime::{
         Controller as RuntimeController,
         controller::Action,
-        events::{EventType, Recorder, Reporter},
+        events::{EventType, Recorder},
         reflector::ObjectRef,
         watcher,
     },
@@ -185,18 +185,12 @@ impl Controller for VpnConnectionController {
                     watcher::Config::default(),
                     move |secret| {
                         let ns = secret.namespace();
-                        by_secret
-                            .state()
-                            .into_iter()
-                            .filter(|v| {
-                                v.namespace() == ns
-                                    && v.spec
-                                        .tunnel_options
-                                        .iter()
-                                        .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
-                            })
-                            .map(|v| ObjectRef::from_obj(&*v))
-                            .collect::<Vec<_>>()
+                        crate::controllers::related_in(&by_secret, ns, |v| {
+                            v.spec
+                                .tunnel_options
+                                .iter()
+                                .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
+                        })
                     },
                 )
                 // A database arriving on (or leaving) the network changes what the gateways serve.
@@ -210,12 +204,7 @@ impl Controller for VpnConnectionController {
                             .as_ref()
                             .and_then(|s| s.network.clone())
                             .unwrap_or_else(|| db.spec.network.clone());
-                        by_database
-                            .state()
-                            .into_iter()
-                            .filter(|v| v.namespace() == ns && v.spec.network == network)
-                            .map(|v| ObjectRef::from_obj(&*v))
-                            .collect::<Vec<_>>()
+                        crate::controllers::related_in(&by_database, ns, |v| v.spec.network == network)
                     },
                 )
                 .watches(
@@ -223,30 +212,15 @@ impl Controller for VpnConnectionController {
                     watcher::Config::default(),
                     move |network| {
                         let ns = network.namespace();
-                        by_network
-                            .state()
-                            .into_iter()
-                            .filter(|v| v.namespace() == ns && v.spec.network == network.name_any())
-                            .map(|v| ObjectRef::from_obj(&*v))
-                            .collect::<Vec<_>>()
+                        crate::controllers::related_in(&by_network, ns, |v| v.spec.network == network.name_any())
                     },
                 )
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            {
-                let (store, synced) = (store.clone(), ctx.synced.clone());
-                tokio::spawn(async move {
-                    crate::controllers::wait_until_ready(&store).await;
-                    synced.mark_synced();
-                });
-            }
-            let reporter = Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            };
+            crate::controllers::mark_synced_when_ready(store.clone(), ctx.synced.clone());
             let context = Arc::new(Context {
                 client: client.clone(),
                 config: self.config.clone(),
-                recorder: Recorder::new(client, reporter),
+                recorder: crate::controllers::recorder(client),
                 metrics: ctx.metrics.clone(),
                 connections: store.clone(),
                 tunnels: self.tunnels.clone(),
