@@ -12,6 +12,7 @@ command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server mariadb-client)
   || need_apt+=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
+command -v lua5.1 >/dev/null 2>&1 || need_apt+=(lua5.1)
 command -v kubectl >/dev/null 2>&1 || {
   echo "kubectl is required (the tests drive the project's test API server with the real kubectl)." >&2
   echo "Install kubectl 1.32 or later from your distribution or the Kubernetes package repository." >&2
