@@ -164,8 +164,9 @@ async fn json_logs_are_one_object_per_line() {
     let log_path = c.dir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let op = Operator::start_logging(&c, "json", &["--log-format", "json"], Stdio::from(log));
-    eventually(20, "ready", || async {
-        op.readyz().await.filter(|(code, _)| *code == 200)
+    // Readiness comes before leadership (a waiting replica is ready too): wait for the Lease itself.
+    eventually(20, "the operator leads", || async {
+        (lease_holder(&c).await == "json").then_some(())
     })
     .await;
     assert!(op.terminate().await.success());
