@@ -18,7 +18,10 @@ pub fn all(
     Ok(vec![
         Box::new(private_network::PrivateNetworkController::new(config.clone(), metrics)?),
         Box::new(app_database::AppDatabaseController::new(config.clone())),
-        Box::new(database_migration::DatabaseMigrationController::new(config.clone())),
+        Box::new(database_migration::DatabaseMigrationController::new(
+            config.clone(),
+            metrics,
+        )),
         Box::new(vpn_connection::VpnConnectionController::new(config, metrics)),
     ])
 }

@@ -63,11 +63,32 @@ impl Error {
 
 pub struct DatabaseMigrationController {
     config: Arc<OperatorConfig>,
+    gauges: MigrationGauges,
+}
+
+/// `appdb_migrations{state}` and `appdb_migration_downtime_seconds`.
+#[derive(Clone)]
+struct MigrationGauges {
+    by_state:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::gauge::Gauge>,
+    downtime: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl DatabaseMigrationController {
-    pub fn new(config: Arc<OperatorConfig>) -> Self {
-        Self { config }
+    pub fn new(config: Arc<OperatorConfig>, metrics: &mut Metrics) -> Self {
+        let gauges = MigrationGauges {
+            by_state: Default::default(),
+            downtime: prometheus_client::metrics::histogram::Histogram::new([0.0, 1.0, 5.0, 30.0, 120.0, 600.0]),
+        };
+        metrics
+            .registry_mut()
+            .register("migrations", "DatabaseMigrations by state", gauges.by_state.clone());
+        metrics.registry_mut().register(
+            "migration_downtime_seconds",
+            "Measured interruption of completed migrations",
+            gauges.downtime.clone(),
+        );
+        Self { config, gauges }
     }
 }
 
@@ -75,6 +96,29 @@ struct Context {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    migrations: kube::runtime::reflector::Store<DatabaseMigration>,
+    gauges: MigrationGauges,
+}
+
+/// Recounts migrations by state from the cache (cheap: one entry per migration).
+fn count_states(ctx: &Context) {
+    let mut counts: std::collections::BTreeMap<String, i64> = [
+        state::SCHEDULED,
+        state::MIGRATION_IN_PROGRESS,
+        state::COMPLETED,
+        state::FAILED,
+    ]
+    .iter()
+    .map(|s| (s.to_string(), 0))
+    .collect();
+    for m in ctx.migrations.state() {
+        if let Some(s) = current_state(&m) {
+            *counts.entry(s.to_owned()).or_default() += 1;
+        }
+    }
+    for (s, n) in counts {
+        ctx.gauges.by_state.get_or_create(&vec![("state".to_owned(), s)]).set(n);
+    }
 }
 
 impl Controller for DatabaseMigrationController {
@@ -115,6 +159,8 @@ impl Controller for DatabaseMigrationController {
                 client: client.clone(),
                 recorder: crate::controllers::recorder(client),
                 metrics: ctx.metrics.clone(),
+                migrations: store.clone(),
+                gauges: self.gauges.clone(),
             });
             controller
                 .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
@@ -132,6 +178,7 @@ async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Actio
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let started = std::time::Instant::now();
     let result = act(m, &ctx).await;
+    count_states(&ctx);
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
@@ -205,6 +252,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             }
             // Sessions use the stable Service, which never changed: no interruption for them.
             status.downtime_seconds = Some(0.0);
+            ctx.gauges.downtime.observe(0.0);
             status.phase_times.insert("Completed".into(), now.to_string());
             write(
                 ctx,
