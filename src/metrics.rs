@@ -70,6 +70,30 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one reconcile of `controller` and records how long `work` took.
+    pub async fn measure<T>(&self, controller: &str, work: impl std::future::Future<Output = T>) -> T {
+        let labels = ControllerLabels {
+            controller: controller.to_owned(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        let started = std::time::Instant::now();
+        let result = work.await;
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Counts a failed reconcile of `controller` by its short reason.
+    pub fn count_error(&self, controller: &str, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// The registry, for modules that register metrics of their own.
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry

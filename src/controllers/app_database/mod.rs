@@ -48,7 +48,7 @@ use crate::{
     config::OperatorConfig,
     controllers::apply::{StepError, apply_child, applying, read},
     manager::{Controller, ControllerContext},
-    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    metrics::Metrics,
     names::{
         ANNOTATION_SECRET_REVISION, FIELD_MANAGER, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE, LABEL_MANAGED_BY,
         MANAGED_BY,
@@ -171,25 +171,19 @@ impl Controller for AppDatabaseController {
 }
 
 async fn reconcile(db: Arc<AppDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let labels = ControllerLabels {
-        controller: NAME.into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = Instant::now();
     let api: Api<AppDatabase> = Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER_DATABASE_CLEANUP, db, |event| async {
-        match event {
-            Finalizer::Apply(db) => apply(db, &ctx).await,
-            Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    result
+        .measure(NAME, async {
+            finalizer(&api, FINALIZER_DATABASE_CLEANUP, db, |event| async {
+                match event {
+                    Finalizer::Apply(db) => apply(db, &ctx).await,
+                    Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
+                }
+            })
+            .await
+            .map_err(|e| Error::Finalizer(Box::new(e)))
+        })
+        .await
 }
 
 async fn dns_crd_installed(ctx: &Context) -> Result<bool, Error> {
@@ -536,13 +530,7 @@ async fn cleanup(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
 }
 
 fn error_policy(db: Arc<AppDatabase>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: NAME.into(),
-            reason: error.metric_label().into(),
-        })
-        .inc();
+    ctx.metrics.count_error(NAME, error.metric_label());
     warn!(namespace = %db.namespace().unwrap_or_default(), name = %db.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

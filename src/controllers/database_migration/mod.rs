@@ -32,7 +32,7 @@ use crate::{
     config::OperatorConfig,
     controllers::apply::{StepError, read},
     manager::{Controller, ControllerContext},
-    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    metrics::Metrics,
     migration::{Decision, Observed, decide, loses_premises_access, parse_schedule},
     names::FIELD_MANAGER,
 };
@@ -172,17 +172,8 @@ impl Controller for DatabaseMigrationController {
 }
 
 async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let labels = ControllerLabels {
-        controller: NAME.into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = std::time::Instant::now();
-    let result = act(m, &ctx).await;
+    let result = ctx.metrics.measure(NAME, act(m, &ctx)).await;
     count_states(&ctx);
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
     result
 }
 
@@ -548,13 +539,7 @@ async fn write(
 }
 
 fn error_policy(m: Arc<DatabaseMigration>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: NAME.into(),
-            reason: error.metric_label().into(),
-        })
-        .inc();
+    ctx.metrics.count_error(NAME, error.metric_label());
     warn!(namespace = %m.namespace().unwrap_or_default(), name = %m.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

@@ -33,7 +33,7 @@ use crate::{
     controllers::apply::apply_if_changed,
     ipam::BlockError,
     manager::{Controller, ControllerContext},
-    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    metrics::Metrics,
     names::{
         FIELD_MANAGER, FINALIZER_RELEASE_RANGE, LABEL_MANAGED_BY, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE,
         MANAGED_BY,
@@ -330,25 +330,19 @@ fn problem_of(e: AllocationError) -> Result<Problem, kube::Error> {
 }
 
 async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let labels = ControllerLabels {
-        controller: NAME.into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = std::time::Instant::now();
     let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER_RELEASE_RANGE, network, |event| async {
-        match event {
-            Finalizer::Apply(n) => apply(n, &ctx).await,
-            Finalizer::Cleanup(n) => cleanup(n, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    result
+        .measure(NAME, async {
+            finalizer(&api, FINALIZER_RELEASE_RANGE, network, |event| async {
+                match event {
+                    Finalizer::Apply(n) => apply(n, &ctx).await,
+                    Finalizer::Cleanup(n) => cleanup(n, &ctx).await,
+                }
+            })
+            .await
+            .map_err(|e| Error::Finalizer(Box::new(e)))
+        })
+        .await
 }
 
 async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
@@ -484,13 +478,7 @@ async fn cleanup(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, 
 }
 
 fn error_policy(network: Arc<PrivateNetwork>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: NAME.into(),
-            reason: error.metric_label().into(),
-        })
-        .inc();
+    ctx.metrics.count_error(NAME, error.metric_label());
     warn!(namespace = %network.namespace().unwrap_or_default(), name = %network.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(match error {
         Error::InUse(_) => 30,

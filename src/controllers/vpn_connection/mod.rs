@@ -4,11 +4,7 @@
 
 pub mod build;
 
-use std::{
-    net::Ipv4Addr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
 use futures::{StreamExt, future::BoxFuture};
 use k8s_openapi::api::{
@@ -44,7 +40,7 @@ use crate::{
     controllers::apply::{StepError, apply_child, apply_if_changed, applying, read},
     ipam::{parse_block, pinghost},
     manager::{Controller, ControllerContext},
-    metrics::{ControllerLabels, ErrorLabels, Metrics},
+    metrics::Metrics,
     names::{
         ANNOTATION_TUNNEL_STATE, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY,
         ROLE_VPN_GATEWAY,
@@ -235,17 +231,8 @@ impl Controller for VpnConnectionController {
 }
 
 async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let labels = ControllerLabels {
-        controller: NAME.into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = Instant::now();
-    let result = apply(vpn, &ctx).await;
+    let result = ctx.metrics.measure(NAME, apply(vpn, &ctx)).await;
     count_tunnels(&ctx);
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
     result
 }
 
@@ -740,13 +727,7 @@ async fn write_status(
 }
 
 fn error_policy(vpn: Arc<VpnConnection>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            controller: NAME.into(),
-            reason: error.metric_label().into(),
-        })
-        .inc();
+    ctx.metrics.count_error(NAME, error.metric_label());
     warn!(namespace = %vpn.namespace().unwrap_or_default(), name = %vpn.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
