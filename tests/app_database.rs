@@ -4,7 +4,7 @@ mod support;
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use support::{Cluster, eventually, free_port, spawn_operator};
+use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
 use tokio::process::Child;
 
 const PASSWORD: &str = "first-Secret-9";
@@ -16,15 +16,6 @@ fn start_operator(c: &Cluster) -> Child {
         free_port(),
         &["--operator-image", "registry.example/appdb-operator:test"],
     )
-}
-
-async fn apply(c: &Cluster, yaml: &str) {
-    c.ok_stdin(&["apply", "--server-side", "-f", "-"], yaml).await;
-}
-
-async fn get(c: &Cluster, what: &str, path: &str) -> String {
-    c.ok(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
-        .await
 }
 
 fn secret(name: &str, key: &str, value: &str) -> String {

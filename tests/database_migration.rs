@@ -6,17 +6,8 @@ use std::time::Duration;
 
 use appdb_operator::api::PrivateNetwork;
 use kube::{Api, Client, Config};
-use support::{Cluster, eventually, free_port, spawn_operator};
+use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
 use tokio::process::Child;
-
-async fn apply(c: &Cluster, yaml: &str) {
-    c.ok_stdin(&["apply", "--server-side", "-f", "-"], yaml).await;
-}
-
-async fn get(c: &Cluster, what: &str, path: &str) -> String {
-    c.ok(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
-        .await
-}
 
 /// Two networks, a ready database on the first with a VPN connection, the operator running.
 async fn setup(c: &Cluster) -> Child {

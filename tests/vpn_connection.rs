@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Cluster, eventually, free_port, spawn_operator};
+use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
 use tokio::process::Child;
 
 fn start_operator_on(c: &Cluster, port: u16) -> Child {
@@ -18,15 +18,6 @@ fn start_operator_with(c: &Cluster, port: u16, extra: &[&str]) -> Child {
     ];
     flags.extend_from_slice(extra);
     spawn_operator(c, port, &flags)
-}
-
-async fn apply(c: &Cluster, yaml: &str) {
-    c.ok_stdin(&["apply", "--server-side", "-f", "-"], yaml).await;
-}
-
-async fn get(c: &Cluster, what: &str, path: &str) -> String {
-    c.ok(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
-        .await
 }
 
 fn vpn(name: &str, cidrs: &str, extra: &str) -> String {

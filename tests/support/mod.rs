@@ -145,3 +145,14 @@ pub fn spawn_operator(cluster: &Cluster, port: u16, flags: &[&str]) -> tokio::pr
         .spawn()
         .expect("start appdb-operator")
 }
+
+/// Server-side applies `yaml` with kubectl; must succeed.
+pub async fn apply(c: &Cluster, yaml: &str) {
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], yaml).await;
+}
+
+/// `kubectl get <what> -n acme -o jsonpath=<path>` (the examples' customer namespace).
+pub async fn get(c: &Cluster, what: &str, path: &str) -> String {
+    c.ok(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
+        .await
+}
