@@ -32,6 +32,12 @@ pub enum Command {
     /// from the environment, never the command line: APPDB_HOST, APPDB_PORT (default 3306), APPDB_ROOT_PASSWORD,
     /// APPDB_ADMIN_USERNAME, APPDB_ADMIN_PASSWORD. Prints one JSON line.
     RotatePassword,
+    /// Copy a database server to a new one and switch over (what a copying DatabaseMigration's Job runs; also run
+    /// by hand between two servers). Credentials come from the environment only: APPDB_SOURCE_PASSWORD and
+    /// APPDB_TARGET_PASSWORD (users APPDB_SOURCE_USER / APPDB_TARGET_USER, default root). Prints one JSON line
+    /// per phase. Exit codes: 0 completed, 3 rolled back (the source is writable and authoritative), 1 error
+    /// (safe to run again).
+    Migrate(Box<MigrateArgs>),
     /// Run in a VPN gateway pod beside charon: relay database connections arriving through the tunnels to the
     /// databases' stable Services (`--forward 10.20.30.74:3306=orders.acme.svc.cluster.local:3306`, repeatable).
     VpnAgent {
@@ -194,5 +200,68 @@ impl RunArgs {
             lease_duration_seconds: self.lease_duration_seconds,
             lease_grace_seconds: self.lease_grace_seconds,
         }
+    }
+}
+
+/// `appdb-operator migrate`.
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    /// Replicate (seconds of write outage) or dump-restore (read-only throughout the copy).
+    #[arg(long, value_enum, default_value = "replicate")]
+    pub strategy: crate::mysql::migrate::Strategy,
+    /// The server the data lives on now (HOST:PORT).
+    #[arg(long, env = "APPDB_SOURCE")]
+    pub source: HostPort,
+    /// The new, empty server (HOST:PORT).
+    #[arg(long, env = "APPDB_TARGET")]
+    pub target: HostPort,
+    /// How the target server reaches the source for replication, when that differs from --source.
+    #[arg(long, env = "APPDB_SOURCE_FOR_TARGET")]
+    pub source_for_target: Option<HostPort>,
+    /// The stable address clients use (the database's Service): the switch is complete when it leads to the target.
+    #[arg(long, env = "APPDB_SERVICE")]
+    pub service: Option<HostPort>,
+    /// Not before this time (RFC 3339) does the source stop taking writes.
+    #[arg(long, env = "APPDB_CUTOVER_AT")]
+    pub cutover_at: Option<jiff::Timestamp>,
+    /// Connections per server for the copy.
+    #[arg(long, env = "APPDB_PARALLEL", default_value_t = 4)]
+    pub parallel: usize,
+    /// Seconds the target may take to apply the source's last transaction once the source is fenced.
+    #[arg(long, default_value_t = 30)]
+    pub catch_up_timeout: u64,
+    /// Seconds to wait for the Service to lead to the target once it is promoted.
+    #[arg(long, default_value_t = 120)]
+    pub switch_timeout: u64,
+    /// Seconds replication may take to reach zero lag.
+    #[arg(long, default_value_t = 3600)]
+    pub replication_timeout: u64,
+    /// Only make the source writable again (refused once clients use the target).
+    #[arg(long)]
+    pub rollback: bool,
+    /// Also write each phase into this pod's `appdb.dev/migration-progress` annotation (NAMESPACE/NAME).
+    #[arg(long, env = "APPDB_REPORT_POD")]
+    pub report_pod: Option<String>,
+}
+
+/// HOST:PORT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+        let port = port.parse().map_err(|_| format!("{port:?} is not a port number"))?;
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host"));
+        }
+        Ok(HostPort {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
+        })
     }
 }

@@ -10,6 +10,7 @@ pub mod crdgen;
 pub mod ipam;
 pub mod manager;
 pub mod metrics;
+pub mod migrate_job;
 pub mod migration;
 pub mod mysql;
 pub mod names;

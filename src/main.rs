@@ -43,6 +43,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::RotatePassword => rotate_password().await,
+        Command::Migrate(args) => appdb_operator::migrate_job::run(*args).await,
         Command::VpnAgent {
             forward,
             vici,

@@ -32,6 +32,16 @@ impl MariaDb {
 
     /// Like [`MariaDb::start`], inside network namespace `netns` (when given), listening on `bind`.
     pub async fn start_in(netns: Option<&str>, bind: &str, root_password: &str) -> MariaDb {
+        Self::start_full(netns, bind, root_password, 1).await
+    }
+
+    /// A server with its own `server_id`, GTID strict mode and `log_slave_updates`, configured as the operator
+    /// configures database pods: what replication between two servers needs.
+    pub async fn start_numbered(root_password: &str, server_id: u32) -> MariaDb {
+        Self::start_full(None, "127.0.0.1", root_password, server_id).await
+    }
+
+    async fn start_full(netns: Option<&str>, bind: &str, root_password: &str, server_id: u32) -> MariaDb {
         for b in ["mariadb-install-db", "mariadbd", "mariadb"] {
             require(b);
         }
@@ -44,6 +54,8 @@ impl MariaDb {
                 &format!("--datadir={}", data.display()),
                 "--user=root",
                 "--skip-test-db",
+                // A private temporary directory: installs running side by side collide in /tmp.
+                &format!("--tmpdir={}", dir.path().display()),
             ])
             .output()
             .await
@@ -73,7 +85,10 @@ impl MariaDb {
                 "--user=root",
                 "--log-bin=binlog",
                 "--binlog-format=ROW",
-                "--server-id=1",
+                &format!("--server-id={server_id}"),
+                "--log-slave-updates",
+                "--gtid-strict-mode=ON",
+                &format!("--tmpdir={}", dir.path().display()),
                 &format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
             ])
             .stdout(Stdio::null())

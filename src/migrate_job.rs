@@ -1,0 +1,104 @@
+//! `appdb-operator migrate`: the command around the engine (`mysql::migrate`): credentials from the environment,
+//! one JSON line per phase on stdout, and the same reports in the Job pod's `appdb.dev/migration-progress`
+//! annotation, where the DatabaseMigration controller reads them.
+
+use std::{process::ExitCode, time::Duration};
+
+use crate::{
+    cli::MigrateArgs,
+    mysql::migrate::{Limits, Outcome, PhaseReport, Plan, Server},
+    names::ANNOTATION_MIGRATION_PROGRESS,
+};
+
+/// Exit code of a run that rolled back (the source is writable and authoritative).
+pub const EXIT_ROLLED_BACK: u8 = 3;
+
+fn server(endpoint: &crate::cli::HostPort, role: &str) -> Result<Server, String> {
+    let var = |suffix: &str| format!("APPDB_{role}_{suffix}");
+    Ok(Server {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        user: std::env::var(var("USER")).unwrap_or_else(|_| "root".into()),
+        password: std::env::var(var("PASSWORD")).map_err(|_| format!("{} is not set", var("PASSWORD")))?,
+    })
+}
+
+pub fn plan(args: &MigrateArgs) -> Result<Plan, String> {
+    Ok(Plan {
+        strategy: args.strategy,
+        source: server(&args.source, "SOURCE")?,
+        target: server(&args.target, "TARGET")?,
+        source_address_for_target: args.source_for_target.as_ref().map(|h| (h.host.clone(), h.port)),
+        service: args.service.as_ref().map(|h| (h.host.clone(), h.port)),
+        cutover_at: args.cutover_at,
+        parallel: args.parallel,
+        limits: Limits {
+            catch_up: Duration::from_secs(args.catch_up_timeout),
+            switch: Duration::from_secs(args.switch_timeout),
+            replication: Duration::from_secs(args.replication_timeout),
+            ..Limits::default()
+        },
+        rollback_only: args.rollback,
+    })
+}
+
+pub async fn run(args: MigrateArgs) -> ExitCode {
+    let plan = match plan(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pod = match &args.report_pod {
+        None => None,
+        Some(target) => match (target.split_once('/'), kube::Client::try_default().await) {
+            (Some((ns, name)), Ok(client)) => Some((
+                kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, ns),
+                name.to_owned(),
+            )),
+            _ => {
+                eprintln!("error: cannot report to pod {target}: NAMESPACE/NAME and an in-cluster client are needed");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PhaseReport>();
+    let reporter = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(report) = rx.recv().await {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            all.push(report);
+            if let Some((api, name)) = &pod {
+                let value = serde_json::to_string(&all).unwrap_or_default();
+                let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_MIGRATION_PROGRESS: value}}});
+                // Progress is advisory: the engine goes on if the API server is briefly unreachable.
+                let _ = api
+                    .patch(
+                        name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
+            }
+        }
+    });
+    let result = crate::mysql::migrate::run(plan, tx).await;
+    let _ = reporter.await;
+    match result {
+        Ok(Outcome::Completed { .. }) => ExitCode::SUCCESS,
+        Ok(Outcome::RolledBack { .. }) => ExitCode::from(EXIT_ROLLED_BACK),
+        Err(e) => {
+            let now = jiff::Timestamp::now().to_string();
+            let report = PhaseReport {
+                phase: "error".into(),
+                start: now.clone(),
+                end: now,
+                message: Some(e.to_string()),
+                ..Default::default()
+            };
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            ExitCode::FAILURE
+        }
+    }
+}

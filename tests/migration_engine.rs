@@ -1,0 +1,285 @@
+//! The copying migration engine (`appdb-operator migrate`) between two real MariaDB servers on loopback, with a
+//! writer going through a relay that stands in for the database's Service.
+
+mod support;
+
+#[path = "support/copying.rs"]
+mod copying;
+#[path = "support/mariadb.rs"]
+mod mariadb;
+#[path = "support/relay.rs"]
+mod relay;
+
+use copying::*;
+use mariadb::MariaDb;
+use mysql_async::prelude::Queryable;
+use relay::Relay;
+
+async fn servers(customers: u32) -> (MariaDb, MariaDb) {
+    let (source, target) = tokio::join!(
+        MariaDb::start_numbered(SOURCE_ROOT, 1),
+        MariaDb::start_numbered(TARGET_ROOT, 2)
+    );
+    load_dataset(&mut root(&source, SOURCE_ROOT).await, customers).await;
+    (source, target)
+}
+
+async fn read_only(db: &MariaDb, password: &str) -> i64 {
+    root(db, password)
+        .await
+        .query_first::<i64, _>("SELECT @@GLOBAL.read_only")
+        .await
+        .expect("read_only")
+        .expect("a value")
+}
+
+/// Everything copied and equal, the accounts usable, the engine's bookkeeping gone, no secret printed.
+async fn assert_moved(source: &MariaDb, target: &MariaDb, run: &copying::EngineRun) {
+    let mut s = root(source, SOURCE_ROOT).await;
+    let mut t = root(target, TARGET_ROOT).await;
+    assert_eq!(
+        checksums(&mut s).await,
+        checksums(&mut t).await,
+        "table checksums differ"
+    );
+    assert_eq!(
+        definitions(&mut s).await,
+        definitions(&mut t).await,
+        "definitions differ"
+    );
+    let name: Option<String> = t
+        .query_first("SELECT name FROM shop.customers WHERE id = 1")
+        .await
+        .expect("read");
+    assert_eq!(name.as_deref(), Some("Kunde 1 😀 ünïcödé"));
+    let schemas: Vec<String> = t.query("SHOW DATABASES LIKE 'appdb_migration'").await.expect("schemas");
+    assert!(schemas.is_empty(), "the engine's progress schema is left behind");
+    // The application account works on the target: routine, trigger and grants came along.
+    let mut app = connect(target.port, "app", APP_PASSWORD)
+        .await
+        .expect("app logs in to the target");
+    app.query_drop("CALL shop.add_order(2, 10.00)")
+        .await
+        .expect("procedure runs");
+    let audited: Option<i64> = t
+        .query_first("SELECT COUNT(*) FROM shop.audit WHERE msg LIKE 'order %'")
+        .await
+        .expect("audit");
+    assert_eq!(audited, Some(2), "the trigger fired on the target");
+    let out = format!("{:?}{}", run.reports, run.stderr);
+    for secret in [SOURCE_ROOT, TARGET_ROOT, APP_PASSWORD, REPORTER_PASSWORD] {
+        assert!(!out.contains(secret), "a password appeared in the engine's output");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicate_under_load_moves_everything_and_loses_no_acknowledged_write() {
+    let (source, target) = servers(3000).await;
+    let relay = Relay::start(source.port).await;
+    let writer = Writer::start(relay.port);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "engine failed: {:?} {}", run.reports, run.stderr);
+    assert_eq!(
+        phases(&run),
+        [
+            "prepare",
+            "snapshot",
+            "replicate",
+            "fence",
+            "catch-up",
+            "verify",
+            "promote",
+            "switch",
+            "release",
+            "done"
+        ]
+    );
+    // Writes go on through the Service, now to the target.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let written = writer.stop().await;
+    let snapshot = &run.reports[1];
+    assert!(snapshot.rows.unwrap_or(0) > 3000, "{snapshot:?}");
+    let downtime = run
+        .reports
+        .last()
+        .and_then(|r| r.downtime_seconds)
+        .expect("downtime reported");
+    eprintln!(
+        "replicate: {} acknowledged writes ({} failed attempts), reported outage {downtime:.3}s, longest gap \
+         between acknowledged writes {:?}",
+        written.acked.len(),
+        written.failures,
+        written.longest_gap
+    );
+    assert!(written.acked.len() > 50, "the writer barely wrote: {written:?}");
+    assert_eq!(
+        read_only(&source, SOURCE_ROOT).await,
+        1,
+        "the old source must refuse writes"
+    );
+    assert_eq!(read_only(&target, TARGET_ROOT).await, 0);
+    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
+    assert_moved(&source, &target, &run).await;
+    source.stop().await;
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dump_restore_copies_everything_with_the_source_fenced() {
+    let (source, target) = servers(2000).await;
+    let relay = Relay::start(source.port).await;
+    let writer = Writer::start(relay.port);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let run = run_engine(&source, &target, &relay, "dump-restore", None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "engine failed: {:?} {}", run.reports, run.stderr);
+    assert_eq!(
+        phases(&run),
+        [
+            "prepare", "fence", "snapshot", "verify", "promote", "switch", "release", "done"
+        ]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let written = writer.stop().await;
+    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
+    assert_moved(&source, &target, &run).await;
+    source.stop().await;
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_that_never_switches_rolls_back_and_the_source_stays_authoritative() {
+    let (source, target) = servers(500).await;
+    let relay = Relay::start(source.port).await;
+    let writer = Writer::start(relay.port);
+    let run = run_engine(
+        &source,
+        &target,
+        &relay,
+        "replicate",
+        None,
+        false,
+        &["--switch-timeout", "2"],
+    )
+    .await;
+    assert_eq!(
+        run.exit,
+        Some(3),
+        "expected a rollback: {:?} {}",
+        run.reports,
+        run.stderr
+    );
+    let last = run.reports.last().expect("reports");
+    assert_eq!(last.phase, "rolled-back");
+    assert!(
+        last.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not lead to the target"),
+        "{last:?}"
+    );
+    assert_eq!(
+        read_only(&source, SOURCE_ROOT).await,
+        0,
+        "the source must be writable again"
+    );
+    assert_eq!(
+        read_only(&target, TARGET_ROOT).await,
+        1,
+        "the target is a replica again"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Writes after the rollback land on the source and replicate; a second run completes.
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "second run: {:?} {}", run.reports, run.stderr);
+    let written = writer.stop().await;
+    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
+    source.stop().await;
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refuses_a_target_that_holds_other_data() {
+    let (source, target) = servers(10).await;
+    root(&target, TARGET_ROOT)
+        .await
+        .query_drop("CREATE DATABASE precious")
+        .await
+        .expect("create");
+    let relay = Relay::start(source.port).await;
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(run.exit, Some(1));
+    let last = run.reports.last().expect("an error line");
+    assert_eq!(last.phase, "error");
+    assert!(last.message.as_deref().unwrap_or("").contains("precious"), "{last:?}");
+    assert_eq!(read_only(&source, SOURCE_ROOT).await, 0);
+    let kept: Vec<String> = root(&target, TARGET_ROOT)
+        .await
+        .query("SHOW DATABASES LIKE 'precious'")
+        .await
+        .expect("schemas");
+    assert_eq!(kept, ["precious"]);
+    source.stop().await;
+    target.stop().await;
+}
+
+/// SIGKILL right after each phase, then run again: it completes and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_after_every_phase_and_run_again_completes_without_loss() {
+    for (strategy, kill_points) in [
+        (
+            "replicate",
+            &[
+                "prepare",
+                "snapshot",
+                "replicate",
+                "fence",
+                "catch-up",
+                "verify",
+                "promote",
+                "switch",
+                "release",
+            ][..],
+        ),
+        ("dump-restore", &["fence", "snapshot", "verify", "promote"][..]),
+    ] {
+        for phase in kill_points {
+            let (source, target) = servers(300).await;
+            let relay = Relay::start(source.port).await;
+            let writer = Writer::start(relay.port);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let first = run_engine(&source, &target, &relay, strategy, Some(phase), true, &[]).await;
+            assert!(
+                first.killed,
+                "{strategy}: never reached {phase}: {:?} {}",
+                first.reports, first.stderr
+            );
+            let second = run_engine(&source, &target, &relay, strategy, None, true, &[]).await;
+            assert_eq!(
+                second.exit,
+                Some(0),
+                "{strategy}, killed after {phase}: {:?} {}",
+                second.reports,
+                second.stderr
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let written = writer.stop().await;
+            assert_eq!(relay.backend(), target.port);
+            assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
+            let mut s = root(&source, SOURCE_ROOT).await;
+            let mut t = root(&target, TARGET_ROOT).await;
+            assert_eq!(
+                checksums(&mut s).await,
+                checksums(&mut t).await,
+                "{strategy}, killed after {phase}"
+            );
+            eprintln!(
+                "{strategy}: killed after {phase}, second run {:?}, {} acknowledged writes kept",
+                phases(&second),
+                written.acked.len()
+            );
+            source.stop().await;
+            target.stop().await;
+        }
+    }
+}
