@@ -147,6 +147,10 @@ pub struct RunArgs {
     /// load balancer).
     #[arg(long, env = "APPDB_VPN_EXPOSURE", value_enum, default_value_t = ExposureArg::LoadBalancer)]
     pub vpn_exposure: ExposureArg,
+    /// After a copying migration, keep the previous database server (read-only, with its volume) this long for a
+    /// rollback by hand, then delete it.
+    #[arg(long, env = "APPDB_ROLLBACK_WINDOW_SECONDS", default_value_t = 24 * 3600)]
+    pub rollback_window_seconds: u64,
     /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
     #[arg(long, env = "APPDB_ALLOW_DOCUMENTATION_GATEWAYS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_documentation_gateways: bool,
@@ -182,6 +186,7 @@ impl RunArgs {
                 DataPathArg::Userspace => crate::vpn::render::DataPath::Userspace,
             },
             allow_documentation_gateways: self.allow_documentation_gateways,
+            rollback_window: std::time::Duration::from_secs(self.rollback_window_seconds),
             vpn_exposure: match self.vpn_exposure {
                 ExposureArg::LoadBalancer => crate::vpn::render::Exposure::LoadBalancer,
                 ExposureArg::HostNetwork => crate::vpn::render::Exposure::HostNetwork,

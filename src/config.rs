@@ -29,6 +29,8 @@ pub struct OperatorConfig {
     pub vpn_datapath: crate::vpn::render::DataPath,
     /// How each tunnel's outside address is provided.
     pub vpn_exposure: crate::vpn::render::Exposure,
+    /// After a copying migration the previous database server is kept (read-only) this long, then deleted.
+    pub rollback_window: Duration,
     /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
     pub allow_documentation_gateways: bool,
 }
@@ -47,6 +49,7 @@ impl Default for OperatorConfig {
             vpn_gateway_image: concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")).into(),
             vpn_datapath: crate::vpn::render::DataPath::Kernel,
             allow_documentation_gateways: false,
+            rollback_window: Duration::from_secs(24 * 3600),
             vpn_exposure: crate::vpn::render::Exposure::LoadBalancer,
         }
     }

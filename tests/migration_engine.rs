@@ -3,17 +3,12 @@
 
 mod support;
 
-#[path = "support/copying.rs"]
-mod copying;
-#[path = "support/mariadb.rs"]
-mod mariadb;
-#[path = "support/relay.rs"]
-mod relay;
+#[path = "support/engine.rs"]
+mod engine;
 
-use copying::*;
-use mariadb::MariaDb;
+use appdb_testkit::{copying::*, mariadb::MariaDb, relay::Relay};
+use engine::{EngineRun, phases, run_engine};
 use mysql_async::prelude::Queryable;
-use relay::Relay;
 
 async fn servers(customers: u32) -> (MariaDb, MariaDb) {
     let (source, target) = tokio::join!(
@@ -34,7 +29,7 @@ async fn read_only(db: &MariaDb, password: &str) -> i64 {
 }
 
 /// Everything copied and equal, the accounts usable, the engine's bookkeeping gone, no secret printed.
-async fn assert_moved(source: &MariaDb, target: &MariaDb, run: &copying::EngineRun) {
+async fn assert_moved(source: &MariaDb, target: &MariaDb, run: &EngineRun) {
     let mut s = root(source, SOURCE_ROOT).await;
     let mut t = root(target, TARGET_ROOT).await;
     assert_eq!(

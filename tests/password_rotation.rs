@@ -4,8 +4,7 @@
 
 mod support;
 
-#[path = "support/mariadb.rs"]
-mod mariadb;
+use appdb_testkit::mariadb;
 
 use appdb_operator::{api::app_database::Engine, mysql::engine::admin_init_script};
 use mysql_async::prelude::Queryable;

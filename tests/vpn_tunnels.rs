@@ -8,8 +8,7 @@ mod support;
 #[path = "support/netns.rs"]
 mod netns;
 
-#[path = "support/mariadb.rs"]
-mod mariadb;
+use appdb_testkit::mariadb;
 
 use std::{
     net::Ipv4Addr,

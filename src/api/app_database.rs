@@ -160,10 +160,42 @@ pub struct AppDatabaseStatus {
     /// The `resourceVersion` of the admin password Secret whose value the running server has. Never the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_password_revision: Option<String>,
+    /// The server (StatefulSet) that holds the data, once a copying DatabaseMigration has moved it; omitted while
+    /// the database runs on the server its spec describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerStatus>,
+    /// The previous server, kept after a copying migration for the rollback window and then deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_server: Option<RetiredServer>,
     /// Observed generation, state ("Pending", "Creating", "Ready To Use", "Migration In Progress", "Failed") and
     /// conditions.
     #[serde(flatten)]
     pub common: CommonStatus,
+}
+
+/// A database server created by a copying migration: what it runs and on which storage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    /// Name of the StatefulSet.
+    pub name: String,
+    /// Container image the server runs.
+    pub image: String,
+    /// Size of its data volume.
+    pub storage_size: String,
+    /// StorageClass of its data volume (omitted: the cluster's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// A server a copying migration moved away from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredServer {
+    /// Name of the StatefulSet (read-only since the switch; its volume keeps the data as it was).
+    pub name: String,
+    /// When the operator deletes it (RFC 3339).
+    pub delete_after: String,
 }
 
 /// The human states of an AppDatabase, as the seeds name them.

@@ -19,6 +19,7 @@ use super::common::CommonStatus;
     doc = "Moves an AppDatabase to another PrivateNetwork (same namespace) at a scheduled time. During the move both \
            networks show \"Migration In Progress\"; afterwards the database has its address in the new network, which \
            becomes Production, and (by default) the previous network and its VPN connections are deleted.",
+    validation = Rule::new("!has(self.target) || !has(self.strategy) || self.strategy != 'Readdress'").message("a target server (version, image or storage) needs a copying strategy: Replicate or DumpRestore"),
     printcolumn(name = "Database", type_ = "string", json_path = ".spec.database"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNetwork"),
     printcolumn(name = "Scheduled", type_ = "string", json_path = ".spec.scheduledAt"),
@@ -52,6 +53,12 @@ pub struct DatabaseMigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<MigrationStrategy>,
 
+    /// The new server, for the copying strategies: fields given here replace the database's current ones
+    /// (another version or image, another storage size or class). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("target is immutable: create another DatabaseMigration"))]
+    pub target: Option<MigrationTarget>,
+
     /// Delete the source PrivateNetwork and its VpnConnections once the migration has completed (default true).
     /// Set it to false when those objects are managed by a GitOps tool: remove them from git instead.
     #[serde(default = "default_true")]
@@ -60,6 +67,23 @@ pub struct DatabaseMigrationSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// The server a copying migration creates.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationTarget {
+    /// Server version, for example `11.4` (same engine as the database). Omitted: the database's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[0-9]+(\.[0-9]+){0,2}$"))]
+    pub version: Option<String>,
+    /// Container image to run instead of the engine's official image for `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub image: Option<String>,
+    /// Storage of the new server. Omitted: the same as now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<super::app_database::Storage>,
 }
 
 /// How a migration moves the database.
@@ -86,6 +110,9 @@ pub struct DatabaseMigrationStatus {
     /// When each phase started, by phase name (RFC 3339).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub phase_times: std::collections::BTreeMap<String, String>,
+    /// Progress of the copy (strategies Replicate and DumpRestore), as the migration Job reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyStatus>,
     /// Measured interruption for clients, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_seconds: Option<f64>,
@@ -93,6 +120,45 @@ pub struct DatabaseMigrationStatus {
     /// "RolledBack") and conditions.
     #[serde(flatten)]
     pub common: CommonStatus,
+}
+
+/// What the copying engine has reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyStatus {
+    /// The new server's StatefulSet.
+    pub server: String,
+    /// The engine's last finished phase (prepare, snapshot, replicate, fence, catch-up, verify, promote, switch,
+    /// release, done, rolled-back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Rows copied by the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Bytes of SQL the snapshot loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Replication lag when last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<u64>,
+}
+
+impl CopyStatus {
+    /// The new server has taken over: from `promote` on, the database's Service leads to it.
+    pub fn promoted(&self) -> bool {
+        matches!(self.phase.as_deref(), Some("promote" | "switch" | "release" | "done"))
+    }
+}
+
+impl DatabaseMigrationSpec {
+    /// The strategy in effect: as given, else `Readdress` unless a new server is asked for.
+    pub fn effective_strategy(&self) -> MigrationStrategy {
+        self.strategy.unwrap_or(if self.target.is_some() {
+            MigrationStrategy::Replicate
+        } else {
+            MigrationStrategy::Readdress
+        })
+    }
 }
 
 /// The human states of a DatabaseMigration.

@@ -2,6 +2,7 @@
 
 pub mod app_database;
 pub mod apply;
+pub mod rbac;
 pub mod database_migration;
 pub mod private_network;
 pub mod vpn_connection;

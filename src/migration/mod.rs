@@ -40,6 +40,8 @@ pub struct Observed {
     /// VpnConnections on the source and on the target network.
     pub source_vpns: usize,
     pub target_vpns: usize,
+    /// The migration copies the data to a new server, so staying on the same network is allowed.
+    pub copies: bool,
 }
 
 /// A reason the migration cannot start now. While there is time, these are conditions, not failures.
@@ -81,7 +83,7 @@ pub fn unmet(database: &str, observed: &Observed) -> Vec<Unmet> {
             if !ready {
                 out.push(Unmet::DatabaseNotReady(database.to_owned()));
             }
-            if *network == observed.target_network {
+            if *network == observed.target_network && !observed.copies {
                 out.push(Unmet::TargetIsSource(network.clone()));
             }
         }
@@ -144,6 +146,15 @@ pub fn decide(database: &str, scheduled: Option<Timestamp>, observed: &Observed,
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_copy_may_stay_on_its_network() {
+        let mut o = ready_world();
+        o.database = Some((true, o.target_network.clone()));
+        assert!(matches!(unmet("orders", &o)[..], [Unmet::TargetIsSource(_)]));
+        o.copies = true;
+        assert!(unmet("orders", &o).is_empty());
+    }
+
     fn ready_world() -> Observed {
         Observed {
             database: Some((true, "prod".into())),
@@ -152,6 +163,7 @@ mod tests {
             others_in_flight: vec![],
             source_vpns: 1,
             target_vpns: 1,
+            copies: false,
         }
     }
 

@@ -156,7 +156,8 @@ pub fn customer_policies(namespace: &str, owners: &[OwnerReference], config: &Is
                 pod_selector: Some(role_selector(&[ROLE_DATABASE])),
                 policy_types: Some(vec!["Ingress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(&[ROLE_SESSION, ROLE_OPERATOR_JOB])]),
+                    // Database pods reach each other only for a copying migration's replication.
+                    from: Some(vec![pods(&[ROLE_SESSION, ROLE_OPERATOR_JOB, ROLE_DATABASE])]),
                     ports: Some(vec![port("TCP", MYSQL_PORT)]),
                 }]),
                 egress: None,

@@ -3,3 +3,6 @@
 
 pub mod apiserver;
 pub mod schema;
+pub mod copying;
+pub mod mariadb;
+pub mod relay;

@@ -23,7 +23,10 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt, api::DynamicObject, core::ApiResource};
 
 use crate::{
-    api::{AppDatabase, app_database::DeletionPolicy},
+    api::{
+        AppDatabase,
+        app_database::{DeletionPolicy, ServerStatus, Storage},
+    },
     mysql::engine::{admin_init_script, flavor, liveness_command, readiness_command, server_config, server_id},
     names::{
         ANNOTATION_SECRET_REVISION, LABEL_DATABASE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY,
@@ -57,18 +60,116 @@ pub fn names(db: &AppDatabase) -> Names {
     }
 }
 
+/// One database server (a StatefulSet with its headless Service and configuration). A database has one; a
+/// copying migration adds the new one beside it until the rollback window has passed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerPlan {
+    pub name: String,
+    pub image: String,
+    pub storage: Storage,
+}
+
+impl ServerPlan {
+    /// The server the AppDatabase's spec describes, named like the AppDatabase.
+    pub fn from_spec(db: &AppDatabase) -> ServerPlan {
+        ServerPlan {
+            name: db.name_any(),
+            image: image(db),
+            storage: db.spec.storage.clone(),
+        }
+    }
+
+    /// The server a copying migration created (recorded in the AppDatabase's status).
+    pub fn from_status(server: &ServerStatus) -> ServerPlan {
+        ServerPlan {
+            name: server.name.clone(),
+            image: server.image.clone(),
+            storage: Storage {
+                size: server.storage_size.clone(),
+                storage_class_name: server.storage_class_name.clone(),
+            },
+        }
+    }
+
+    pub fn to_status(&self) -> ServerStatus {
+        ServerStatus {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            storage_size: self.storage.size.clone(),
+            storage_class_name: self.storage.storage_class_name.clone(),
+        }
+    }
+
+    pub fn headless(&self) -> String {
+        format!("{}-headless", self.name)
+    }
+
+    pub fn config(&self) -> String {
+        format!("{}-config", self.name)
+    }
+
+    /// The address of the server's pod: `NAME-0.NAME-headless.NS.svc.DOMAIN`.
+    pub fn pod_host(&self, namespace: &str, cluster_domain: &str) -> String {
+        format!("{}-0.{}.{namespace}.svc.{cluster_domain}", self.name, self.headless())
+    }
+}
+
+/// The server a copying migration creates: `<database>-<first 6 hex digits of a digest of the migration's UID>`
+/// (the database part shortened so pod names stay within 63 characters).
+pub fn copy_server_name(database: &str, migration_uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(migration_uid.as_bytes());
+    let suffix: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
+    let mut base = database.to_owned();
+    base.truncate(40);
+    format!("{}-{suffix}", base.trim_end_matches('-'))
+}
+
+/// The new server a copying migration asks for: the current server with the migration's target fields.
+pub fn copy_server_plan(
+    db: &AppDatabase,
+    current: &ServerPlan,
+    name: &str,
+    target: Option<&crate::api::database_migration::MigrationTarget>,
+) -> ServerPlan {
+    let image = match target {
+        Some(t) if t.image.is_some() => t.image.clone().unwrap_or_default(),
+        Some(t) if t.version.is_some() => format!(
+            "{}:{}",
+            flavor(db.spec.engine).image_repository,
+            t.version.as_deref().unwrap_or_default()
+        ),
+        _ => current.image.clone(),
+    };
+    ServerPlan {
+        name: name.to_owned(),
+        image,
+        storage: target
+            .and_then(|t| t.storage.clone())
+            .unwrap_or_else(|| current.storage.clone()),
+    }
+}
+
 /// What the builder needs beyond the AppDatabase itself.
 pub struct BuildInputs<'a> {
     pub db: &'a AppDatabase,
     /// The PrivateNetwork the database lives on.
     pub network: &'a str,
+    /// Every server to run; the client Service leads to `serving`.
+    pub servers: &'a [ServerPlan],
+    pub serving: &'a str,
+}
+
+/// One server's objects.
+pub struct ServerObjects {
+    pub config: ConfigMap,
+    pub statefulset: StatefulSet,
+    pub headless: Service,
 }
 
 /// The objects to apply.
 pub struct Desired {
-    pub config: ConfigMap,
-    pub statefulset: StatefulSet,
-    pub headless: Service,
+    pub servers: Vec<ServerObjects>,
     pub client: Service,
     pub policy: NetworkPolicy,
 }
@@ -103,7 +204,7 @@ fn meta(db: &AppDatabase, name: &str) -> ObjectMeta {
     }
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -118,7 +219,7 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-fn hardened_container_security(uid: i64) -> SecurityContext {
+pub(crate) fn hardened_container_security(uid: i64) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
@@ -188,18 +289,56 @@ pub fn image(db: &AppDatabase) -> String {
     })
 }
 
-/// The ConfigMap, StatefulSet, Services and NetworkPolicy of one database.
+/// The servers, client Service and NetworkPolicy of one database.
 pub fn build(inputs: &BuildInputs) -> Desired {
     let db = inputs.db;
     let n = names(db);
     let namespace = db.namespace().unwrap_or_default();
+    let service_port = ServicePort {
+        name: Some("mysql".into()),
+        port: MYSQL_PORT,
+        target_port: Some(IntOrString::String("mysql".into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    // The stable client Service: its name and ClusterIP never change for the life of the AppDatabase; a migration
+    // that moves the data only changes which instance it selects.
+    let client = Service {
+        metadata: meta(db, &n.client),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(pod_labels(db, inputs.serving)),
+            ports: Some(vec![service_port]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let policy = database_policy(&namespace, &db.name_any(), inputs.network, owner(db));
+    Desired {
+        servers: inputs.servers.iter().map(|s| server_objects(db, s)).collect(),
+        client,
+        policy,
+    }
+}
+
+/// A server's ConfigMap, StatefulSet and headless Service.
+fn server_objects(db: &AppDatabase, server: &ServerPlan) -> ServerObjects {
+    let n = names(db);
     let f = flavor(db.spec.engine);
     let uid = db.uid().unwrap_or_default();
+    // The first server keeps the id it always had; later ones get their own (replication needs distinct ids).
+    let id = if server.name == db.name_any() {
+        server_id(&uid)
+    } else {
+        server_id(&format!("{uid}/{}", server.name))
+    };
+    let config_name = server.config();
+    let headless_name = server.headless();
 
     let config = ConfigMap {
-        metadata: meta(db, &n.config),
+        metadata: meta(db, &config_name),
         data: Some(BTreeMap::from([
-            (CONFIG_FILE.to_owned(), server_config(db.spec.engine, server_id(&uid))),
+            (CONFIG_FILE.to_owned(), server_config(db.spec.engine, id)),
             (INIT_SCRIPT.to_owned(), admin_init_script(db.spec.engine)),
         ])),
         ..Default::default()
@@ -222,7 +361,7 @@ pub fn build(inputs: &BuildInputs) -> Desired {
     ];
     let container = Container {
         name: "database".into(),
-        image: Some(image(db)),
+        image: Some(server.image.clone()),
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("mysql".into()),
@@ -255,13 +394,12 @@ pub fn build(inputs: &BuildInputs) -> Desired {
         ]),
         ..Default::default()
     };
-    let instance = n.statefulset.clone();
-    let selector = pod_labels(db, &instance);
+    let selector = pod_labels(db, &server.name);
     let statefulset = StatefulSet {
-        metadata: meta(db, &n.statefulset),
+        metadata: meta(db, &server.name),
         spec: StatefulSetSpec {
             replicas: Some(1),
-            service_name: Some(n.headless.clone()),
+            service_name: Some(headless_name.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..Default::default()
@@ -296,7 +434,7 @@ pub fn build(inputs: &BuildInputs) -> Desired {
                         Volume {
                             name: "config".into(),
                             config_map: Some(ConfigMapVolumeSource {
-                                name: n.config.clone(),
+                                name: config_name.clone(),
                                 items: Some(vec![KeyToPath {
                                     key: CONFIG_FILE.into(),
                                     path: CONFIG_FILE.into(),
@@ -309,7 +447,7 @@ pub fn build(inputs: &BuildInputs) -> Desired {
                         Volume {
                             name: "init".into(),
                             config_map: Some(ConfigMapVolumeSource {
-                                name: n.config.clone(),
+                                name: config_name.clone(),
                                 items: Some(vec![KeyToPath {
                                     key: INIT_SCRIPT.into(),
                                     path: INIT_SCRIPT.into(),
@@ -333,11 +471,11 @@ pub fn build(inputs: &BuildInputs) -> Desired {
                 },
                 spec: Some(PersistentVolumeClaimSpec {
                     access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: db.spec.storage.storage_class_name.clone(),
+                    storage_class_name: server.storage.storage_class_name.clone(),
                     resources: Some(VolumeResourceRequirements {
                         requests: Some(BTreeMap::from([(
                             "storage".to_owned(),
-                            Quantity(db.spec.storage.size.clone()),
+                            Quantity(server.storage.size.clone()),
                         )])),
                         limits: None,
                     }),
@@ -350,43 +488,27 @@ pub fn build(inputs: &BuildInputs) -> Desired {
         status: None,
     };
 
-    let service_port = ServicePort {
-        name: Some("mysql".into()),
-        port: MYSQL_PORT,
-        target_port: Some(IntOrString::String("mysql".into())),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
     let headless = Service {
-        metadata: meta(db, &n.headless),
+        metadata: meta(db, &headless_name),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
-            selector: Some(selector.clone()),
-            ports: Some(vec![service_port.clone()]),
-            ..Default::default()
-        }),
-        status: None,
-    };
-    // The stable client Service: its name and ClusterIP never change for the life of the AppDatabase; a migration
-    // that moves the data only changes which instance it selects.
-    let client = Service {
-        metadata: meta(db, &n.client),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
             selector: Some(selector),
-            ports: Some(vec![service_port]),
+            ports: Some(vec![ServicePort {
+                name: Some("mysql".into()),
+                port: MYSQL_PORT,
+                target_port: Some(IntOrString::String("mysql".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         status: None,
     };
-    let policy = database_policy(&namespace, &db.name_any(), inputs.network, owner(db));
-    Desired {
+    ServerObjects {
         config,
         statefulset,
         headless,
-        client,
-        policy,
     }
 }
 

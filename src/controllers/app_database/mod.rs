@@ -38,7 +38,7 @@ use tracing::warn;
 
 use self::{
     build::{
-        BuildInputs, build, dns_endpoint, dns_endpoint_resource, names, root_secret, rotation_job, rotation_job_name,
+        BuildInputs, ServerPlan, build, copy_server_plan, dns_endpoint, dns_endpoint_resource, names, root_secret, rotation_job, rotation_job_name,
     },
     status::{Dns, Phase, build_status},
     validate::{Invalid, Tenant, current_network, plan_addresses, validate_on},
@@ -248,7 +248,8 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
             let transient = invalid.is_transient();
             let dns = if dns_requested { Dns::Waiting } else { Dns::NotRequested };
             let revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
-            write_status(ctx, &db, &Phase::Invalid(invalid), host, &dns, revision).await?;
+            let servers = status::Servers::recorded(&db);
+            write_status(ctx, &db, &Phase::Invalid(invalid), host, &dns, revision, servers).await?;
             // Watches on the Secret and the network bring the next reconcile; the requeue is only a safety net.
             return Ok(Action::requeue(Duration::from_secs(if transient { 15 } else { 300 })));
         }
@@ -271,22 +272,41 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
             Err(e) => return Err(applying("the root Secret")(e).into()),
         }
     }
+    let plan = plan_servers(&db, &migrations.items, jiff::Timestamp::now(), ctx.config.rollback_window);
     let desired = build(&BuildInputs {
         db: &db,
         network: &valid.network,
+        servers: &plan.run,
+        serving: &plan.serving.name,
     });
-    apply_child(
-        &Api::<ConfigMap>::namespaced(client.clone(), &ns),
-        &desired.config,
-        "the ConfigMap",
-    )
-    .await?;
-    apply_child(
-        &Api::<Service>::namespaced(client.clone(), &ns),
-        &desired.headless,
-        "the headless Service",
-    )
-    .await?;
+    let mut ready = false;
+    for server in &desired.servers {
+        apply_child(
+            &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+            &server.config,
+            "the ConfigMap",
+        )
+        .await?;
+        apply_child(
+            &Api::<Service>::namespaced(client.clone(), &ns),
+            &server.headless,
+            "the headless Service",
+        )
+        .await?;
+        let live_sts = apply_child(
+            &Api::<StatefulSet>::namespaced(client.clone(), &ns),
+            &server.statefulset,
+            "the StatefulSet",
+        )
+        .await?;
+        if server.statefulset.metadata.name.as_deref() == Some(plan.serving.name.as_str()) {
+            ready = live_sts
+                .and_then(|s| s.status)
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= 1;
+        }
+    }
     apply_child(
         &Api::<Service>::namespaced(client.clone(), &ns),
         &desired.client,
@@ -299,17 +319,28 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         "the NetworkPolicy",
     )
     .await?;
-    let live_sts = apply_child(
-        &Api::<StatefulSet>::namespaced(client.clone(), &ns),
-        &desired.statefulset,
-        "the StatefulSet",
-    )
-    .await?;
-    let ready = live_sts
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0)
-        >= 1;
+    for name in &plan.delete {
+        delete_server(client, &ns, name).await?;
+        publish(
+            ctx,
+            &db,
+            EventType::Normal,
+            "ServerRetired",
+            &format!("deleted the previous server {name}: its rollback window has passed"),
+        )
+        .await;
+    }
+    if plan.switched {
+        publish(
+            ctx,
+            &db,
+            EventType::Normal,
+            "ServerSwitched",
+            &format!("the database's Service now leads to {}", plan.serving.name),
+        )
+        .await;
+    }
+    let servers = plan.recorded.clone();
 
     let tenants: Vec<Tenant> = ctx
         .databases
@@ -342,7 +373,7 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         });
     let Some(address) = plan_addresses(valid.block, &tenants).get(&db.name_any()).copied() else {
         let phase = Phase::Invalid(Invalid::NoAddressLeft(valid.network.clone()));
-        write_status(ctx, &db, &phase, host, &Dns::NotRequested, None).await?;
+        write_status(ctx, &db, &phase, host, &Dns::NotRequested, None, servers).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     };
 
@@ -410,7 +441,7 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
             network: valid.network.clone(),
         }
     };
-    write_status(ctx, &db, &phase, host, &dns, revision).await?;
+    write_status(ctx, &db, &phase, host, &dns, revision, servers).await?;
     Ok(match (phase, dns) {
         (_, Dns::CrdMissing) => Action::requeue(Duration::from_secs(30)),
         (Phase::Ready { rotating: false, .. }, _) => Action::requeue(Duration::from_secs(600)),
@@ -430,6 +461,106 @@ async fn publish(ctx: &Context, db: &AppDatabase, type_: EventType, reason: &str
     .await;
 }
 
+/// The servers of a database at this moment (pure).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerPlanning {
+    /// The server the client Service leads to.
+    pub serving: ServerPlan,
+    /// Every server to keep running (applied).
+    pub run: Vec<ServerPlan>,
+    /// Retired servers whose rollback window has passed.
+    pub delete: Vec<String>,
+    /// What the status records afterwards.
+    pub recorded: status::Servers,
+    /// The Service switches to a new server in this reconcile.
+    pub switched: bool,
+}
+
+/// Decides which servers run: the serving one (from the status once a copy has taken over, else the spec's), the
+/// new server of a copying migration under way, and the switch once that migration's engine has promoted it.
+pub fn plan_servers(
+    db: &AppDatabase,
+    migrations: &[crate::api::DatabaseMigration],
+    now: jiff::Timestamp,
+    rollback_window: Duration,
+) -> ServerPlanning {
+    use crate::api::database_migration::state as mstate;
+    let mut recorded = status::Servers::recorded(db);
+    let mut serving = recorded
+        .server
+        .as_ref()
+        .map(ServerPlan::from_status)
+        .unwrap_or_else(|| ServerPlan::from_spec(db));
+    let mut run = Vec::new();
+    let mut switched = false;
+    for m in migrations.iter().filter(|m| m.spec.database == db.name_any()) {
+        let Some(status) = &m.status else { continue };
+        let Some(copy) = &status.copy else { continue };
+        let state = status.common.state.as_deref();
+        if copy.server == serving.name || matches!(state, Some(mstate::ROLLED_BACK | mstate::FAILED)) {
+            continue;
+        }
+        let in_flight = matches!(state, Some(mstate::PREPARING | mstate::MIGRATION_IN_PROGRESS));
+        if copy.promoted() && (in_flight || state == Some(mstate::COMPLETED)) {
+            let new = copy_server_plan(db, &serving, &copy.server, m.spec.target.as_ref());
+            let delete_after = jiff::Timestamp::from_second(now.as_second() + rollback_window.as_secs() as i64)
+                .unwrap_or(now);
+            recorded.retired = Some(crate::api::app_database::RetiredServer {
+                name: serving.name.clone(),
+                delete_after: delete_after.to_string(),
+            });
+            recorded.server = Some(new.to_status());
+            run.push(serving.clone());
+            serving = new;
+            switched = true;
+        } else if in_flight {
+            run.push(copy_server_plan(db, &serving, &copy.server, m.spec.target.as_ref()));
+        }
+    }
+    let mut delete = Vec::new();
+    if let Some(retired) = &recorded.retired {
+        let due = retired.delete_after.parse::<jiff::Timestamp>().is_ok_and(|t| now >= t);
+        if due {
+            delete.push(retired.name.clone());
+            recorded.retired = None;
+        }
+    }
+    // A retired server keeps running as it is (never re-applied) until it is deleted; it was only re-applied above
+    // in the reconcile that switched away from it.
+    run.retain(|s| s.name != serving.name && !delete.contains(&s.name));
+    run.insert(0, serving.clone());
+    ServerPlanning {
+        serving,
+        run,
+        delete,
+        recorded,
+        switched,
+    }
+}
+
+/// Deletes a retired server's StatefulSet, headless Service and ConfigMap (its volume follows the deletion policy
+/// of StatefulSet volumes: kept).
+async fn delete_server(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    let dp = kube::api::DeleteParams::default();
+    let gone = |r: Result<_, kube::Error>| match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(applying("a retired server")(e)),
+    };
+    let plan = ServerPlan {
+        name: name.to_owned(),
+        image: String::new(),
+        storage: crate::api::app_database::Storage {
+            size: String::new(),
+            storage_class_name: None,
+        },
+    };
+    gone(Api::<StatefulSet>::namespaced(client.clone(), ns).delete(name, &dp).await.map(|_| ()))?;
+    gone(Api::<Service>::namespaced(client.clone(), ns).delete(&plan.headless(), &dp).await.map(|_| ()))?;
+    gone(Api::<ConfigMap>::namespaced(client.clone(), ns).delete(&plan.config(), &dp).await.map(|_| ()))?;
+    Ok(())
+}
+
 async fn write_status(
     ctx: &Context,
     db: &AppDatabase,
@@ -437,8 +568,9 @@ async fn write_status(
     host: String,
     dns: &Dns,
     revision: Option<String>,
+    servers: status::Servers,
 ) -> Result<(), Error> {
-    let new_status = build_status(db, phase, host, dns, revision, jiff::Timestamp::now());
+    let new_status = build_status(db, phase, host, dns, revision, servers, jiff::Timestamp::now());
     if db.status.as_ref() == Some(&new_status) {
         return Ok(());
     }

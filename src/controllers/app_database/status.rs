@@ -45,12 +45,30 @@ pub enum Dns {
     Waiting,
 }
 
+/// Which servers the status records (see `AppDatabaseStatus::server`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Servers {
+    pub server: Option<crate::api::app_database::ServerStatus>,
+    pub retired: Option<crate::api::app_database::RetiredServer>,
+}
+
+impl Servers {
+    /// What the status says now.
+    pub fn recorded(db: &AppDatabase) -> Servers {
+        Servers {
+            server: db.status.as_ref().and_then(|s| s.server.clone()),
+            retired: db.status.as_ref().and_then(|s| s.retired_server.clone()),
+        }
+    }
+}
+
 pub fn build_status(
     db: &AppDatabase,
     phase: &Phase,
     host: String,
     dns: &Dns,
     password_revision: Option<String>,
+    servers: Servers,
     now: jiff::Timestamp,
 ) -> AppDatabaseStatus {
     let generation = db.metadata.generation;
@@ -152,6 +170,8 @@ pub fn build_status(
         endpoint,
         network,
         admin_password_revision: password_revision,
+        server: servers.server,
+        retired_server: servers.retired,
         common: CommonStatus {
             observed_generation: generation,
             state: Some(state.to_owned()),

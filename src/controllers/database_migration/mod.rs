@@ -37,6 +37,8 @@ use crate::{
     names::FIELD_MANAGER,
 };
 
+mod copy;
+
 const NAME: &str = "databasemigration";
 /// Condition warning that premises would lose access (the target network has no VPN connection yet).
 pub const PREMISES_ACCESS: &str = "PremisesAccess";
@@ -94,6 +96,7 @@ impl DatabaseMigrationController {
 
 struct Context {
     client: Client,
+    config: Arc<OperatorConfig>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
     migrations: kube::runtime::reflector::Store<DatabaseMigration>,
@@ -157,6 +160,7 @@ impl Controller for DatabaseMigrationController {
             crate::controllers::mark_synced_when_ready(store.clone(), ctx.synced.clone());
             let context = Arc::new(Context {
                 client: client.clone(),
+                config: self.config.clone(),
                 recorder: crate::controllers::recorder(client),
                 metrics: ctx.metrics.clone(),
                 migrations: store.clone(),
@@ -185,8 +189,13 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
     let ns = m.namespace().unwrap_or_default();
     let now = jiff::Timestamp::now();
     let mut status = m.status.clone().unwrap_or_default();
+    let strategy = m.spec.effective_strategy();
+    let copying = strategy != MigrationStrategy::Readdress;
     match current_state(&m) {
         Some(state::COMPLETED) | Some(state::FAILED) | Some(state::ROLLED_BACK) => return Ok(Action::await_change()),
+        Some(state::PREPARING) | Some(state::MIGRATION_IN_PROGRESS) if copying => {
+            return copy_progress(m, ctx, status, now).await;
+        }
         Some(state::MIGRATION_IN_PROGRESS) => {
             let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
                 .get_opt(&m.spec.database)
@@ -259,38 +268,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             if m.spec.delete_source_network
                 && let Some(source) = status.source_network.clone()
             {
-                let vpns: Api<VpnConnection> = Api::namespaced(ctx.client.clone(), &ns);
-                for vpn in vpns
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(read("the VpnConnections"))?
-                    .items
-                    .iter()
-                    .filter(|v| v.spec.network == source)
-                {
-                    match vpns.delete(&vpn.name_any(), &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => {}
-                        Err(e) => return Err(Error::DeleteSource(e)),
-                    }
-                }
-                match Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns)
-                    .delete(&source, &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(Error::DeleteSource(e)),
-                }
-                crate::controllers::publish(
-                    &ctx.recorder,
-                    &m.object_ref(&()),
-                    EventType::Normal,
-                    "SourceDeleted",
-                    format!("deleted PrivateNetwork {source} and its VPN connections"),
-                    "Migrate",
-                )
-                .await;
+                delete_source(ctx, &m, &source).await?;
             }
             return Ok(Action::await_change());
         }
@@ -298,23 +276,6 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
     }
 
     // Not started: check the schedule and the preconditions.
-    if let Some(s) = m.spec.strategy
-        && s != MigrationStrategy::Readdress
-    {
-        let msg = format!("strategy {s:?} (copying the data) is not available yet; use Readdress or omit the strategy");
-        write(
-            ctx,
-            &m,
-            &mut status,
-            state::SCHEDULED,
-            (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True),
-            "StrategyNotSupported",
-            &msg,
-            None,
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
     let scheduled = match m.spec.scheduled_at.as_deref().map(parse_schedule).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -373,7 +334,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             .filter(|o| {
                 o.name_any() != m.name_any()
                     && o.spec.database == m.spec.database
-                    && current_state(o) == Some(state::MIGRATION_IN_PROGRESS)
+                    && matches!(current_state(o), Some(state::MIGRATION_IN_PROGRESS | state::PREPARING))
             })
             .map(|o| o.name_any())
             .collect(),
@@ -387,11 +348,39 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             .iter()
             .filter(|v| v.spec.network == m.spec.target_network)
             .count(),
+        copies: copying,
     };
     let warning = loses_premises_access(&observed).then(|| {
         format!("the source network has VPN connections and {} has none: premises lose access to the database after the move", m.spec.target_network)
     });
-    match decide(&m.spec.database, scheduled, &observed, now) {
+    // Replicate seeds and follows the source ahead of time; the engine fences the source at the scheduled time.
+    let start_at = if strategy == MigrationStrategy::Replicate { None } else { scheduled };
+    match decide(&m.spec.database, start_at, &observed, now) {
+        Decision::Start if copying => {
+            let server = crate::controllers::app_database::build::copy_server_name(
+                &m.spec.database,
+                &m.uid().unwrap_or_default(),
+            );
+            status.source_network = source_network;
+            status.copy = Some(crate::api::database_migration::CopyStatus {
+                server: server.clone(),
+                ..Default::default()
+            });
+            status.phase_times.insert("Preparing".into(), now.to_string());
+            let msg = format!("creating the new server {server} for AppDatabase {}", m.spec.database);
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::PREPARING,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                "Preparing",
+                &msg,
+                warning,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
         Decision::Start => {
             status.source_network = source_network;
             status.phase_times.insert("MigrationInProgress".into(), now.to_string());
@@ -450,6 +439,250 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             Ok(Action::requeue(Duration::from_secs(10)))
         }
     }
+}
+
+/// Deletes the source network and its VPN connections (after a migration that moved the database off it).
+async fn delete_source(ctx: &Context, m: &DatabaseMigration, source: &str) -> Result<(), Error> {
+    let ns = m.namespace().unwrap_or_default();
+    let vpns: Api<VpnConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    for vpn in vpns
+        .list(&ListParams::default())
+        .await
+        .map_err(read("the VpnConnections"))?
+        .items
+        .iter()
+        .filter(|v| v.spec.network == source)
+    {
+        match vpns.delete(&vpn.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::DeleteSource(e)),
+        }
+    }
+    match Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns)
+        .delete(source, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(Error::DeleteSource(e)),
+    }
+    crate::controllers::publish(
+        &ctx.recorder,
+        &m.object_ref(&()),
+        EventType::Normal,
+        "SourceDeleted",
+        format!("deleted PrivateNetwork {source} and its VPN connections"),
+        "Migrate",
+    )
+    .await;
+    Ok(())
+}
+
+/// A copying migration under way: start the Job once the new server runs, fold its reports into status, roll
+/// back when it fails for good, complete once the database's Service leads to the new server.
+async fn copy_progress(
+    m: Arc<DatabaseMigration>,
+    ctx: &Context,
+    mut status: DatabaseMigrationStatus,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
+    use crate::controllers::app_database::build::{ServerPlan, copy_server_plan};
+    use k8s_openapi::api::{apps::v1::StatefulSet, batch::v1::Job, core::v1::Pod};
+    let ns = m.namespace().unwrap_or_default();
+    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
+    let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
+    let Some(copy) = status.copy.clone() else {
+        let msg = "the migration lost track of its new server (status.copy is missing)";
+        write(ctx, &m, &mut status, state::FAILED, stalled, "CopyStateLost", msg, None).await?;
+        return Ok(Action::await_change());
+    };
+    let Some(db) = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&m.spec.database)
+        .await
+        .map_err(read("the AppDatabase"))?
+    else {
+        let msg = format!("AppDatabase {} was deleted during the migration", m.spec.database);
+        write(ctx, &m, &mut status, state::FAILED, stalled, "DatabaseNotFound", &msg, None).await?;
+        return Ok(Action::await_change());
+    };
+    let current_state = current_state(&m).unwrap_or(state::PREPARING).to_owned();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let job_name = copy::job_name(&m, false);
+    let Some(job) = jobs.get_opt(&job_name).await.map_err(read("the migration Job"))? else {
+        // The Job starts once the new server (created by the AppDatabase controller) is ready.
+        let ready = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&copy.server)
+            .await
+            .map_err(read("the new server's StatefulSet"))?
+            .and_then(|s| s.status)
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+            >= 1;
+        if !ready {
+            let msg = format!("waiting for the new server {} to start", copy.server);
+            write(ctx, &m, &mut status, state::PREPARING, running, "WaitingForServer", &msg, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        let source = db
+            .status
+            .as_ref()
+            .and_then(|s| s.server.as_ref())
+            .map(ServerPlan::from_status)
+            .unwrap_or_else(|| ServerPlan::from_spec(&db));
+        let target = copy_server_plan(&db, &source, &copy.server, m.spec.target.as_ref());
+        let (sa, role, binding) = copy::rbac(&m);
+        crate::controllers::apply::apply_child(
+            &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(ctx.client.clone(), &ns),
+            &sa,
+            "the migration ServiceAccount",
+        )
+        .await?;
+        crate::controllers::apply::apply_child(
+            &Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(ctx.client.clone(), &ns),
+            &role,
+            "the migration Role",
+        )
+        .await?;
+        crate::controllers::apply::apply_child(
+            &Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(ctx.client.clone(), &ns),
+            &binding,
+            "the migration RoleBinding",
+        )
+        .await?;
+        let scheduled = m.spec.scheduled_at.as_deref().and_then(|s| parse_schedule(s).ok());
+        let job = copy::job(&copy::JobInputs {
+            migration: &m,
+            database: &db,
+            source: &source,
+            target: &target,
+            strategy: m.spec.effective_strategy(),
+            cutover_at: scheduled,
+            operator_image: &ctx.config.operator_image,
+            cluster_domain: &ctx.config.cluster_domain,
+            rollback: false,
+        });
+        match jobs.create(&kube::api::PostParams::default(), &job).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(crate::controllers::apply::applying("the migration Job")(e).into()),
+        }
+        let msg = format!("copying {} to {}", source.name, target.name);
+        write(ctx, &m, &mut status, state::PREPARING, running, "Copying", &msg, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{}={}", copy::LABEL_MIGRATION, m.name_any())))
+        .await
+        .map_err(read("the migration Job's pods"))?;
+    let folded = copy::fold(&copy.server, &copy::reports_from(&pods.items));
+    status.copy = Some(folded.copy.clone());
+    status.phase_times.extend(folded.phase_times.clone());
+    if let Some(reason) = &folded.rolled_back {
+        status.phase_times.insert("RolledBack".into(), now.to_string());
+        let msg = format!(
+            "rolled back: {reason}; AppDatabase {} stays on its server and is writable",
+            m.spec.database
+        );
+        write(ctx, &m, &mut status, state::ROLLED_BACK, stalled, "RolledBack", &msg, None).await?;
+        return Ok(Action::await_change());
+    }
+    if let Some(downtime) = folded.done {
+        let switched = db.status.as_ref().is_some_and(|s| {
+            s.server.as_ref().is_some_and(|srv| srv.name == copy.server)
+                && conditions::find(&s.common.conditions, READY).is_some_and(|c| c.status == "True")
+        });
+        if !switched {
+            let msg = format!("waiting for AppDatabase {} to serve from {}", m.spec.database, copy.server);
+            write(ctx, &m, &mut status, state::MIGRATION_IN_PROGRESS, running, "Switching", &msg, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        status.downtime_seconds = Some(downtime);
+        ctx.gauges.downtime.observe(downtime);
+        status.phase_times.insert("Completed".into(), now.to_string());
+        let msg = format!(
+            "AppDatabase {} now runs on {} (writes were refused for {downtime:.3}s)",
+            m.spec.database, copy.server
+        );
+        let readiness = (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False);
+        write(ctx, &m, &mut status, state::COMPLETED, readiness, "Completed", &msg, None).await?;
+        if m.spec.delete_source_network
+            && let Some(source) = status.source_network.clone()
+            && source != m.spec.target_network
+        {
+            delete_source(ctx, &m, &source).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let failed = job.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Failed" && c.status == "True")
+    });
+    if failed {
+        // The engine could not finish (it is run again after every failure until the Job gives up): make sure
+        // the source is writable again with a Job that only rolls back.
+        let rollback_name = copy::job_name(&m, true);
+        let rollback = jobs.get_opt(&rollback_name).await.map_err(read("the rollback Job"))?;
+        match rollback.and_then(|j| j.status) {
+            None => {
+                let source = db
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.server.as_ref())
+                    .map(ServerPlan::from_status)
+                    .unwrap_or_else(|| ServerPlan::from_spec(&db));
+                let target = copy_server_plan(&db, &source, &copy.server, m.spec.target.as_ref());
+                let job = copy::job(&copy::JobInputs {
+                    migration: &m,
+                    database: &db,
+                    source: &source,
+                    target: &target,
+                    strategy: m.spec.effective_strategy(),
+                    cutover_at: None,
+                    operator_image: &ctx.config.operator_image,
+                    cluster_domain: &ctx.config.cluster_domain,
+                    rollback: true,
+                });
+                match jobs.create(&kube::api::PostParams::default(), &job).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(crate::controllers::apply::applying("the rollback Job")(e).into()),
+                }
+            }
+            Some(s) if s.conditions.iter().flatten().any(|c| c.type_ == "Failed" && c.status == "True") => {
+                let msg = format!(
+                    "the migration Job and its rollback failed; the source may still refuse writes: run \
+                     `appdb-operator migrate --rollback` against it (see the logs of Job {job_name})"
+                );
+                write(ctx, &m, &mut status, state::FAILED, stalled, "RollbackFailed", &msg, None).await?;
+                return Ok(Action::await_change());
+            }
+            Some(_) => {}
+        }
+        let msg = format!("the migration Job {job_name} failed; rolling back");
+        write(ctx, &m, &mut status, &current_state, running, "RollingBack", &msg, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let phase = folded.copy.phase.clone().unwrap_or_else(|| "starting".into());
+    let (new_state, why) = if folded.fenced {
+        (state::MIGRATION_IN_PROGRESS, "MigrationInProgress")
+    } else {
+        (state::PREPARING, "Copying")
+    };
+    if folded.fenced && !status.phase_times.contains_key("MigrationInProgress") {
+        status.phase_times.insert("MigrationInProgress".into(), now.to_string());
+    }
+    let mut msg = format!("copying to {}: phase {phase}", copy.server);
+    if let Some(rows) = folded.copy.rows {
+        msg.push_str(&format!(", {rows} rows copied"));
+    }
+    if let Some(lag) = folded.copy.lag_seconds {
+        msg.push_str(&format!(", replication lag {lag}s"));
+    }
+    write(ctx, &m, &mut status, new_state, running, why, &msg, None).await?;
+    Ok(Action::requeue(Duration::from_secs(2)))
 }
 
 #[allow(clippy::too_many_arguments)]

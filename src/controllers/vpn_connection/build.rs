@@ -202,37 +202,7 @@ pub fn gateway_rbac(
     k8s_openapi::api::rbac::v1::Role,
     k8s_openapi::api::rbac::v1::RoleBinding,
 ) {
-    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-    let name = gateway_service_account_name(vpn);
-    let sa = k8s_openapi::api::core::v1::ServiceAccount {
-        metadata: meta(vpn, name.clone(), labels(vpn)),
-        automount_service_account_token: Some(false),
-        ..Default::default()
-    };
-    let role = Role {
-        metadata: meta(vpn, name.clone(), labels(vpn)),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["".into()]),
-            resources: Some(vec!["pods".into()]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..Default::default()
-        }]),
-    };
-    let binding = RoleBinding {
-        metadata: meta(vpn, name.clone(), labels(vpn)),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: name.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name,
-            namespace: vpn.namespace(),
-            api_group: None,
-        }]),
-    };
-    (sa, role, binding)
+    crate::controllers::rbac::pod_reporter(meta(vpn, gateway_service_account_name(vpn), labels(vpn)))
 }
 
 /// The gateway Deployment of tunnel `tunnel`.

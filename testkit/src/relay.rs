@@ -1,6 +1,5 @@
 //! A TCP relay standing in for a Kubernetes Service: new connections go to the current backend, established ones
 //! stay where they are (as with kube-proxy), and the test switches the backend.
-#![allow(dead_code)]
 
 use std::sync::{
     Arc,

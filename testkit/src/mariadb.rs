@@ -1,5 +1,4 @@
 //! A private, throw-away MariaDB server on loopback for tests that need a real one.
-#![allow(dead_code)]
 //! Fails loudly when MariaDB is not installed (`scripts/test.sh` installs it).
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
@@ -32,16 +31,27 @@ impl MariaDb {
 
     /// Like [`MariaDb::start`], inside network namespace `netns` (when given), listening on `bind`.
     pub async fn start_in(netns: Option<&str>, bind: &str, root_password: &str) -> MariaDb {
-        Self::start_full(netns, bind, root_password, 1).await
+        Self::start_full(netns, bind, root_password, 1, &[]).await
     }
 
     /// A server with its own `server_id`, GTID strict mode and `log_slave_updates`, configured as the operator
     /// configures database pods: what replication between two servers needs.
     pub async fn start_numbered(root_password: &str, server_id: u32) -> MariaDb {
-        Self::start_full(None, "127.0.0.1", root_password, server_id).await
+        Self::start_full(None, "127.0.0.1", root_password, server_id, &[]).await
     }
 
-    async fn start_full(netns: Option<&str>, bind: &str, root_password: &str, server_id: u32) -> MariaDb {
+    /// Like [`MariaDb::start_numbered`] with extra server options (buffer pool size and the like).
+    pub async fn start_tuned(root_password: &str, server_id: u32, options: &[&str]) -> MariaDb {
+        Self::start_full(None, "127.0.0.1", root_password, server_id, options).await
+    }
+
+    async fn start_full(
+        netns: Option<&str>,
+        bind: &str,
+        root_password: &str,
+        server_id: u32,
+        options: &[&str],
+    ) -> MariaDb {
         for b in ["mariadb-install-db", "mariadbd", "mariadb"] {
             require(b);
         }
@@ -65,7 +75,7 @@ impl MariaDb {
             "mariadb-install-db failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = crate::support::free_port();
+        let port = free_port();
         let mut command = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -91,6 +101,7 @@ impl MariaDb {
                 &format!("--tmpdir={}", dir.path().display()),
                 &format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
             ])
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -102,10 +113,14 @@ impl MariaDb {
             port,
             socket,
         };
-        crate::support::eventually(60, "mariadbd accepts connections on its socket", || async {
-            server.sql_as_os_root("SELECT 1").await.ok()
-        })
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while server.sql_as_os_root("SELECT 1").await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mariadbd did not accept connections on its socket within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let setup = format!(
             "DELETE FROM mysql.global_priv WHERE User = '';\
              FLUSH PRIVILEGES;\
@@ -152,4 +167,12 @@ impl MariaDb {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

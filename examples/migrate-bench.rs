@@ -1,0 +1,240 @@
+//! Benchmark of the copying migration engine against a plain `mariadb-dump | mariadb` pipe, on the same generated
+//! data (default 1.2 GB of InnoDB tables, `APPDB_BENCH_GB` to change), and the write outage of a `Replicate`
+//! migration under a steady write load.
+//!
+//! `cargo build --release && cargo run --release --example migrate-bench` (needs mariadb-server and its client).
+
+use std::time::{Duration, Instant};
+
+use appdb_testkit::{
+    copying::{Writer, load_dataset},
+    mariadb::MariaDb,
+    relay::Relay,
+};
+use mysql_async::{OptsBuilder, prelude::Queryable};
+use tokio::io::AsyncBufReadExt;
+
+const ROOT: &str = "BenchRootPassw0rd";
+const TABLES: u32 = 8;
+/// Each generated row holds about 900 bytes (a 704-character pad, a short text, numbers, a date).
+const ROW_BYTES: f64 = 900.0;
+const SERVER_OPTIONS: &[&str] = &["--innodb-buffer-pool-size=1G", "--max-allowed-packet=64M"];
+
+async fn root(db: &MariaDb) -> mysql_async::Conn {
+    mysql_async::Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(db.port)
+            .user(Some("root"))
+            .pass(Some(ROOT))
+            .prefer_socket(false),
+    )
+    .await
+    .expect("connect")
+}
+
+async fn data_bytes(db: &MariaDb) -> u64 {
+    let mut c = root(db).await;
+    for t in 0..TABLES {
+        c.query_drop(format!("ANALYZE TABLE bench.t{t}")).await.expect("analyze");
+    }
+    c.query_first::<u64, _>(
+        "SELECT CAST(SUM(DATA_LENGTH + INDEX_LENGTH) AS UNSIGNED) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA IN ('bench', 'shop', 'legacy')",
+    )
+    .await
+    .expect("size")
+    .unwrap_or(0)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let gigabytes: f64 = std::env::var("APPDB_BENCH_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.2);
+    let engine = std::env::current_exe()
+        .expect("own path")
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("appdb-operator"))
+        .expect("target dir");
+    assert!(
+        engine.is_file(),
+        "build the operator first: cargo build --release ({})",
+        engine.display()
+    );
+    let (source, by_pipe, by_engine) = tokio::join!(
+        MariaDb::start_tuned(ROOT, 1, SERVER_OPTIONS),
+        MariaDb::start_tuned(ROOT, 2, SERVER_OPTIONS),
+        MariaDb::start_tuned(ROOT, 3, SERVER_OPTIONS)
+    );
+
+    // The data: the test dataset (every type and object kind) plus TABLES large tables.
+    let started = Instant::now();
+    let mut c = root(&source).await;
+    load_dataset(&mut c, 1000).await;
+    let rows_per_table = ((gigabytes * 1e9) / ROW_BYTES / TABLES as f64) as u64;
+    c.query_drop("CREATE DATABASE bench").await.expect("schema");
+    c.query_drop("USE bench").await.expect("use");
+    for t in 0..TABLES {
+        c.query_drop(format!(
+            "CREATE TABLE t{t} (id BIGINT PRIMARY KEY, k INT NOT NULL, c VARCHAR(120) NOT NULL, pad TEXT NOT NULL, \
+             amount DECIMAL(12,2) NOT NULL, created DATETIME NOT NULL, KEY (k)) ENGINE=InnoDB"
+        ))
+        .await
+        .expect("table");
+        let mut done = 0;
+        while done < rows_per_table {
+            let n = (rows_per_table - done).min(100_000);
+            c.query_drop(format!(
+                "INSERT INTO t{t} SELECT seq, seq % 1000, CONCAT('row ', seq, ' ', MD5(seq)), REPEAT(MD5(seq * {t}), 22), \
+                 seq / 100, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_{}_to_{}",
+                done + 1,
+                done + n
+            ))
+            .await
+            .expect("generate rows");
+            done += n;
+        }
+    }
+    let size = data_bytes(&source).await;
+    println!(
+        "generated {:.0} MiB ({} rows in {TABLES} tables + the test dataset) in {:.1}s",
+        mib(size),
+        rows_per_table * TABLES as u64,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Baseline: mariadb-dump piped into mariadb.
+    let started = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail 2>/dev/null; mariadb-dump --no-defaults -h127.0.0.1 -P{} -uroot --single-transaction \
+             --routines --triggers --events --databases bench shop legacy | mariadb --no-defaults -h127.0.0.1 -P{} -uroot",
+            source.port, by_pipe.port
+        ))
+        .env("MYSQL_PWD", ROOT)
+        .status()
+        .await
+        .expect("run the pipe");
+    assert!(status.success(), "mariadb-dump | mariadb failed");
+    let pipe_seconds = started.elapsed().as_secs_f64();
+
+    // The engine, with a steady write load through a relay standing in for the Service.
+    let relay = Relay::start(source.port).await;
+    let writers: Vec<Writer> = (0..2).map(|_| Writer::start(relay.port)).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut child = tokio::process::Command::new(&engine)
+        .args([
+            "migrate",
+            "--strategy",
+            "replicate",
+            "--source",
+            &format!("127.0.0.1:{}", source.port),
+            "--target",
+            &format!("127.0.0.1:{}", by_engine.port),
+            "--service",
+            &format!("127.0.0.1:{}", relay.port),
+            "--parallel",
+            "4",
+        ])
+        .env("APPDB_SOURCE_PASSWORD", ROOT)
+        .env("APPDB_TARGET_PASSWORD", ROOT)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the engine");
+    let pid = child.id().expect("pid");
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watching = peak.clone();
+    let sampler = tokio::spawn(async move {
+        loop {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                && let Some(kb) = status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            {
+                watching.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut reports: Vec<serde_json::Value> = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let report: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        if report["phase"] == "promote" {
+            relay.switch_to(by_engine.port);
+        }
+        println!("  {line}");
+        reports.push(report);
+    }
+    let exit = child.wait().await.expect("engine exit");
+    sampler.abort();
+    assert!(exit.success(), "the engine failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut acked = 0;
+    let mut longest_gap = Duration::ZERO;
+    let mut failures = 0;
+    for w in writers {
+        let written = w.stop().await;
+        acked += written.acked.len();
+        failures += written.failures;
+        longest_gap = longest_gap.max(written.longest_gap);
+    }
+    let seconds = |phase: &str| -> f64 {
+        reports
+            .iter()
+            .find(|r| r["phase"] == phase)
+            .map(|r| {
+                let start: jiff::Timestamp = r["start"].as_str().unwrap_or_default().parse().expect("start");
+                let end: jiff::Timestamp = r["end"].as_str().unwrap_or_default().parse().expect("end");
+                (end.as_millisecond() - start.as_millisecond()) as f64 / 1000.0
+            })
+            .unwrap_or(f64::NAN)
+    };
+    let copy_seconds = seconds("snapshot");
+    let downtime = reports
+        .iter()
+        .find_map(|r| r["downtimeSeconds"].as_f64())
+        .unwrap_or(f64::NAN);
+    let (pipe_size, engine_size) = (data_bytes(&by_pipe).await, data_bytes(&by_engine).await);
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| data on the source (InnoDB, data + indexes) | {:.0} MiB |", mib(size));
+    println!(
+        "| mariadb-dump \\| mariadb | {pipe_seconds:.1} s ({:.1} MiB/s; target {:.0} MiB) |",
+        mib(size) / pipe_seconds,
+        mib(pipe_size)
+    );
+    println!(
+        "| engine seed (4 connections per side, under write load) | {copy_seconds:.1} s ({:.1} MiB/s; target {:.0} MiB) |",
+        mib(size) / copy_seconds,
+        mib(engine_size)
+    );
+    println!("| throughput ratio engine / pipe | {:.2} |", pipe_seconds / copy_seconds);
+    for phase in ["replicate", "fence", "catch-up", "verify", "promote", "switch", "release"] {
+        println!("| phase {phase} | {:.3} s |", seconds(phase));
+    }
+    println!("| write outage reported (fence → Service leads to target) | {downtime:.3} s |");
+    println!(
+        "| longest gap between acknowledged writes (client view) | {:.3} s |",
+        longest_gap.as_secs_f64()
+    );
+    println!("| acknowledged writes during the run / failed attempts | {acked} / {failures} |");
+    println!(
+        "| engine peak RSS | {:.1} MiB |",
+        peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    );
+    source.stop().await;
+    by_pipe.stop().await;
+    by_engine.stop().await;
+}
