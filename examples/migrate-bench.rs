@@ -36,7 +36,9 @@ async fn root(db: &MariaDb) -> mysql_async::Conn {
 async fn data_bytes(db: &MariaDb) -> u64 {
     let mut c = root(db).await;
     for t in 0..TABLES {
-        c.query_drop(format!("ANALYZE TABLE bench.t{t}")).await.expect("analyze");
+        c.query_drop(format!("ANALYZE TABLE bench.t{t}"))
+            .await
+            .expect("analyze");
     }
     c.query_first::<u64, _>(
         "SELECT CAST(SUM(DATA_LENGTH + INDEX_LENGTH) AS UNSIGNED) FROM information_schema.TABLES \
@@ -112,10 +114,10 @@ async fn main() {
 
     // Baseline: mariadb-dump piped into mariadb.
     let started = Instant::now();
-    let status = tokio::process::Command::new("sh")
+    let status = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "set -o pipefail 2>/dev/null; mariadb-dump --no-defaults -h127.0.0.1 -P{} -uroot --single-transaction \
+            "set -o pipefail; mariadb-dump --no-defaults -h127.0.0.1 -P{} -uroot --single-transaction \
              --routines --triggers --events --databases bench shop legacy | mariadb --no-defaults -h127.0.0.1 -P{} -uroot",
             source.port, by_pipe.port
         ))
@@ -220,8 +222,19 @@ async fn main() {
         mib(size) / copy_seconds,
         mib(engine_size)
     );
-    println!("| throughput ratio engine / pipe | {:.2} |", pipe_seconds / copy_seconds);
-    for phase in ["replicate", "fence", "catch-up", "verify", "promote", "switch", "release"] {
+    println!(
+        "| throughput ratio engine / pipe | {:.2} |",
+        pipe_seconds / copy_seconds
+    );
+    for phase in [
+        "replicate",
+        "fence",
+        "catch-up",
+        "verify",
+        "promote",
+        "switch",
+        "release",
+    ] {
         println!("| phase {phase} | {:.3} s |", seconds(phase));
     }
     println!("| write outage reported (fence → Service leads to target) | {downtime:.3} s |");

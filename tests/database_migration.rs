@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use appdb_operator::api::PrivateNetwork;
 use kube::{Api, Client, Config};
-use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
+use support::{Cluster, apply, eventually, free_port, get, spawn_operator, try_get};
 use tokio::process::Child;
 
 /// Two networks, a ready database on the first with a VPN connection, the operator running.
@@ -20,6 +20,8 @@ async fn setup(c: &Cluster) -> Child {
             "true",
             "--release-cooldown-seconds",
             "0",
+            "--rollback-window-seconds",
+            "3",
         ],
     );
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
@@ -224,14 +226,16 @@ async fn unmet_preconditions_wait_with_reasons_and_cancellation_changes_nothing(
             .then_some(())
     })
     .await;
-    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: copy, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod-2026\n  strategy: Replicate\n  scheduledAt: \"2099-01-01T00:00:00Z\"\n").await;
-    eventually(15, "StrategyNotSupported", || async {
-        (get(&c, "dbmig/copy", r#"{.status.conditions[?(@.type=="Stalled")].reason}"#).await == "StrategyNotSupported")
-            .then_some(())
-    })
-    .await;
+    // A new server with a strategy that keeps the old one is refused at admission.
+    let refused = c
+        .fails(
+            &["apply", "--server-side", "-f", "-"],
+            Some("apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: copy, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod-2026\n  strategy: Readdress\n  target: {version: '8.4'}\n"),
+        )
+        .await;
+    assert!(refused.contains("needs a copying strategy"), "{refused}");
     // Cancelling a migration that has not started changes nothing.
-    c.ok(&["delete", "dbmig", "same", "copy", "-n", "acme"]).await;
+    c.ok(&["delete", "dbmig", "same", "-n", "acme"]).await;
     assert_eq!(
         get(&c, "adb/orders", "{.status.network} {.status.state}").await,
         "prod Ready To Use",
@@ -319,4 +323,281 @@ async fn an_operator_killed_mid_migration_finishes_it_after_restart() {
         (!c.kubectl(&["get", "pnet", "prod", "-n", "acme"]).await.status.success()).then_some(())
     })
     .await;
+}
+
+/// What the engine would write on its Job's pod: the phases so far.
+async fn report_phases(c: &Cluster, pod: &str, phases: &[(&str, &str)]) {
+    let reports: Vec<serde_json::Value> = phases
+        .iter()
+        .map(|(phase, extra)| {
+            let mut r =
+                serde_json::json!({"phase": phase, "start": "2026-11-24T10:00:00Z", "end": "2026-11-24T10:00:01Z"});
+            if !extra.is_empty() {
+                let more: serde_json::Value = serde_json::from_str(extra).expect("extra fields");
+                r.as_object_mut().unwrap().extend(more.as_object().unwrap().clone());
+            }
+            r
+        })
+        .collect();
+    let value = serde_json::to_string(&reports).unwrap();
+    let patch = serde_json::json!({"metadata": {"annotations": {"appdb.dev/migration-progress": value}}});
+    c.ok(&[
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        "acme",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ])
+    .await;
+}
+
+/// A copying migration to a new server (other version and storage) on the same network: the operator creates the
+/// server beside the old one, starts the engine's Job once it is ready, follows the phases the engine reports,
+/// switches the Service at `promote`, completes at `done` with the measured outage, and retires the old server
+/// after the rollback window. (The engine itself is proven against real servers in tests/migration_engine.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_creates_the_new_server_follows_the_engine_and_switches_the_service() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: orders-to-ssd, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod\n  strategy: Replicate\n  target: {version: '9.1', storage: {size: 5Gi, storageClassName: fast}}\n").await;
+    let server = eventually(30, "the migration names its new server", || async {
+        let s = get(&c, "dbmig/orders-to-ssd", "{.status.copy.server}").await;
+        (!s.is_empty()).then_some(s)
+    })
+    .await;
+    assert!(server.starts_with("orders-"), "{server}");
+    assert_eq!(get(&c, "dbmig/orders-to-ssd", "{.status.state}").await, "Preparing");
+    eventually(30, "the new server's StatefulSet", || async {
+        let image = try_get(
+            &c,
+            &format!("sts/{server}"),
+            "{.spec.template.spec.containers[0].image}",
+        )
+        .await;
+        (image.as_deref() == Some("mysql:9.1")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(
+            &c,
+            &format!("sts/{server}"),
+            "{.spec.volumeClaimTemplates[0].spec.resources.requests.storage}"
+        )
+        .await,
+        "5Gi"
+    );
+    eventually(30, "waiting for the new server", || async {
+        (get(
+            &c,
+            "dbmig/orders-to-ssd",
+            "{.status.conditions[?(@.type==\"Reconciling\")].reason}",
+        )
+        .await
+            == "WaitingForServer")
+            .then_some(())
+    })
+    .await;
+    c.ok(&[
+        "patch",
+        "sts",
+        &server,
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
+    let args = eventually(30, "the migration Job", || async {
+        try_get(&c, "job/orders-to-ssd-copy", "{.spec.template.spec.containers[0].args}").await
+    })
+    .await;
+    assert!(
+        args.contains(&format!("{server}-0.{server}-headless.acme.svc.cluster.local:3306"))
+            && args.contains("orders-0.orders-headless.acme.svc.cluster.local:3306")
+            && args.contains("orders.acme.svc.cluster.local:3306"),
+        "{args}"
+    );
+    let job = c
+        .ok(&["get", "job", "orders-to-ssd-copy", "-n", "acme", "-o", "json"])
+        .await;
+    assert!(
+        job.contains("\"secretKeyRef\"") && !job.contains("first-Secret-9"),
+        "passwords only by reference"
+    );
+    for kind in ["serviceaccount", "role", "rolebinding"] {
+        c.ok(&["get", kind, "orders-to-ssd-copy", "-n", "acme"]).await;
+    }
+    // The Job controller's pod, as a cluster would create it.
+    apply(&c, "apiVersion: v1\nkind: Pod\nmetadata: {name: orders-to-ssd-copy-x7k2p, namespace: acme, labels: {appdb.dev/migration: orders-to-ssd}}\nspec: {containers: [{name: migrate, image: op}]}\n").await;
+    let pod = "orders-to-ssd-copy-x7k2p";
+    report_phases(
+        &c,
+        pod,
+        &[("prepare", ""), ("snapshot", r#"{"rows": 4596, "bytes": 897583}"#)],
+    )
+    .await;
+    eventually(30, "the snapshot in status", || async {
+        (get(&c, "dbmig/orders-to-ssd", "{.status.copy.rows}").await == "4596").then_some(())
+    })
+    .await;
+    assert_eq!(get(&c, "dbmig/orders-to-ssd", "{.status.state}").await, "Preparing");
+    let phases = [
+        ("prepare", ""),
+        ("snapshot", r#"{"rows": 4596}"#),
+        ("replicate", r#"{"lagSeconds": 0}"#),
+        ("fence", ""),
+    ];
+    report_phases(&c, pod, &phases).await;
+    eventually(30, "Migration In Progress once the source is fenced", || async {
+        (get(&c, "dbmig/orders-to-ssd", "{.status.state}").await == "Migration In Progress"
+            && get(&c, "pnet/prod", "{.status.state}").await == "Migration In Progress")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "svc/orders", "{.spec.selector.app\\.kubernetes\\.io/instance}").await,
+        "orders"
+    );
+    let mut phases = phases.to_vec();
+    phases.extend([("catch-up", ""), ("verify", ""), ("promote", "")]);
+    report_phases(&c, pod, &phases).await;
+    eventually(30, "the Service leads to the new server at promote", || async {
+        (get(&c, "svc/orders", "{.spec.selector.app\\.kubernetes\\.io/instance}").await == server).then_some(())
+    })
+    .await;
+    assert_eq!(get(&c, "adb/orders", "{.status.server.name}").await, server);
+    assert_eq!(get(&c, "adb/orders", "{.status.server.image}").await, "mysql:9.1");
+    assert_eq!(get(&c, "adb/orders", "{.status.retiredServer.name}").await, "orders");
+    phases.extend([
+        ("switch", ""),
+        ("release", ""),
+        ("done", r#"{"downtimeSeconds": 1.25}"#),
+    ]);
+    report_phases(&c, pod, &phases).await;
+    eventually(30, "Completed with the measured outage", || async {
+        (get(&c, "dbmig/orders-to-ssd", "{.status.state}").await == "Completed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "dbmig/orders-to-ssd", "{.status.downtimeSeconds}").await,
+        "1.25"
+    );
+    assert_eq!(get(&c, "adb/orders", "{.status.state}").await, "Ready To Use");
+    // Same network: nothing to delete there.
+    c.ok(&["get", "pnet/prod", "-n", "acme"]).await;
+    // The old server is kept for the rollback window (3 s here), then deleted.
+    eventually(30, "the retired server is deleted after its window", || async {
+        (!c.kubectl(&["get", "sts", "orders", "-n", "acme"])
+            .await
+            .status
+            .success())
+        .then_some(())
+    })
+    .await;
+    c.ok(&["get", "sts", &server, "-n", "acme"]).await;
+    let events = c
+        .ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ])
+        .await;
+    for reason in [
+        "Preparing",
+        "MigrationInProgress",
+        "ServerSwitched",
+        "Completed",
+        "ServerRetired",
+    ] {
+        assert!(events.contains(reason), "Event {reason} missing: {events}");
+    }
+    eventually(30, "the status forgets the retired server", || async {
+        get(&c, "adb/orders", "{.status.retiredServer}")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+/// The engine reports a rollback: the migration ends RolledBack with the engine's reason, the Service never
+/// moved, and the unfinished copy's server is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_copy_keeps_the_database_on_its_server() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: dump, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod\n  strategy: DumpRestore\n  target: {storage: {size: 2Gi}}\n").await;
+    let server = eventually(30, "the new server", || async {
+        let s = get(&c, "dbmig/dump", "{.status.copy.server}").await;
+        (!s.is_empty()).then_some(s)
+    })
+    .await;
+    eventually(30, "its StatefulSet", || async {
+        c.kubectl(&["get", "sts", &server, "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    c.ok(&[
+        "patch",
+        "sts",
+        &server,
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
+    let args = eventually(30, "the migration Job", || async {
+        try_get(&c, "job/dump-copy", "{.spec.template.spec.containers[0].args}").await
+    })
+    .await;
+    assert!(args.contains("dump-restore"), "{args}");
+    apply(&c, "apiVersion: v1\nkind: Pod\nmetadata: {name: dump-copy-a1b2c, namespace: acme, labels: {appdb.dev/migration: dump}}\nspec: {containers: [{name: migrate, image: op}]}\n").await;
+    report_phases(
+        &c,
+        "dump-copy-a1b2c",
+        &[
+            ("prepare", ""),
+            ("fence", ""),
+            ("snapshot", ""),
+            (
+                "rolled-back",
+                r#"{"message": "checksums differ for `shop`.`orders`; the source is writable and authoritative"}"#,
+            ),
+        ],
+    )
+    .await;
+    eventually(30, "RolledBack with the engine's reason", || async {
+        (get(&c, "dbmig/dump", "{.status.state}").await == "RolledBack").then_some(())
+    })
+    .await;
+    let stalled = get(&c, "dbmig/dump", "{.status.conditions[?(@.type==\"Stalled\")].message}").await;
+    assert!(stalled.contains("checksums differ"), "{stalled}");
+    assert_eq!(
+        get(&c, "dbmig/dump", "{.status.conditions[?(@.type==\"Ready\")].status}").await,
+        "False"
+    );
+    assert_eq!(
+        get(&c, "svc/orders", "{.spec.selector.app\\.kubernetes\\.io/instance}").await,
+        "orders"
+    );
+    eventually(30, "the unfinished copy's server is removed", || async {
+        (!c.kubectl(&["get", "sts", &server, "-n", "acme"]).await.status.success()).then_some(())
+    })
+    .await;
+    assert_eq!(get(&c, "adb/orders", "{.status.state}").await, "Ready To Use");
+    assert_eq!(get(&c, "adb/orders", "{.status.server}").await, "");
 }

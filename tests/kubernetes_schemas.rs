@@ -4,12 +4,18 @@
 use std::process::Command;
 
 use appdb_operator::{
+    api::database_migration::MigrationStrategy,
     api::{
         AppDatabase, AppDatabaseSpec,
         app_database::{AdminCredentials, DeletionPolicy, DnsSpec, Engine, Storage},
         common::SecretKeyRef,
     },
-    controllers::app_database::build::{BuildInputs, build, root_secret, rotation_job},
+    controllers::{
+        app_database::build::{
+            BuildInputs, ServerPlan, build, copy_server_name, copy_server_plan, root_secret, rotation_job,
+        },
+        database_migration::copy,
+    },
     netpol::{IsolationConfig, customer_policies},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -57,14 +63,53 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
     let mut docs = String::new();
     for engine in [Engine::MySQL, Engine::MariaDB] {
         let db = database(engine);
+        // The database's server and the new one a copying migration adds beside it.
+        let current = ServerPlan::from_spec(&db);
+        let copy = copy_server_plan(&db, &current, &copy_server_name("orders", "uid-1"), None);
+        let servers = [current, copy];
         let desired = build(&BuildInputs {
             db: &db,
             network: "prod",
+            servers: &servers,
+            serving: &servers[0].name,
         });
-        yaml(&mut docs, &desired.config);
-        yaml(&mut docs, &desired.statefulset);
-        yaml(&mut docs, &desired.headless);
+        for server in &desired.servers {
+            yaml(&mut docs, &server.config);
+            yaml(&mut docs, &server.statefulset);
+            yaml(&mut docs, &server.headless);
+        }
         yaml(&mut docs, &desired.client);
+        let mut migration = appdb_operator::api::DatabaseMigration::new(
+            "orders-to-ssd",
+            appdb_operator::api::DatabaseMigrationSpec {
+                database: "orders".into(),
+                target_network: "prod".into(),
+                scheduled_at: None,
+                strategy: Some(MigrationStrategy::Replicate),
+                target: None,
+                delete_source_network: true,
+            },
+        );
+        migration.metadata.namespace = Some("acme".into());
+        migration.metadata.uid = Some("uid-1".into());
+        let (sa, role, binding) = copy::rbac(&migration);
+        yaml(&mut docs, &sa);
+        yaml(&mut docs, &role);
+        yaml(&mut docs, &binding);
+        yaml(
+            &mut docs,
+            &copy::job(&copy::JobInputs {
+                migration: &migration,
+                database: &db,
+                source: &servers[0],
+                target: &servers[1],
+                strategy: MigrationStrategy::Replicate,
+                cutover_at: None,
+                operator_image: "registry.example/appdb-operator:1",
+                cluster_domain: "cluster.local",
+                rollback: false,
+            }),
+        );
         yaml(&mut docs, &desired.policy);
         yaml(&mut docs, &root_secret(&db, "x".repeat(32)));
         yaml(

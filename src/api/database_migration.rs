@@ -19,7 +19,7 @@ use super::common::CommonStatus;
     doc = "Moves an AppDatabase to another PrivateNetwork (same namespace) at a scheduled time. During the move both \
            networks show \"Migration In Progress\"; afterwards the database has its address in the new network, which \
            becomes Production, and (by default) the previous network and its VPN connections are deleted.",
-    validation = Rule::new("!has(self.target) || !has(self.strategy) || self.strategy != 'Readdress'").message("a target server (version, image or storage) needs a copying strategy: Replicate or DumpRestore"),
+    validation = Rule::new("!has(self.spec.target) || !has(self.spec.strategy) || self.spec.strategy != 'Readdress'").message("a target server (version, image or storage) needs a copying strategy: Replicate or DumpRestore"),
     printcolumn(name = "Database", type_ = "string", json_path = ".spec.database"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNetwork"),
     printcolumn(name = "Scheduled", type_ = "string", json_path = ".spec.scheduledAt"),

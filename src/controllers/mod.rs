@@ -2,9 +2,9 @@
 
 pub mod app_database;
 pub mod apply;
-pub mod rbac;
 pub mod database_migration;
 pub mod private_network;
+pub mod rbac;
 pub mod vpn_connection;
 
 use std::sync::Arc;

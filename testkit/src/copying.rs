@@ -239,4 +239,3 @@ pub async fn assert_no_write_lost(conn: &mut Conn, written: &Written) {
         written.acked.len()
     );
 }
-

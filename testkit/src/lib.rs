@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
-pub mod schema;
 pub mod copying;
 pub mod mariadb;
 pub mod relay;
+pub mod schema;

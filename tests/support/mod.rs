@@ -156,3 +156,13 @@ pub async fn get(c: &Cluster, what: &str, path: &str) -> String {
     c.ok(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
         .await
 }
+
+/// Like [`get`], or `None` while the object does not exist.
+pub async fn try_get(c: &Cluster, what: &str, path: &str) -> Option<String> {
+    let out = c
+        .kubectl(&["get", what, "-n", "acme", "-o", &format!("jsonpath={path}")])
+        .await;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -664,16 +664,70 @@ mod tests {
         db
     }
 
+    /// The objects of a database with its one server.
+    fn build_one(db: &AppDatabase) -> Desired {
+        let servers = [ServerPlan::from_spec(db)];
+        build(&BuildInputs {
+            db,
+            network: "prod",
+            servers: &servers,
+            serving: &servers[0].name,
+        })
+    }
+
+    #[test]
+    fn a_copy_gets_its_own_server_and_the_service_follows_the_serving_one() {
+        let db = db(Engine::MariaDB, DeletionPolicy::Retain);
+        let current = ServerPlan::from_spec(&db);
+        let name = copy_server_name("orders", "migration-uid");
+        assert!(
+            name.starts_with("orders-") && name.len() == "orders-".len() + 6,
+            "{name}"
+        );
+        assert_eq!(copy_server_name("orders", "migration-uid"), name);
+        let target = crate::api::database_migration::MigrationTarget {
+            version: Some("11.8".into()),
+            image: None,
+            storage: Some(Storage {
+                size: "50Gi".into(),
+                storage_class_name: Some("fast".into()),
+            }),
+        };
+        let new = copy_server_plan(&db, &current, &name, Some(&target));
+        assert_eq!(new.image, "mariadb:11.8");
+        assert_eq!(new.storage.size, "50Gi");
+        assert_eq!(copy_server_plan(&db, &current, &name, None).image, current.image);
+        let servers = [current.clone(), new.clone()];
+        let d = build(&BuildInputs {
+            db: &db,
+            network: "prod",
+            servers: &servers,
+            serving: &new.name,
+        });
+        assert_eq!(d.servers.len(), 2);
+        let (old_objects, new_objects) = (&d.servers[0], &d.servers[1]);
+        assert_eq!(old_objects.statefulset.metadata.name.as_deref(), Some("orders"));
+        assert_eq!(new_objects.statefulset.metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(
+            new_objects.statefulset.spec.service_name.as_deref(),
+            Some(format!("{name}-headless").as_str())
+        );
+        // Distinct server ids: replication between them needs that.
+        let cnf = |o: &ServerObjects| o.config.data.as_ref().unwrap()["appdb.cnf"].clone();
+        assert_ne!(cnf(old_objects), cnf(new_objects));
+        let selector = d.client.spec.as_ref().unwrap().selector.clone().unwrap();
+        assert_eq!(selector.get(LABEL_INSTANCE).map(String::as_str), Some(name.as_str()));
+        let claim = &new_objects.statefulset.spec.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(claim.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("fast"));
+    }
+
     fn container(d: &Desired) -> &Container {
-        &d.statefulset.spec.template.spec.as_ref().unwrap().containers[0]
+        &d.servers[0].statefulset.spec.template.spec.as_ref().unwrap().containers[0]
     }
 
     #[test]
     fn statefulset_runs_the_engine_with_real_probes_and_no_password_literal() {
-        let d = build(&BuildInputs {
-            db: &db(Engine::MySQL, DeletionPolicy::Retain),
-            network: "prod",
-        });
+        let d = build_one(&db(Engine::MySQL, DeletionPolicy::Retain));
         let c = container(&d);
         assert_eq!(c.image.as_deref(), Some("mysql:8.4"));
         let probe = c
@@ -703,7 +757,7 @@ mod tests {
             ),
             (Some(false), Some(true), Some(true))
         );
-        let spec = &d.statefulset.spec;
+        let spec = &d.servers[0].statefulset.spec;
         assert_eq!(spec.service_name.as_deref(), Some("orders-headless"));
         let pvc = &spec.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(pvc.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("fast"));
@@ -718,17 +772,14 @@ mod tests {
         let labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert_eq!(labels.get("appdb.dev/role").map(String::as_str), Some("database"));
         assert_eq!(
-            d.statefulset.metadata.owner_references.as_ref().unwrap()[0].kind,
+            d.servers[0].statefulset.metadata.owner_references.as_ref().unwrap()[0].kind,
             "AppDatabase"
         );
     }
 
     #[test]
     fn mariadb_flavor_and_delete_policy() {
-        let d = build(&BuildInputs {
-            db: &db(Engine::MariaDB, DeletionPolicy::Delete),
-            network: "prod",
-        });
+        let d = build_one(&db(Engine::MariaDB, DeletionPolicy::Delete));
         let c = container(&d);
         assert_eq!(c.image.as_deref(), Some("mariadb:11.4"));
         assert!(
@@ -738,23 +789,23 @@ mod tests {
                 .iter()
                 .any(|e| e.name == "MARIADB_ROOT_PASSWORD")
         );
-        let policy = d
+        let policy = d.servers[0]
             .statefulset
             .spec
             .persistent_volume_claim_retention_policy
             .as_ref()
             .unwrap();
         assert_eq!(policy.when_deleted.as_deref(), Some("Delete"));
-        assert!(d.config.data.as_ref().unwrap()["appdb.cnf"].contains("gtid_strict_mode"));
+        assert!(d.servers[0].config.data.as_ref().unwrap()["appdb.cnf"].contains("gtid_strict_mode"));
     }
 
     #[test]
     fn services_policy_and_names_are_deterministic() {
-        let d = build(&BuildInputs {
-            db: &db(Engine::MySQL, DeletionPolicy::Retain),
-            network: "prod",
-        });
-        assert_eq!(d.headless.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+        let d = build_one(&db(Engine::MySQL, DeletionPolicy::Retain));
+        assert_eq!(
+            d.servers[0].headless.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
         assert_eq!(d.client.metadata.name.as_deref(), Some("orders"));
         assert!(
             d.client.spec.as_ref().unwrap().cluster_ip.is_none(),

@@ -38,7 +38,8 @@ use tracing::warn;
 
 use self::{
     build::{
-        BuildInputs, ServerPlan, build, copy_server_plan, dns_endpoint, dns_endpoint_resource, names, root_secret, rotation_job, rotation_job_name,
+        BuildInputs, ServerPlan, build, copy_server_plan, dns_endpoint, dns_endpoint_resource, names, root_secret,
+        rotation_job, rotation_job_name,
     },
     status::{Dns, Phase, build_status},
     validate::{Invalid, Tenant, current_network, plan_addresses, validate_on},
@@ -272,7 +273,12 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
             Err(e) => return Err(applying("the root Secret")(e).into()),
         }
     }
-    let plan = plan_servers(&db, &migrations.items, jiff::Timestamp::now(), ctx.config.rollback_window);
+    let plan = plan_servers(
+        &db,
+        &migrations.items,
+        jiff::Timestamp::now(),
+        ctx.config.rollback_window,
+    );
     let desired = build(&BuildInputs {
         db: &db,
         network: &valid.network,
@@ -320,13 +326,15 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
     for name in &plan.delete {
-        delete_server(client, &ns, name).await?;
+        if !delete_server(client, &ns, name).await? {
+            continue;
+        }
         publish(
             ctx,
             &db,
             EventType::Normal,
             "ServerRetired",
-            &format!("deleted the previous server {name}: its rollback window has passed"),
+            &format!("deleted the server {name} (a retired server after its rollback window, or an unfinished copy)"),
         )
         .await;
     }
@@ -442,11 +450,19 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         }
     };
     write_status(ctx, &db, &phase, host, &dns, revision, servers).await?;
-    Ok(match (phase, dns) {
-        (_, Dns::CrdMissing) => Action::requeue(Duration::from_secs(30)),
-        (Phase::Ready { rotating: false, .. }, _) => Action::requeue(Duration::from_secs(600)),
-        _ => Action::requeue(Duration::from_secs(10)),
-    })
+    // A retired server is deleted when its rollback window ends: come back then.
+    let retire_in = plan
+        .recorded
+        .retired
+        .as_ref()
+        .and_then(|r| r.delete_after.parse::<jiff::Timestamp>().ok())
+        .map(|t| Duration::from_secs((t.as_second() - jiff::Timestamp::now().as_second()).clamp(1, 600) as u64));
+    let action = match (phase, dns) {
+        (_, Dns::CrdMissing) => Duration::from_secs(30),
+        (Phase::Ready { rotating: false, .. }, _) => Duration::from_secs(600),
+        _ => Duration::from_secs(10),
+    };
+    Ok(Action::requeue(retire_in.map_or(action, |r| r.min(action))))
 }
 
 async fn publish(ctx: &Context, db: &AppDatabase, type_: EventType, reason: &str, note: &str) {
@@ -492,19 +508,25 @@ pub fn plan_servers(
         .map(ServerPlan::from_status)
         .unwrap_or_else(|| ServerPlan::from_spec(db));
     let mut run = Vec::new();
+    let mut delete = Vec::new();
     let mut switched = false;
     for m in migrations.iter().filter(|m| m.spec.database == db.name_any()) {
         let Some(status) = &m.status else { continue };
         let Some(copy) = &status.copy else { continue };
         let state = status.common.state.as_deref();
-        if copy.server == serving.name || matches!(state, Some(mstate::ROLLED_BACK | mstate::FAILED)) {
+        if copy.server == serving.name {
+            continue;
+        }
+        if matches!(state, Some(mstate::ROLLED_BACK | mstate::FAILED)) {
+            // The source stayed authoritative: the unfinished copy goes (its volume is kept).
+            delete.push(copy.server.clone());
             continue;
         }
         let in_flight = matches!(state, Some(mstate::PREPARING | mstate::MIGRATION_IN_PROGRESS));
         if copy.promoted() && (in_flight || state == Some(mstate::COMPLETED)) {
             let new = copy_server_plan(db, &serving, &copy.server, m.spec.target.as_ref());
-            let delete_after = jiff::Timestamp::from_second(now.as_second() + rollback_window.as_secs() as i64)
-                .unwrap_or(now);
+            let delete_after =
+                jiff::Timestamp::from_second(now.as_second() + rollback_window.as_secs() as i64).unwrap_or(now);
             recorded.retired = Some(crate::api::app_database::RetiredServer {
                 name: serving.name.clone(),
                 delete_after: delete_after.to_string(),
@@ -517,7 +539,6 @@ pub fn plan_servers(
             run.push(copy_server_plan(db, &serving, &copy.server, m.spec.target.as_ref()));
         }
     }
-    let mut delete = Vec::new();
     if let Some(retired) = &recorded.retired {
         let due = retired.delete_after.parse::<jiff::Timestamp>().is_ok_and(|t| now >= t);
         if due {
@@ -538,13 +559,13 @@ pub fn plan_servers(
     }
 }
 
-/// Deletes a retired server's StatefulSet, headless Service and ConfigMap (its volume follows the deletion policy
-/// of StatefulSet volumes: kept).
-async fn delete_server(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+/// Deletes a server's StatefulSet, headless Service and ConfigMap (its volume is kept: StatefulSets leave their
+/// claims behind). Returns whether the StatefulSet was still there.
+async fn delete_server(client: &Client, ns: &str, name: &str) -> Result<bool, Error> {
     let dp = kube::api::DeleteParams::default();
     let gone = |r: Result<_, kube::Error>| match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(applying("a retired server")(e)),
     };
     let plan = ServerPlan {
@@ -555,10 +576,25 @@ async fn delete_server(client: &Client, ns: &str, name: &str) -> Result<(), Erro
             storage_class_name: None,
         },
     };
-    gone(Api::<StatefulSet>::namespaced(client.clone(), ns).delete(name, &dp).await.map(|_| ()))?;
-    gone(Api::<Service>::namespaced(client.clone(), ns).delete(&plan.headless(), &dp).await.map(|_| ()))?;
-    gone(Api::<ConfigMap>::namespaced(client.clone(), ns).delete(&plan.config(), &dp).await.map(|_| ()))?;
-    Ok(())
+    let existed = gone(
+        Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .delete(name, &dp)
+            .await
+            .map(|_| ()),
+    )?;
+    gone(
+        Api::<Service>::namespaced(client.clone(), ns)
+            .delete(&plan.headless(), &dp)
+            .await
+            .map(|_| ()),
+    )?;
+    gone(
+        Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .delete(&plan.config(), &dp)
+            .await
+            .map(|_| ()),
+    )?;
+    Ok(existed)
 }
 
 async fn write_status(

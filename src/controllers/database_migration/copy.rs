@@ -22,7 +22,9 @@ use crate::{
     },
     controllers::app_database::build::{ROOT_PASSWORD_KEY, ServerPlan, hardened_container_security, names, secret_env},
     mysql::migrate::PhaseReport,
-    names::{ANNOTATION_MIGRATION_PROGRESS, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB},
+    names::{
+        ANNOTATION_MIGRATION_PROGRESS, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB,
+    },
     netpol::MYSQL_PORT,
 };
 
@@ -37,7 +39,11 @@ fn short(name: String) -> String {
 
 /// `<migration>-copy`, or `<migration>-rollback` for the Job that only makes the source writable again.
 pub fn job_name(m: &DatabaseMigration, rollback: bool) -> String {
-    short(format!("{}-{}", m.name_any(), if rollback { "rollback" } else { "copy" }))
+    short(format!(
+        "{}-{}",
+        m.name_any(),
+        if rollback { "rollback" } else { "copy" }
+    ))
 }
 
 pub fn service_account_name(m: &DatabaseMigration) -> String {
@@ -115,7 +121,11 @@ pub fn job(i: &JobInputs<'_>) -> Job {
     let m = i.migration;
     let namespace = m.namespace().unwrap_or_default();
     let root_secret = names(i.database).root_secret;
-    let service = format!("{}.{namespace}.svc.{}:{MYSQL_PORT}", names(i.database).client, i.cluster_domain);
+    let service = format!(
+        "{}.{namespace}.svc.{}:{MYSQL_PORT}",
+        names(i.database).client,
+        i.cluster_domain
+    );
     let mut args = vec![
         "migrate".to_owned(),
         "--strategy".into(),
@@ -364,7 +374,11 @@ mod tests {
             p.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_MIGRATION_PROGRESS.into(), reports.into())]));
             p
         };
-        let old = pod("a", "2026-01-01T00:00:00Z", r#"[{"phase":"prepare","start":"s","end":"e"}]"#);
+        let old = pod(
+            "a",
+            "2026-01-01T00:00:00Z",
+            r#"[{"phase":"prepare","start":"s","end":"e"}]"#,
+        );
         let new = pod(
             "b",
             "2026-01-01T00:01:00Z",

@@ -37,7 +37,7 @@ use crate::{
     names::FIELD_MANAGER,
 };
 
-mod copy;
+pub mod copy;
 
 const NAME: &str = "databasemigration";
 /// Condition warning that premises would lose access (the target network has no VPN connection yet).
@@ -354,7 +354,11 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
         format!("the source network has VPN connections and {} has none: premises lose access to the database after the move", m.spec.target_network)
     });
     // Replicate seeds and follows the source ahead of time; the engine fences the source at the scheduled time.
-    let start_at = if strategy == MigrationStrategy::Replicate { None } else { scheduled };
+    let start_at = if strategy == MigrationStrategy::Replicate {
+        None
+    } else {
+        scheduled
+    };
     match decide(&m.spec.database, start_at, &observed, now) {
         Decision::Start if copying => {
             let server = crate::controllers::app_database::build::copy_server_name(
@@ -503,7 +507,17 @@ async fn copy_progress(
         .map_err(read("the AppDatabase"))?
     else {
         let msg = format!("AppDatabase {} was deleted during the migration", m.spec.database);
-        write(ctx, &m, &mut status, state::FAILED, stalled, "DatabaseNotFound", &msg, None).await?;
+        write(
+            ctx,
+            &m,
+            &mut status,
+            state::FAILED,
+            stalled,
+            "DatabaseNotFound",
+            &msg,
+            None,
+        )
+        .await?;
         return Ok(Action::await_change());
     };
     let current_state = current_state(&m).unwrap_or(state::PREPARING).to_owned();
@@ -521,7 +535,17 @@ async fn copy_progress(
             >= 1;
         if !ready {
             let msg = format!("waiting for the new server {} to start", copy.server);
-            write(ctx, &m, &mut status, state::PREPARING, running, "WaitingForServer", &msg, None).await?;
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::PREPARING,
+                running,
+                "WaitingForServer",
+                &msg,
+                None,
+            )
+            .await?;
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
         let source = db
@@ -584,7 +608,17 @@ async fn copy_progress(
             "rolled back: {reason}; AppDatabase {} stays on its server and is writable",
             m.spec.database
         );
-        write(ctx, &m, &mut status, state::ROLLED_BACK, stalled, "RolledBack", &msg, None).await?;
+        write(
+            ctx,
+            &m,
+            &mut status,
+            state::ROLLED_BACK,
+            stalled,
+            "RolledBack",
+            &msg,
+            None,
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     if let Some(downtime) = folded.done {
@@ -593,8 +627,21 @@ async fn copy_progress(
                 && conditions::find(&s.common.conditions, READY).is_some_and(|c| c.status == "True")
         });
         if !switched {
-            let msg = format!("waiting for AppDatabase {} to serve from {}", m.spec.database, copy.server);
-            write(ctx, &m, &mut status, state::MIGRATION_IN_PROGRESS, running, "Switching", &msg, None).await?;
+            let msg = format!(
+                "waiting for AppDatabase {} to serve from {}",
+                m.spec.database, copy.server
+            );
+            write(
+                ctx,
+                &m,
+                &mut status,
+                state::MIGRATION_IN_PROGRESS,
+                running,
+                "Switching",
+                &msg,
+                None,
+            )
+            .await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         status.downtime_seconds = Some(downtime);
@@ -605,7 +652,17 @@ async fn copy_progress(
             m.spec.database, copy.server
         );
         let readiness = (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False);
-        write(ctx, &m, &mut status, state::COMPLETED, readiness, "Completed", &msg, None).await?;
+        write(
+            ctx,
+            &m,
+            &mut status,
+            state::COMPLETED,
+            readiness,
+            "Completed",
+            &msg,
+            None,
+        )
+        .await?;
         if m.spec.delete_source_network
             && let Some(source) = status.source_network.clone()
             && source != m.spec.target_network
@@ -651,12 +708,27 @@ async fn copy_progress(
                     Err(e) => return Err(crate::controllers::apply::applying("the rollback Job")(e).into()),
                 }
             }
-            Some(s) if s.conditions.iter().flatten().any(|c| c.type_ == "Failed" && c.status == "True") => {
+            Some(s)
+                if s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Failed" && c.status == "True") =>
+            {
                 let msg = format!(
                     "the migration Job and its rollback failed; the source may still refuse writes: run \
                      `appdb-operator migrate --rollback` against it (see the logs of Job {job_name})"
                 );
-                write(ctx, &m, &mut status, state::FAILED, stalled, "RollbackFailed", &msg, None).await?;
+                write(
+                    ctx,
+                    &m,
+                    &mut status,
+                    state::FAILED,
+                    stalled,
+                    "RollbackFailed",
+                    &msg,
+                    None,
+                )
+                .await?;
                 return Ok(Action::await_change());
             }
             Some(_) => {}

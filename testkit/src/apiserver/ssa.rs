@@ -84,7 +84,7 @@ fn remove_path(value: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let mut current = value;
+    let mut current = &mut *value;
     for k in parents {
         match current.get_mut(k) {
             Some(next) => current = next,
@@ -93,6 +93,10 @@ fn remove_path(value: &mut Value, path: &[String]) {
     }
     if let Some(map) = current.as_object_mut() {
         map.remove(last);
+    }
+    // A map left empty by the removal goes too, as with the API server (the applier owned it through its fields).
+    if parents.len() > 1 && get_path(value, parents).is_some_and(|v| v.as_object().is_some_and(|m| m.is_empty())) {
+        remove_path(value, parents);
     }
 }
 
@@ -337,6 +341,25 @@ mod tests {
             mf.apply(&obj, &json!({"spec": {"x": 1}}), "b", false, "", "v1", T)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_map_whose_fields_are_all_left_out_goes_too() {
+        let mut fm = ManagedFields::default();
+        let first = json!({"status": {"state": "x", "retired": {"name": "a", "until": "t"}}});
+        let obj = fm.apply(&json!({}), &first, "op", false, "status", "v1", "t").unwrap();
+        let obj = fm
+            .apply(
+                &obj,
+                &json!({"status": {"state": "x"}}),
+                "op",
+                false,
+                "status",
+                "v1",
+                "t",
+            )
+            .unwrap();
+        assert_eq!(obj, json!({"status": {"state": "x"}}));
     }
 
     #[test]
