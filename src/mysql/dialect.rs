@@ -54,10 +54,15 @@ impl Dialect {
         }
     }
 
-    /// Tells a freshly seeded replica that it already holds everything up to `position`.
+    /// Tells a freshly seeded replica that it already holds everything up to `position`. Its own binary log is
+    /// emptied first: transactions of its first start (the image's initialisation) would otherwise sit in the same
+    /// GTID domain and make strict mode refuse the source's older sequence numbers.
     pub fn seed_position(self, position: &str) -> Vec<String> {
         match self {
-            Dialect::MariaDb => vec![format!("SET GLOBAL gtid_slave_pos = {}", quote_literal(position))],
+            Dialect::MariaDb => vec![
+                "RESET MASTER".to_owned(),
+                format!("SET GLOBAL gtid_slave_pos = {}", quote_literal(position)),
+            ],
             Dialect::MySql => vec![
                 "RESET BINARY LOGS AND GTIDS".to_owned(),
                 format!("SET GLOBAL gtid_purged = {}", quote_literal(position)),

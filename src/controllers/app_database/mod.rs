@@ -702,3 +702,109 @@ fn error_policy(db: Arc<AppDatabase>, error: &Error, ctx: Arc<Context>) -> Actio
     warn!(namespace = %db.namespace().unwrap_or_default(), name = %db.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        DatabaseMigration, DatabaseMigrationSpec, DatabaseMigrationStatus,
+        database_migration::{CopyStatus, MigrationStrategy, state as mstate},
+    };
+
+    fn db() -> AppDatabase {
+        let spec: crate::api::AppDatabaseSpec = serde_json::from_value(serde_json::json!({
+            "network": "prod", "engine": "MariaDB",
+            "admin": {"username": "acme_admin", "passwordSecretRef": {"name": "orders-admin", "key": "password"}},
+            "storage": {"size": "10Gi"}
+        }))
+        .expect("spec");
+        let mut db = AppDatabase::new("orders", spec);
+        db.metadata.namespace = Some("acme".into());
+        db.metadata.uid = Some("db-uid".into());
+        db
+    }
+
+    fn copying(state: &str, phase: &str) -> DatabaseMigration {
+        let mut m = DatabaseMigration::new(
+            "to-ssd",
+            DatabaseMigrationSpec {
+                database: "orders".into(),
+                target_network: "prod".into(),
+                scheduled_at: None,
+                strategy: Some(MigrationStrategy::Replicate),
+                target: None,
+                delete_source_network: true,
+            },
+        );
+        m.status = Some(DatabaseMigrationStatus {
+            copy: Some(CopyStatus {
+                server: "orders-abc123".into(),
+                phase: Some(phase.into()),
+                ..Default::default()
+            }),
+            common: crate::api::common::CommonStatus {
+                state: Some(state.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        m
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn a_copy_runs_beside_the_server_until_promoted_then_serves() {
+        let now: jiff::Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let db = db();
+        let alone = plan_servers(&db, &[], now, DAY);
+        assert_eq!(alone.serving.name, "orders");
+        assert_eq!(alone.run.len(), 1);
+        assert!(!alone.switched && alone.recorded == status::Servers::default());
+
+        let preparing = plan_servers(&db, &[copying(mstate::PREPARING, "snapshot")], now, DAY);
+        assert_eq!(preparing.serving.name, "orders");
+        let names: Vec<&str> = preparing.run.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["orders", "orders-abc123"]);
+
+        let promoted = plan_servers(&db, &[copying(mstate::MIGRATION_IN_PROGRESS, "promote")], now, DAY);
+        assert!(promoted.switched);
+        assert_eq!(promoted.serving.name, "orders-abc123");
+        assert_eq!(
+            promoted.recorded.server.as_ref().map(|s| s.name.as_str()),
+            Some("orders-abc123")
+        );
+        let retired = promoted.recorded.retired.clone().expect("the old server is retired");
+        assert_eq!(
+            (retired.name.as_str(), retired.delete_after.as_str()),
+            ("orders", "2026-11-25T10:00:00Z")
+        );
+
+        // The next reconcile: the status says so; the old server is left alone until its window ends.
+        let mut after = db.clone();
+        after.status = Some(crate::api::AppDatabaseStatus {
+            server: promoted.recorded.server.clone(),
+            retired_server: promoted.recorded.retired.clone(),
+            ..Default::default()
+        });
+        let steady = plan_servers(&after, &[copying(mstate::COMPLETED, "done")], now, DAY);
+        assert!(!steady.switched && steady.delete.is_empty());
+        assert_eq!(
+            steady.run.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["orders-abc123"]
+        );
+        let later: jiff::Timestamp = "2026-11-25T10:00:01Z".parse().unwrap();
+        let retire = plan_servers(&after, &[copying(mstate::COMPLETED, "done")], later, DAY);
+        assert_eq!(retire.delete, ["orders"]);
+        assert!(retire.recorded.retired.is_none());
+    }
+
+    #[test]
+    fn a_rolled_back_copy_is_removed_and_never_served() {
+        let now: jiff::Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let plan = plan_servers(&db(), &[copying(mstate::ROLLED_BACK, "rolled-back")], now, DAY);
+        assert_eq!(plan.serving.name, "orders");
+        assert_eq!(plan.delete, ["orders-abc123"]);
+        assert_eq!(plan.run.len(), 1);
+    }
+}

@@ -18,7 +18,8 @@
 //! * `done`, or `rolled-back` with the reason: before the switch any failure makes the source writable again.
 //!
 //! Every phase can be interrupted and the engine run again: progress is kept in the target
-//! (`appdb_migration.progress`, never written to its binary log).
+//! (`appdb_migration.progress`, never written to its binary log; it stays afterwards as the record of the
+//! migration, and running the engine again then only reports the result).
 
 pub mod catalog;
 mod copy;
@@ -233,18 +234,22 @@ struct Progress {
     phase: String,
     position: String,
     fenced_at: Option<jiff::Timestamp>,
+    downtime: Option<f64>,
 }
 
 const PROGRESS_SCHEMA: &[&str] = &[
     "CREATE DATABASE IF NOT EXISTS appdb_migration",
     "CREATE TABLE IF NOT EXISTS appdb_migration.progress (id TINYINT PRIMARY KEY, phase VARCHAR(32) NOT NULL, \
-     position TEXT NOT NULL, strategy VARCHAR(16) NOT NULL, fenced_at VARCHAR(40) NULL) ENGINE=InnoDB",
+     position TEXT NOT NULL, strategy VARCHAR(16) NOT NULL, fenced_at VARCHAR(40) NULL, downtime_seconds DOUBLE NULL) \
+     ENGINE=InnoDB",
 ];
 
 mod progress_phase {
     pub const SEEDING: &str = "seeding";
     pub const SEEDED: &str = "seeded";
     pub const PROMOTED: &str = "promoted";
+    /// Finished; kept so that running the engine again reports the result instead of starting over.
+    pub const DONE: &str = "done";
 }
 
 /// The two servers and what is known about them.
@@ -317,7 +322,14 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
     if session.plan.rollback_only {
         return session.rollback_request(&progress).await;
     }
+    if progress.phase == progress_phase::DONE {
+        return Ok(session.report_done(progress.downtime.unwrap_or(0.0)));
+    }
     if progress.phase == progress_phase::PROMOTED {
+        // Announced again: whoever switches the Service (the operator) may not have seen the earlier run's report.
+        let mut report = Phase::begin("promote").report();
+        report.message = Some("promoted by an earlier run".into());
+        session.send(report);
         return session.finish_switch(None, progress.fenced_at).await;
     }
     match session.plan.strategy {
@@ -345,16 +357,19 @@ impl Session {
     }
 
     async fn read_progress(&mut self) -> Result<Progress, MigrateError> {
-        let row: Option<(String, String, Option<String>)> = self
+        let row: Option<(String, String, Option<String>, Option<f64>)> = self
             .target
-            .query_first("SELECT phase, position, fenced_at FROM appdb_migration.progress WHERE id = 1")
+            .query_first(
+                "SELECT phase, position, fenced_at, downtime_seconds FROM appdb_migration.progress WHERE id = 1",
+            )
             .await
             .map_err(sql("reading progress"))?;
         Ok(row
-            .map(|(phase, position, fenced)| Progress {
+            .map(|(phase, position, fenced, downtime)| Progress {
                 phase,
                 position,
                 fenced_at: fenced.and_then(|f| f.parse().ok()),
+                downtime,
             })
             .unwrap_or_default())
     }
@@ -366,10 +381,11 @@ impl Session {
             .unwrap_or_else(|| "NULL".into());
         self.target
             .query_drop(format!(
-                "REPLACE INTO appdb_migration.progress VALUES (1, {}, {}, {}, {fenced})",
+                "REPLACE INTO appdb_migration.progress VALUES (1, {}, {}, {}, {fenced}, {})",
                 quote_literal(&p.phase),
                 quote_literal(&p.position),
-                quote_literal(self.plan.strategy.as_str())
+                quote_literal(self.plan.strategy.as_str()),
+                p.downtime.map(|d| d.to_string()).unwrap_or_else(|| "NULL".into())
             ))
             .await
             .map_err(sql("keeping progress"))
@@ -516,6 +532,7 @@ impl Session {
             phase: progress_phase::SEEDED.into(),
             position: position.clone(),
             fenced_at: None,
+            downtime: None,
         };
         self.write_progress(&progress).await?;
         let mut report = phase.report();
@@ -757,14 +774,21 @@ impl Session {
         let downtime = fenced_at
             .map(|f| (switched_at.as_millisecond() - f.as_millisecond()) as f64 / 1000.0)
             .unwrap_or(0.0);
+        let mut progress = self.read_progress().await?;
+        progress.phase = progress_phase::DONE.into();
+        progress.downtime = Some(downtime);
+        self.write_progress(&progress).await?;
+        Ok(self.report_done(downtime))
+    }
+
+    fn report_done(&self, downtime: f64) -> Outcome {
         let mut report = Phase::begin("done").report();
         report.downtime_seconds = Some(downtime);
         report.message = Some(format!("writes were refused for {downtime:.3}s"));
         self.send(report);
-        let _ = self.target.query_drop("DROP DATABASE IF EXISTS appdb_migration").await;
-        Ok(Outcome::Completed {
+        Outcome::Completed {
             downtime_seconds: downtime,
-        })
+        }
     }
 
     async fn service_leads_to_target(&self, host: &str, port: u16) -> bool {
@@ -792,6 +816,7 @@ impl Session {
             phase: progress_phase::SEEDED.into(),
             position: String::new(),
             fenced_at: None,
+            downtime: None,
         })
         .await
     }
@@ -835,6 +860,11 @@ impl Session {
 
     /// `--rollback`: refused once the Service leads to the target (clients may have written there).
     async fn rollback_request(mut self, progress: &Progress) -> Result<Outcome, MigrateError> {
+        if progress.phase == progress_phase::DONE {
+            return Err(MigrateError::Unsupported(
+                "the migration has completed and clients use the target: migrate back instead of rolling back".into(),
+            ));
+        }
         if progress.phase == progress_phase::PROMOTED
             && let Some((host, port)) = self.plan.service.clone()
             && self.service_leads_to_target(&host, port).await
