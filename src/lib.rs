@@ -15,5 +15,6 @@ pub mod migration;
 pub mod mysql;
 pub mod names;
 pub mod netpol;
+pub mod plugin;
 pub mod telemetry;
 pub mod vpn;

@@ -25,7 +25,13 @@ use super::{
 };
 
 pub fn router(state: Arc<ServerState>) -> Router {
-    Router::new().fallback(handle).with_state(state)
+    Router::new()
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{pod}/portforward",
+            axum::routing::get(super::portforward::handle).post(super::portforward::handle),
+        )
+        .fallback(handle)
+        .with_state(state)
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {

@@ -2,6 +2,7 @@
 //! operator binary. See `testkit/README.md` for exactly what it implements and what it does not.
 
 mod http;
+mod portforward;
 pub mod resources;
 pub mod ssa;
 pub mod store;
@@ -152,6 +153,10 @@ pub struct ServerState {
     pub writes: AtomicU64,
     /// Access policy answered to SelfSubjectAccessReviews: (verb, group, resource, namespace) denied.
     pub denied: Mutex<Vec<(String, String, String, String)>>,
+    /// Where `pods/portforward` of (namespace, pod) leads: a local address standing in for the pod.
+    pub port_forwards: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
+    /// Bumped to cut every open port-forward.
+    pub forward_cut: tokio::sync::watch::Sender<u64>,
 }
 
 /// A running test API server on loopback.
@@ -170,6 +175,8 @@ impl TestApiServer {
             requests: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             denied: Mutex::new(Vec::new()),
+            port_forwards: Mutex::new(Default::default()),
+            forward_cut: tokio::sync::watch::channel(0).0,
         });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -213,6 +220,31 @@ impl TestApiServer {
 
     pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig())
+    }
+
+    /// Port-forwards to pod `namespace/pod` lead to `addr` from now on.
+    pub fn map_port_forward(&self, namespace: &str, pod: &str, addr: SocketAddr) {
+        self.state
+            .port_forwards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_owned(), pod.to_owned()), addr);
+    }
+
+    /// Closes every open port-forward (as a dropped connection or an API server restart would).
+    pub fn cut_port_forwards(&self) {
+        self.state.forward_cut.send_modify(|n| *n += 1);
+    }
+
+    /// Answers SelfSubjectAccessReviews for (verb, group, resource[/subresource], namespace) with "denied", and
+    /// refuses port-forwards accordingly. `*` matches anything.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str, namespace: &str) {
+        self.state.denied.lock().unwrap_or_else(|e| e.into_inner()).push((
+            verb.to_owned(),
+            group.to_owned(),
+            resource.to_owned(),
+            namespace.to_owned(),
+        ));
     }
 
     /// Forgets the watch history: watches from older resource versions now get `410 Gone`.

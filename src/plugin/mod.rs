@@ -1,0 +1,158 @@
+//! `kubectl appdb`: the kubectl plugin for customers' databases and VPNs (binary `kubectl-appdb`).
+//!
+//! * `tunnel`: a local port leading to a customer's database through the Kubernetes API (port-forward), for
+//!   occasional direct access with a tool such as MySQL Workbench. Access is Kubernetes RBAC.
+//! * `vpn-config`: the customer's VPN device configuration from a VpnConnection's download Secret.
+//! * `status`: networks, databases, tunnels and migrations of a namespace in one table.
+
+pub mod status;
+pub mod tunnel;
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Why a command failed; each kind has its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// Exit code 3.
+    #[error("Tunnel not found: {0}")]
+    TunnelNotFound(String),
+    /// Exit code 3.
+    #[error("{0}")]
+    NotFound(String),
+    /// Exit code 4.
+    #[error("Access denied: {0}")]
+    AccessDenied(String),
+    /// Exit code 5.
+    #[error("while binding to tcp://{address}: {reason}")]
+    Bind { address: String, reason: String },
+    /// Exit code 1.
+    #[error("{0}")]
+    Kubernetes(String),
+    /// Exit code 2 (like clap's usage errors).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl PluginError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PluginError::TunnelNotFound(_) | PluginError::NotFound(_) => 3,
+            PluginError::AccessDenied(_) => 4,
+            PluginError::Bind { .. } => 5,
+            PluginError::Kubernetes(_) => 1,
+            PluginError::Usage(_) => 2,
+        }
+    }
+
+    /// A Kubernetes error, with 403 turned into "Access denied".
+    pub fn from_kube(what: &str, e: kube::Error) -> PluginError {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => PluginError::AccessDenied(format!("{what}: {}", s.message)),
+            other => PluginError::Kubernetes(format!("{what}: {other}")),
+        }
+    }
+}
+
+/// kubectl plugin for appdb-operator: database tunnels, VPN device configurations and an overview.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-appdb", bin_name = "kubectl appdb", version, about)]
+pub struct Cli {
+    /// Namespace (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open a local port that leads to a database (through the Kubernetes API), until interrupted. Exit codes:
+    /// 3 tunnel not found, 4 access denied, 5 local port in use.
+    Tunnel {
+        /// The AppDatabase.
+        #[arg(required_unless_present = "config")]
+        database: Option<String>,
+        /// Local port.
+        #[arg(long, default_value_t = 3306)]
+        local_port: u16,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: IpAddr,
+        /// Open every tunnel listed in this file (YAML: `tunnels: [{database, namespace, localPort, address}]`).
+        #[arg(long, conflicts_with = "database")]
+        config: Option<PathBuf>,
+    },
+    /// Print the customer's VPN device configuration of a VpnConnection.
+    VpnConfig {
+        /// The VpnConnection.
+        vpn: String,
+        /// Device format (see --list-devices).
+        #[arg(long, default_value = "generic.txt")]
+        device: String,
+        /// List the available device formats.
+        #[arg(long)]
+        list_devices: bool,
+    },
+    /// Networks, databases, VPN tunnels and migrations of the namespace.
+    Status,
+}
+
+async fn client() -> Result<(kube::Client, String), PluginError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| PluginError::Kubernetes(format!("cannot read the kubeconfig: {e}")))?;
+    let namespace = config.default_namespace.clone();
+    let client = kube::Client::try_from(config).map_err(|e| PluginError::Kubernetes(e.to_string()))?;
+    Ok((client, namespace))
+}
+
+/// Runs the plugin; errors are printed as `error: …` with their exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), PluginError> {
+    let (client, default_namespace) = client().await?;
+    let namespace = cli.namespace.unwrap_or(default_namespace);
+    match cli.command {
+        Command::Tunnel {
+            database,
+            local_port,
+            address,
+            config,
+        } => {
+            let specs = match (database, config) {
+                (Some(database), None) => vec![tunnel::TunnelSpec {
+                    database,
+                    namespace: Some(namespace.clone()),
+                    local_port,
+                    address,
+                }],
+                (None, Some(path)) => tunnel::read_config(&path)?,
+                _ => return Err(PluginError::Usage("give a database or --config".into())),
+            };
+            tunnel::run(client, &namespace, specs).await
+        }
+        Command::VpnConfig {
+            vpn,
+            device,
+            list_devices,
+        } => {
+            let text = status::vpn_config(&client, &namespace, &vpn, &device, list_devices).await?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Status => {
+            print!("{}", status::overview(&client, &namespace).await?);
+            Ok(())
+        }
+    }
+}

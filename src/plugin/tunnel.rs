@@ -1,0 +1,343 @@
+//! `kubectl appdb tunnel`: local port → Kubernetes API port-forward → the pod that serves the database now.
+//!
+//! Every local connection gets its own port-forward to whichever pod the database's Service selects at that
+//! moment, so the tunnel follows restarts and migrations, and a dropped forward only ends the connections it
+//! carried: the next connection forwards again.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+};
+
+use k8s_openapi::api::{
+    authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
+    core::v1::{Pod, Service},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, PostParams},
+};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::PluginError;
+use crate::{api::AppDatabase, netpol::MYSQL_PORT};
+
+/// One tunnel to open.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelSpec {
+    pub database: String,
+    /// Default: the command line's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default = "default_port")]
+    pub local_port: u16,
+    #[serde(default = "default_address")]
+    pub address: IpAddr,
+}
+
+fn default_port() -> u16 {
+    3306
+}
+
+fn default_address() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunnelFile {
+    tunnels: Vec<TunnelSpec>,
+}
+
+/// Parses a tunnel file (the tunnels to open together, for example at login).
+pub fn parse_config(text: &str) -> Result<Vec<TunnelSpec>, PluginError> {
+    let file: TunnelFile =
+        serde_saphyr::from_str(text).map_err(|e| PluginError::Usage(format!("invalid tunnel file: {e}")))?;
+    if file.tunnels.is_empty() {
+        return Err(PluginError::Usage("the tunnel file lists no tunnels".into()));
+    }
+    Ok(file.tunnels)
+}
+
+pub fn read_config(path: &Path) -> Result<Vec<TunnelSpec>, PluginError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PluginError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    parse_config(&text)
+}
+
+/// `tcp://localhost:3306` for loopback, else the address itself: what people type into their tools.
+pub fn display_address(address: IpAddr, port: u16) -> String {
+    if address.is_loopback() {
+        format!("localhost:{port}")
+    } else {
+        SocketAddr::new(address, port).to_string()
+    }
+}
+
+/// The permissions a tunnel needs, as (verb, group, resource, subresource).
+pub const NEEDED: &[(&str, &str, &str, &str)] = &[
+    ("get", "appdb.dev", "appdatabases", ""),
+    ("get", "", "services", ""),
+    ("list", "", "pods", ""),
+    ("create", "", "pods", "portforward"),
+];
+
+/// Asks the API server which of the needed permissions the user lacks.
+async fn missing_permissions(client: &Client, namespace: &str) -> Result<Vec<String>, PluginError> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for (verb, group, resource, subresource) in NEEDED {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.to_owned()),
+                    verb: Some((*verb).into()),
+                    group: Some((*group).into()),
+                    resource: Some((*resource).into()),
+                    subresource: (!subresource.is_empty()).then(|| (*subresource).into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| PluginError::from_kube("asking the API server for your permissions", e))?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            let what = if subresource.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{subresource}")
+            };
+            let group = if group.is_empty() {
+                String::new()
+            } else {
+                format!(".{group}")
+            };
+            missing.push(format!("{verb} {what}{group}"));
+        }
+    }
+    Ok(missing)
+}
+
+/// A checked, bound tunnel, ready to serve.
+pub struct Opened {
+    pub spec: TunnelSpec,
+    pub namespace: String,
+    pub listener: TcpListener,
+}
+
+/// Checks access and existence and binds the local port, in that order (so each failure says the right thing).
+pub async fn open(client: &Client, namespace: &str, spec: TunnelSpec) -> Result<Opened, PluginError> {
+    let missing = missing_permissions(client, namespace).await?;
+    if !missing.is_empty() {
+        return Err(PluginError::AccessDenied(format!(
+            "you may not {} in namespace {namespace}; a tunnel needs the appdb-tunnel-user role there (see the \
+             chart's RBAC)",
+            missing.join(", ")
+        )));
+    }
+    let databases: Api<AppDatabase> = Api::namespaced(client.clone(), namespace);
+    if databases
+        .get_opt(&spec.database)
+        .await
+        .map_err(|e| PluginError::from_kube("reading the AppDatabase", e))?
+        .is_none()
+    {
+        return Err(PluginError::TunnelNotFound(format!(
+            "there is no database {:?} in namespace {namespace}",
+            spec.database
+        )));
+    }
+    let listener = TcpListener::bind(SocketAddr::new(spec.address, spec.local_port))
+        .await
+        .map_err(|e| PluginError::Bind {
+            address: display_address(spec.address, spec.local_port),
+            reason: e.to_string(),
+        })?;
+    Ok(Opened {
+        spec,
+        namespace: namespace.to_owned(),
+        listener,
+    })
+}
+
+/// The running, ready pod the database's Service selects now.
+pub async fn serving_pod(client: &Client, namespace: &str, database: &str) -> Result<String, PluginError> {
+    let service = Api::<Service>::namespaced(client.clone(), namespace)
+        .get_opt(database)
+        .await
+        .map_err(|e| PluginError::from_kube("reading the database's Service", e))?
+        .ok_or_else(|| PluginError::TunnelNotFound(format!("the database {database:?} has no Service yet")))?;
+    let selector = service
+        .spec
+        .and_then(|s| s.selector)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| PluginError::TunnelNotFound(format!("the Service of {database:?} selects no pod")))?;
+    let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&labels.join(",")))
+        .await
+        .map_err(|e| PluginError::from_kube("listing the database's pods", e))?;
+    let ready = |p: &Pod| {
+        p.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Running")
+                && s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    };
+    pods.items
+        .iter()
+        .find(|p| ready(p) && p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .ok_or_else(|| PluginError::NotFound(format!("no pod of database {database:?} is ready right now")))
+}
+
+/// Carries one local connection to the database through a fresh port-forward.
+async fn carry(
+    client: Client,
+    namespace: String,
+    database: String,
+    mut local: TcpStream,
+) -> Result<String, PluginError> {
+    let pod = serving_pod(&client, &namespace, &database).await?;
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let mut forward = pods
+        .portforward(&pod, &[MYSQL_PORT as u16])
+        .await
+        .map_err(|e| PluginError::from_kube("opening the port-forward", e))?;
+    let mut remote = forward
+        .take_stream(MYSQL_PORT as u16)
+        .ok_or_else(|| PluginError::Kubernetes("the port-forward has no stream".into()))?;
+    let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+    drop(remote);
+    let _ = forward.join().await;
+    Ok(pod)
+}
+
+/// Serves one opened tunnel until the process ends.
+pub async fn serve(client: Client, opened: Opened) {
+    let Opened {
+        spec,
+        namespace,
+        listener,
+    } = opened;
+    let mut last_pod: Option<String> = None;
+    let (pods_tx, mut pods_rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((local, _)) = accepted else { continue };
+                let (client, namespace, database, tx) =
+                    (client.clone(), namespace.clone(), spec.database.clone(), pods_tx.clone());
+                tokio::spawn(async move {
+                    let result = carry(client, namespace, database, local).await.map_err(|e| e.to_string());
+                    let _ = tx.send(result);
+                });
+            }
+            Some(result) = pods_rx.recv() => match result {
+                Ok(pod) if last_pod.as_deref() != Some(pod.as_str()) => {
+                    eprintln!("{}/{}: forwarding to pod {pod}", namespace, spec.database);
+                    last_pod = Some(pod);
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("{}/{}: a connection failed ({e}); the next one tries again", namespace, spec.database),
+            },
+        }
+    }
+}
+
+/// Opens every tunnel (all checks first: nothing is served unless all could be opened), prints where to
+/// connect, and serves until interrupted.
+pub async fn run(client: Client, namespace: &str, specs: Vec<TunnelSpec>) -> Result<(), PluginError> {
+    let mut opened = Vec::new();
+    for spec in specs {
+        let ns = spec.namespace.clone().unwrap_or_else(|| namespace.to_owned());
+        opened.push(open(&client, &ns, spec).await?);
+    }
+    for o in &opened {
+        let admin = Api::<AppDatabase>::namespaced(client.clone(), &o.namespace)
+            .get_opt(&o.spec.database)
+            .await
+            .ok()
+            .flatten()
+            .map(|d| d.spec.admin.username)
+            .unwrap_or_default();
+        println!(
+            "{}/{}: connect to tcp://{} (for example: mariadb -h {} -P {} -u {admin} -p)",
+            o.namespace,
+            o.spec.database,
+            display_address(o.spec.address, o.spec.local_port),
+            o.spec.address,
+            o.spec.local_port
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for o in opened {
+        tasks.spawn(serve(client.clone(), o));
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = tasks.join_next() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_files_list_tunnels_with_defaults() {
+        let specs = parse_config(
+            "tunnels:\n- database: orders\n  namespace: acme\n- database: billing\n  localPort: 3307\n  address: 127.0.0.2\n",
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].local_port, 3306);
+        assert_eq!(specs[0].namespace.as_deref(), Some("acme"));
+        assert_eq!(specs[1].address, IpAddr::from([127, 0, 0, 2]));
+        assert!(matches!(parse_config("tunnels: []"), Err(PluginError::Usage(_))));
+        assert!(matches!(
+            parse_config("tunnels:\n- database: x\n  port: 1\n"),
+            Err(PluginError::Usage(m)) if m.contains("port")
+        ));
+    }
+
+    #[test]
+    fn loopback_is_shown_as_localhost() {
+        assert_eq!(display_address(IpAddr::from([127, 0, 0, 1]), 3306), "localhost:3306");
+        assert_eq!(display_address(IpAddr::from([10, 0, 0, 1]), 3306), "10.0.0.1:3306");
+    }
+
+    #[test]
+    fn errors_have_distinct_exit_codes_and_the_seeds_wording() {
+        let bind = PluginError::Bind {
+            address: "localhost:3306".into(),
+            reason: "Address already in use (os error 98)".into(),
+        };
+        assert!(bind.to_string().starts_with("while binding to tcp://localhost:3306"));
+        let codes = [
+            PluginError::TunnelNotFound("x".into()).exit_code(),
+            PluginError::AccessDenied("x".into()).exit_code(),
+            bind.exit_code(),
+            PluginError::Kubernetes("x".into()).exit_code(),
+        ];
+        assert_eq!(codes, [3, 4, 5, 1]);
+        assert!(
+            PluginError::AccessDenied("x".into())
+                .to_string()
+                .starts_with("Access denied")
+        );
+        assert!(
+            PluginError::TunnelNotFound("x".into())
+                .to_string()
+                .starts_with("Tunnel not found")
+        );
+    }
+}

@@ -1,0 +1,397 @@
+//! `kubectl appdb` as kubectl runs it (found on PATH as `kubectl-appdb`), against the test API server with the
+//! real operator: a real mariadbd stands behind the database's pod (the test API server's port-forward leads to
+//! it), the real `mariadb` client queries through the tunnel, the tunnel survives a cut forward, and the three
+//! errors of the seeds come out with their own exit codes.
+
+mod support;
+
+use std::{process::Output, time::Duration};
+
+use appdb_testkit::mariadb::MariaDb;
+use mysql_async::prelude::Queryable;
+use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
+use tokio::io::AsyncBufReadExt;
+
+const ROOT: &str = "TunnelRootPassw0rd";
+
+/// kubectl with the plugin's folder first on PATH, as a user who installed it would have.
+fn kubectl_appdb(c: &Cluster, args: &[&str]) -> tokio::process::Command {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-appdb"))
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("appdb")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(c: &Cluster, args: &[&str]) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), kubectl_appdb(c, args).output())
+        .await
+        .expect("kubectl appdb finished")
+        .expect("run kubectl appdb")
+}
+
+/// Starts a tunnel and waits until it says where to connect.
+async fn start_tunnel(c: &Cluster, args: &[&str]) -> (tokio::process::Child, String) {
+    let mut child = kubectl_appdb(c, args).spawn().expect("start the tunnel");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the tunnel reported within 30 s")
+        .expect("stdout")
+        .expect("a line");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, line)
+}
+
+/// The real `mariadb` command-line client through the tunnel.
+async fn mariadb_query(port: u16, sql: &str) -> Result<String, String> {
+    let out = tokio::process::Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-uroot",
+            "-N",
+            "-e",
+            sql,
+        ])
+        .env("MYSQL_PWD", ROOT)
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The operator, a ready database whose pod is a real mariadbd, and a VPN connection with outside addresses.
+async fn setup(c: &Cluster) -> (tokio::process::Child, MariaDb) {
+    c.install_crds().await;
+    let op = spawn_operator(c, free_port(), &["--allow-documentation-gateways", "true"]);
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
+    apply(c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  engine: MariaDB\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
+    eventually(30, "the database's StatefulSet and Service", || async {
+        (c.kubectl(&["get", "sts/orders", "svc/orders", "-n", "acme"])
+            .await
+            .status
+            .success())
+        .then_some(())
+    })
+    .await;
+    c.ok(&[
+        "patch",
+        "sts",
+        "orders",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
+    // The StatefulSet's pod, as the cluster would run it, with the labels the Service selects.
+    let selector: serde_json::Value =
+        serde_json::from_str(&get(c, "svc/orders", "{.spec.selector}").await).expect("selector");
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-0", "namespace": "acme", "labels": selector},
+        "spec": {"containers": [{"name": "database", "image": "mariadb:11.4"}]}
+    });
+    apply(c, &pod.to_string()).await;
+    c.ok(&[
+        "patch",
+        "pod",
+        "orders-0",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ])
+    .await;
+    let db = MariaDb::start(ROOT).await;
+    c.server
+        .map_port_forward("acme", "orders-0", ([127, 0, 0, 1], db.port).into());
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: seattle, namespace: acme}\nspec:\n  network: prod\n  customerCidrs: [192.168.10.0/24]\n  customerGatewayAddress: 198.51.100.7\n").await;
+    for (svc, ip) in [("seattle-tunnel1", "203.0.113.10"), ("seattle-tunnel2", "203.0.113.11")] {
+        eventually(30, svc, || async {
+            c.kubectl(&["get", "svc", svc, "-n", "acme"])
+                .await
+                .status
+                .success()
+                .then_some(())
+        })
+        .await;
+        let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
+        c.ok(&[
+            "patch",
+            "svc",
+            svc,
+            "-n",
+            "acme",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .await;
+    }
+    eventually(30, "the database Ready To Use", || async {
+        (get(c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
+    })
+    .await;
+    (op, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
+    let c = Cluster::start().await;
+    let (_op, db) = setup(&c).await;
+    mariadb_query(
+        db.port,
+        "CREATE DATABASE shop; CREATE TABLE shop.t (v INT); INSERT INTO shop.t VALUES (42)",
+    )
+    .await
+    .expect("seed");
+
+    let port = free_port();
+    let (mut tunnel, line) = start_tunnel(
+        &c,
+        &["tunnel", "orders", "-n", "acme", "--local-port", &port.to_string()],
+    )
+    .await;
+    assert!(
+        line.contains(&format!("connect to tcp://localhost:{port}")) && line.contains("-u acme_admin"),
+        "{line}"
+    );
+    assert_eq!(mariadb_query(port, "SELECT v FROM shop.t").await.as_deref(), Ok("42"));
+
+    // A session open through the tunnel while the forward is cut: it breaks; the next connection works again.
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("root"))
+        .pass(Some(ROOT))
+        .prefer_socket(false);
+    let mut session = mysql_async::Conn::new(opts.clone())
+        .await
+        .expect("connect through the tunnel");
+    assert_eq!(session.query_first::<i64, _>("SELECT 1").await.expect("query"), Some(1));
+    c.server.cut_port_forwards();
+    let mut broken = false;
+    for _ in 0..50 {
+        if session.query_first::<i64, _>("SELECT 1").await.is_err() {
+            broken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(broken, "the session carried by the cut forward must break");
+    let mut again = mysql_async::Conn::new(opts)
+        .await
+        .expect("a new connection through the same tunnel");
+    assert_eq!(
+        again
+            .query_first::<i64, _>("SELECT v FROM shop.t")
+            .await
+            .expect("query"),
+        Some(42)
+    );
+    assert_eq!(
+        mariadb_query(port, "SELECT COUNT(*) FROM shop.t").await.as_deref(),
+        Ok("1")
+    );
+
+    // The port is taken now: the binding error.
+    let out = run(
+        &c,
+        &["tunnel", "orders", "-n", "acme", "--local-port", &port.to_string()],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains(&format!("while binding to tcp://localhost:{port}")),
+        "{stderr}"
+    );
+
+    // No such database: "Tunnel not found".
+    let out = run(
+        &c,
+        &[
+            "tunnel",
+            "billing",
+            "-n",
+            "acme",
+            "--local-port",
+            &free_port().to_string(),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("Tunnel not found") && stderr.contains("billing"),
+        "{stderr}"
+    );
+
+    // The user may not port-forward: "Access denied", naming the missing permission.
+    c.server.deny("create", "", "pods/portforward", "acme");
+    let out = run(
+        &c,
+        &[
+            "tunnel",
+            "orders",
+            "-n",
+            "acme",
+            "--local-port",
+            &free_port().to_string(),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("Access denied") && stderr.contains("create pods/portforward") && stderr.contains("acme"),
+        "{stderr}"
+    );
+    // The API server refuses the forward itself too: the running tunnel's connections fail, nothing leaks.
+    assert!(mariadb_query(port, "SELECT 1").await.is_err());
+    tunnel.kill().await.expect("stop the tunnel");
+    db.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespace() {
+    let c = Cluster::start().await;
+    let (_op, db) = setup(&c).await;
+    let (first, second) = (free_port(), free_port());
+    let file = c.dir.path().join("tunnels.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "tunnels:\n- database: orders\n  namespace: acme\n  localPort: {first}\n- database: orders\n  namespace: acme\n  localPort: {second}\n"
+        ),
+    )
+    .expect("write the tunnel file");
+    let (mut tunnel, _) = start_tunnel(&c, &["tunnel", "--config", file.to_str().unwrap()]).await;
+    for port in [first, second] {
+        let answer = eventually(10, "a query through each tunnel", || async {
+            mariadb_query(port, "SELECT 7").await.ok()
+        })
+        .await;
+        assert_eq!(answer, "7");
+    }
+    tunnel.kill().await.expect("stop");
+
+    let out = run(&c, &["status", "-n", "acme"]).await;
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(status.contains("prod  10.20.30.64/26  Production  Ready"), "{status}");
+    assert!(
+        status.contains("orders  Ready To Use  prod     orders.acme.svc.cluster.local:3306"),
+        "{status}"
+    );
+    assert!(
+        status.contains("seattle") && status.contains("203.0.113.10"),
+        "{status}"
+    );
+    assert!(
+        status.contains("MIGRATIONS\nNAME  DATABASE  TARGET  STRATEGY  SCHEDULED  STATE\n(none)"),
+        "{status}"
+    );
+
+    let out = run(&c, &["vpn-config", "seattle", "--list-devices"]).await;
+    let devices = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(devices.lines().count(), 7, "{devices}");
+    let config = eventually(30, "the VPN configuration", || async {
+        let out = run(
+            &c,
+            &[
+                "vpn-config",
+                "seattle",
+                "-n",
+                "acme",
+                "--device",
+                "strongswan-swanctl.conf",
+            ],
+        )
+        .await;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await;
+    assert!(
+        config.contains("connections") && config.contains("203.0.113.10"),
+        "{config}"
+    );
+    let out = run(&c, &["vpn-config", "nowhere", "-n", "acme"]).await;
+    assert_eq!(out.status.code(), Some(3));
+    let out = run(
+        &c,
+        &["vpn-config", "seattle", "-n", "acme", "--device", "carrier-pigeon"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    db.stop().await;
+}
+
+/// The chart's `appdb-tunnel-user` ClusterRole grants exactly what the plugin checks before opening a tunnel.
+#[test]
+fn the_charts_tunnel_role_grants_what_the_plugin_checks() {
+    let template = std::fs::read_to_string("charts/appdb-operator/templates/user-roles.yaml").expect("template");
+    let plain: String = template
+        .lines()
+        .filter(|l| !l.contains("{{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let first = plain.split("\n---\n").next().expect("first document");
+    let role: serde_json::Value = serde_saphyr::from_str(first).expect("YAML");
+    assert_eq!(role["metadata"]["name"], "appdb-tunnel-user");
+    let mut granted = Vec::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    granted.push(format!(
+                        "{} {}/{}",
+                        verb.as_str().unwrap(),
+                        group.as_str().unwrap(),
+                        resource.as_str().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    let mut needed: Vec<String> = appdb_operator::plugin::tunnel::NEEDED
+        .iter()
+        .map(|(verb, group, resource, sub)| {
+            let full = if sub.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{sub}")
+            };
+            format!("{verb} {group}/{full}")
+        })
+        .collect();
+    granted.sort();
+    needed.sort();
+    assert_eq!(granted, needed);
+}
