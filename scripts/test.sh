@@ -32,7 +32,7 @@ cargo build --locked --workspace --bins --examples
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast --workspace --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite, summed over every test binary.

@@ -70,14 +70,29 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one reconcile of `controller` and records how long `work` took.
-    pub async fn measure<T>(&self, controller: &str, work: impl std::future::Future<Output = T>) -> T {
+    /// Counts one reconcile of `controller` for `object` and records how long `work` took. Everything `work` logs
+    /// carries the object's namespace and name: the `reconcile` span's fields `namespace` and `object` (not `name`,
+    /// which JSON logs use for the span's own name).
+    pub async fn measure<T, K: kube::Resource>(
+        &self,
+        controller: &str,
+        object: &K,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        use tracing::Instrument;
         let labels = ControllerLabels {
             controller: controller.to_owned(),
         };
         self.reconciles.get_or_create(&labels).inc();
+        let meta = object.meta();
+        let span = tracing::info_span!(
+            "reconcile",
+            controller,
+            namespace = meta.namespace.as_deref().unwrap_or_default(),
+            object = meta.name.as_deref().unwrap_or_default()
+        );
         let started = std::time::Instant::now();
-        let result = work.await;
+        let result = work.instrument(span).await;
         self.reconcile_duration
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());

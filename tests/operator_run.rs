@@ -4,7 +4,7 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use support::{Cluster, eventually, free_port};
+use support::{Cluster, apply, eventually, free_port};
 use tokio::process::{Child, Command};
 
 struct Operator {
@@ -186,4 +186,72 @@ async fn json_logs_are_one_object_per_line() {
         lines.iter().any(|l| l["message"] == "acquired the leader Lease"),
         "{text}"
     );
+}
+
+/// Every JSON line about an object names it: lines logged inside a reconcile carry the `reconcile` span with the
+/// object's namespace and name, and lines about an object outside one carry `namespace` and `name` fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_about_objects_name_them() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let log_path = c.dir.path().join("operator.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let op = Operator::start_logging(&c, "json", &["--log-format", "json"], Stdio::from(log));
+    eventually(20, "the operator leads", || async {
+        (lease_holder(&c).await == "json").then_some(())
+    })
+    .await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pnet/prod",
+        "-n",
+        "acme",
+        "--timeout=30s",
+    ])
+    .await;
+    // Deleting the network releases its range: logged inside the network's reconcile.
+    c.ok(&["delete", "pnet", "prod", "-n", "acme", "--wait=true", "--timeout=30s"])
+        .await;
+    let released = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("released range")
+    };
+    eventually(20, "the release is logged", || async { released().then_some(()) }).await;
+    assert!(op.terminate().await.success());
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let mut in_reconcile = 0;
+    for line in &lines {
+        if line["span"]["name"] == "reconcile" {
+            in_reconcile += 1;
+            assert!(
+                line["span"]["namespace"] == "acme" && line["span"]["object"] == "prod",
+                "a line inside a reconcile without its object: {line}"
+            );
+        }
+        let about_an_object = ["range", "allocation", "error"].iter().any(|f| !line[f].is_null());
+        if about_an_object
+            && line["span"]["name"] != "reconcile"
+            && line["message"] != "NetworkAllocation watch failed; retrying"
+        {
+            assert!(
+                line["namespace"].is_string() && line["name"].is_string(),
+                "a line about an object without its namespace/name: {line}"
+            );
+        }
+    }
+    let release = lines
+        .iter()
+        .find(|l| l["message"] == "released range")
+        .expect("the release line");
+    assert_eq!(release["span"]["namespace"], "acme", "{release}");
+    assert_eq!(release["span"]["object"], "prod", "{release}");
+    assert!(in_reconcile >= 1);
 }

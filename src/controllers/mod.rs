@@ -61,7 +61,13 @@ pub async fn publish(
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, reference).await {
-        tracing::warn!(error = %e, "cannot publish event");
+        tracing::warn!(
+            namespace = reference.namespace.as_deref().unwrap_or_default(),
+            name = reference.name.as_deref().unwrap_or_default(),
+            kind = reference.kind.as_deref().unwrap_or_default(),
+            error = %e,
+            "cannot publish event"
+        );
     }
 }
 

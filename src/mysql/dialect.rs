@@ -290,7 +290,10 @@ mod tests {
         );
         assert_eq!(
             d.seed_position("0-1-42"),
-            vec!["SET GLOBAL gtid_slave_pos = '0-1-42'".to_owned()]
+            vec![
+                "RESET MASTER".to_owned(),
+                "SET GLOBAL gtid_slave_pos = '0-1-42'".to_owned()
+            ]
         );
         assert_eq!(d.wait_for_position("0-1-42", 5), "SELECT MASTER_GTID_WAIT('0-1-42', 5)");
         assert_eq!(d.refuse_writes(), "SET GLOBAL read_only = ON");

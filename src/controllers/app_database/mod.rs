@@ -173,8 +173,9 @@ impl Controller for AppDatabaseController {
 
 async fn reconcile(db: Arc<AppDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<AppDatabase> = Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
+    let object = db.clone();
     ctx.metrics
-        .measure(NAME, async {
+        .measure(NAME, &*object, async {
             finalizer(&api, FINALIZER_DATABASE_CLEANUP, db, |event| async {
                 match event {
                     Finalizer::Apply(db) => apply(db, &ctx).await,

@@ -176,7 +176,7 @@ impl Controller for DatabaseMigrationController {
 }
 
 async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx.metrics.measure(NAME, act(m, &ctx)).await;
+    let result = ctx.metrics.measure(NAME, &*m.clone(), act(m, &ctx)).await;
     count_states(&ctx);
     result
 }

@@ -464,7 +464,12 @@ pub async fn collect_garbage(
             .await?
             .is_some_and(|n| n.uid().as_deref() == Some(a.spec.network.uid.as_str()));
         if !holder_alive {
-            warn!(range = %a.spec.cidr, network = %format!("{}/{}", a.spec.network.namespace, a.spec.network.name), "allocation outlived its network; releasing it");
+            warn!(
+                namespace = %a.spec.network.namespace,
+                name = %a.spec.network.name,
+                range = %a.spec.cidr,
+                "allocation outlived its network; releasing it"
+            );
             if cooldown.is_zero() {
                 match api.delete(&a.name_any(), &DeleteParams::default()).await {
                     Ok(_) => {}

@@ -331,8 +331,9 @@ fn problem_of(e: AllocationError) -> Result<Problem, kube::Error> {
 
 async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
+    let object = network.clone();
     ctx.metrics
-        .measure(NAME, async {
+        .measure(NAME, &*object, async {
             finalizer(&api, FINALIZER_RELEASE_RANGE, network, |event| async {
                 match event {
                     Finalizer::Apply(n) => apply(n, &ctx).await,

@@ -231,7 +231,7 @@ impl Controller for VpnConnectionController {
 }
 
 async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx.metrics.measure(NAME, apply(vpn, &ctx)).await;
+    let result = ctx.metrics.measure(NAME, &*vpn.clone(), apply(vpn, &ctx)).await;
     count_tunnels(&ctx);
     result
 }
