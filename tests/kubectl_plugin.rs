@@ -218,6 +218,41 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
         Ok("1")
     );
 
+    // A copying migration switches the database's Service to another pod: new connections follow it.
+    let moved = MariaDb::start(ROOT).await;
+    mariadb_query(
+        moved.port,
+        "CREATE DATABASE shop; CREATE TABLE shop.t (v INT); INSERT INTO shop.t VALUES (43)",
+    )
+    .await
+    .expect("seed the new server");
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-4f1a2b-0", "namespace": "acme", "labels": {"app.kubernetes.io/instance": "orders-4f1a2b", "moved": "yes"}},
+        "spec": {"containers": [{"name": "database", "image": "mariadb:11.4"}]}
+    });
+    apply(&c, &pod.to_string()).await;
+    c.ok(&[
+        "patch",
+        "pod",
+        "orders-4f1a2b-0",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ])
+    .await;
+    c.server
+        .map_port_forward("acme", "orders-4f1a2b-0", ([127, 0, 0, 1], moved.port).into());
+    // What the AppDatabase controller does at `promote` (here by hand: the operator's own switch is tested in
+    // tests/database_migration.rs); the operator would put it back, so it is stopped first.
+    drop(_op);
+    c.ok(&["patch", "svc", "orders", "-n", "acme", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/selector","value":{"app.kubernetes.io/instance":"orders-4f1a2b","moved":"yes"}}]"#]).await;
+    assert_eq!(mariadb_query(port, "SELECT v FROM shop.t").await.as_deref(), Ok("43"));
+    moved.stop().await;
+
     // The port is taken now: the binding error.
     let out = run(
         &c,

@@ -466,6 +466,12 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
         .map(|&n| tunnel_status(outside[usize::from(n) - 1], &pods, n, previous.get(usize::from(n) - 1)))
         .collect();
 
+    // A proposal no device can use is reported at once, not after the load balancer has given out addresses.
+    if let Some(e) = first_invalid_proposal(&vpn.spec) {
+        write_status(ctx, &vpn, Err(&Problem::stalled("InvalidProposal", e)), tunnels, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+
     // With host networking the gateways start before their addresses are known; with load balancers they wait for them.
     let gateway_side = match ctx.config.vpn_exposure {
         Exposure::HostNetwork => Some((
@@ -724,6 +730,18 @@ async fn write_status(
         crate::controllers::publish(&ctx.recorder, &vpn.object_ref(&()), type_, &reason, note, "Reconcile").await;
     }
     Ok(())
+}
+
+/// The first IKE or ESP proposal of the spec that does not parse.
+fn first_invalid_proposal(spec: &crate::api::VpnConnectionSpec) -> Option<crate::vpn::model::ProposalError> {
+    for options in &spec.tunnel_options {
+        for proposal in options.ike_proposals.iter().chain(&options.esp_proposals) {
+            if let Err(e) = crate::vpn::model::parse_proposal(&proposal.0) {
+                return Some(e);
+            }
+        }
+    }
+    None
 }
 
 fn error_policy(vpn: Arc<VpnConnection>, error: &Error, ctx: Arc<Context>) -> Action {
