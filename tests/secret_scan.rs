@@ -58,10 +58,25 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
     apply(&c, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-admin, namespace: acme}}\nstringData: {{password: {ADMIN_FIRST}}}\n")).await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  engine: MariaDB\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
     eventually(30, "the StatefulSet", || async {
-        c.kubectl(&["get", "sts", "orders", "-n", "acme"]).await.status.success().then_some(())
+        c.kubectl(&["get", "sts", "orders", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
     })
     .await;
-    c.ok(&["patch", "sts", "orders", "-n", "acme", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":1,"readyReplicas":1}}"#]).await;
+    c.ok(&[
+        "patch",
+        "sts",
+        "orders",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
     eventually(30, "Ready To Use", || async {
         (get(&c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
     })
@@ -77,9 +92,27 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
     apply(&c, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: seattle-key, namespace: acme}}\nstringData: {{psk: {CUSTOMER_PSK}}}\n")).await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: seattle, namespace: acme}\nspec:\n  network: prod\n  customerCidrs: [192.168.10.0/24]\n  customerGatewayAddress: 93.184.216.34\n  tunnelOptions:\n  - pskSecretRef: {name: seattle-key, key: psk}\n").await;
     for (svc, ip) in [("seattle-tunnel1", "203.0.113.10"), ("seattle-tunnel2", "203.0.113.11")] {
-        eventually(30, svc, || async { c.kubectl(&["get", "svc", svc, "-n", "acme"]).await.status.success().then_some(()) }).await;
+        eventually(30, svc, || async {
+            c.kubectl(&["get", "svc", svc, "-n", "acme"])
+                .await
+                .status
+                .success()
+                .then_some(())
+        })
+        .await;
         let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
-        c.ok(&["patch", "svc", svc, "-n", "acme", "--subresource=status", "--type=merge", "-p", &patch]).await;
+        c.ok(&[
+            "patch",
+            "svc",
+            svc,
+            "-n",
+            "acme",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .await;
     }
     let config_secret = eventually(30, "the device downloads", || async {
         let s = get(&c, "vpn/seattle", "{.status.configSecret}").await;
@@ -94,12 +127,31 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
     })
     .await;
     eventually(30, "its StatefulSet", || async {
-        c.kubectl(&["get", "sts", &server, "-n", "acme"]).await.status.success().then_some(())
+        c.kubectl(&["get", "sts", &server, "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
     })
     .await;
-    c.ok(&["patch", "sts", &server, "-n", "acme", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":1,"readyReplicas":1}}"#]).await;
+    c.ok(&[
+        "patch",
+        "sts",
+        &server,
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
     eventually(30, "the migration Job", || async {
-        c.kubectl(&["get", "job", "to-ssd-copy", "-n", "acme"]).await.status.success().then_some(())
+        c.kubectl(&["get", "job", "to-ssd-copy", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -119,21 +171,43 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
         }
     }
     secrets.retain(|s| s.len() >= 8);
-    assert!(secrets.len() >= 5, "the run used the passwords and keys: {}", secrets.len());
+    assert!(
+        secrets.len() >= 5,
+        "the run used the passwords and keys: {}",
+        secrets.len()
+    );
     // Control: the scan looks for the right values (the customer's download does hold both keys).
     let generic = decode(&get(&c, &format!("secret/{config_secret}"), "{.data.generic\\.txt}").await);
     let found = secrets.iter().filter(|s| generic.contains(s.as_str())).count();
-    assert!(generic.contains(CUSTOMER_PSK) && found >= 2, "the download holds the keys");
+    assert!(
+        generic.contains(CUSTOMER_PSK) && found >= 2,
+        "the download holds the keys"
+    );
 
-    let mut haystacks = vec![("the operator's logs".to_owned(), std::fs::read_to_string(&log_path).expect("log"))];
+    let mut haystacks = vec![(
+        "the operator's logs".to_owned(),
+        std::fs::read_to_string(&log_path).expect("log"),
+    )];
     assert!(haystacks[0].1.lines().count() > 50, "debug logs were written");
     for what in ["events.events.k8s.io", "events"] {
         haystacks.push((what.to_owned(), c.ok(&["get", what, "-A", "-o", "json"]).await));
     }
     for kind in [
-        "privatenetworks", "appdatabases", "vpnconnections", "databasemigrations", "networkallocations",
-        "statefulsets", "deployments", "jobs", "services", "configmaps", "networkpolicies",
-        "poddisruptionbudgets", "serviceaccounts", "roles", "rolebindings",
+        "privatenetworks",
+        "appdatabases",
+        "vpnconnections",
+        "databasemigrations",
+        "networkallocations",
+        "statefulsets",
+        "deployments",
+        "jobs",
+        "services",
+        "configmaps",
+        "networkpolicies",
+        "poddisruptionbudgets",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
     ] {
         haystacks.push((kind.to_owned(), c.ok(&["get", kind, "-A", "-o", "json"]).await));
     }
@@ -142,5 +216,9 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
             assert!(!text.contains(secret.as_str()), "a password or key appears in {what}");
         }
     }
-    eprintln!("{} secret values, {} sources scanned: none found", secrets.len(), haystacks.len());
+    eprintln!(
+        "{} secret values, {} sources scanned: none found",
+        secrets.len(),
+        haystacks.len()
+    );
 }

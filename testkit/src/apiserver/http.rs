@@ -86,9 +86,9 @@ async fn handle(
         ["openapi", "v3"] => Ok(json_response(StatusCode::OK, &openapi_index(&state))),
         ["openapi", "v3", rest @ ..] => openapi_document(&state, rest),
         ["openapi", "v2"] => Err(ApiError::not_found_path(&path)),
-        ["api", "v1", rest @ ..] => resource_request(&state, "", "v1", rest, &method, &q, &headers, body).await,
+        ["api", "v1", rest @ ..] => faulty_resource_request(&state, "", "v1", rest, &method, q, &headers, body).await,
         ["apis", group, version, rest @ ..] => {
-            resource_request(&state, group, version, rest, &method, &q, &headers, body).await
+            faulty_resource_request(&state, group, version, rest, &method, q, &headers, body).await
         }
         _ => Err(ApiError::not_found_path(&path)),
     };
@@ -353,6 +353,58 @@ fn wants_table(headers: &HeaderMap) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// A resource request with the configured faults applied around it.
+#[allow(clippy::too_many_arguments)]
+async fn faulty_resource_request(
+    state: &Arc<ServerState>,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    method: &Method,
+    mut q: Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let write = *method != Method::GET;
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let faults = state.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let d = faults.decide(write, watch, &state.fault_counts);
+    if !d.delay.is_zero() {
+        tokio::time::sleep(d.delay).await;
+    }
+    if d.conflict {
+        return Err(ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: "Operation cannot be fulfilled: the object has been modified; please apply your changes to the \
+                      latest version and try again (injected fault)"
+                .into(),
+            details: None,
+        });
+    }
+    if d.error_before {
+        return Err(ApiError {
+            code: 500,
+            reason: "InternalError",
+            message: "Internal error occurred: injected fault".into(),
+            details: None,
+        });
+    }
+    if let Some(seconds) = d.watch_seconds {
+        q.insert("timeoutSeconds".into(), seconds.to_string());
+    }
+    let response = resource_request(state, group, version, rest, method, &q, headers, body).await?;
+    if d.error_after && response.status().is_success() {
+        return Err(ApiError {
+            code: 500,
+            reason: "InternalError",
+            message: "Internal error occurred: injected fault after the write took effect".into(),
+            details: None,
+        });
+    }
+    Ok(response)
+}
+
 async fn resource_request(
     state: &Arc<ServerState>,
     group: &str,

@@ -1,6 +1,7 @@
 //! An in-memory Kubernetes API server for tests, honest enough for the unmodified `kubectl` and the unmodified
 //! operator binary. See `testkit/README.md` for exactly what it implements and what it does not.
 
+pub mod faults;
 mod http;
 mod portforward;
 pub mod resources;
@@ -157,6 +158,9 @@ pub struct ServerState {
     pub port_forwards: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
     /// Bumped to cut every open port-forward.
     pub forward_cut: tokio::sync::watch::Sender<u64>,
+    /// Faults to inject (none by default) and how many were.
+    pub faults: Mutex<faults::Faults>,
+    pub fault_counts: faults::FaultCounts,
 }
 
 /// A running test API server on loopback.
@@ -177,6 +181,8 @@ impl TestApiServer {
             denied: Mutex::new(Vec::new()),
             port_forwards: Mutex::new(Default::default()),
             forward_cut: tokio::sync::watch::channel(0).0,
+            faults: Mutex::new(faults::Faults::default()),
+            fault_counts: faults::FaultCounts::default(),
         });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -220,6 +226,11 @@ impl TestApiServer {
 
     pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig())
+    }
+
+    /// Injects `faults` into every resource request from now on (`Faults::default()` stops).
+    pub fn set_faults(&self, faults: faults::Faults) {
+        *self.state.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
     /// Port-forwards to pod `namespace/pod` lead to `addr` from now on.
