@@ -352,7 +352,6 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
-#[allow(clippy::too_many_arguments)]
 /// A resource request with the configured faults applied around it.
 #[allow(clippy::too_many_arguments)]
 async fn faulty_resource_request(
@@ -405,6 +404,7 @@ async fn faulty_resource_request(
     Ok(response)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn resource_request(
     state: &Arc<ServerState>,
     group: &str,
