@@ -74,7 +74,26 @@ async fn generated_secrets(c: &Cluster) -> BTreeMap<String, String> {
 async fn everything_converges_through_api_faults_without_double_allocation_or_new_keys() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let _op = spawn_operator(&c, free_port(), &[]);
+    let log_path = std::env::var("APPDB_FAULTS_LOG").ok();
+    let _op = match &log_path {
+        // For diagnosis: APPDB_FAULTS_LOG=/tmp/faults.log keeps the operator's logs.
+        Some(path) => tokio::process::Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--leader-election",
+                "false",
+            ])
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("RUST_LOG", "info,kube_runtime=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(path).expect("log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the operator"),
+        None => spawn_operator(&c, free_port(), &[]),
+    };
     c.server.set_faults(Faults {
         server_errors: 0.03,
         server_errors_after_write: 0.05,
@@ -82,12 +101,14 @@ async fn everything_converges_through_api_faults_without_double_allocation_or_ne
         max_delay: Duration::from_millis(30),
         short_watches: true,
     });
-    // Expired resource versions: the history of watch events is dropped every two seconds.
+    // Expired resource versions: the history of watch events is dropped every ten seconds (etcd compacts every five
+    // minutes by default; every two seconds starves relisting watchers of a usable version, which no real API
+    // server does).
     let compactor = {
         let state = c.server.state().clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
                 state.store.lock().unwrap_or_else(|e| e.into_inner()).compact();
             }
         })
@@ -112,6 +133,7 @@ async fn everything_converges_through_api_faults_without_double_allocation_or_ne
             first_seen.entry(name).or_insert(data);
         }
         let mut done = 0;
+        let mut pending = Vec::new();
         for i in 0..CUSTOMERS {
             let ns = format!("customer-{i}");
             if get_retrying(&c, &["get", "sts", "orders", "-n", &ns]).await.is_some() {
@@ -175,6 +197,9 @@ async fn everything_converges_through_api_faults_without_double_allocation_or_ne
             .await;
             if db.as_deref() == Some("Ready To Use") && vpn.as_deref() == Some("True") {
                 done += 1;
+            } else {
+                let why = get_retrying(&c, &["get", "adb,vpn", "-n", &ns, "-o", r#"jsonpath={range .items[*]}{.kind}={.status.state}/{.status.conditions[?(@.type=="Ready")].reason} {end}"#]).await;
+                pending.push(format!("{ns}: {}", why.unwrap_or_default()));
             }
         }
         if done == CUSTOMERS {
@@ -182,7 +207,7 @@ async fn everything_converges_through_api_faults_without_double_allocation_or_ne
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "only {done} of {CUSTOMERS} customers converged through the faults"
+            "only {done} of {CUSTOMERS} customers converged through the faults: {pending:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -255,3 +255,83 @@ async fn json_log_lines_about_objects_name_them() {
     assert_eq!(release["span"]["object"], "prod", "{release}");
     assert!(in_reconcile >= 1);
 }
+
+fn signal(op: &Operator, sig: &str) {
+    let pid = op.child.id().expect("running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+}
+
+/// Two replicas: the standby never reconciles while the leader holds the Lease, even when the leader is frozen
+/// (SIGSTOP) and cannot reconcile itself; once the Lease expires the standby takes over and catches up; the old
+/// leader, thawed, sees it lost the Lease and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_never_reconciles_until_it_holds_the_lease() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let lease = ["--lease-duration-seconds", "8", "--lease-grace-seconds", "2"];
+    let mut a = Operator::start(&c, "replica-a", &lease);
+    eventually(20, "replica-a leads", || async {
+        (lease_holder(&c).await == "replica-a").then_some(())
+    })
+    .await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(
+        &c,
+        "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: first, namespace: acme}\nspec: {}\n",
+    )
+    .await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pnet/first",
+        "-n",
+        "acme",
+        "--timeout=20s",
+    ])
+    .await;
+    signal(&a, "-STOP");
+    let b = Operator::start(&c, "replica-b", &lease);
+    eventually(20, "replica-b is up (ready, not leading)", || async {
+        b.readyz().await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    apply(
+        &c,
+        "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: second, namespace: acme}\nspec: {}\n",
+    )
+    .await;
+    // While the frozen leader's Lease is still valid, nobody reconciles: the standby writes nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if lease_holder(&c).await == "replica-a" {
+        let status = c
+            .ok(&["get", "pnet", "second", "-n", "acme", "-o", "jsonpath={.status}"])
+            .await;
+        assert_eq!(status, "", "the standby reconciled without the Lease");
+    }
+    eventually(30, "replica-b takes over and catches up", || async {
+        (lease_holder(&c).await == "replica-b").then_some(())
+    })
+    .await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pnet/second",
+        "-n",
+        "acme",
+        "--timeout=20s",
+    ])
+    .await;
+    signal(&a, "-CONT");
+    let exited = tokio::time::timeout(Duration::from_secs(30), a.child.wait()).await;
+    assert!(
+        exited.is_ok(),
+        "the old leader must stop once it sees it lost the Lease"
+    );
+    assert_eq!(lease_holder(&c).await, "replica-b");
+}
