@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use rand::Rng;
-use support::{Cluster, eventually, free_port, spawn_operator};
+use support::{Cluster, free_port, spawn_operator};
 
 const ROUNDS: usize = 50;
 
