@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use appdb_operator::api::PrivateNetwork;
 use kube::{Api, Client, Config};
-use support::{Cluster, apply, eventually, free_port, get, spawn_operator, try_get};
+use support::{Cluster, apply, eventually, free_port, get, mark_statefulset_ready, spawn_operator, try_get};
 use tokio::process::Child;
 
 /// Two networks, a ready database on the first with a VPN connection, the operator running.
@@ -400,18 +400,7 @@ async fn replicate_creates_the_new_server_follows_the_engine_and_switches_the_se
             .then_some(())
     })
     .await;
-    c.ok(&[
-        "patch",
-        "sts",
-        &server,
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
-    ])
-    .await;
+    mark_statefulset_ready(&c, "acme", &server).await;
     let args = eventually(30, "the migration Job", || async {
         try_get(&c, "job/orders-to-ssd-copy", "{.spec.template.spec.containers[0].args}").await
     })
@@ -540,26 +529,7 @@ async fn a_rolled_back_copy_keeps_the_database_on_its_server() {
         (!s.is_empty()).then_some(s)
     })
     .await;
-    eventually(30, "its StatefulSet", || async {
-        c.kubectl(&["get", "sts", &server, "-n", "acme"])
-            .await
-            .status
-            .success()
-            .then_some(())
-    })
-    .await;
-    c.ok(&[
-        "patch",
-        "sts",
-        &server,
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
-    ])
-    .await;
+    mark_statefulset_ready(&c, "acme", &server).await;
     let args = eventually(30, "the migration Job", || async {
         try_get(&c, "job/dump-copy", "{.spec.template.spec.containers[0].args}").await
     })

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
+use support::{Cluster, apply, free_port, get, mark_statefulset_ready, spawn_operator, wait_ready_to_use};
 
 enum Expect {
     Refused(String),
@@ -72,30 +72,8 @@ async fn every_invalid_manifest_is_refused_or_stalls_with_its_reason() {
     )
     .await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  admin: {username: acme_admin, passwordSecretRef: {name: acme-db-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
-    eventually(30, "the valid database's StatefulSet", || async {
-        c.kubectl(&["get", "sts", "orders", "-n", "acme"])
-            .await
-            .status
-            .success()
-            .then_some(())
-    })
-    .await;
-    c.ok(&[
-        "patch",
-        "sts",
-        "orders",
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
-    ])
-    .await;
-    eventually(30, "the valid database is Ready To Use", || async {
-        (get(&c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
-    })
-    .await;
+    mark_statefulset_ready(&c, "acme", "orders").await;
+    wait_ready_to_use(&c, "orders").await;
 
     let mut failures = Vec::new();
     let mut waiting = Vec::new();

@@ -9,7 +9,10 @@ use std::{process::Output, time::Duration};
 
 use appdb_testkit::mariadb::MariaDb;
 use mysql_async::prelude::Queryable;
-use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
+use support::{
+    Cluster, apply, eventually, free_port, get, give_outside_addresses, mark_statefulset_ready, spawn_operator,
+    wait_ready_to_use,
+};
 use tokio::io::AsyncBufReadExt;
 
 const ROOT: &str = "TunnelRootPassw0rd";
@@ -92,18 +95,7 @@ async fn setup(c: &Cluster) -> (tokio::process::Child, MariaDb) {
         .then_some(())
     })
     .await;
-    c.ok(&[
-        "patch",
-        "sts",
-        "orders",
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
-    ])
-    .await;
+    mark_statefulset_ready(c, "acme", "orders").await;
     // The StatefulSet's pod, as the cluster would run it, with the labels the Service selects.
     let selector: serde_json::Value =
         serde_json::from_str(&get(c, "svc/orders", "{.spec.selector}").await).expect("selector");
@@ -129,33 +121,8 @@ async fn setup(c: &Cluster) -> (tokio::process::Child, MariaDb) {
     c.server
         .map_port_forward("acme", "orders-0", ([127, 0, 0, 1], db.port).into());
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: seattle, namespace: acme}\nspec:\n  network: prod\n  customerCidrs: [192.168.10.0/24]\n  customerGatewayAddress: 198.51.100.7\n").await;
-    for (svc, ip) in [("seattle-tunnel1", "203.0.113.10"), ("seattle-tunnel2", "203.0.113.11")] {
-        eventually(30, svc, || async {
-            c.kubectl(&["get", "svc", svc, "-n", "acme"])
-                .await
-                .status
-                .success()
-                .then_some(())
-        })
-        .await;
-        let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
-        c.ok(&[
-            "patch",
-            "svc",
-            svc,
-            "-n",
-            "acme",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ])
-        .await;
-    }
-    eventually(30, "the database Ready To Use", || async {
-        (get(c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
-    })
-    .await;
+    give_outside_addresses(c, "acme", "seattle", ["203.0.113.10", "203.0.113.11"]).await;
+    wait_ready_to_use(c, "orders").await;
     (op, db)
 }
 

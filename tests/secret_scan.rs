@@ -7,7 +7,9 @@ mod support;
 
 use std::{process::Stdio, time::Duration};
 
-use support::{Cluster, apply, eventually, free_port, get};
+use support::{
+    Cluster, apply, eventually, free_port, get, give_outside_addresses, mark_statefulset_ready, wait_ready_to_use,
+};
 
 const ADMIN_FIRST: &str = "First-Passw0rd-xyz";
 const ADMIN_SECOND: &str = "Second-Passw0rd-abc";
@@ -57,30 +59,8 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(&c, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-admin, namespace: acme}}\nstringData: {{password: {ADMIN_FIRST}}}\n")).await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  engine: MariaDB\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
-    eventually(30, "the StatefulSet", || async {
-        c.kubectl(&["get", "sts", "orders", "-n", "acme"])
-            .await
-            .status
-            .success()
-            .then_some(())
-    })
-    .await;
-    c.ok(&[
-        "patch",
-        "sts",
-        "orders",
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
-    ])
-    .await;
-    eventually(30, "Ready To Use", || async {
-        (get(&c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
-    })
-    .await;
+    mark_statefulset_ready(&c, "acme", "orders").await;
+    wait_ready_to_use(&c, "orders").await;
     // Rotation: the operator starts a Job that sets the new password.
     apply(&c, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-admin, namespace: acme}}\nstringData: {{password: {ADMIN_SECOND}}}\n")).await;
     eventually(30, "the rotation Job", || async {
@@ -91,29 +71,7 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
     // A VPN with the customer's own key for tunnel 1 and a generated one for tunnel 2.
     apply(&c, &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: seattle-key, namespace: acme}}\nstringData: {{psk: {CUSTOMER_PSK}}}\n")).await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: seattle, namespace: acme}\nspec:\n  network: prod\n  customerCidrs: [192.168.10.0/24]\n  customerGatewayAddress: 93.184.216.34\n  tunnelOptions:\n  - pskSecretRef: {name: seattle-key, key: psk}\n").await;
-    for (svc, ip) in [("seattle-tunnel1", "203.0.113.10"), ("seattle-tunnel2", "203.0.113.11")] {
-        eventually(30, svc, || async {
-            c.kubectl(&["get", "svc", svc, "-n", "acme"])
-                .await
-                .status
-                .success()
-                .then_some(())
-        })
-        .await;
-        let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
-        c.ok(&[
-            "patch",
-            "svc",
-            svc,
-            "-n",
-            "acme",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ])
-        .await;
-    }
+    give_outside_addresses(&c, "acme", "seattle", ["203.0.113.10", "203.0.113.11"]).await;
     let config_secret = eventually(30, "the device downloads", || async {
         let s = get(&c, "vpn/seattle", "{.status.configSecret}").await;
         (!s.is_empty()).then_some(s)
@@ -126,26 +84,7 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
         (!s.is_empty()).then_some(s)
     })
     .await;
-    eventually(30, "its StatefulSet", || async {
-        c.kubectl(&["get", "sts", &server, "-n", "acme"])
-            .await
-            .status
-            .success()
-            .then_some(())
-    })
-    .await;
-    c.ok(&[
-        "patch",
-        "sts",
-        &server,
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
-    ])
-    .await;
+    mark_statefulset_ready(&c, "acme", &server).await;
     eventually(30, "the migration Job", || async {
         c.kubectl(&["get", "job", "to-ssd-copy", "-n", "acme"])
             .await

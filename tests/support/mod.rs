@@ -166,3 +166,65 @@ pub async fn try_get(c: &Cluster, what: &str, path: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// What the cluster does for a database: once the operator created StatefulSet `name` in `ns`, it reports one
+/// ready replica.
+pub async fn mark_statefulset_ready(c: &Cluster, ns: &str, name: &str) {
+    eventually(30, &format!("StatefulSet {ns}/{name}"), || async {
+        c.kubectl(&["get", "sts", name, "-n", ns])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    c.ok(&[
+        "patch",
+        "sts",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"readyReplicas":1}}"#,
+    ])
+    .await;
+}
+
+/// What a cloud's load balancer controller does for VPN connection `vpn` in `ns`: each tunnel's Service gets its
+/// outside address.
+pub async fn give_outside_addresses(c: &Cluster, ns: &str, vpn: &str, addresses: [&str; 2]) {
+    for (tunnel, ip) in addresses.iter().enumerate() {
+        let svc = format!("{vpn}-tunnel{}", tunnel + 1);
+        eventually(30, &svc, || async {
+            c.kubectl(&["get", "svc", &svc, "-n", ns])
+                .await
+                .status
+                .success()
+                .then_some(())
+        })
+        .await;
+        let patch = format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#);
+        c.ok(&[
+            "patch",
+            "svc",
+            &svc,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .await;
+    }
+}
+
+/// Waits until AppDatabase `name` (namespace acme) is "Ready To Use".
+pub async fn wait_ready_to_use(c: &Cluster, name: &str) {
+    eventually(30, &format!("{name} Ready To Use"), || async {
+        (get(c, &format!("adb/{name}"), "{.status.state}").await == "Ready To Use").then_some(())
+    })
+    .await;
+}

@@ -39,6 +39,8 @@ use crate::{
 
 pub mod copy;
 
+use crate::controllers::app_database::build::{ServerPlan, copy_server_plan};
+
 const NAME: &str = "databasemigration";
 /// Condition warning that premises would lose access (the target network has no VPN connection yet).
 pub const PREMISES_ACCESS: &str = "PremisesAccess";
@@ -483,6 +485,47 @@ async fn delete_source(ctx: &Context, m: &DatabaseMigration, source: &str) -> Re
     Ok(())
 }
 
+/// Creates the migration Job (or, with `rollback`, the Job that only makes the source writable again) from the
+/// database's current server to the new one; returns both servers.
+async fn start_copy_job(
+    ctx: &Context,
+    m: &DatabaseMigration,
+    db: &AppDatabase,
+    copy: &crate::api::database_migration::CopyStatus,
+    rollback: bool,
+) -> Result<(ServerPlan, ServerPlan), Error> {
+    let source = db
+        .status
+        .as_ref()
+        .and_then(|s| s.server.as_ref())
+        .map(ServerPlan::from_status)
+        .unwrap_or_else(|| ServerPlan::from_spec(db));
+    let target = copy_server_plan(db, &source, &copy.server, m.spec.target.as_ref());
+    let job = copy::job(&copy::JobInputs {
+        migration: m,
+        database: db,
+        source: &source,
+        target: &target,
+        strategy: m.spec.effective_strategy(),
+        cutover_at: if rollback {
+            None
+        } else {
+            m.spec.scheduled_at.as_deref().and_then(|s| parse_schedule(s).ok())
+        },
+        operator_image: &ctx.config.operator_image,
+        cluster_domain: &ctx.config.cluster_domain,
+        rollback,
+    });
+    let jobs =
+        Api::<k8s_openapi::api::batch::v1::Job>::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    match jobs.create(&kube::api::PostParams::default(), &job).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(crate::controllers::apply::applying("the migration Job")(e).into()),
+    }
+    Ok((source, target))
+}
+
 /// A copying migration under way: start the Job once the new server runs, fold its reports into status, roll
 /// back when it fails for good, complete once the database's Service leads to the new server.
 async fn copy_progress(
@@ -491,7 +534,6 @@ async fn copy_progress(
     mut status: DatabaseMigrationStatus,
     now: jiff::Timestamp,
 ) -> Result<Action, Error> {
-    use crate::controllers::app_database::build::{ServerPlan, copy_server_plan};
     use k8s_openapi::api::{apps::v1::StatefulSet, batch::v1::Job, core::v1::Pod};
     let ns = m.namespace().unwrap_or_default();
     let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
@@ -548,13 +590,6 @@ async fn copy_progress(
             .await?;
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
-        let source = db
-            .status
-            .as_ref()
-            .and_then(|s| s.server.as_ref())
-            .map(ServerPlan::from_status)
-            .unwrap_or_else(|| ServerPlan::from_spec(&db));
-        let target = copy_server_plan(&db, &source, &copy.server, m.spec.target.as_ref());
         let (sa, role, binding) = copy::rbac(&m);
         crate::controllers::apply::apply_child(
             &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(ctx.client.clone(), &ns),
@@ -574,23 +609,7 @@ async fn copy_progress(
             "the migration RoleBinding",
         )
         .await?;
-        let scheduled = m.spec.scheduled_at.as_deref().and_then(|s| parse_schedule(s).ok());
-        let job = copy::job(&copy::JobInputs {
-            migration: &m,
-            database: &db,
-            source: &source,
-            target: &target,
-            strategy: m.spec.effective_strategy(),
-            cutover_at: scheduled,
-            operator_image: &ctx.config.operator_image,
-            cluster_domain: &ctx.config.cluster_domain,
-            rollback: false,
-        });
-        match jobs.create(&kube::api::PostParams::default(), &job).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(crate::controllers::apply::applying("the migration Job")(e).into()),
-        }
+        let (source, target) = start_copy_job(ctx, &m, &db, &copy, false).await?;
         let msg = format!("copying {} to {}", source.name, target.name);
         write(ctx, &m, &mut status, state::PREPARING, running, "Copying", &msg, None).await?;
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -684,29 +703,7 @@ async fn copy_progress(
         let rollback = jobs.get_opt(&rollback_name).await.map_err(read("the rollback Job"))?;
         match rollback.and_then(|j| j.status) {
             None => {
-                let source = db
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.server.as_ref())
-                    .map(ServerPlan::from_status)
-                    .unwrap_or_else(|| ServerPlan::from_spec(&db));
-                let target = copy_server_plan(&db, &source, &copy.server, m.spec.target.as_ref());
-                let job = copy::job(&copy::JobInputs {
-                    migration: &m,
-                    database: &db,
-                    source: &source,
-                    target: &target,
-                    strategy: m.spec.effective_strategy(),
-                    cutover_at: None,
-                    operator_image: &ctx.config.operator_image,
-                    cluster_domain: &ctx.config.cluster_domain,
-                    rollback: true,
-                });
-                match jobs.create(&kube::api::PostParams::default(), &job).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(crate::controllers::apply::applying("the rollback Job")(e).into()),
-                }
+                start_copy_job(ctx, &m, &db, &copy, true).await?;
             }
             Some(s)
                 if s.conditions
