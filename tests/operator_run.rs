@@ -274,7 +274,9 @@ fn signal(op: &Operator, sig: &str) {
 async fn a_standby_never_reconciles_until_it_holds_the_lease() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let lease = ["--lease-duration-seconds", "8", "--lease-grace-seconds", "2"];
+    // Renewed every 5 s, valid for 20 s: a frozen holder's Lease stays valid at least 15 s, so the check below is
+    // always inside that window.
+    let lease = ["--lease-duration-seconds", "20", "--lease-grace-seconds", "15"];
     let mut a = Operator::start(&c, "replica-a", &lease);
     eventually(20, "replica-a leads", || async {
         (lease_holder(&c).await == "replica-a").then_some(())
@@ -308,13 +310,16 @@ async fn a_standby_never_reconciles_until_it_holds_the_lease() {
     .await;
     // While the frozen leader's Lease is still valid, nobody reconciles: the standby writes nothing.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    if lease_holder(&c).await == "replica-a" {
-        let status = c
-            .ok(&["get", "pnet", "second", "-n", "acme", "-o", "jsonpath={.status}"])
-            .await;
-        assert_eq!(status, "", "the standby reconciled without the Lease");
-    }
-    eventually(30, "replica-b takes over and catches up", || async {
+    assert_eq!(
+        lease_holder(&c).await,
+        "replica-a",
+        "the frozen holder's Lease is still valid"
+    );
+    let status = c
+        .ok(&["get", "pnet", "second", "-n", "acme", "-o", "jsonpath={.status}"])
+        .await;
+    assert_eq!(status, "", "the standby reconciled without the Lease");
+    eventually(45, "replica-b takes over and catches up", || async {
         (lease_holder(&c).await == "replica-b").then_some(())
     })
     .await;

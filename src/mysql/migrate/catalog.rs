@@ -117,6 +117,53 @@ fn text(row: &Row, column: usize) -> String {
     }
 }
 
+type ColumnRow = (String, String, String, String, String);
+
+fn columns_query(list: &str) -> String {
+    format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA IN ({list}) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
+    )
+}
+
+/// The stored (not generated) columns of one table with their `DATA_TYPE`.
+fn stored_columns(columns: &[ColumnRow], schema: &str, table: &str) -> Vec<(String, String)> {
+    columns
+        .iter()
+        .filter(|c| c.0 == schema && c.1 == table && !c.4.to_ascii_uppercase().contains("GENERATED"))
+        .map(|c| (c.2.clone(), c.3.clone()))
+        .collect()
+}
+
+/// Only the tables and their columns, without definitions: what the checksums under the fence need (two queries,
+/// so the write outage does not pay for `SHOW CREATE` of every object).
+pub async fn tables(conn: &mut Conn) -> Result<Vec<Table>, MigrateError> {
+    let schemas = user_schemas(conn).await?;
+    if schemas.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = schemas.iter().map(|s| quote_literal(s)).collect::<Vec<_>>().join(", ");
+    let listed: Vec<(String, String, Option<u64>)> = conn
+        .query(format!(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, DATA_LENGTH FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA IN ({list}) AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') \
+             ORDER BY TABLE_SCHEMA, TABLE_NAME"
+        ))
+        .await
+        .map_err(sql("listing tables"))?;
+    let columns: Vec<ColumnRow> = conn.query(columns_query(&list)).await.map_err(sql("listing columns"))?;
+    Ok(listed
+        .into_iter()
+        .map(|(schema, name, bytes)| Table {
+            columns: stored_columns(&columns, &schema, &name),
+            create: String::new(),
+            bytes: bytes.unwrap_or(0),
+            schema,
+            name,
+        })
+        .collect())
+}
+
 /// Reads everything to copy. Run while writes and DDL are held (global read lock) so it matches the snapshot.
 pub async fn read(conn: &mut Conn, dialect: Dialect) -> Result<Catalog, MigrateError> {
     let mut catalog = Catalog::default();
@@ -146,23 +193,13 @@ pub async fn read(conn: &mut Conn, dialect: Dialect) -> Result<Catalog, MigrateE
         ))
         .await
         .map_err(sql("listing tables"))?;
-    let columns: Vec<(String, String, String, String, String)> = conn
-        .query(format!(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA IN ({list}) ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION"
-        ))
-        .await
-        .map_err(sql("listing columns"))?;
+    let columns: Vec<ColumnRow> = conn.query(columns_query(&list)).await.map_err(sql("listing columns"))?;
     for (schema, name, kind, bytes) in tables {
         let qualified = format!("{}.{}", quote_identifier(&schema), quote_identifier(&name));
         match kind.as_str() {
             "BASE TABLE" | "SYSTEM VERSIONED" => {
                 let row = show_create(conn, "reading a table", format!("SHOW CREATE TABLE {qualified}"), 1).await?;
-                let table_columns = columns
-                    .iter()
-                    .filter(|c| c.0 == schema && c.1 == name && !c.4.to_ascii_uppercase().contains("GENERATED"))
-                    .map(|c| (c.2.clone(), c.3.clone()))
-                    .collect();
+                let table_columns = stored_columns(&columns, &schema, &name);
                 catalog.tables.push(Table {
                     create: text(&row, 1),
                     columns: table_columns,

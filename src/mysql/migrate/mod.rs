@@ -403,7 +403,7 @@ impl Session {
             let status = self.replica_status().await?;
             if let Some(error) = status.error {
                 let reason = format!("replication stopped: {error}");
-                return self.roll_back(None, progress.fenced_at, reason).await;
+                return self.roll_back(None, reason).await;
             }
             let due = self.plan.cutover_at.is_none_or(|t| jiff::Timestamp::now() >= t);
             if status.running && status.lag == Some(0) && due {
@@ -415,7 +415,7 @@ impl Session {
                     self.plan.limits.replication.as_secs(),
                     status.lag
                 );
-                return self.roll_back(None, progress.fenced_at, reason).await;
+                return self.roll_back(None, reason).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
@@ -661,7 +661,7 @@ impl Session {
                     self.plan.limits.catch_up.as_secs(),
                     error.map(|e| format!(": {e}")).unwrap_or_default()
                 );
-                return self.roll_back(Some(fence), Some(fenced_at), reason).await;
+                return self.roll_back(Some(fence), reason).await;
             }
             let mut report = phase.report();
             report.lag_seconds = Some(0);
@@ -670,7 +670,7 @@ impl Session {
         }
 
         let phase = Phase::begin("verify");
-        let tables = catalog::read(&mut fence, self.source_dialect).await?.tables;
+        let tables = catalog::tables(&mut fence).await?;
         let method = verify::method(&self.source_version, &self.target_version);
         let (source_sums, target_sums) = {
             let mut target_conn = self.plan.target.connect("target").await?;
@@ -684,7 +684,7 @@ impl Session {
         let differ = verify::mismatches(&source_sums, &target_sums);
         if !differ.is_empty() {
             let reason = format!("checksums differ for {}", differ.join(", "));
-            return self.roll_back(Some(fence), Some(fenced_at), reason).await;
+            return self.roll_back(Some(fence), reason).await;
         }
         let mut report = phase.report();
         report.message = Some(format!("{} tables equal ({:?})", tables.len(), method));
@@ -748,7 +748,7 @@ impl Session {
                             self.plan.limits.switch.as_secs()
                         );
                         self.demote_target().await?;
-                        let outcome = self.roll_back(fence, fenced_at, reason).await;
+                        let outcome = self.roll_back(fence, reason).await;
                         return outcome;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -822,12 +822,7 @@ impl Session {
     }
 
     /// Source writable again and authoritative; the target keeps replicating (a later run can try again).
-    async fn roll_back(
-        mut self,
-        fence: Option<Conn>,
-        _fenced_at: Option<jiff::Timestamp>,
-        reason: String,
-    ) -> Result<Outcome, MigrateError> {
+    async fn roll_back(mut self, fence: Option<Conn>, reason: String) -> Result<Outcome, MigrateError> {
         let phase = Phase::begin("rolled-back");
         let mut source = match fence {
             Some(f) => f,
@@ -878,8 +873,7 @@ impl Session {
         if progress.phase == progress_phase::PROMOTED {
             self.demote_target().await?;
         }
-        self.roll_back(None, progress.fenced_at, "rollback requested".into())
-            .await
+        self.roll_back(None, "rollback requested".into()).await
     }
 }
 
