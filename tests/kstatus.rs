@@ -102,7 +102,7 @@ fn check(obj: &Value) -> Result<(), String> {
     // Between the API server marking an object for deletion and the operator's next status write, the state still
     // says what it was: kstatus rightly reads Terminating from the deletion timestamp alone, whatever the status.
     let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
-    if !expected.contains(&verdict) && !(deleting && verdict == "Terminating") {
+    if !expected.contains(&verdict) && (!deleting || verdict != "Terminating") {
         return Err(format!("{name}: state {state:?} but kstatus says {verdict}"));
     }
     Ok(())
