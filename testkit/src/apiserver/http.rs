@@ -34,8 +34,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
-fn json_response(code: StatusCode, value: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+fn json_response(code: StatusCode, value: &impl serde::Serialize) -> Response {
+    // serde_json::to_vec, not Value's Display: the latter goes through fmt::Write a fragment at a time.
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 type Query = HashMap<String, String>;
@@ -261,7 +263,7 @@ fn openapi_document(state: &ServerState, rest: &[&str]) -> Result<Response, ApiE
 fn crd_schema(s: &Store, t: &ResourceType) -> Option<Value> {
     let crd_type = s.find_type("apiextensions.k8s.io", "customresourcedefinitions")?;
     let crd = s.get(&crd_type, "", &format!("{}.{}", t.plural, t.group))?;
-    let versions = crd.object.pointer("/spec/versions")?.as_array()?;
+    let versions = crd.object().pointer("/spec/versions")?.as_array()?;
     let v = versions
         .iter()
         .find(|v| v["name"].as_str() == Some(t.version.as_str()))?;
@@ -491,7 +493,7 @@ async fn resource_request(
             let mut s = store(state);
             if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
                 let current_uid = s.get(&rt, &ns, &name).and_then(|o| {
-                    o.object
+                    o.object()
                         .pointer("/metadata/uid")
                         .and_then(Value::as_str)
                         .map(str::to_owned)
@@ -533,7 +535,9 @@ fn patch(
         .to_owned();
     let manager = manager_of(q, headers);
     let mut s = store(state);
-    let existing = s.get(rt, ns, name).map(|st| (st.object.clone(), st.managed.clone()));
+    let existing = s
+        .get(rt, ns, name)
+        .map(|st| (st.object().clone(), st.managed().clone()));
     if ct.starts_with("application/apply-patch") {
         if !q.contains_key("fieldManager") {
             return Err(ApiError::bad_request(
@@ -839,24 +843,39 @@ fn list(
     let filter = Filter::from_query(q)?;
     let s = store(state);
     let ns_filter = if rt.namespaced { ns } else { None };
-    let items: Vec<Value> = s
+    // Shared renderings: the lock is held only to collect them, serializing happens after.
+    let items: Vec<Arc<Value>> = s
         .objects
         .get(&(rt.group.clone(), rt.plural.clone()))
         .map(|m| {
             m.iter()
-                .filter(|((n, _), _)| ns_filter.is_none_or(|ns| ns == n))
-                .map(|(_, st)| Store::render(st))
-                .filter(|o| filter.matches(o))
+                .filter(|((n, _), st)| ns_filter.is_none_or(|ns| ns == n) && filter.matches(st.object()))
+                .map(|(_, st)| st.rendered().clone())
                 .collect()
         })
         .unwrap_or_default();
     let rv = s.rv.to_string();
+    drop(s);
     if as_table {
+        let items: Vec<Value> = items.iter().map(|i| (**i).clone()).collect();
         return Ok(json_response(StatusCode::OK, &table(rt, &items, &rv)));
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ListBody {
+        kind: String,
+        api_version: String,
+        metadata: Value,
+        items: Vec<Arc<Value>>,
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv}, "items": items}),
+        &ListBody {
+            kind: format!("{}List", rt.kind),
+            api_version: rt.api_version(),
+            metadata: json!({"resourceVersion": rv}),
+            items,
+        },
     ))
 }
 
@@ -929,22 +948,17 @@ fn watch(
 
     let s = store(state);
     let receiver = s.events.subscribe();
-    let mut initial: Vec<(String, Value)> = Vec::new();
+    let mut initial: Vec<WatchLine> = Vec::new();
     let current_rv = s.rv;
-    let mut last_rv = current_rv;
+    let mut expired = false;
     match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => {
-            for st in s
-                .objects
-                .get(&(rt.group.clone(), rt.plural.clone()))
-                .map(|m| m.values().collect::<Vec<_>>())
-                .unwrap_or_default()
-            {
-                let obj = Store::render(st);
-                let in_ns = !rt.namespaced
-                    || ns.is_none_or(|n| Some(n) == obj.pointer("/metadata/namespace").and_then(Value::as_str));
-                if in_ns && filter.matches(&obj) {
-                    initial.push(("ADDED".into(), obj));
+            if let Some(objects) = s.objects.get(&(rt.group.clone(), rt.plural.clone())) {
+                for ((obj_ns, _), st) in objects {
+                    let in_ns = !rt.namespaced || ns.is_none_or(|n| n == obj_ns);
+                    if in_ns && filter.matches(st.object()) {
+                        initial.push(WatchLine::new("ADDED", st.rendered().clone()));
+                    }
                 }
             }
         }
@@ -959,12 +973,12 @@ fn watch(
                     format!("too old resource version: {from} ({})", s.oldest_resumable),
                     None,
                 );
-                initial.push(("ERROR".into(), gone.to_status()));
-                last_rv = u64::MAX;
+                initial.push(WatchLine::new("ERROR", Arc::new(gone.to_status())));
+                expired = true;
             } else {
                 for e in s.history.iter().filter(|e| e.rv > from && matches_type(e)) {
                     if filter.matches(&e.object) {
-                        initial.push((e.kind.to_owned(), (*e.object).clone()));
+                        initial.push(WatchLine::from_event(e));
                     }
                 }
             }
@@ -973,23 +987,32 @@ fn watch(
     drop(s);
 
     let rt_for_table = rt.clone();
-    let encode = move |kind: &str, obj: Value| -> Bytes {
-        let object = if as_table && kind != "ERROR" && kind != "BOOKMARK" {
-            let rv = obj
+    let encode = move |line: WatchLine| -> Bytes {
+        let plain = || {
+            let mut bytes =
+                serde_json::to_vec(&json!({"type": line.kind, "object": &*line.object})).unwrap_or_default();
+            bytes.push(b'\n');
+            Bytes::from(bytes)
+        };
+        if as_table && line.kind != "ERROR" && line.kind != "BOOKMARK" {
+            let rv = line
+                .object
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
-            table(&rt_for_table, &[obj], &rv)
-        } else {
-            obj
-        };
-        let mut line = json!({"type": kind, "object": object}).to_string();
-        line.push('\n');
-        Bytes::from(line)
+            let object = table(&rt_for_table, std::slice::from_ref(&*line.object), &rv);
+            let mut bytes = serde_json::to_vec(&json!({"type": line.kind, "object": object})).unwrap_or_default();
+            bytes.push(b'\n');
+            return Bytes::from(bytes);
+        }
+        match &line.encoded {
+            // Every watcher of the event shares one encoding.
+            Some(once) => once.get_or_init(plain).clone(),
+            None => plain(),
+        }
     };
     let kind_for_bookmark = (rt.api_version(), rt.kind.clone());
-    let expired = last_rv == u64::MAX;
     let stream = async_stream_events(
         receiver,
         initial,
@@ -1010,10 +1033,36 @@ fn watch(
         .expect("valid response"))
 }
 
+/// One line of a watch stream before encoding.
+struct WatchLine {
+    kind: String,
+    object: Arc<Value>,
+    /// The event's shared encoding, for lines that come from a stored event.
+    encoded: Option<Arc<std::sync::OnceLock<Bytes>>>,
+}
+
+impl WatchLine {
+    fn new(kind: &str, object: Arc<Value>) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            object,
+            encoded: None,
+        }
+    }
+
+    fn from_event(e: &WatchEvent) -> Self {
+        Self {
+            kind: e.kind.to_owned(),
+            object: e.object.clone(),
+            encoded: Some(e.encoded.clone()),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn async_stream_events(
     receiver: tokio::sync::broadcast::Receiver<WatchEvent>,
-    initial: Vec<(String, Value)>,
+    initial: Vec<WatchLine>,
     start_rv: u64,
     expired: bool,
     matches_type: impl Fn(&WatchEvent) -> bool + Send + 'static,
@@ -1021,7 +1070,7 @@ fn async_stream_events(
     bookmarks: bool,
     (api_version, kind): (String, String),
     timeout: u64,
-    encode: impl Fn(&str, Value) -> Bytes + Send + 'static,
+    encode: impl Fn(WatchLine) -> Bytes + Send + 'static,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let initial_stream = futures::stream::iter(initial);
     let live = if expired {
@@ -1032,7 +1081,7 @@ fn async_stream_events(
             .filter_map(move |r| {
                 let out = match r {
                     Ok(e) if e.rv > start_rv && matches_type(&e) && filter.matches(&e.object) => {
-                        Some((e.kind.to_owned(), (*e.object).clone()))
+                        Some(WatchLine::from_event(&e))
                     }
                     _ => None,
                 };
@@ -1043,7 +1092,7 @@ fn async_stream_events(
                 tokio::time::Instant::now() + Duration::from_secs(1),
                 Duration::from_secs(1),
             ))
-            .map(|_| ("BOOKMARK".to_owned(), Value::Null))
+            .map(|_| WatchLine::new("BOOKMARK", Arc::new(Value::Null)))
             .boxed()
         } else {
             futures::stream::pending().boxed()
@@ -1054,15 +1103,20 @@ fn async_stream_events(
     initial_stream
         .chain(live)
         .take_until(tokio::time::sleep(Duration::from_secs(timeout)))
-        .map(move |(event_type, obj)| {
-            if event_type == "BOOKMARK" {
+        .map(move |line| {
+            if line.kind == "BOOKMARK" {
                 // A bookmark carries an object of the watched kind holding only the resource version.
                 let marker = json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": last_rv.to_string()}});
-                return Ok(encode("BOOKMARK", marker));
+                return Ok(encode(WatchLine::new("BOOKMARK", Arc::new(marker))));
             }
-            if let Some(rv) = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|r| r.parse().ok()) {
+            if let Some(rv) = line
+                .object
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|r| r.parse().ok())
+            {
                 last_rv = rv;
             }
-            Ok(encode(&event_type, obj))
+            Ok(encode(line))
         })
 }
