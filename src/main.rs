@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Ipam(args) => {
-            let client = match kube::Client::try_default().await {
+            let client = match appdb_operator::client::infer("ipam").await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: cannot build a Kubernetes client: {e}");
@@ -52,7 +52,7 @@ async fn main() -> ExitCode {
         } => vpn_agent(forward, vici, report_file, report_pod).await,
         Command::Run(args) => {
             telemetry::init(args.log_format);
-            let client = match kube::Client::try_default().await {
+            let client = match appdb_operator::client::infer("controller").await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build a Kubernetes client from KUBECONFIG or the in-cluster configuration");
@@ -135,7 +135,7 @@ async fn vpn_agent(
     }
     if let Some(socket) = vici {
         let pods = match &report_pod {
-            Some(target) => match (target.split_once('/'), kube::Client::try_default().await) {
+            Some(target) => match (target.split_once('/'), appdb_operator::client::infer("vpn-agent").await) {
                 (Some((ns, name)), Ok(client)) => Some((
                     kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, ns),
                     name.to_owned(),

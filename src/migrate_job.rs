@@ -52,7 +52,7 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
     };
     let pod = match &args.report_pod {
         None => None,
-        Some(target) => match (target.split_once('/'), kube::Client::try_default().await) {
+        Some(target) => match (target.split_once('/'), crate::client::infer("migrate").await) {
             (Some((ns, name)), Ok(client)) => Some((
                 kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, ns),
                 name.to_owned(),

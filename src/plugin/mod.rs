@@ -104,7 +104,8 @@ async fn client() -> Result<(kube::Client, String), PluginError> {
         .await
         .map_err(|e| PluginError::Kubernetes(format!("cannot read the kubeconfig: {e}")))?;
     let namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config).map_err(|e| PluginError::Kubernetes(e.to_string()))?;
+    let client =
+        crate::client::from_config(config, "kubectl-appdb").map_err(|e| PluginError::Kubernetes(e.to_string()))?;
     Ok((client, namespace))
 }
 

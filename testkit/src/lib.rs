@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod copying;
+pub mod kubelet;
 pub mod mariadb;
 pub mod relay;
 pub mod schema;

@@ -56,8 +56,25 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     state.requests.fetch_add(1, Ordering::Relaxed);
-    if method != Method::GET {
+    let write = method != Method::GET;
+    if write {
         state.writes.fetch_add(1, Ordering::Relaxed);
+    }
+    {
+        let agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or_default();
+        let mut by_agent = state.by_agent.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = match by_agent.get_mut(agent) {
+            Some(counts) => counts,
+            None => by_agent.entry(agent.to_owned()).or_default(),
+        };
+        if write {
+            counts.1 += 1;
+        } else {
+            counts.0 += 1;
+        }
     }
     let path = uri.path().trim_end_matches('/').to_owned();
     let q = query(&uri);

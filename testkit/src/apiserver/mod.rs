@@ -152,6 +152,8 @@ pub struct ServerState {
     pub requests: AtomicU64,
     /// Write requests (POST, PUT, PATCH, DELETE) served, for "no write when nothing changed" checks.
     pub writes: AtomicU64,
+    /// Requests by User-Agent header ("" when none): (reads, writes), to tell the operator's traffic from a test's.
+    pub by_agent: Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// Access policy answered to SelfSubjectAccessReviews: (verb, group, resource, namespace) denied.
     pub denied: Mutex<Vec<(String, String, String, String)>>,
     /// Where `pods/portforward` of (namespace, pod) leads: a local address standing in for the pod.
@@ -178,6 +180,7 @@ impl TestApiServer {
             store: Mutex::new(Store::new()),
             requests: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            by_agent: Mutex::default(),
             denied: Mutex::new(Vec::new()),
             port_forwards: Mutex::new(Default::default()),
             forward_cut: tokio::sync::watch::channel(0).0,
@@ -214,6 +217,25 @@ impl TestApiServer {
 
     pub fn state(&self) -> &Arc<ServerState> {
         &self.state
+    }
+
+    /// (reads, writes) served to clients whose User-Agent starts with `prefix`.
+    pub fn requests_from(&self, prefix: &str) -> (u64, u64) {
+        let by_agent = self.state.by_agent.lock().unwrap_or_else(|e| e.into_inner());
+        by_agent
+            .iter()
+            .filter(|(agent, _)| agent.starts_with(prefix))
+            .fold((0, 0), |(r, w), (_, (reads, writes))| (r + reads, w + writes))
+    }
+
+    /// How many stored objects of `(group, plural)` satisfy `predicate`, read in process (no request).
+    pub fn count(&self, group: &str, plural: &str, predicate: impl Fn(&serde_json::Value) -> bool) -> usize {
+        let store = self.state.store.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .objects
+            .get(&(group.to_owned(), plural.to_owned()))
+            .map(|objects| objects.values().filter(|o| predicate(o.object())).count())
+            .unwrap_or(0)
     }
 
     /// A kubeconfig for this server (no credentials: it authenticates nobody and authorises everything).
