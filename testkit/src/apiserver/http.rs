@@ -993,7 +993,9 @@ fn watch(
                 initial.push(WatchLine::new("ERROR", Arc::new(gone.to_status())));
                 expired = true;
             } else {
-                for e in s.history.iter().filter(|e| e.rv > from && matches_type(e)) {
+                // The history is in resource-version order: skip what the client has seen without scanning it.
+                let first_unseen = s.history.partition_point(|e| e.rv <= from);
+                for e in s.history.range(first_unseen..).filter(|e| matches_type(e)) {
                     if filter.matches(&e.object) {
                         initial.push(WatchLine::from_event(e));
                     }

@@ -2,7 +2,7 @@
 //! Every operation runs under one lock, so each write is atomic and resource versions are totally ordered.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -90,6 +90,58 @@ pub struct Store {
     pub events: tokio::sync::broadcast::Sender<WatchEvent>,
     /// ClusterIPs handed out so far.
     pub services_allocated: u64,
+    /// Indexes kept beside `objects` so that removing an object costs what it leaves behind, not the store's size.
+    index: Index,
+}
+
+/// What garbage collection and namespace termination look up on every removal.
+#[derive(Default)]
+struct Index {
+    /// The uid of every stored object.
+    live_uids: HashSet<String>,
+    /// Owner uid → the objects that name it in their owner references.
+    dependents: HashMap<String, BTreeSet<(TypeKey, ObjectKey)>>,
+    /// Namespace → how many objects it holds.
+    namespace_sizes: HashMap<String, usize>,
+}
+
+impl Index {
+    fn insert(&mut self, tk: &TypeKey, ok: &ObjectKey, obj: &Value) {
+        if let Some(uid) = meta_str(obj, "uid") {
+            self.live_uids.insert(uid.to_owned());
+        }
+        for owner in owner_refs(obj) {
+            self.dependents
+                .entry(owner.to_owned())
+                .or_default()
+                .insert((tk.clone(), ok.clone()));
+        }
+        *self.namespace_sizes.entry(ok.0.clone()).or_default() += 1;
+    }
+
+    fn remove(&mut self, tk: &TypeKey, ok: &ObjectKey, obj: &Value) {
+        if let Some(uid) = meta_str(obj, "uid") {
+            self.live_uids.remove(uid);
+        }
+        for owner in owner_refs(obj) {
+            if let Some(set) = self.dependents.get_mut(owner) {
+                set.remove(&(tk.clone(), ok.clone()));
+                if set.is_empty() {
+                    self.dependents.remove(owner);
+                }
+            }
+        }
+        if let Some(size) = self.namespace_sizes.get_mut(&ok.0) {
+            *size -= 1;
+            if *size == 0 {
+                self.namespace_sizes.remove(&ok.0);
+            }
+        }
+    }
+
+    fn has_live_owner(&self, obj: &Value) -> bool {
+        owner_refs(obj).any(|uid| self.live_uids.contains(uid))
+    }
 }
 
 pub fn now() -> String {
@@ -149,6 +201,7 @@ impl Store {
             oldest_resumable: 1,
             events,
             services_allocated: 0,
+            index: Index::default(),
         };
         for ns in ["default", "kube-system", "kube-public"] {
             let ns_type = store.find_type("", "namespaces").expect("namespaces is built in");
@@ -418,13 +471,17 @@ impl Store {
         if let Some(types) = new_types {
             self.register_crd_types(obj, types);
         }
+        let owned_by_the_dead = has_owners(obj) && !self.index.has_live_owner(obj);
         let stored = Stored::new(obj.clone(), managed);
         let rendered = stored.rendered().clone();
-        self.objects
-            .entry(type_key(rt))
-            .or_default()
-            .insert((ns.to_owned(), name), stored);
+        let key = (ns.to_owned(), name.clone());
+        self.index.insert(&type_key(rt), &key, obj);
+        self.objects.entry(type_key(rt)).or_default().insert(key, stored);
         self.emit("ADDED", rt, ns, rendered.clone());
+        if owned_by_the_dead {
+            // As the garbage collector does (asynchronously in Kubernetes): every owner is already gone.
+            let _ = self.delete(rt, ns, &name, false);
+        }
         Ok((*rendered).clone())
     }
 
@@ -584,12 +641,12 @@ impl Store {
         let rv = self.next_rv();
         new["metadata"]["resourceVersion"] = json!(rv);
         let finalizing = new.pointer("/metadata/deletionTimestamp").is_some() && finalizers(&new).is_empty();
+        let key = (ns.to_owned(), name.to_owned());
+        self.index.remove(&type_key(rt), &key, &old);
+        self.index.insert(&type_key(rt), &key, &new);
         let stored = Stored::new(new, managed);
         let rendered = stored.rendered().clone();
-        self.objects
-            .entry(type_key(rt))
-            .or_default()
-            .insert((ns.to_owned(), name.to_owned()), stored);
+        self.objects.entry(type_key(rt)).or_default().insert(key, stored);
         self.emit("MODIFIED", rt, ns, rendered.clone());
         if finalizing {
             self.remove(rt, ns, name);
@@ -635,10 +692,9 @@ impl Store {
     /// Removes an object for good, then what it leaves behind: dependents (garbage collection), a CRD's objects,
     /// a terminating namespace that became empty.
     fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Value> {
-        let stored = self
-            .objects
-            .get_mut(&type_key(rt))?
-            .remove(&(ns.to_owned(), name.to_owned()))?;
+        let key = (ns.to_owned(), name.to_owned());
+        let stored = self.objects.get_mut(&type_key(rt))?.remove(&key)?;
+        self.index.remove(&type_key(rt), &key, &stored.object);
         let rv = self.next_rv();
         let mut obj = Store::render(&stored);
         obj["metadata"]["resourceVersion"] = json!(rv);
@@ -646,7 +702,9 @@ impl Store {
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             self.remove_crd_types(&obj);
         }
-        self.collect_garbage();
+        if let Some(uid) = meta_str(&obj, "uid") {
+            self.collect_garbage(uid);
+        }
         if !ns.is_empty() {
             self.finish_namespace_if_empty(ns);
         }
@@ -665,11 +723,9 @@ impl Store {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         for (ns, name) in keys {
-            if let Some(stored) = self
-                .objects
-                .get_mut(&type_key(&rt))
-                .and_then(|m| m.remove(&(ns.clone(), name)))
-            {
+            let key = (ns.clone(), name);
+            if let Some(stored) = self.objects.get_mut(&type_key(&rt)).and_then(|m| m.remove(&key)) {
+                self.index.remove(&type_key(&rt), &key, &stored.object);
                 self.rv += 1;
                 let mut obj = Store::render(&stored);
                 obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
@@ -681,14 +737,7 @@ impl Store {
     }
 
     fn orphan_dependents(&mut self, owner_uid: &str) {
-        let mut changed = Vec::new();
-        for (tk, objects) in &self.objects {
-            for (ok, stored) in objects {
-                if owner_uids(&stored.object).contains(owner_uid) {
-                    changed.push((tk.clone(), ok.clone()));
-                }
-            }
-        }
+        let changed = self.index.dependents.get(owner_uid).cloned().unwrap_or_default();
         for ((group, plural), (ns, name)) in changed {
             let Some(rt) = self.find_type(&group, &plural) else {
                 continue;
@@ -707,34 +756,19 @@ impl Store {
         }
     }
 
-    /// Background cascading deletion: an object all of whose owners are gone is deleted.
-    fn collect_garbage(&mut self) {
-        loop {
-            let live: BTreeSet<String> = self
-                .objects
-                .values()
-                .flat_map(|m| m.values())
-                .filter_map(|s| meta_str(&s.object, "uid").map(str::to_owned))
-                .collect();
-            let orphaned: Vec<(TypeKey, ObjectKey)> = self
-                .objects
-                .iter()
-                .flat_map(|(tk, m)| m.iter().map(move |(ok, s)| (tk, ok, s)))
-                .filter(|(_, _, s)| {
-                    let owners = owner_uids(&s.object);
-                    !owners.is_empty()
-                        && owners.iter().all(|u| !live.contains(u))
-                        && s.object.pointer("/metadata/deletionTimestamp").is_none()
-                })
-                .map(|(tk, ok, _)| (tk.clone(), ok.clone()))
-                .collect();
-            if orphaned.is_empty() {
-                return;
-            }
-            for ((group, plural), (ns, name)) in orphaned {
-                if let Some(rt) = self.find_type(&group, &plural) {
-                    let _ = self.delete(&rt, &ns, &name, false);
-                }
+    /// Background cascading deletion: once `removed_uid` is gone, each of its dependents whose owners are all gone
+    /// is deleted (and their dependents in turn, through `remove`).
+    fn collect_garbage(&mut self, removed_uid: &str) {
+        let dependents = self.index.dependents.get(removed_uid).cloned().unwrap_or_default();
+        for ((group, plural), (ns, name)) in dependents {
+            let Some(rt) = self.find_type(&group, &plural) else {
+                continue;
+            };
+            let orphaned = self.get(&rt, &ns, &name).is_some_and(|s| {
+                !self.index.has_live_owner(&s.object) && s.object.pointer("/metadata/deletionTimestamp").is_none()
+            });
+            if orphaned {
+                let _ = self.delete(&rt, &ns, &name, false);
             }
         }
     }
@@ -783,22 +817,24 @@ impl Store {
         if !terminating {
             return;
         }
-        let empty = self.objects.values().all(|m| !m.keys().any(|(n, _)| n == ns));
+        let empty = !self.index.namespace_sizes.contains_key(ns);
         if empty {
             self.remove(&ns_type, "", ns);
         }
     }
 }
 
-fn owner_uids(obj: &Value) -> BTreeSet<String> {
+/// The uids of an object's owners.
+fn owner_refs(obj: &Value) -> impl Iterator<Item = &str> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|refs| {
-            refs.iter()
-                .filter_map(|r| r["uid"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
+fn has_owners(obj: &Value) -> bool {
+    owner_refs(obj).next().is_some()
 }
 
 /// As the real API server does, a Secret's `stringData` is written into `data` (base64) and never stored.
@@ -872,5 +908,98 @@ fn prune(obj: &mut Value, field: &str) {
     }
     if let Some(m) = current.as_object_mut() {
         m.remove(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_map(store: &mut Store, ns: &str, name: &str, owners: &[&Value]) -> Value {
+        let refs: Vec<Value> = owners
+            .iter()
+            .map(|o| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]}))
+            .collect();
+        let rt = store.find_type("", "configmaps").expect("built in");
+        let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        if !refs.is_empty() {
+            obj["metadata"]["ownerReferences"] = json!(refs);
+        }
+        store.create(&rt, ns, obj, "test", true).expect("created")
+    }
+
+    fn exists(store: &Store, ns: &str, name: &str) -> bool {
+        let rt = store.find_type("", "configmaps").expect("built in");
+        store.get(&rt, ns, name).is_some()
+    }
+
+    fn namespace(store: &mut Store, name: &str) {
+        let rt = store.find_type("", "namespaces").expect("built in");
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        store.create(&rt, "", obj, "test", true).expect("created");
+    }
+
+    #[test]
+    fn deleting_an_owner_cascades_to_dependents_with_no_other_owner() {
+        let mut store = Store::new();
+        namespace(&mut store, "a");
+        let root = config_map(&mut store, "a", "root", &[]);
+        let other = config_map(&mut store, "a", "other", &[]);
+        let child = config_map(&mut store, "a", "child", &[&root]);
+        config_map(&mut store, "a", "grandchild", &[&child]);
+        config_map(&mut store, "a", "shared", &[&root, &other]);
+        let rt = store.find_type("", "configmaps").expect("built in");
+
+        store.delete(&rt, "a", "root", false).expect("deleted");
+        assert!(!exists(&store, "a", "child"));
+        assert!(!exists(&store, "a", "grandchild"));
+        assert!(exists(&store, "a", "shared"), "one owner is still there");
+
+        store.delete(&rt, "a", "other", false).expect("deleted");
+        assert!(!exists(&store, "a", "shared"));
+    }
+
+    #[test]
+    fn an_object_whose_owners_are_all_gone_is_collected_when_created() {
+        let mut store = Store::new();
+        namespace(&mut store, "a");
+        let owner = config_map(&mut store, "a", "owner", &[]);
+        let rt = store.find_type("", "configmaps").expect("built in");
+        store.delete(&rt, "a", "owner", false).expect("deleted");
+        config_map(&mut store, "a", "late", &[&owner]);
+        assert!(!exists(&store, "a", "late"));
+    }
+
+    #[test]
+    fn orphaning_keeps_dependents_and_drops_the_reference() {
+        let mut store = Store::new();
+        namespace(&mut store, "a");
+        let owner = config_map(&mut store, "a", "owner", &[]);
+        config_map(&mut store, "a", "kept", &[&owner]);
+        let rt = store.find_type("", "configmaps").expect("built in");
+        store.delete(&rt, "a", "owner", true).expect("deleted");
+        let kept = store.get(&rt, "a", "kept").expect("kept");
+        assert!(kept.object.pointer("/metadata/ownerReferences/0").is_none());
+    }
+
+    #[test]
+    fn a_terminating_namespace_goes_when_its_last_object_goes() {
+        let mut store = Store::new();
+        namespace(&mut store, "a");
+        let cm = store.find_type("", "configmaps").expect("built in");
+        let obj =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["test/hold"]}});
+        store.create(&cm, "a", obj, "test", true).expect("created");
+        let ns = store.find_type("", "namespaces").expect("built in");
+        store.delete(&ns, "", "a", false).expect("deleting");
+        assert!(store.get(&ns, "", "a").is_some(), "held by the finalizer");
+
+        let mut released = store.get(&cm, "a", "held").expect("held").object.clone();
+        released["metadata"]["finalizers"] = json!([]);
+        store
+            .update(&cm, "a", "held", released, "", Some("test"), false, None)
+            .expect("updated");
+        assert!(store.get(&cm, "a", "held").is_none());
+        assert!(store.get(&ns, "", "a").is_none());
     }
 }
