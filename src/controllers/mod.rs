@@ -108,3 +108,105 @@ where
         .map(|o| kube::runtime::reflector::ObjectRef::from_obj(&*o))
         .collect()
 }
+
+/// Runs a controller's result stream to its end. Reconcile failures are logged by each `error_policy`; what is left
+/// to say here is that a watch failed (the controller retries it with backoff) — otherwise such failures go unseen.
+pub async fn drain<K, E, S>(results: S)
+where
+    K: kube::Resource,
+    E: std::error::Error + 'static,
+    S: futures::Stream<
+            Item = Result<
+                (
+                    kube::runtime::reflector::ObjectRef<K>,
+                    kube::runtime::controller::Action,
+                ),
+                kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
+            >,
+        >,
+{
+    use futures::StreamExt;
+    results
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
+                tracing::warn!(error = %e, "watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// The annotation `kubectl apply` (client-side) keeps: a second copy of the spec the operator never reads.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from a cached object what the operator never reads. managedFields are most of a custom resource's weight:
+/// at 500 customers the reflector stores held 20 MB of a 44 MB heap, three quarters of it managedFields.
+pub fn lean<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// A watch of every `K`, kept in `writer`'s store without what [`lean`] drops.
+pub fn lean_reflector<K>(
+    api: kube::Api<K>,
+    writer: kube::runtime::reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<K>>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    use kube::runtime::{WatchStreamExt, watcher};
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(lean)
+        .reflect(writer)
+}
+
+/// A controller of every `K` whose cache holds objects without what [`lean`] drops.
+pub fn lean_controller<K>(api: kube::Api<K>) -> kube::runtime::Controller<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    kube::runtime::Controller::for_stream(lean_reflector(api, writer).applied_objects(), reader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    #[test]
+    fn lean_objects_keep_everything_but_managed_fields_and_the_last_applied_copy() {
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("a".into()),
+                annotations: Some(
+                    [
+                        (LAST_APPLIED.to_owned(), "{}".to_owned()),
+                        ("keep".to_owned(), "me".to_owned()),
+                    ]
+                    .into(),
+                ),
+                managed_fields: Some(vec![ManagedFieldsEntry {
+                    manager: Some("kubectl".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            data: Some([("k".to_owned(), "v".to_owned())].into()),
+            ..Default::default()
+        };
+        lean(&mut cm);
+        assert_eq!(cm.metadata.managed_fields, None);
+        assert_eq!(
+            cm.metadata.annotations,
+            Some([("keep".to_owned(), "me".to_owned())].into())
+        );
+        assert_eq!(cm.metadata.name.as_deref(), Some("a"));
+        assert_eq!(cm.data, Some([("k".to_owned(), "v".to_owned())].into()));
+    }
+}

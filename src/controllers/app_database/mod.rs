@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -25,7 +25,6 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
     runtime::{
-        Controller as RuntimeController,
         controller::Action,
         events::{EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
@@ -118,8 +117,7 @@ impl Controller for AppDatabaseController {
         Box::pin(async move {
             let client = ctx.client.clone();
             let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-            let controller =
-                RuntimeController::new(Api::<AppDatabase>::all(client.clone()), watcher::Config::default());
+            let controller = crate::controllers::lean_controller(Api::<AppDatabase>::all(client.clone()));
             let store = controller.store();
             let by_secret = store.clone();
             let by_network = store.clone();
@@ -162,11 +160,12 @@ impl Controller for AppDatabaseController {
                 metrics: ctx.metrics.clone(),
                 dns_crd: Mutex::new(None),
             });
-            controller
-                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
-                .run(reconcile, error_policy, context)
-                .for_each(|_| futures::future::ready(()))
-                .await;
+            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+                reconcile,
+                error_policy,
+                context,
+            ))
+            .await;
         })
     }
 }

@@ -9,12 +9,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
-        Controller as RuntimeController,
         controller::Action,
         events::{EventType, Recorder},
         watcher,
@@ -134,10 +133,7 @@ impl Controller for DatabaseMigrationController {
     fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let client = ctx.client.clone();
-            let controller = RuntimeController::new(
-                Api::<DatabaseMigration>::all(client.clone()),
-                watcher::Config::default(),
-            );
+            let controller = crate::controllers::lean_controller(Api::<DatabaseMigration>::all(client.clone()));
             let store = controller.store();
             let by_db = store.clone();
             let by_network = store.clone();
@@ -168,11 +164,12 @@ impl Controller for DatabaseMigrationController {
                 migrations: store.clone(),
                 gauges: self.gauges.clone(),
             });
-            controller
-                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
-                .run(reconcile, error_policy, context)
-                .for_each(|_| futures::future::ready(()))
-                .await;
+            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+                reconcile,
+                error_policy,
+                context,
+            ))
+            .await;
         })
     }
 }

@@ -7,13 +7,13 @@ pub mod validate;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use k8s_openapi::{api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller as RuntimeController, WatchStreamExt,
+        WatchStreamExt,
         controller::Action,
         events::{EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
@@ -119,14 +119,11 @@ impl Controller for PrivateNetworkController {
             let networks_api: Api<PrivateNetwork> = Api::all(client.clone());
             let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
 
+            // The store of AppDatabases answers "does a database live on this network?"; its watch also triggers.
             let (databases, db_writer) = reflector::store();
-            let db_stream = reflector::reflector(
-                db_writer,
-                watcher(Api::<AppDatabase>::all(client.clone()), watcher::Config::default()),
-            )
-            .default_backoff()
-            .touched_objects();
-            let controller = RuntimeController::new(networks_api, watcher::Config::default())
+            let db_stream = crate::controllers::lean_reflector(Api::<AppDatabase>::all(client.clone()), db_writer)
+                .touched_objects();
+            let controller = crate::controllers::lean_controller(networks_api)
                 .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
                 // A migration starting or ending changes both networks' state.
                 .watches(
@@ -156,20 +153,16 @@ impl Controller for PrivateNetworkController {
                     },
                 )
                 // Database changes (created on, or moved to, a network) change the network's type.
-                .watches(
-                    Api::<AppDatabase>::all(client.clone()),
-                    watcher::Config::default(),
-                    |db| {
-                        let ns = db.namespace().unwrap_or_default();
-                        let mut refs = vec![ObjectRef::new(&db.spec.network).within(&ns)];
-                        if let Some(current) = db.status.as_ref().and_then(|s| s.network.as_deref())
-                            && current != db.spec.network
-                        {
-                            refs.push(ObjectRef::new(current).within(&ns));
-                        }
-                        refs
-                    },
-                )
+                .watches_stream(db_stream, |db| {
+                    let ns = db.namespace().unwrap_or_default();
+                    let mut refs = vec![ObjectRef::new(&db.spec.network).within(&ns)];
+                    if let Some(current) = db.status.as_ref().and_then(|s| s.network.as_deref())
+                        && current != db.spec.network
+                    {
+                        refs.push(ObjectRef::new(current).within(&ns));
+                    }
+                    refs
+                })
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
             let networks = controller.store();
 
@@ -178,23 +171,6 @@ impl Controller for PrivateNetworkController {
                     .clone()
                     .run(client.clone(), self.pool_metrics.clone(), ctx.shutdown.clone()),
             );
-            {
-                // The store of AppDatabases answers "does a database live on this network?".
-                let shutdown = ctx.shutdown.clone();
-                tokio::spawn(async move {
-                    let mut stream = std::pin::pin!(db_stream);
-                    loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            item = stream.next() => match item {
-                                None => return,
-                                Some(Err(e)) => warn!(error = %e, "AppDatabase watch failed; retrying"),
-                                Some(Ok(_)) => {}
-                            },
-                        }
-                    }
-                });
-            }
             {
                 let (networks, databases, index, synced) = (
                     networks.clone(),
@@ -224,11 +200,12 @@ impl Controller for PrivateNetworkController {
                 recorder: Recorder::new(client, reporter),
                 metrics: ctx.metrics.clone(),
             });
-            controller
-                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
-                .run(reconcile, error_policy, context)
-                .for_each(|_| futures::future::ready(()))
-                .await;
+            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+                reconcile,
+                error_policy,
+                context,
+            ))
+            .await;
         })
     }
 }

@@ -6,7 +6,7 @@ pub mod build;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Pod, Secret, Service},
@@ -16,7 +16,6 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
     runtime::{
-        Controller as RuntimeController,
         controller::Action,
         events::{EventType, Recorder},
         reflector::ObjectRef,
@@ -156,8 +155,7 @@ impl Controller for VpnConnectionController {
         Box::pin(async move {
             let client = ctx.client.clone();
             let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-            let controller =
-                RuntimeController::new(Api::<VpnConnection>::all(client.clone()), watcher::Config::default());
+            let controller = crate::controllers::lean_controller(Api::<VpnConnection>::all(client.clone()));
             let store = controller.store();
             let by_network = store.clone();
             let by_secret = store.clone();
@@ -221,11 +219,12 @@ impl Controller for VpnConnectionController {
                 connections: store.clone(),
                 tunnels: self.tunnels.clone(),
             });
-            controller
-                .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
-                .run(reconcile, error_policy, context)
-                .for_each(|_| futures::future::ready(()))
-                .await;
+            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+                reconcile,
+                error_policy,
+                context,
+            ))
+            .await;
         })
     }
 }
