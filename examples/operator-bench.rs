@@ -310,6 +310,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         databases.as_secs_f64(),
         vpns.as_secs_f64()
     );
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+        .list(&Default::default())
+        .await?;
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for e in &events.items {
+        *reasons.entry(e.reason.clone().unwrap_or_default()).or_default() += 1;
+    }
+    println!(
+        "  Events: {} ({:.1} per customer): {reasons:?}",
+        events.items.len(),
+        events.items.len() as f64 / customers as f64
+    );
 
     // 2. Steady state: nothing changes, then every object is touched once.
     tokio::time::sleep(Duration::from_secs(3)).await;

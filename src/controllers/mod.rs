@@ -3,6 +3,7 @@
 pub mod app_database;
 pub mod apply;
 pub mod database_migration;
+pub mod events;
 pub mod private_network;
 pub mod rbac;
 pub mod vpn_connection;
@@ -46,21 +47,14 @@ where
 
 /// Records an Event on `reference`. A failure is logged, never fatal: Events are for people, not for correctness.
 pub async fn publish(
-    recorder: &kube::runtime::events::Recorder,
+    recorder: &events::Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
-    type_: kube::runtime::events::EventType,
+    type_: events::EventType,
     reason: &str,
     note: String,
     action: &str,
 ) {
-    let event = kube::runtime::events::Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, reference).await {
+    if let Err(e) = recorder.publish(reference, type_, reason, note, action).await {
         tracing::warn!(
             namespace = reference.namespace.as_deref().unwrap_or_default(),
             name = reference.name.as_deref().unwrap_or_default(),
@@ -84,12 +78,8 @@ where
 }
 
 /// The Event recorder of the operator (reporting controller `appdb-operator`, instance: the pod's name).
-pub fn recorder(client: kube::Client) -> kube::runtime::events::Recorder {
-    let reporter = kube::runtime::events::Reporter {
-        controller: crate::names::FIELD_MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    kube::runtime::events::Recorder::new(client, reporter)
+pub fn recorder(client: kube::Client) -> events::Recorder {
+    events::Recorder::new(client, crate::names::FIELD_MANAGER, std::env::var("POD_NAME").ok())
 }
 
 /// The objects in `store` in `namespace` for which `related` holds: the mapper of a `watches` trigger.

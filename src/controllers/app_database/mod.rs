@@ -12,6 +12,8 @@ use std::{
 };
 
 use futures::future::BoxFuture;
+
+use crate::controllers::events::{EventType, Recorder};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -26,7 +28,6 @@ use kube::{
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
-        events::{EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,

@@ -10,14 +10,12 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
+
+use crate::controllers::events::{EventType, Recorder};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    runtime::{
-        controller::Action,
-        events::{EventType, Recorder},
-        watcher,
-    },
+    runtime::{controller::Action, watcher},
 };
 use tracing::warn;
 

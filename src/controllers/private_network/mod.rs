@@ -8,6 +8,8 @@ pub mod validate;
 use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
+
+use crate::controllers::events::{EventType, Recorder};
 use k8s_openapi::{api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -15,7 +17,6 @@ use kube::{
     runtime::{
         WatchStreamExt,
         controller::Action,
-        events::{EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -187,17 +188,13 @@ impl Controller for PrivateNetworkController {
             }
             spawn_garbage_collection(client.clone(), self.config.clone(), ctx.shutdown.clone());
 
-            let reporter = Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            };
             let context = Arc::new(Context {
                 client: client.clone(),
                 config: self.config.clone(),
                 index: self.index.clone(),
                 networks,
                 databases,
-                recorder: Recorder::new(client, reporter),
+                recorder: crate::controllers::recorder(client),
                 metrics: ctx.metrics.clone(),
             });
             crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(

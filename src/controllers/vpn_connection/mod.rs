@@ -7,6 +7,8 @@ pub mod build;
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
+
+use crate::controllers::events::{EventType, Recorder};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Pod, Secret, Service},
@@ -15,12 +17,7 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
-    runtime::{
-        controller::Action,
-        events::{EventType, Recorder},
-        reflector::ObjectRef,
-        watcher,
-    },
+    runtime::{controller::Action, reflector::ObjectRef, watcher},
 };
 use tracing::warn;
 
