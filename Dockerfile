@@ -24,9 +24,6 @@ ENTRYPOINT ["/usr/lib/ipsec/charon"]
 # The operator: a static-enough binary on a distroless base, as a non-root user, nothing else in the image.
 FROM gcr.io/distroless/cc-debian12:nonroot AS operator
 COPY --from=build /out/appdb-operator /usr/local/bin/appdb-operator
-# glibc otherwise keeps up to 8 malloc arenas per core, each holding freed memory: at 1,000 customers the peak RSS is
-# 65 MiB with the default and 61 MiB with two arenas, at the same CPU (docs/performance.md).
-ENV MALLOC_ARENA_MAX=2
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/appdb-operator"]
 CMD ["run"]

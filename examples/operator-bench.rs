@@ -259,11 +259,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .arg(format!("127.0.0.1:{metrics_port}"))
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "error")
-        // As the operator image sets it (Dockerfile): two malloc arenas instead of one per thread.
-        .env(
-            "MALLOC_ARENA_MAX",
-            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".to_owned()),
-        )
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
