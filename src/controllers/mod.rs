@@ -126,6 +126,17 @@ where
         .await;
 }
 
+/// A periodic look at an object, spread over ±10 % of `period` by its uid: objects created together (a GitOps sync, a
+/// restore) otherwise all come back in the same second, every period, for ever. Deterministic per object.
+pub fn spread(period: std::time::Duration, uid: Option<&str>) -> std::time::Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    uid.hash(&mut hasher);
+    // A point in [-1, 1] from the hash, then ±10 % of the period around it.
+    let unit = (hasher.finish() % 2001) as f64 / 1000.0 - 1.0;
+    period.mul_f64(1.0 + unit / 10.0)
+}
+
 /// The annotation `kubectl apply` (client-side) keeps: a second copy of the spec the operator never reads.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -168,6 +179,26 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    #[test]
+    fn spread_periods_stay_within_ten_percent_are_stable_per_object_and_differ_between_objects() {
+        let period = std::time::Duration::from_secs(300);
+        let looks: Vec<_> = (0..1000).map(|i| spread(period, Some(&format!("uid-{i}")))).collect();
+        assert!(
+            looks
+                .iter()
+                .all(|d| d.as_secs_f64() >= 270.0 && d.as_secs_f64() <= 330.0)
+        );
+        assert_eq!(spread(period, Some("uid-7")), spread(period, Some("uid-7")));
+        let distinct_seconds: std::collections::BTreeSet<u64> = looks.iter().map(|d| d.as_secs()).collect();
+        assert!(
+            distinct_seconds.len() > 50,
+            "{} distinct seconds",
+            distinct_seconds.len()
+        );
+        let mean = looks.iter().map(|d| d.as_secs_f64()).sum::<f64>() / looks.len() as f64;
+        assert!((mean - 300.0).abs() < 5.0, "mean {mean}");
+    }
 
     #[test]
     fn lean_objects_keep_everything_but_managed_fields_and_the_last_applied_copy() {

@@ -460,7 +460,9 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         .map(|t| Duration::from_secs((t.as_second() - jiff::Timestamp::now().as_second()).clamp(1, 600) as u64));
     let action = match (phase, dns) {
         (_, Dns::CrdMissing) => Duration::from_secs(30),
-        (Phase::Ready { rotating: false, .. }, _) => Duration::from_secs(600),
+        (Phase::Ready { rotating: false, .. }, _) => {
+            crate::controllers::spread(Duration::from_secs(600), db.uid().as_deref())
+        }
         _ => Duration::from_secs(10),
     };
     Ok(Action::requeue(retire_in.map_or(action, |r| r.min(action))))

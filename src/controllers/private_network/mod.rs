@@ -404,7 +404,10 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
         }
     }
     Ok(match &allocation {
-        Ok(_) => Action::requeue(Duration::from_secs(600)),
+        Ok(_) => Action::requeue(crate::controllers::spread(
+            Duration::from_secs(600),
+            network.uid().as_deref(),
+        )),
         // Conflicts and exhaustion can clear when other networks go; look again now and then, never in a storm.
         Err(Problem::Stalled { .. }) => Action::requeue(Duration::from_secs(60)),
         Err(Problem::InProgress { .. }) => Action::requeue(Duration::from_secs(2)),

@@ -568,11 +568,11 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     }
     apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
     write_status(ctx, &vpn, Ok(()), tunnels, Some(customer_config_name(&vpn))).await?;
-    Ok(Action::requeue(Duration::from_secs(if tunnel1_settled {
-        300
+    Ok(Action::requeue(if tunnel1_settled {
+        crate::controllers::spread(Duration::from_secs(300), vpn.uid().as_deref())
     } else {
-        10
-    })))
+        Duration::from_secs(10)
+    }))
 }
 
 /// The pinghost and the databases living on the network: the addresses a gateway owns and the relays it runs.
