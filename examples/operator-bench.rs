@@ -18,7 +18,11 @@
 use std::time::{Duration, Instant};
 
 use appdb_operator::api::all_crds;
-use appdb_testkit::{apiserver::TestApiServer, kubelet::Kubelet};
+use appdb_testkit::{
+    apiserver::TestApiServer,
+    customers::{customer, is_ready, migration, namespace, reconciles_total},
+    kubelet::Kubelet,
+};
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -79,14 +83,6 @@ fn proc_stat(pid: &str) -> (f64, u64) {
     (cpu, rss)
 }
 
-fn is_ready(object: &Value) -> bool {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 fn resource(kind: &str) -> ApiResource {
     let (group, version, plural) = match kind {
         "Namespace" => ("", "v1", "namespaces"),
@@ -135,33 +131,6 @@ async fn apply_all(
         .collect()
 }
 
-fn customer(i: usize) -> Vec<Value> {
-    let ns = format!("customer-{i}");
-    vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "admin", "namespace": ns},
-            "stringData": {"password": format!("Bench-Passw0rd-{i}")}}),
-        json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "PrivateNetwork", "metadata": {"name": "prod", "namespace": ns},
-            "spec": {}}),
-        json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "AppDatabase", "metadata": {"name": "db", "namespace": ns},
-            "spec": {"network": "prod", "admin": {"username": "admin", "passwordSecretRef": {"name": "admin", "key": "password"}},
-                "storage": {"size": "1Gi"}}}),
-        json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "VpnConnection", "metadata": {"name": "office", "namespace": ns},
-            "spec": {"network": "prod", "customerCidrs": [format!("192.168.{}.0/24", i % 250)],
-                "customerGatewayAddress": "93.184.216.34"}}),
-    ]
-}
-
-fn migration(i: usize) -> Vec<Value> {
-    let ns = format!("customer-{i}");
-    vec![
-        json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "PrivateNetwork", "metadata": {"name": "next", "namespace": ns},
-            "spec": {}}),
-        json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "DatabaseMigration", "metadata": {"name": "move", "namespace": ns},
-            "spec": {"database": "db", "targetNetwork": "next", "strategy": "Readdress"}}),
-    ]
-}
-
 /// Waits until `done` holds, checking the store in process every 50 ms (no API requests, so the waiting does not
 /// load the server being measured). Returns the time from `since`.
 async fn wait_until(what: &str, since: Instant, done: impl Fn() -> bool) -> Duration {
@@ -180,10 +149,7 @@ async fn reconciles(metrics_url: &str) -> u64 {
         .text()
         .await
         .expect("operator /metrics body");
-    text.lines()
-        .filter(|l| l.starts_with("appdb_reconciles_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    reconciles_total(&text)
 }
 
 struct Sample {
@@ -339,7 +305,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(kind, name)| (i, kind, name))
     }))
     .map(|(i, kind, name)| {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &format!("customer-{i}"), &resource(kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace(i), &resource(kind));
         async move {
             let touch = json!({"metadata": {"annotations": {"bench.appdb.dev/touched": "1"}}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&touch))

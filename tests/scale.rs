@@ -8,7 +8,10 @@ mod support;
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use appdb_testkit::kubelet::Kubelet;
+use appdb_testkit::{
+    customers::{customer, is_ready, manifest, migration, namespace, reconciles_total},
+    kubelet::Kubelet,
+};
 use support::{Cluster, eventually, free_port, spawn_operator};
 use tokio_util::sync::CancellationToken;
 
@@ -19,66 +22,6 @@ const MIGRATIONS: usize = 3;
 const RECONCILES_PER_CUSTOMER: u64 = 60;
 const OPERATOR_AGENT: &str = "appdb-operator/";
 
-fn customer(i: usize) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: customer-{i}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: admin, namespace: customer-{i}}}
-stringData: {{password: Scale-Passw0rd-{i}}}
----
-apiVersion: appdb.dev/v1alpha1
-kind: PrivateNetwork
-metadata: {{name: prod, namespace: customer-{i}}}
-spec: {{}}
----
-apiVersion: appdb.dev/v1alpha1
-kind: AppDatabase
-metadata: {{name: db, namespace: customer-{i}}}
-spec:
-  network: prod
-  admin: {{username: admin, passwordSecretRef: {{name: admin, key: password}}}}
-  storage: {{size: 1Gi}}
----
-apiVersion: appdb.dev/v1alpha1
-kind: VpnConnection
-metadata: {{name: office, namespace: customer-{i}}}
-spec:
-  network: prod
-  customerCidrs: ["192.168.{i}.0/24"]
-  customerGatewayAddress: 93.184.216.34
----
-"#
-    )
-}
-
-fn migration(i: usize) -> String {
-    format!(
-        r#"apiVersion: appdb.dev/v1alpha1
-kind: PrivateNetwork
-metadata: {{name: next, namespace: customer-{i}}}
-spec: {{}}
----
-apiVersion: appdb.dev/v1alpha1
-kind: DatabaseMigration
-metadata: {{name: move, namespace: customer-{i}}}
-spec: {{database: db, targetNetwork: next, strategy: Readdress}}
----
-"#
-    )
-}
-
-fn is_ready(object: &serde_json::Value) -> bool {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 async fn reconciles(port: u16) -> u64 {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -86,10 +29,7 @@ async fn reconciles(port: u16) -> u64 {
         .text()
         .await
         .expect("operator /metrics body");
-    text.lines()
-        .filter(|l| l.starts_with("appdb_reconciles_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    reconciles_total(&text)
 }
 
 /// Waits until the operator's reconcile count has not moved for two seconds: the work a change caused is done.
@@ -125,7 +65,7 @@ async fn customers_become_ready_without_a_reconcile_storm_and_a_quiet_cluster_ge
 
     // Creation.
     let before = reconciles(port).await;
-    let all: String = (0..CUSTOMERS).map(customer).collect();
+    let all = manifest((0..CUSTOMERS).flat_map(customer));
     support::apply(&c, &all).await;
     for plural in ["privatenetworks", "appdatabases", "vpnconnections"] {
         eventually(180, &format!("every {plural} Ready"), || async {
@@ -154,7 +94,7 @@ async fn customers_become_ready_without_a_reconcile_storm_and_a_quiet_cluster_ge
         c.ok(&[
             "label",
             "-n",
-            &format!("customer-{i}"),
+            &namespace(i),
             "privatenetwork/prod",
             "appdatabase/db",
             "vpnconnection/office",
@@ -172,7 +112,7 @@ async fn customers_become_ready_without_a_reconcile_storm_and_a_quiet_cluster_ge
 
     // Readdress migrations complete, and the databases are Ready To Use on their new networks.
     let writes_before_migrations = c.server.state().writes.load(Ordering::Relaxed);
-    let all: String = (0..MIGRATIONS).map(migration).collect();
+    let all = manifest((0..MIGRATIONS).flat_map(migration));
     support::apply(&c, &all).await;
     eventually(180, "every migration Completed", || async {
         let completed = c.server.count("appdb.dev", "databasemigrations", |m| {

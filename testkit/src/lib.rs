@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod copying;
+pub mod customers;
 pub mod kubelet;
 pub mod mariadb;
 pub mod relay;
