@@ -132,8 +132,14 @@ impl Kubelet {
             futures::stream::select(statefulsets.boxed(), deployments.boxed()),
             services.boxed(),
         );
-        // Errors (an object deleted under us, a watch restarting) are retried by the next event.
-        let played = all.for_each(|_| futures::future::ready(()));
+        // A deleted object is not an error (`write`); anything else is said, since that object's status stays unplayed
+        // until its next event, and a run waiting on it would otherwise time out without a clue.
+        let played = all.for_each(|result| {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "kubelet: a watch or a status write failed");
+            }
+            futures::future::ready(())
+        });
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = played => {}

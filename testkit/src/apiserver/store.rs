@@ -110,7 +110,7 @@ impl Index {
         if let Some(uid) = meta_str(obj, "uid") {
             self.live_uids.insert(uid.to_owned());
         }
-        for owner in owner_refs(obj) {
+        for owner in owner_uids(obj) {
             self.dependents
                 .entry(owner.to_owned())
                 .or_default()
@@ -123,7 +123,7 @@ impl Index {
         if let Some(uid) = meta_str(obj, "uid") {
             self.live_uids.remove(uid);
         }
-        for owner in owner_refs(obj) {
+        for owner in owner_uids(obj) {
             if let Some(set) = self.dependents.get_mut(owner) {
                 set.remove(&(tk.clone(), ok.clone()));
                 if set.is_empty() {
@@ -140,7 +140,7 @@ impl Index {
     }
 
     fn has_live_owner(&self, obj: &Value) -> bool {
-        owner_refs(obj).any(|uid| self.live_uids.contains(uid))
+        owner_uids(obj).any(|uid| self.live_uids.contains(uid))
     }
 }
 
@@ -825,7 +825,7 @@ impl Store {
 }
 
 /// The uids of an object's owners.
-fn owner_refs(obj: &Value) -> impl Iterator<Item = &str> {
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .into_iter()
@@ -834,7 +834,7 @@ fn owner_refs(obj: &Value) -> impl Iterator<Item = &str> {
 }
 
 fn has_owners(obj: &Value) -> bool {
-    owner_refs(obj).next().is_some()
+    owner_uids(obj).next().is_some()
 }
 
 /// As the real API server does, a Secret's `stringData` is written into `data` (base64) and never stored.
