@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use appdb_testkit::{
     copying::{Writer, load_dataset},
-    mariadb::MariaDb,
+    dbserver::{DbServer, Engine, ServerOptions},
     relay::Relay,
 };
 use mysql_async::{OptsBuilder, prelude::Queryable};
@@ -20,7 +20,7 @@ const TABLES: u32 = 8;
 const ROW_BYTES: f64 = 900.0;
 const SERVER_OPTIONS: &[&str] = &["--innodb-buffer-pool-size=1G", "--max-allowed-packet=64M"];
 
-async fn root(db: &MariaDb) -> mysql_async::Conn {
+async fn root(db: &DbServer) -> mysql_async::Conn {
     mysql_async::Conn::new(
         OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
@@ -33,7 +33,7 @@ async fn root(db: &MariaDb) -> mysql_async::Conn {
     .expect("connect")
 }
 
-async fn data_bytes(db: &MariaDb) -> u64 {
+async fn data_bytes(db: &DbServer) -> u64 {
     let mut c = root(db).await;
     for t in 0..TABLES {
         c.query_drop(format!("ANALYZE TABLE bench.t{t}"))
@@ -71,9 +71,9 @@ async fn main() {
         engine.display()
     );
     let (source, by_pipe, by_engine) = tokio::join!(
-        MariaDb::start_tuned(ROOT, 1, SERVER_OPTIONS),
-        MariaDb::start_tuned(ROOT, 2, SERVER_OPTIONS),
-        MariaDb::start_tuned(ROOT, 3, SERVER_OPTIONS)
+        DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { server_id: 1, extra: SERVER_OPTIONS, ..Default::default() }),
+        DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { server_id: 2, extra: SERVER_OPTIONS, ..Default::default() }),
+        DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { server_id: 3, extra: SERVER_OPTIONS, ..Default::default() })
     );
 
     // The data: the test dataset (every type and object kind) plus TABLES large tables.

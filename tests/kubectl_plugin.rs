@@ -1,13 +1,16 @@
 //! `kubectl appdb` as kubectl runs it (found on PATH as `kubectl-appdb`), against the test API server with the
-//! real operator: a real mariadbd stands behind the database's pod (the test API server's port-forward leads to
-//! it), the real `mariadb` client queries through the tunnel, the tunnel survives a cut forward, and the three
+//! real operator: a real MySQL or MariaDB server stands behind the database's pod (the test API server's
+//! port-forward leads to it), the engine's real client queries through the tunnel, the tunnel survives a cut forward, and the three
 //! errors of the seeds come out with their own exit codes.
 
 mod support;
 
 use std::{process::Output, time::Duration};
 
-use appdb_testkit::mariadb::MariaDb;
+use appdb_testkit::{
+    dbserver::{DbServer, Engine},
+    on_both_engines,
+};
 use mysql_async::prelude::Queryable;
 use support::{
     Cluster, apply, eventually, free_port, get, give_outside_addresses, mark_statefulset_ready, spawn_operator,
@@ -56,19 +59,20 @@ async fn start_tunnel(c: &Cluster, args: &[&str]) -> (tokio::process::Child, Str
     (child, line)
 }
 
-/// The real `mariadb` command-line client through the tunnel.
-async fn mariadb_query(port: u16, sql: &str) -> Result<String, String> {
-    let out = tokio::process::Command::new("mariadb")
+/// The engine's real command-line client (`mysql` / `mariadb`) through the tunnel.
+async fn client_query(engine: Engine, port: u16, sql: &str) -> Result<String, String> {
+    let out = tokio::process::Command::new(engine.client())
         .args([
             "--no-defaults",
+            "--protocol=tcp",
             "-h127.0.0.1",
             &format!("-P{port}"),
             "-uroot",
+            &format!("--password={ROOT}"),
             "-N",
             "-e",
             sql,
         ])
-        .env("MYSQL_PWD", ROOT)
         .output()
         .await
         .map_err(|e| e.to_string())?;
@@ -79,14 +83,24 @@ async fn mariadb_query(port: u16, sql: &str) -> Result<String, String> {
     }
 }
 
-/// The operator, a ready database whose pod is a real mariadbd, and a VPN connection with outside addresses.
-async fn setup(c: &Cluster) -> (tokio::process::Child, MariaDb) {
+/// The AppDatabase's `engine` and the image its pod runs.
+fn engine_and_image(engine: Engine) -> (&'static str, &'static str) {
+    match engine {
+        Engine::MySql => ("MySQL", "mysql:8.4"),
+        Engine::MariaDb => ("MariaDB", "mariadb:11.4"),
+    }
+}
+
+/// The operator, a ready database whose pod is a real server of `engine`, and a VPN connection with outside
+/// addresses.
+async fn setup(c: &Cluster, engine: Engine) -> (tokio::process::Child, DbServer) {
+    let (engine_name, image) = engine_and_image(engine);
     c.install_crds().await;
     let op = spawn_operator(c, free_port(), &["--allow-documentation-gateways", "true"]);
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
-    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  engine: MariaDB\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
+    apply(c, &format!("apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {{name: orders, namespace: acme}}\nspec:\n  network: prod\n  engine: {engine_name}\n  admin: {{username: acme_admin, passwordSecretRef: {{name: orders-admin, key: password}}}}\n  storage: {{size: 1Gi}}\n")).await;
     eventually(30, "the database's StatefulSet and Service", || async {
         (c.kubectl(&["get", "sts/orders", "svc/orders", "-n", "acme"])
             .await
@@ -102,7 +116,7 @@ async fn setup(c: &Cluster) -> (tokio::process::Child, MariaDb) {
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "orders-0", "namespace": "acme", "labels": selector},
-        "spec": {"containers": [{"name": "database", "image": "mariadb:11.4"}]}
+        "spec": {"containers": [{"name": "database", "image": image}]}
     });
     apply(c, &pod.to_string()).await;
     c.ok(&[
@@ -117,7 +131,7 @@ async fn setup(c: &Cluster) -> (tokio::process::Child, MariaDb) {
         r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
     ])
     .await;
-    let db = MariaDb::start(ROOT).await;
+    let db = DbServer::start(engine, ROOT).await;
     c.server
         .map_port_forward("acme", "orders-0", ([127, 0, 0, 1], db.port).into());
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: seattle, namespace: acme}\nspec:\n  network: prod\n  customerCidrs: [192.168.10.0/24]\n  customerGatewayAddress: 198.51.100.7\n").await;
@@ -126,11 +140,10 @@ async fn setup(c: &Cluster) -> (tokio::process::Child, MariaDb) {
     (op, db)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
+async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engine: Engine) {
     let c = Cluster::start().await;
-    let (_op, db) = setup(&c).await;
-    mariadb_query(
+    let (_op, db) = setup(&c, engine).await;
+    client_query(engine, 
         db.port,
         "CREATE DATABASE shop; CREATE TABLE shop.t (v INT); INSERT INTO shop.t VALUES (42)",
     )
@@ -147,7 +160,7 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
         line.contains(&format!("connect to tcp://localhost:{port}")) && line.contains("-u acme_admin"),
         "{line}"
     );
-    assert_eq!(mariadb_query(port, "SELECT v FROM shop.t").await.as_deref(), Ok("42"));
+    assert_eq!(client_query(engine, port, "SELECT v FROM shop.t").await.as_deref(), Ok("42"));
 
     // A session open through the tunnel while the forward is cut: it breaks; the next connection works again.
     let opts = mysql_async::OptsBuilder::default()
@@ -181,13 +194,13 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
         Some(42)
     );
     assert_eq!(
-        mariadb_query(port, "SELECT COUNT(*) FROM shop.t").await.as_deref(),
+        client_query(engine, port, "SELECT COUNT(*) FROM shop.t").await.as_deref(),
         Ok("1")
     );
 
     // A copying migration switches the database's Service to another pod: new connections follow it.
-    let moved = MariaDb::start(ROOT).await;
-    mariadb_query(
+    let moved = DbServer::start(engine, ROOT).await;
+    client_query(engine, 
         moved.port,
         "CREATE DATABASE shop; CREATE TABLE shop.t (v INT); INSERT INTO shop.t VALUES (43)",
     )
@@ -196,7 +209,7 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "orders-4f1a2b-0", "namespace": "acme", "labels": {"app.kubernetes.io/instance": "orders-4f1a2b", "moved": "yes"}},
-        "spec": {"containers": [{"name": "database", "image": "mariadb:11.4"}]}
+        "spec": {"containers": [{"name": "database", "image": engine_and_image(engine).1}]}
     });
     apply(&c, &pod.to_string()).await;
     c.ok(&[
@@ -217,7 +230,7 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
     // tests/database_migration.rs); the operator would put it back, so it is stopped first.
     drop(_op);
     c.ok(&["patch", "svc", "orders", "-n", "acme", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/selector","value":{"app.kubernetes.io/instance":"orders-4f1a2b","moved":"yes"}}]"#]).await;
-    assert_eq!(mariadb_query(port, "SELECT v FROM shop.t").await.as_deref(), Ok("43"));
+    assert_eq!(client_query(engine, port, "SELECT v FROM shop.t").await.as_deref(), Ok("43"));
     moved.stop().await;
 
     // The port is taken now: the binding error.
@@ -274,7 +287,7 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
         "{stderr}"
     );
     // The API server refuses the forward itself too: the running tunnel's connections fail, nothing leaks.
-    assert!(mariadb_query(port, "SELECT 1").await.is_err());
+    assert!(client_query(engine, port, "SELECT 1").await.is_err());
     tunnel.kill().await.expect("stop the tunnel");
     db.stop().await;
 }
@@ -282,7 +295,8 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespace() {
     let c = Cluster::start().await;
-    let (_op, db) = setup(&c).await;
+    let engine = Engine::MariaDb;
+    let (_op, db) = setup(&c, engine).await;
     let (first, second) = (free_port(), free_port());
     let file = c.dir.path().join("tunnels.yaml");
     std::fs::write(
@@ -295,7 +309,7 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
     let (mut tunnel, _) = start_tunnel(&c, &["tunnel", "--config", file.to_str().unwrap()]).await;
     for port in [first, second] {
         let answer = eventually(10, "a query through each tunnel", || async {
-            mariadb_query(port, "SELECT 7").await.ok()
+            client_query(engine, port, "SELECT 7").await.ok()
         })
         .await;
         assert_eq!(answer, "7");
@@ -397,3 +411,5 @@ fn the_charts_tunnel_role_grants_what_the_plugin_checks() {
     needed.sort();
     assert_eq!(granted, needed);
 }
+
+on_both_engines!(the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly);

@@ -6,14 +6,19 @@ mod support;
 #[path = "support/engine.rs"]
 mod engine;
 
-use appdb_testkit::{copying::*, mariadb::MariaDb, relay::Relay};
+use appdb_testkit::{
+    copying::*,
+    dbserver::{DbServer, Engine},
+    on_both_engines,
+    relay::Relay,
+};
 use engine::{EngineRun, phases, run_engine};
 use mysql_async::prelude::Queryable;
 
-async fn servers(customers: u32) -> (MariaDb, MariaDb) {
+async fn servers(engine: Engine, customers: u32) -> (DbServer, DbServer) {
     let (source, target) = tokio::join!(
-        MariaDb::start_numbered(SOURCE_ROOT, 1),
-        MariaDb::start_numbered(TARGET_ROOT, 2)
+        DbServer::start_numbered(engine, SOURCE_ROOT, 1),
+        DbServer::start_numbered(engine, TARGET_ROOT, 2)
     );
     load_dataset(&mut root(&source, SOURCE_ROOT).await, customers).await;
     // The target's own first start wrote more transactions than the source has (higher GTID sequence numbers in
@@ -26,7 +31,7 @@ async fn servers(customers: u32) -> (MariaDb, MariaDb) {
     (source, target)
 }
 
-async fn read_only(db: &MariaDb, password: &str) -> i64 {
+async fn read_only(db: &DbServer, password: &str) -> i64 {
     root(db, password)
         .await
         .query_first::<i64, _>("SELECT @@GLOBAL.read_only")
@@ -36,7 +41,7 @@ async fn read_only(db: &MariaDb, password: &str) -> i64 {
 }
 
 /// Everything copied and equal, the accounts usable, the engine's bookkeeping gone, no secret printed.
-async fn assert_moved(source: &MariaDb, target: &MariaDb, run: &EngineRun) {
+async fn assert_moved(source: &DbServer, target: &DbServer, run: &EngineRun) {
     let mut s = root(source, SOURCE_ROOT).await;
     let mut t = root(target, TARGET_ROOT).await;
     assert_eq!(
@@ -77,9 +82,8 @@ async fn assert_moved(source: &MariaDb, target: &MariaDb, run: &EngineRun) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicate_under_load_moves_everything_and_loses_no_acknowledged_write() {
-    let (source, target) = servers(3000).await;
+async fn replicate_under_load_moves_everything_and_loses_no_acknowledged_write(engine: Engine) {
+    let (source, target) = servers(engine, 3000).await;
     let relay = Relay::start(source.port).await;
     let writer = Writer::start(relay.port);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -135,9 +139,8 @@ async fn replicate_under_load_moves_everything_and_loses_no_acknowledged_write()
     target.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dump_restore_copies_everything_with_the_source_fenced() {
-    let (source, target) = servers(2000).await;
+async fn dump_restore_copies_everything_with_the_source_fenced(engine: Engine) {
+    let (source, target) = servers(engine, 2000).await;
     let relay = Relay::start(source.port).await;
     let writer = Writer::start(relay.port);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -157,9 +160,8 @@ async fn dump_restore_copies_everything_with_the_source_fenced() {
     target.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_service_that_never_switches_rolls_back_and_the_source_stays_authoritative() {
-    let (source, target) = servers(500).await;
+async fn a_service_that_never_switches_rolls_back_and_the_source_stays_authoritative(engine: Engine) {
+    let (source, target) = servers(engine, 500).await;
     let relay = Relay::start(source.port).await;
     let writer = Writer::start(relay.port);
     let run = run_engine(
@@ -208,9 +210,8 @@ async fn a_service_that_never_switches_rolls_back_and_the_source_stays_authorita
     target.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn refuses_a_target_that_holds_other_data() {
-    let (source, target) = servers(10).await;
+async fn refuses_a_target_that_holds_other_data(engine: Engine) {
+    let (source, target) = servers(engine, 10).await;
     root(&target, TARGET_ROOT)
         .await
         .query_drop("CREATE DATABASE precious")
@@ -234,8 +235,7 @@ async fn refuses_a_target_that_holds_other_data() {
 }
 
 /// SIGKILL right after each phase, then run again: it completes and no acknowledged write is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killed_after_every_phase_and_run_again_completes_without_loss() {
+async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: Engine) {
     for (strategy, kill_points) in [
         (
             "replicate",
@@ -254,7 +254,7 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss() {
         ("dump-restore", &["fence", "snapshot", "verify", "promote"][..]),
     ] {
         for phase in kill_points {
-            let (source, target) = servers(300).await;
+            let (source, target) = servers(engine, 300).await;
             let relay = Relay::start(source.port).await;
             let writer = Writer::start(relay.port);
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -293,3 +293,11 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss() {
         }
     }
 }
+
+on_both_engines!(
+    replicate_under_load_moves_everything_and_loses_no_acknowledged_write,
+    dump_restore_copies_everything_with_the_source_fenced,
+    a_service_that_never_switches_rolls_back_and_the_source_stays_authoritative,
+    refuses_a_target_that_holds_other_data,
+    killed_after_every_phase_and_run_again_completes_without_loss,
+);

@@ -1,12 +1,15 @@
-//! Password rotation against a real MariaDB server: the init script the operator renders creates the administrator,
+//! Password rotation against a real server, MySQL and MariaDB: the init script the operator renders creates the administrator,
 //! `appdb-operator rotate-password` (what the rotation Job runs) changes the password; old refused, new accepted,
 //! data intact.
 
 mod support;
 
-use appdb_testkit::mariadb;
+use appdb_testkit::{
+    dbserver::{DbServer, Engine},
+    on_both_engines,
+};
 
-use appdb_operator::{api::app_database::Engine, mysql::engine::admin_init_script};
+use appdb_operator::{api::app_database::Engine as ImageEngine, mysql::engine::admin_init_script};
 use mysql_async::prelude::Queryable;
 
 const ROOT: &str = "RootPassw0rdGeneratedByOperator1";
@@ -15,7 +18,7 @@ const ADMIN: &str = "acme_admin";
 const FIRST: &str = r"it's\a-Pass$9";
 const SECOND: &str = r"N3w'\pass$word";
 
-async fn rotate(db: &mariadb::MariaDb, root: &str, new_password: &str) -> (bool, serde_json::Value) {
+async fn rotate(db: &DbServer, root: &str, new_password: &str) -> (bool, serde_json::Value) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
         .arg("rotate-password")
         .env("APPDB_HOST", "127.0.0.1")
@@ -36,19 +39,24 @@ async fn rotate(db: &mariadb::MariaDb, root: &str, new_password: &str) -> (bool,
     (out.status.success(), line)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_changes_the_password_and_keeps_the_data() {
-    let db = mariadb::MariaDb::start(ROOT).await;
+async fn rotation_changes_the_password_and_keeps_the_data(engine: Engine) {
+    let db = DbServer::start(engine, ROOT).await;
+    let image = match engine {
+        Engine::MySql => ImageEngine::MySQL,
+        Engine::MariaDb => ImageEngine::MariaDB,
+    };
 
     // The first-start script, exactly as rendered into the database's ConfigMap.
     let script = db.dir.path().join("10-appdb-admin.sh");
-    std::fs::write(&script, admin_init_script(Engine::MariaDB)).unwrap();
+    std::fs::write(&script, admin_init_script(image)).unwrap();
     let out = tokio::process::Command::new("sh")
         .arg(&script)
         .env("APPDB_ROOT_PASSWORD", ROOT)
         .env("APPDB_ADMIN_USERNAME", ADMIN)
         .env("APPDB_ADMIN_PASSWORD", FIRST)
         .env("APPDB_SOCKET", &db.socket)
+        // The image's own client, found by its bare name as in the image.
+        .env("PATH", engine.path_env())
         .output()
         .await
         .unwrap();
@@ -117,6 +125,7 @@ async fn rotation_changes_the_password_and_keeps_the_data() {
         .env("APPDB_ADMIN_USERNAME", "other_admin")
         .env("APPDB_ADMIN_PASSWORD", FIRST)
         .env("APPDB_SOCKET", "/nonexistent/socket")
+        .env("PATH", engine.path_env())
         .output()
         .await
         .unwrap();
@@ -124,3 +133,5 @@ async fn rotation_changes_the_password_and_keeps_the_data() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("creating the administrator other_admin failed"));
     db.stop().await;
 }
+
+on_both_engines!(rotation_changes_the_password_and_keeps_the_data);

@@ -8,7 +8,7 @@ mod support;
 #[path = "support/netns.rs"]
 mod netns;
 
-use appdb_testkit::mariadb;
+use appdb_testkit::dbserver::{DbServer, Engine, ServerOptions};
 
 use std::{
     net::Ipv4Addr,
@@ -447,7 +447,7 @@ async fn premises_reach_the_database_through_the_tunnel() {
             "10.96.0.10",
         ]);
     }
-    let db = mariadb::MariaDb::start_in(Some(&cluster.name), "10.96.0.10", ROOT).await;
+    let db = DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { netns: Some(&cluster.name), bind: "10.96.0.10", ..Default::default() }).await;
     db.sql_as_os_root("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO app.t VALUES (1, 'read through the tunnel')")
         .await
         .expect("seed the database");
@@ -586,7 +586,7 @@ async fn after_a_migration_premises_reach_the_database_on_its_new_address_only()
             gw
         })
         .collect();
-    let db = mariadb::MariaDb::start_in(Some(&cluster.name), "10.96.0.10", ROOT).await;
+    let db = DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { netns: Some(&cluster.name), bind: "10.96.0.10", ..Default::default() }).await;
     db.sql_as_os_root("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO app.t VALUES (1, 'same data, new address')")
         .await
         .expect("seed");

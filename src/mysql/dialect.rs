@@ -6,7 +6,8 @@
 //! | seed the replica position | `SET GLOBAL gtid_slave_pos`               | `RESET BINARY LOGS AND GTIDS` + `gtid_purged`  |
 //! | point at the source       | `CHANGE MASTER TO … MASTER_USE_GTID`      | `CHANGE REPLICATION SOURCE TO … AUTO_POSITION` |
 //! | wait for a position       | `MASTER_GTID_WAIT()` (0 = reached)        | `WAIT_FOR_EXECUTED_GTID_SET()` (0 = reached)   |
-//! | refuse writes             | `read_only` (bypassed by READ ONLY ADMIN) | `super_read_only` (no bypass)                  |
+//! | refuse writes             | `read_only` (bypassed by READ ONLY ADMIN) | `super_read_only` (no bypass, not even root)   |
+//! | roles                     | rows of `mysql.user` with `is_role = 'Y'` | locked accounts                                |
 //!
 //! Everything here is pure: the engine (`super::migrate`) sends what these functions return.
 
@@ -157,7 +158,8 @@ impl Dialect {
     }
 
     /// Makes the server refuse writes from clients. MariaDB has no `super_read_only`: accounts with the
-    /// `READ ONLY ADMIN` privilege still write, which is why the engine also holds a global read lock.
+    /// `READ ONLY ADMIN` privilege still write. On MySQL this blocks the engine's own account too, so the engine's
+    /// writes to such a server go through [`Dialect::lift_for_admin`].
     pub fn refuse_writes(self) -> &'static str {
         match self {
             Dialect::MariaDb => "SET GLOBAL read_only = ON",
@@ -172,6 +174,27 @@ impl Dialect {
         }
     }
 
+    /// Whether the server refuses even the engine's account (MySQL's `super_read_only`); MariaDB's `read_only`
+    /// never does.
+    pub fn admin_blocked_query(self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "SELECT 0",
+            Dialect::MySql => "SELECT @@GLOBAL.super_read_only",
+        }
+    }
+
+    /// Lets the engine's account write again while clients stay refused (`read_only` stays on), and the statement
+    /// that restores the full refusal afterwards.
+    pub fn lift_for_admin(self) -> (&'static str, &'static str) {
+        ("SET GLOBAL super_read_only = OFF", "SET GLOBAL super_read_only = ON")
+    }
+
+    /// Retires a server that clients have left for another: every write refused and no event runs. Undone by
+    /// [`Dialect::accept_writes`] and `SET GLOBAL event_scheduler = ON` (docs/copying-migration.md says how).
+    pub fn retire(self) -> Vec<&'static str> {
+        vec![self.refuse_writes(), "SET GLOBAL event_scheduler = OFF"]
+    }
+
     /// Accounts that belong to the server itself and are never copied.
     pub fn system_accounts(self) -> &'static [&'static str] {
         match self {
@@ -180,27 +203,49 @@ impl Dialect {
         }
     }
 
-    /// Lists copyable accounts as (user, host).
+    /// Lists accounts as (user, host, is_role 'Y'/'N'), roles first: accounts that hold them are granted after.
     pub fn accounts_query(self) -> &'static str {
         match self {
-            Dialect::MariaDb => "SELECT User, Host FROM mysql.user WHERE is_role = 'N' ORDER BY User, Host",
-            Dialect::MySql => "SELECT User, Host FROM mysql.user ORDER BY User, Host",
+            Dialect::MariaDb => "SELECT User, Host, is_role FROM mysql.user ORDER BY is_role = 'N', User, Host",
+            // MySQL's roles are locked accounts; the ones granted to others come first.
+            Dialect::MySql => "SELECT User, Host, IF(EXISTS(SELECT 1 FROM mysql.role_edges e WHERE e.FROM_USER = u.User \
+                 AND e.FROM_HOST = u.Host), 'Y', 'N') AS is_role FROM mysql.user u ORDER BY is_role = 'N', User, Host",
         }
     }
 
-    /// The statements that disable an event on a replica (it runs on the primary only).
-    pub fn disable_event_on_replica(self, schema: &str, event: &str) -> String {
+    /// Disables an event on a replica (it runs on the primary only). `definer` is the event's own (`user@host`
+    /// as information_schema shows it): `ALTER EVENT` without it would make the engine's account the definer.
+    pub fn disable_event_on_replica(self, schema: &str, event: &str, definer: &str) -> String {
         let name = format!("{}.{}", quote_identifier(schema), quote_identifier(event));
+        let definer = definer_account(definer);
         match self {
-            Dialect::MariaDb => format!("ALTER EVENT {name} DISABLE ON SLAVE"),
-            Dialect::MySql => format!("ALTER EVENT {name} DISABLE ON REPLICA"),
+            Dialect::MariaDb => format!("ALTER DEFINER = {definer} EVENT {name} DISABLE ON SLAVE"),
+            Dialect::MySql => format!("ALTER DEFINER = {definer} EVENT {name} DISABLE ON REPLICA"),
         }
+    }
+
+    /// Enables an event again (at promotion), keeping its definer.
+    pub fn enable_event(self, schema: &str, event: &str, definer: &str) -> String {
+        format!(
+            "ALTER DEFINER = {} EVENT {}.{} ENABLE",
+            definer_account(definer),
+            quote_identifier(schema),
+            quote_identifier(event)
+        )
     }
 }
 
 /// A quoted identifier (`` ` `` doubled), for schema, table, column and routine names.
 pub fn quote_identifier(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
+}
+
+/// A definer as information_schema shows it (`user@host`, the host after the last `@`) as `'user'@'host'`.
+pub fn definer_account(definer: &str) -> String {
+    match definer.rsplit_once('@') {
+        Some((user, host)) => account(user, host),
+        None => account(definer, "%"),
+    }
 }
 
 /// An account name as `'user'@'host'`.
@@ -275,9 +320,14 @@ mod tests {
         assert_eq!(d.refuse_writes(), "SET GLOBAL super_read_only = ON");
         assert_eq!(d.position_query(), "SELECT @@GLOBAL.gtid_executed");
         assert_eq!(
-            d.disable_event_on_replica("s", "e"),
-            "ALTER EVENT `s`.`e` DISABLE ON REPLICA"
+            d.disable_event_on_replica("s", "e", "owner@%"),
+            "ALTER DEFINER = 'owner'@'%' EVENT `s`.`e` DISABLE ON REPLICA"
         );
+        assert_eq!(
+            d.enable_event("s", "e", "o@w@10.%"),
+            "ALTER DEFINER = 'o@w'@'10.%' EVENT `s`.`e` ENABLE"
+        );
+        assert_eq!(d.retire(), vec!["SET GLOBAL super_read_only = ON", "SET GLOBAL event_scheduler = OFF"]);
     }
 
     #[test]
@@ -299,9 +349,10 @@ mod tests {
         assert_eq!(d.refuse_writes(), "SET GLOBAL read_only = ON");
         assert_eq!(d.accept_writes(), vec!["SET GLOBAL read_only = OFF"]);
         assert_eq!(
-            d.disable_event_on_replica("s", "e`x"),
-            "ALTER EVENT `s`.`e``x` DISABLE ON SLAVE"
+            d.disable_event_on_replica("s", "e`x", "root@localhost"),
+            "ALTER DEFINER = 'root'@'localhost' EVENT `s`.`e``x` DISABLE ON SLAVE"
         );
+        assert_eq!(d.admin_blocked_query(), "SELECT 0");
     }
 
     #[test]

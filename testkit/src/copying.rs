@@ -12,7 +12,7 @@ use std::{
 
 use mysql_async::{Conn, OptsBuilder, prelude::Queryable};
 
-use crate::mariadb::MariaDb;
+use crate::dbserver::DbServer;
 
 pub const SOURCE_ROOT: &str = "SourceRootPassw0rd1";
 pub const TARGET_ROOT: &str = "TargetRootPassw0rd2";
@@ -31,7 +31,7 @@ pub async fn connect(port: u16, user: &str, password: &str) -> Result<Conn, mysq
     .await
 }
 
-pub async fn root(db: &MariaDb, password: &str) -> Conn {
+pub async fn root(db: &DbServer, password: &str) -> Conn {
     connect(db.port, "root", password).await.expect("root connection")
 }
 
@@ -41,8 +41,9 @@ pub async fn root(db: &MariaDb, password: &str) -> Conn {
 pub async fn load_dataset(conn: &mut Conn, customers: u32) {
     let statements = [
         "CREATE DATABASE shop CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci".to_owned(),
-        // The sequence engine's `seq_1_to_N` tables live in the current schema.
-        "USE shop".to_owned(),
+        // Row numbers from a recursive CTE, which both engines have (MariaDB's `seq_1_to_N` is MariaDB's only);
+        // MySQL stops recursion at 1,000 levels by default.
+        "SET SESSION cte_max_recursion_depth = 10000000".to_owned(),
         "CREATE TABLE shop.customers (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL, note TEXT NULL, \
          balance DECIMAL(14,4) NOT NULL DEFAULT 0, ratio DOUBLE NULL, score FLOAT NULL, born DATE NULL, \
          seen DATETIME(6) NULL, changed TIMESTAMP NULL, opens TIME NULL, since YEAR NULL, flags BIT(10) NULL, \
@@ -63,14 +64,15 @@ pub async fn load_dataset(conn: &mut Conn, customers: u32) {
              DATE '1970-01-01' + INTERVAL seq DAY, TIMESTAMP '2026-01-01 00:00:00.123456' + INTERVAL seq SECOND, \
              FROM_UNIXTIME(1700000000 + seq), SEC_TO_TIME(seq), 1901 + seq % 254, seq % 1024, \
              JSON_OBJECT('n', seq, 's', 'ä\"b'), UNHEX(SHA2(seq, 256)), IF(seq % 2, 'person', 'company'), \
-             IF(seq % 3 = 0, 'vip,late', 'new'), 18446744073709551615 - seq FROM seq_1_to_{customers}"
+             IF(seq % 3 = 0, 'vip,late', 'new'), 18446744073709551615 - seq FROM {}",
+            numbers(customers)
         ),
         "INSERT INTO shop.customers (name, photo, ratio, score, note) VALUES \
          ('zero bytes', 0x00FF00275C1A0D0A, 0.1 + 0.2, 3.14159, ''), ('nulls', NULL, NULL, NULL, NULL)"
             .to_owned(),
         format!(
-            "INSERT INTO shop.orders (customer, total) SELECT seq, seq * 2.5 FROM seq_1_to_{}",
-            customers / 2
+            "INSERT INTO shop.orders (customer, total) SELECT seq, seq * 2.5 FROM {}",
+            numbers(customers / 2)
         ),
         "INSERT INTO shop.audit VALUES ('dup', '2026-01-01 00:00:00'), ('dup', '2026-01-01 00:00:00')".to_owned(),
         "INSERT INTO legacy.notes VALUES (1, 'café', 0x00010203), (2, NULL, NULL), (3, 'naïve', '')".to_owned(),
@@ -95,8 +97,25 @@ pub async fn load_dataset(conn: &mut Conn, customers: u32) {
         "CALL shop.add_order(1, 99.95)".to_owned(),
     ];
     for s in statements {
+        // MariaDB has no such variable (its recursion limit is high already).
+        if s.starts_with("SET SESSION cte_max") && is_mariadb(conn).await {
+            continue;
+        }
         conn.query_drop(&s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
     }
+}
+
+/// Whether `conn` talks to MariaDB (rather than MySQL).
+pub async fn is_mariadb(conn: &mut Conn) -> bool {
+    let version: Option<String> = conn.query_first("SELECT VERSION()").await.expect("version");
+    version.unwrap_or_default().to_ascii_lowercase().contains("mariadb")
+}
+
+/// A derived table `n` of the numbers 1 to `count` in column `seq`.
+pub fn numbers(count: u32) -> String {
+    format!(
+        "(WITH RECURSIVE n (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM n WHERE seq < {count}) SELECT seq FROM n) AS n"
+    )
 }
 
 /// Every table but `shop.writes` (which the writer changes on the target after the switch).

@@ -5,6 +5,6 @@ pub mod apiserver;
 pub mod copying;
 pub mod customers;
 pub mod kubelet;
-pub mod mariadb;
+pub mod dbserver;
 pub mod relay;
 pub mod schema;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use appdb_operator::mysql::migrate::PhaseReport;
 use appdb_testkit::{
     copying::{SOURCE_ROOT, TARGET_ROOT},
-    mariadb::MariaDb,
+    dbserver::DbServer,
     relay::Relay,
 };
 use tokio::io::AsyncBufReadExt;
@@ -23,8 +23,8 @@ pub struct EngineRun {
 /// switches the relay to the target when the engine reports `promote`. `kill_after` SIGKILLs the engine right
 /// after it reports that phase.
 pub async fn run_engine(
-    source: &MariaDb,
-    target: &MariaDb,
+    source: &DbServer,
+    target: &DbServer,
     relay: &Relay,
     strategy: &str,
     kill_after: Option<&str>,

@@ -56,12 +56,17 @@ pub struct Table {
 pub struct Event {
     pub definition: Definition,
     pub enabled: bool,
+    /// `user@host` as information_schema shows it: toggling an event with `ALTER EVENT` would make the engine's
+    /// account its definer, so every toggle names this one.
+    pub definer: String,
 }
 
 #[derive(Clone, Debug)]
 pub struct Account {
     pub user: String,
     pub host: String,
+    /// A MariaDB role (created with `CREATE ROLE`, named without a host).
+    pub role: bool,
     pub create: String,
     pub grants: Vec<String>,
 }
@@ -281,14 +286,14 @@ pub async fn read(conn: &mut Conn, dialect: Dialect) -> Result<Catalog, MigrateE
             name,
         });
     }
-    let events: Vec<(String, String, String)> = conn
+    let events: Vec<(String, String, String, String)> = conn
         .query(format!(
-            "SELECT EVENT_SCHEMA, EVENT_NAME, STATUS FROM information_schema.EVENTS \
+            "SELECT EVENT_SCHEMA, EVENT_NAME, STATUS, DEFINER FROM information_schema.EVENTS \
              WHERE EVENT_SCHEMA IN ({list}) ORDER BY EVENT_SCHEMA, EVENT_NAME"
         ))
         .await
         .map_err(sql("listing events"))?;
-    for (schema, name, status) in events {
+    for (schema, name, status, definer) in events {
         let row = show_create(
             conn,
             "reading an event",
@@ -308,6 +313,7 @@ pub async fn read(conn: &mut Conn, dialect: Dialect) -> Result<Catalog, MigrateE
                 name,
             },
             enabled: status == "ENABLED",
+            definer,
         });
     }
     catalog.accounts = read_accounts(conn, dialect).await?;
@@ -315,30 +321,48 @@ pub async fn read(conn: &mut Conn, dialect: Dialect) -> Result<Catalog, MigrateE
 }
 
 async fn read_accounts(conn: &mut Conn, dialect: Dialect) -> Result<Vec<Account>, MigrateError> {
-    let listed: Vec<(String, String)> = conn
+    let listed: Vec<(String, String, String)> = conn
         .query(dialect.accounts_query())
         .await
         .map_err(sql("listing accounts"))?;
     let mut accounts = Vec::new();
-    for (user, host) in listed {
+    for (user, host, is_role) in listed {
         if dialect.system_accounts().contains(&user.as_str()) || user == REPLICATION_USER {
             continue;
         }
-        let name = account(&user, &host);
-        let create: Option<String> = conn
-            .query_first(format!("SHOW CREATE USER {name}"))
-            .await
-            .map_err(sql("reading an account"))?;
+        let mariadb_role = dialect == Dialect::MariaDb && is_role == "Y";
+        let (create, name) = if mariadb_role {
+            (format!("CREATE ROLE {}", quote_literal(&user)), quote_literal(&user))
+        } else {
+            let name = account(&user, &host);
+            let create: Option<String> = conn
+                .query_first(format!("SHOW CREATE USER {name}"))
+                .await
+                .map_err(sql("reading an account"))?;
+            (create.unwrap_or_default(), name)
+        };
         let grants: Vec<String> = conn
             .query(format!("SHOW GRANTS FOR {name}"))
             .await
             .map_err(sql("reading an account's grants"))?;
         accounts.push(Account {
-            create: create.unwrap_or_default(),
+            create,
             grants,
             user,
             host,
+            role: mariadb_role,
         });
     }
     Ok(accounts)
+}
+
+impl Account {
+    /// The statement that removes this account (or role) from a target before it is created again.
+    pub fn drop_statement(&self) -> String {
+        if self.role {
+            format!("DROP ROLE IF EXISTS {}", quote_literal(&self.user))
+        } else {
+            format!("DROP USER IF EXISTS {}", account(&self.user, &self.host))
+        }
+    }
 }

@@ -14,7 +14,7 @@ use super::{
     render::{InsertBuilder, ValueKind, insert_head, select_expression},
     sql,
 };
-use crate::mysql::dialect::{Dialect, account, quote_identifier};
+use crate::mysql::dialect::{Dialect, quote_identifier};
 
 /// Size of one multi-row INSERT (well under the servers' default `max_allowed_packet` of 16 MiB or more).
 const STATEMENT_BYTES: usize = 1 << 20;
@@ -57,7 +57,7 @@ pub async fn wipe(target: &mut Conn, catalog: &Catalog) -> Result<(), MigrateErr
     }
     for a in &catalog.accounts {
         target
-            .query_drop(format!("DROP USER IF EXISTS {}", account(&a.user, &a.host)))
+            .query_drop(a.drop_statement())
             .await
             .map_err(sql("replacing an account"))?;
     }
@@ -96,32 +96,24 @@ pub async fn create_tables(target: &mut Conn, catalog: &Catalog) -> Result<(), M
     Ok(())
 }
 
-/// Views (which may use each other: created in passes until none is left), accounts, routines, triggers, events
-/// and grants, after the rows (so triggers do not fire while loading).
+/// Accounts and roles, then views (which may use each other and name accounts as definers: created in passes
+/// until none is left), routines, triggers, events and, last, grants (which name the objects, and roles granted to
+/// accounts), all after the rows so that triggers do not fire while loading.
 pub async fn create_the_rest(
     target: &mut Conn,
     catalog: &Catalog,
     dialect: Dialect,
     replica: bool,
 ) -> Result<(), MigrateError> {
-    let mut pending: Vec<&catalog::Definition> = catalog.views.iter().collect();
-    while !pending.is_empty() {
-        let mut failed = Vec::new();
-        let mut last_error = None;
-        for v in &pending {
-            if let Err(e) = run_in(target, &v.schema, None, &v.create, "creating a view").await {
-                failed.push(*v);
-                last_error = Some(e);
-            }
-        }
-        if failed.len() == pending.len() {
-            return Err(last_error.unwrap_or_else(|| MigrateError::Unsupported("views could not be created".into())));
-        }
-        pending = failed;
-    }
-    for a in &catalog.accounts {
-        target.query_drop(&a.create).await.map_err(sql("creating an account"))?;
-    }
+    // A MySQL account whose default role is not there yet fails: passes, like views.
+    let creates: Vec<(&str, &str)> = catalog.accounts.iter().map(|a| ("", a.create.as_str())).collect();
+    in_passes(target, creates, "creating an account").await?;
+    let views: Vec<(&str, &str)> = catalog
+        .views
+        .iter()
+        .map(|v| (v.schema.as_str(), v.create.as_str()))
+        .collect();
+    in_passes(target, views, "creating a view").await?;
     for r in catalog.routines.iter().chain(&catalog.triggers) {
         run_in(
             target,
@@ -138,17 +130,43 @@ pub async fn create_the_rest(
         if replica {
             // Events run on the primary only; promotion enables the ones that were enabled on the source.
             target
-                .query_drop(dialect.disable_event_on_replica(&d.schema, &d.name))
+                .query_drop(dialect.disable_event_on_replica(&d.schema, &d.name, &e.definer))
                 .await
                 .map_err(sql("disabling an event on the replica"))?;
         }
     }
-    for a in &catalog.accounts {
-        for g in &a.grants {
-            target.query_drop(g).await.map_err(sql("granting privileges"))?;
-        }
-    }
+    let grants: Vec<(&str, &str)> = catalog
+        .accounts
+        .iter()
+        .flat_map(|a| a.grants.iter().map(|g| ("", g.as_str())))
+        .collect();
+    in_passes(target, grants, "granting privileges").await?;
     setup(target, SESSION_SETUP).await
+}
+
+/// Runs `(schema, statement)` pairs (an empty schema: none), again and again while some succeed: for statements
+/// that depend on each other in an order the catalog does not give.
+async fn in_passes(target: &mut Conn, mut pending: Vec<(&str, &str)>, what: &'static str) -> Result<(), MigrateError> {
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for (schema, statement) in &pending {
+            let result = if schema.is_empty() {
+                target.query_drop(*statement).await.map_err(sql(what))
+            } else {
+                run_in(target, schema, None, statement, what).await
+            };
+            if let Err(e) = result {
+                failed.push((*schema, *statement));
+                last_error = Some(e);
+            }
+        }
+        if failed.len() == pending.len() {
+            return Err(last_error.unwrap_or_else(|| MigrateError::Unsupported(format!("{what} failed"))));
+        }
+        pending = failed;
+    }
+    Ok(())
 }
 
 /// Copies the rows of every table. `sources` are connections inside one consistent snapshot; each gets its own

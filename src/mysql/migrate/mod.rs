@@ -107,7 +107,9 @@ impl Server {
             .tcp_port(self.port)
             .user(Some(self.user.clone()))
             .pass(Some(self.password.clone()))
-            .prefer_socket(false);
+            .prefer_socket(false)
+            // The largest row must fit (the servers' own limit is raised to the same by the engine).
+            .max_allowed_packet(Some(MAX_PACKET as usize));
         Conn::new(opts).await.map_err(|e| MigrateError::Connect {
             role,
             host: self.host.clone(),
@@ -233,16 +235,18 @@ impl Phase {
 struct Progress {
     phase: String,
     position: String,
+    /// When this migration's first fence began; the outage is measured from here (across interrupted runs).
     fenced_at: Option<jiff::Timestamp>,
     downtime: Option<f64>,
 }
 
-const PROGRESS_SCHEMA: &[&str] = &[
-    "CREATE DATABASE IF NOT EXISTS appdb_migration",
-    "CREATE TABLE IF NOT EXISTS appdb_migration.progress (id TINYINT PRIMARY KEY, phase VARCHAR(32) NOT NULL, \
-     position TEXT NOT NULL, strategy VARCHAR(16) NOT NULL, fenced_at VARCHAR(40) NULL, downtime_seconds DOUBLE NULL) \
-     ENGINE=InnoDB",
-];
+const PROGRESS_TABLE: &str = "CREATE TABLE appdb_migration.progress (id TINYINT PRIMARY KEY, phase VARCHAR(32) NOT \
+     NULL, position TEXT NOT NULL, strategy VARCHAR(16) NOT NULL, fenced_at VARCHAR(40) NULL, downtime_seconds DOUBLE \
+     NULL) ENGINE=InnoDB";
+
+/// On a retired source: which target took over, and when. Its presence refuses `--rollback` without the target.
+const RETIRED_TABLE: &str = "CREATE TABLE appdb_migration.retired (id TINYINT PRIMARY KEY, target VARCHAR(255) NOT \
+     NULL, retired_at VARCHAR(40) NOT NULL) ENGINE=InnoDB";
 
 mod progress_phase {
     pub const SEEDING: &str = "seeding";
@@ -250,6 +254,19 @@ mod progress_phase {
     pub const PROMOTED: &str = "promoted";
     /// Finished; kept so that running the engine again reports the result instead of starting over.
     pub const DONE: &str = "done";
+}
+
+/// Where a run stands: it decides what a failure must undo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// The source takes writes; nothing to undo but the target's bookkeeping.
+    Copying,
+    /// This process holds the source's fence (a global read lock on its own connection).
+    Fenced,
+    /// The target accepts writes, but the Service may still lead to the source.
+    Promoted,
+    /// The Service leads to the target: the target is authoritative, and nothing is rolled back any more.
+    Switched,
 }
 
 /// The two servers and what is known about them.
@@ -263,15 +280,33 @@ struct Session {
     target_version: String,
     target_server_id: u32,
     reports: Reports,
+    stage: Stage,
+    /// The connection that holds the fence. The fence is this connection's global read lock and nothing
+    /// persistent: if this process dies, the server drops the connection and the source takes writes again.
+    fence: Option<Conn>,
 }
 
 /// Runs (or resumes) a migration. Reports go to `reports` as phases end.
+///
+/// The rule it keeps: **a dead or failed engine never leaves the database refusing writes.** Until the Service
+/// leads to the target, the source is fenced only by a lock of this process's own connection; any failure rolls
+/// back (exit 3) with the source writable; only a source that cannot be reached at all ends in an error (exit 1).
 pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> {
+    if plan.rollback_only {
+        return rollback_request(plan, reports).await;
+    }
     let phase = Phase::begin("prepare");
     let mut source = plan.source.connect("source").await?;
-    let mut target = plan.target.connect("target").await?;
     let (source_version, source_id) = identify(&mut source).await?;
-    let (target_version, target_id) = identify(&mut target).await?;
+    let source_dialect = Dialect::from_version(&source_version);
+    let target = match prepare_target(&plan).await {
+        Ok(t) => t,
+        Err(error) => {
+            // Nothing has moved: make sure the source takes writes (an older engine's fence may be left on it).
+            return source_only_rollback(&plan, source, source_dialect, &reports, phase, error.to_string()).await;
+        }
+    };
+    let (mut target, target_version, target_id) = target;
     if source_id == target_id {
         return Err(MigrateError::SameServerId(source_id));
     }
@@ -281,14 +316,11 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
         .query_drop("SET SESSION lock_wait_timeout = 60")
         .await
         .map_err(sql("preparing a session"))?;
-    copy::setup(&mut target, copy::SESSION_SETUP).await?;
-    copy::setup(&mut target, copy::LOAD_SETUP).await?;
-    for s in PROGRESS_SCHEMA {
-        target.query_drop(*s).await.map_err(sql("keeping progress"))?;
-    }
+    let target_dialect = Dialect::from_version(&target_version);
+    ensure_progress_table(&mut target, target_dialect).await?;
     let mut session = Session {
-        source_dialect: Dialect::from_version(&source_version),
-        target_dialect: Dialect::from_version(&target_version),
+        source_dialect,
+        target_dialect,
         source_version,
         target_version,
         target_server_id: target_id,
@@ -296,8 +328,11 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
         source,
         target,
         reports,
+        stage: Stage::Copying,
+        fence: None,
     };
     let progress = session.read_progress().await?;
+    let healed = session.heal_source(&progress).await?;
     if progress.phase.is_empty() || progress.phase == progress_phase::SEEDING {
         let foreign = catalog::user_schemas(&mut session.target).await?;
         if progress.phase.is_empty() && !foreign.is_empty() {
@@ -306,7 +341,7 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
     }
     let mut report = phase.report();
     report.message = Some(format!(
-        "{} {} → {} {}; resuming from {:?}",
+        "{} {} → {} {}; resuming from {:?}{}",
         session.source_version,
         session.plan.source.host,
         session.target_version,
@@ -315,27 +350,97 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
             "start"
         } else {
             progress.phase.as_str()
+        },
+        if healed {
+            "; the source was left refusing writes by an interrupted run and takes writes again"
+        } else {
+            ""
         }
     ));
     session.send(report);
 
-    if session.plan.rollback_only {
-        return session.rollback_request(&progress).await;
-    }
     if progress.phase == progress_phase::DONE {
         return Ok(session.report_done(progress.downtime.unwrap_or(0.0)));
     }
-    if progress.phase == progress_phase::PROMOTED {
+    let result = if progress.phase == progress_phase::PROMOTED {
         // Announced again: whoever switches the Service (the operator) may not have seen the earlier run's report.
+        session.stage = Stage::Promoted;
         let mut report = Phase::begin("promote").report();
         report.message = Some("promoted by an earlier run".into());
         session.send(report);
-        return session.finish_switch(None, progress.fenced_at).await;
+        session.finish_switch(progress).await
+    } else {
+        match session.plan.strategy {
+            Strategy::Replicate => session.replicate(progress).await,
+            Strategy::DumpRestore => session.dump_restore(progress).await,
+        }
+    };
+    match result {
+        Err(error) if session.stage < Stage::Switched => session.roll_back(error.to_string()).await,
+        other => other,
     }
-    match session.plan.strategy {
-        Strategy::Replicate => session.replicate(progress).await,
-        Strategy::DumpRestore => session.dump_restore(progress).await,
+}
+
+/// Connects to the target and raises its packet limit so that the largest row fits (1 GiB, the servers' own
+/// maximum; the engine's connections are opened after this).
+async fn prepare_target(plan: &Plan) -> Result<(Conn, String, u32), MigrateError> {
+    let mut target = plan.target.connect("target").await?;
+    let (version, id) = identify(&mut target).await?;
+    target
+        .query_drop(format!("SET GLOBAL max_allowed_packet = {MAX_PACKET}"))
+        .await
+        .map_err(sql("raising the target's packet limit"))?;
+    copy::setup(&mut target, copy::SESSION_SETUP).await?;
+    copy::setup(&mut target, copy::LOAD_SETUP).await?;
+    Ok((target, version, id))
+}
+
+/// The largest packet both engines accept (`max_allowed_packet`'s maximum).
+const MAX_PACKET: u64 = 1 << 30;
+
+/// Creates the progress table unless it exists. `CREATE … IF NOT EXISTS` is not enough: MySQL refuses it on a
+/// super-read-only server even when the object exists.
+async fn ensure_progress_table(target: &mut Conn, dialect: Dialect) -> Result<(), MigrateError> {
+    if table_exists(target, "appdb_migration", "progress").await? {
+        return Ok(());
     }
+    as_admin(target, dialect, &["CREATE DATABASE IF NOT EXISTS appdb_migration", PROGRESS_TABLE])
+        .await
+        .map_err(sql("keeping progress"))
+}
+
+async fn table_exists(conn: &mut Conn, schema: &str, table: &str) -> Result<bool, MigrateError> {
+    let n: Option<i64> = conn
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
+            quote_literal(schema),
+            quote_literal(table)
+        ))
+        .await
+        .map_err(sql("looking for the engine's tables"))?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+/// Runs the engine's own statements on a server that may refuse even root (MySQL's `super_read_only`): the
+/// refusal is lifted for those statements only, and `read_only` keeps refusing clients meanwhile.
+async fn as_admin(conn: &mut Conn, dialect: Dialect, statements: &[&str]) -> Result<(), mysql_async::Error> {
+    let blocked: Option<i64> = conn.query_first(dialect.admin_blocked_query()).await?;
+    let blocked = blocked == Some(1);
+    let (lift, restore) = dialect.lift_for_admin();
+    if blocked {
+        conn.query_drop(lift).await?;
+    }
+    let mut result = Ok(());
+    for s in statements {
+        result = conn.query_drop(*s).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    if blocked {
+        conn.query_drop(restore).await?;
+    }
+    result
 }
 
 async fn identify(conn: &mut Conn) -> Result<(String, u32), MigrateError> {
@@ -351,9 +456,134 @@ async fn first_text(conn: &mut Conn, query: &str, what: &'static str) -> Result<
     Ok(v.flatten().unwrap_or_default())
 }
 
+/// Whether the source was retired by a completed migration (its clients moved to another server).
+async fn retired_to(source: &mut Conn) -> Result<Option<String>, MigrateError> {
+    if !table_exists(source, "appdb_migration", "retired").await? {
+        return Ok(None);
+    }
+    source
+        .query_first("SELECT target FROM appdb_migration.retired WHERE id = 1")
+        .await
+        .map_err(sql("reading the retirement record"))
+}
+
+/// Makes the source take writes again: clears `read_only` (an older engine's fence, or a rollback's) and any lock.
+async fn open_source(source: &mut Conn, dialect: Dialect) -> Result<(), MigrateError> {
+    for s in dialect.accept_writes() {
+        source
+            .query_drop(s)
+            .await
+            .map_err(sql("making the source writable again"))?;
+    }
+    let _ = source.query_drop("UNLOCK TABLES").await;
+    Ok(())
+}
+
+/// A rollback that needs only the source: the target cannot be reached (or is not needed). Refused on a source
+/// that a completed migration retired, where the target holds writes the source never saw.
+async fn source_only_rollback(
+    plan: &Plan,
+    mut source: Conn,
+    dialect: Dialect,
+    reports: &Reports,
+    prepare: Phase,
+    reason: String,
+) -> Result<Outcome, MigrateError> {
+    if let Some(target) = retired_to(&mut source).await? {
+        return Err(MigrateError::Unsupported(format!(
+            "the source was retired: its clients moved to {target}, which may hold writes the source never saw; \
+             migrate back instead of rolling back ({reason})"
+        )));
+    }
+    let mut report = prepare.report();
+    report.message = Some(format!("{}: source only ({reason})", plan.source.host));
+    let _ = reports.send(report);
+    let phase = Phase::begin("rolled-back");
+    open_source(&mut source, dialect).await?;
+    let _ = source.disconnect().await;
+    let mut report = phase.report();
+    report.message = Some(format!("{reason}; the source is writable and authoritative"));
+    let _ = reports.send(report);
+    Ok(Outcome::RolledBack { reason })
+}
+
+/// `--rollback`: makes the source writable and authoritative again. Needs only the source: with the target
+/// reachable, it also refuses once the Service leads to the target and resets the target's bookkeeping.
+async fn rollback_request(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> {
+    let phase = Phase::begin("prepare");
+    let mut source = plan.source.connect("source").await?;
+    let (source_version, _) = identify(&mut source).await?;
+    let source_dialect = Dialect::from_version(&source_version);
+    let target = tokio::time::timeout(Duration::from_secs(10), prepare_target(&plan)).await;
+    let (mut target, target_version, target_id) = match target {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            let reason = format!("rollback requested (the target is unavailable: {e})");
+            return source_only_rollback(&plan, source, source_dialect, &reports, phase, reason).await;
+        }
+        Err(_) => {
+            let reason = "rollback requested (the target did not answer within 10 s)".to_owned();
+            return source_only_rollback(&plan, source, source_dialect, &reports, phase, reason).await;
+        }
+    };
+    let target_dialect = Dialect::from_version(&target_version);
+    ensure_progress_table(&mut target, target_dialect).await?;
+    let mut session = Session {
+        source_dialect,
+        target_dialect,
+        source_version,
+        target_version,
+        target_server_id: target_id,
+        plan,
+        source,
+        target,
+        reports,
+        stage: Stage::Copying,
+        fence: None,
+    };
+    let progress = session.read_progress().await?;
+    session.send(phase.report());
+    if progress.phase == progress_phase::DONE {
+        return Err(MigrateError::Unsupported(
+            "the migration has completed and clients use the target: migrate back instead of rolling back".into(),
+        ));
+    }
+    if progress.phase == progress_phase::PROMOTED {
+        if let Some((host, port)) = session.plan.service.clone()
+            && session.service_leads_to_target(&host, port).await
+        {
+            return Err(MigrateError::Unsupported(
+                "the Service already leads to the target, which clients may have written to: a rollback would \
+                 lose those writes; migrate back instead"
+                    .into(),
+            ));
+        }
+        session.stage = Stage::Promoted;
+    }
+    session.roll_back("rollback requested".into()).await
+}
+
 impl Session {
     fn send(&self, report: PhaseReport) {
         let _ = self.reports.send(report);
+    }
+
+    /// An interrupted run of an older engine could leave the source `read_only`; this engine's fence never
+    /// outlives it. Unless the source was retired (or is being switched away from), it takes writes again.
+    async fn heal_source(&mut self, progress: &Progress) -> Result<bool, MigrateError> {
+        if progress.phase == progress_phase::DONE || progress.phase == progress_phase::PROMOTED {
+            return Ok(false);
+        }
+        let read_only: Option<i64> = self
+            .source
+            .query_first("SELECT @@GLOBAL.read_only")
+            .await
+            .map_err(sql("reading the source's state"))?;
+        if read_only != Some(1) || retired_to(&mut self.source).await?.is_some() {
+            return Ok(false);
+        }
+        open_source(&mut self.source, self.source_dialect).await?;
+        Ok(true)
     }
 
     async fn read_progress(&mut self) -> Result<Progress, MigrateError> {
@@ -379,22 +609,22 @@ impl Session {
             .fenced_at
             .map(|t| quote_literal(&t.to_string()))
             .unwrap_or_else(|| "NULL".into());
-        self.target
-            .query_drop(format!(
-                "REPLACE INTO appdb_migration.progress VALUES (1, {}, {}, {}, {fenced}, {})",
-                quote_literal(&p.phase),
-                quote_literal(&p.position),
-                quote_literal(self.plan.strategy.as_str()),
-                p.downtime.map(|d| d.to_string()).unwrap_or_else(|| "NULL".into())
-            ))
+        let statement = format!(
+            "REPLACE INTO appdb_migration.progress VALUES (1, {}, {}, {}, {fenced}, {})",
+            quote_literal(&p.phase),
+            quote_literal(&p.position),
+            quote_literal(self.plan.strategy.as_str()),
+            p.downtime.map(|d| d.to_string()).unwrap_or_else(|| "NULL".into())
+        );
+        as_admin(&mut self.target, self.target_dialect, &[&statement])
             .await
             .map_err(sql("keeping progress"))
     }
 
     /// `Replicate`: seed once, replicate, wait for the cut-over time, then fence and switch.
-    async fn replicate(mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
+    async fn replicate(&mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
         if progress.phase != progress_phase::SEEDED {
-            progress = self.seed(true).await?;
+            progress = self.seed(true, None).await?;
         }
         let phase = Phase::begin("replicate");
         self.attach_replica().await?;
@@ -402,32 +632,31 @@ impl Session {
         let lag = loop {
             let status = self.replica_status().await?;
             if let Some(error) = status.error {
-                let reason = format!("replication stopped: {error}");
-                return self.roll_back(None, reason).await;
+                return Err(MigrateError::Unsupported(format!("replication stopped: {error}")));
             }
             let due = self.plan.cutover_at.is_none_or(|t| jiff::Timestamp::now() >= t);
             if status.running && status.lag == Some(0) && due {
                 break 0;
             }
             if Instant::now() > deadline {
-                let reason = format!(
+                return Err(MigrateError::Unsupported(format!(
                     "replication did not reach zero lag within {}s (lag {:?}s)",
                     self.plan.limits.replication.as_secs(),
                     status.lag
-                );
-                return self.roll_back(None, reason).await;
+                )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let mut report = phase.report();
         report.lag_seconds = Some(lag);
         self.send(report);
-        self.cutover(progress, true).await
+        self.fence(&mut progress).await?;
+        self.after_fence(progress, true).await
     }
 
     /// `DumpRestore`: fence first, then copy (unless an earlier run already copied exactly this state).
-    async fn dump_restore(mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
-        let (fence, fenced_at) = self.fence(&mut progress).await?;
+    async fn dump_restore(&mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
+        self.fence(&mut progress).await?;
         let position = first_text(
             &mut self.source,
             self.source_dialect.position_query(),
@@ -435,22 +664,33 @@ impl Session {
         )
         .await?;
         if progress.phase != progress_phase::SEEDED || progress.position != position {
-            let fenced = progress.fenced_at;
-            progress = self.seed(false).await?;
-            progress.fenced_at = fenced;
-            self.write_progress(&progress).await?;
+            progress = self.seed(false, progress.fenced_at).await?;
         }
-        self.after_fence(fence, fenced_at, progress, false).await
+        self.after_fence(progress, false).await
     }
 
-    /// Copies everything into the (emptied) target and remembers the snapshot's position.
-    async fn seed(&mut self, lock_for_snapshot: bool) -> Result<Progress, MigrateError> {
+    /// Copies everything into the (emptied) target and remembers the snapshot's position. `fenced_at` (a
+    /// `DumpRestore` copies inside the fence) is kept in the record, so the outage is measured from the first fence.
+    async fn seed(
+        &mut self,
+        lock_for_snapshot: bool,
+        fenced_at: Option<jiff::Timestamp>,
+    ) -> Result<Progress, MigrateError> {
         let phase = Phase::begin("snapshot");
         self.write_progress(&Progress {
             phase: progress_phase::SEEDING.into(),
+            fenced_at,
             ..Default::default()
         })
         .await?;
+        // A target left read-only by an earlier run (rolled back to a replica) is loaded again.
+        let _ = self.target.query_drop(self.target_dialect.stop_replica()).await;
+        for s in self.target_dialect.accept_writes() {
+            self.target
+                .query_drop(s)
+                .await
+                .map_err(sql("making the target writable for the copy"))?;
+        }
         let workers = self.plan.parallel.max(1);
         let mut readers = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -531,7 +771,7 @@ impl Session {
         let progress = Progress {
             phase: progress_phase::SEEDED.into(),
             position: position.clone(),
-            fenced_at: None,
+            fenced_at,
             downtime: None,
         };
         self.write_progress(&progress).await?;
@@ -551,7 +791,8 @@ impl Session {
         Ok(progress)
     }
 
-    /// Creates (or re-keys) the replication account on the source and points the target at it.
+    /// Creates (or re-keys) the replication account on the source and points the target at it; the target
+    /// refuses client writes while it replicates.
     async fn attach_replica(&mut self) -> Result<(), MigrateError> {
         let password = crate::vpn::psk::generate_psk();
         let user = account(catalog::REPLICATION_USER, "%");
@@ -605,8 +846,9 @@ impl Session {
         Ok(ReplicaStatus::from_row(row, self.target_dialect))
     }
 
-    /// The fence: a global read lock held by a dedicated connection (gone if this process dies) plus read-only.
-    async fn fence(&mut self, progress: &mut Progress) -> Result<(Conn, jiff::Timestamp), MigrateError> {
+    /// The fence: a global read lock held by a dedicated connection, and nothing else. Client writes wait rather
+    /// than fail; if this process dies, the server closes the connection and the source takes writes again.
+    async fn fence(&mut self, progress: &mut Progress) -> Result<(), MigrateError> {
         let phase = Phase::begin("fence");
         let mut fence = self.plan.source.connect("source").await?;
         fence
@@ -620,32 +862,26 @@ impl Session {
             .query_drop("FLUSH TABLES WITH READ LOCK")
             .await
             .map_err(sql("fencing the source (running statements did not finish in time)"))?;
-        fence
-            .query_drop(self.source_dialect.refuse_writes())
-            .await
-            .map_err(sql("making the source read-only"))?;
-        // An earlier, interrupted run's fence counts: the source has refused writes since then.
-        let fenced_at = *progress.fenced_at.get_or_insert(phase.start);
+        self.fence = Some(fence);
+        self.stage = Stage::Fenced;
+        // The outage counts from this migration's first fence: an interrupted run's fence began it.
+        progress.fenced_at.get_or_insert(phase.start);
         self.write_progress(progress).await?;
         self.send(phase.report());
-        Ok((fence, fenced_at))
+        Ok(())
     }
 
-    async fn cutover(mut self, mut progress: Progress, replica: bool) -> Result<Outcome, MigrateError> {
-        let (fence, fenced_at) = self.fence(&mut progress).await?;
-        self.after_fence(fence, fenced_at, progress, replica).await
+    fn fence_conn(&mut self) -> Result<&mut Conn, MigrateError> {
+        self.fence
+            .as_mut()
+            .ok_or_else(|| MigrateError::Unsupported("the fence was lost".into()))
     }
 
-    async fn after_fence(
-        mut self,
-        mut fence: Conn,
-        fenced_at: jiff::Timestamp,
-        mut progress: Progress,
-        replica: bool,
-    ) -> Result<Outcome, MigrateError> {
+    async fn after_fence(&mut self, mut progress: Progress, replica: bool) -> Result<Outcome, MigrateError> {
         if replica {
             let phase = Phase::begin("catch-up");
-            let position = first_text(&mut fence, self.source_dialect.position_query(), "reading the position").await?;
+            let source_dialect = self.source_dialect;
+            let position = first_text(self.fence_conn()?, source_dialect.position_query(), "reading the position").await?;
             let waited: Option<i64> = self
                 .target
                 .query_first(
@@ -656,12 +892,11 @@ impl Session {
                 .map_err(sql("waiting for the target"))?;
             if waited != Some(0) {
                 let error = self.replica_status().await.ok().and_then(|s| s.error);
-                let reason = format!(
+                return Err(MigrateError::Unsupported(format!(
                     "the target did not apply the source's last transaction ({position}) within {}s{}",
                     self.plan.limits.catch_up.as_secs(),
                     error.map(|e| format!(": {e}")).unwrap_or_default()
-                );
-                return self.roll_back(Some(fence), reason).await;
+                )));
             }
             let mut report = phase.report();
             report.lag_seconds = Some(0);
@@ -670,12 +905,16 @@ impl Session {
         }
 
         let phase = Phase::begin("verify");
-        let tables = catalog::tables(&mut fence).await?;
+        let tables = catalog::tables(self.fence_conn()?).await?;
         let method = verify::method(&self.source_version, &self.target_version);
         let (source_sums, target_sums) = {
             let mut target_conn = self.plan.target.connect("target").await?;
+            let fence = self
+                .fence
+                .as_mut()
+                .ok_or_else(|| MigrateError::Unsupported("the fence was lost".into()))?;
             let (a, b) = tokio::join!(
-                verify::checksums(&mut fence, &tables, method),
+                verify::checksums(fence, &tables, method),
                 verify::checksums(&mut target_conn, &tables, method)
             );
             let _ = target_conn.disconnect().await;
@@ -683,8 +922,10 @@ impl Session {
         };
         let differ = verify::mismatches(&source_sums, &target_sums);
         if !differ.is_empty() {
-            let reason = format!("checksums differ for {}", differ.join(", "));
-            return self.roll_back(Some(fence), reason).await;
+            return Err(MigrateError::Unsupported(format!(
+                "checksums differ for {}",
+                differ.join(", ")
+            )));
         }
         let mut report = phase.report();
         report.message = Some(format!("{} tables equal ({:?})", tables.len(), method));
@@ -700,39 +941,38 @@ impl Session {
                 .query_drop(self.target_dialect.reset_replica())
                 .await
                 .map_err(sql("forgetting the source"))?;
-            let enabled: Vec<(String, String)> = fence
-                .query("SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE STATUS = 'ENABLED'")
-                .await
-                .map_err(sql("listing events"))?;
-            for (schema, name) in enabled {
-                self.target
-                    .query_drop(format!(
-                        "ALTER EVENT {}.{} ENABLE",
-                        crate::mysql::dialect::quote_identifier(&schema),
-                        crate::mysql::dialect::quote_identifier(&name)
-                    ))
-                    .await
-                    .map_err(sql("enabling an event"))?;
-            }
         }
+        self.stage = Stage::Promoted;
         for s in self.target_dialect.accept_writes() {
             self.target
                 .query_drop(s)
                 .await
                 .map_err(sql("making the target writable"))?;
         }
+        if replica {
+            let enabled: Vec<(String, String, String)> = self
+                .fence_conn()?
+                .query(
+                    "SELECT EVENT_SCHEMA, EVENT_NAME, DEFINER FROM information_schema.EVENTS WHERE STATUS = 'ENABLED'",
+                )
+                .await
+                .map_err(sql("listing events"))?;
+            for (schema, name, definer) in enabled {
+                self.target
+                    .query_drop(self.target_dialect.enable_event(&schema, &name, &definer))
+                    .await
+                    .map_err(sql("enabling an event"))?;
+            }
+        }
         progress.phase = progress_phase::PROMOTED.into();
         self.write_progress(&progress).await?;
         self.send(phase.report());
-        self.finish_switch(Some(fence), Some(fenced_at)).await
+        self.finish_switch(progress).await
     }
 
-    /// Waits for the Service to lead to the target, then releases the source's clients.
-    async fn finish_switch(
-        mut self,
-        fence: Option<Conn>,
-        fenced_at: Option<jiff::Timestamp>,
-    ) -> Result<Outcome, MigrateError> {
+    /// Waits for the Service to lead to the target, then retires the source: its clients are closed, it refuses
+    /// every write and runs no event (docs/copying-migration.md says how to undo that by hand).
+    async fn finish_switch(&mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
         let phase = Phase::begin("switch");
         let switched_at = match self.plan.service.clone() {
             None => jiff::Timestamp::now(),
@@ -743,38 +983,53 @@ impl Session {
                         break jiff::Timestamp::now();
                     }
                     if Instant::now() > deadline {
-                        let reason = format!(
+                        return Err(MigrateError::Unsupported(format!(
                             "the Service {host}:{port} did not lead to the target within {}s",
                             self.plan.limits.switch.as_secs()
-                        );
-                        self.demote_target().await?;
-                        let outcome = self.roll_back(fence, reason).await;
-                        return outcome;
+                        )));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         };
+        self.stage = Stage::Switched;
         self.send(phase.report());
 
         let phase = Phase::begin("release");
-        let mut source = match fence {
+        let mut source = match self.fence.take() {
             Some(f) => f,
             None => self.plan.source.connect("source").await?,
         };
         let closed = close_clients(&mut source).await?;
+        for s in self.source_dialect.retire() {
+            source.query_drop(s).await.map_err(sql("retiring the source"))?;
+        }
         let _ = source.query_drop("UNLOCK TABLES").await;
+        let record = [
+            "SET SESSION sql_log_bin = 0".to_owned(),
+            "CREATE DATABASE IF NOT EXISTS appdb_migration".to_owned(),
+            RETIRED_TABLE.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"),
+            format!(
+                "REPLACE INTO appdb_migration.retired VALUES (1, {}, {})",
+                quote_literal(&format!("{}:{}", self.plan.target.host, self.plan.target.port)),
+                quote_literal(&jiff::Timestamp::now().to_string())
+            ),
+        ];
+        let record: Vec<&str> = record.iter().map(String::as_str).collect();
+        as_admin(&mut source, self.source_dialect, &record)
+            .await
+            .map_err(sql("recording the source's retirement"))?;
         let _ = source.disconnect().await;
         let mut report = phase.report();
         report.message = Some(format!(
-            "closed {closed} client connections on the source; it stays read-only"
+            "closed {closed} client connections on the source; it refuses writes and runs no events"
         ));
         self.send(report);
 
-        let downtime = fenced_at
+        let downtime = progress
+            .fenced_at
             .map(|f| (switched_at.as_millisecond() - f.as_millisecond()) as f64 / 1000.0)
             .unwrap_or(0.0);
-        let mut progress = self.read_progress().await?;
         progress.phase = progress_phase::DONE.into();
         progress.downtime = Some(downtime);
         self.write_progress(&progress).await?;
@@ -805,75 +1060,49 @@ impl Session {
         answer == Some((self.target_server_id, 0))
     }
 
-    /// After a failed switch: the target goes back to being a replica (nobody wrote to it: the Service never led
-    /// there).
-    async fn demote_target(&mut self) -> Result<(), MigrateError> {
-        self.target
-            .query_drop(self.target_dialect.refuse_writes())
-            .await
-            .map_err(sql("making the target read-only"))?;
-        self.write_progress(&Progress {
-            phase: progress_phase::SEEDED.into(),
-            position: String::new(),
-            fenced_at: None,
-            downtime: None,
-        })
-        .await
-    }
-
-    /// Source writable again and authoritative; the target keeps replicating (a later run can try again).
-    async fn roll_back(mut self, fence: Option<Conn>, reason: String) -> Result<Outcome, MigrateError> {
+    /// Undoes a run that has not switched: the source writable and authoritative (this must succeed, and needs
+    /// only the source), then, as far as the target answers, the target a replica again and its record reset so
+    /// that a later run can try again.
+    async fn roll_back(&mut self, reason: String) -> Result<Outcome, MigrateError> {
         let phase = Phase::begin("rolled-back");
-        let mut source = match fence {
+        let mut notes = Vec::new();
+        if self.stage == Stage::Promoted {
+            // Nobody wrote to the target: the Service never led there.
+            if let Err(e) = self.target.query_drop(self.target_dialect.refuse_writes()).await {
+                notes.push(format!("the target could not be made read-only again: {e}"));
+            }
+        }
+        let mut source = match self.fence.take() {
             Some(f) => f,
             None => self.plan.source.connect("source").await?,
         };
-        for s in self.source_dialect.accept_writes() {
-            source
-                .query_drop(s)
-                .await
-                .map_err(sql("making the source writable again"))?;
-        }
-        let _ = source.query_drop("UNLOCK TABLES").await;
+        open_source(&mut source, self.source_dialect).await?;
         let _ = source.disconnect().await;
+        self.stage = Stage::Copying;
+        if let Err(e) = self.reset_after_rollback().await {
+            notes.push(format!("the target was not reset ({e}); the next run resets it"));
+        }
+        let mut report = phase.report();
+        report.message = Some(format!(
+            "{reason}; the source is writable and authoritative{}",
+            notes.iter().map(|n| format!("; {n}")).collect::<String>()
+        ));
+        self.send(report);
+        Ok(Outcome::RolledBack { reason })
+    }
+
+    /// After a rollback: the fence is forgotten, and a seeded target follows the source again.
+    async fn reset_after_rollback(&mut self) -> Result<(), MigrateError> {
         let mut progress = self.read_progress().await?;
         if progress.phase == progress_phase::PROMOTED {
             progress.phase = progress_phase::SEEDED.into();
         }
         progress.fenced_at = None;
         self.write_progress(&progress).await?;
-        // The target follows the source again, so a later run starts from here (after the fence is gone: the
-        // replication account cannot change while writes are held).
         if progress.phase == progress_phase::SEEDED && self.plan.strategy == Strategy::Replicate {
             self.attach_replica().await?;
         }
-        let mut report = phase.report();
-        report.message = Some(format!("{reason}; the source is writable and authoritative"));
-        self.send(report);
-        Ok(Outcome::RolledBack { reason })
-    }
-
-    /// `--rollback`: refused once the Service leads to the target (clients may have written there).
-    async fn rollback_request(mut self, progress: &Progress) -> Result<Outcome, MigrateError> {
-        if progress.phase == progress_phase::DONE {
-            return Err(MigrateError::Unsupported(
-                "the migration has completed and clients use the target: migrate back instead of rolling back".into(),
-            ));
-        }
-        if progress.phase == progress_phase::PROMOTED
-            && let Some((host, port)) = self.plan.service.clone()
-            && self.service_leads_to_target(&host, port).await
-        {
-            return Err(MigrateError::Unsupported(
-                "the Service already leads to the target, which clients may have written to: a rollback would lose \
-                 those writes; migrate back instead"
-                    .into(),
-            ));
-        }
-        if progress.phase == progress_phase::PROMOTED {
-            self.demote_target().await?;
-        }
-        self.roll_back(None, "rollback requested".into()).await
+        Ok(())
     }
 }
 

@@ -17,7 +17,8 @@ use crate::mysql::dialect::quote_identifier;
 pub enum Method {
     /// `CHECKSUM TABLE … EXTENDED`.
     ChecksumTable,
-    /// Row count and XOR of 64-bit MD5 prefixes of every row's values.
+    /// Row count and XOR of 64-bit SHA-256 prefixes of every row's values (SHA2 is built into both engines; MySQL 9
+    /// moved MD5 and SHA1 into an optional component).
     RowDigest,
 }
 
@@ -48,7 +49,7 @@ pub fn row_digest_statement(table: &Table) -> String {
         format!("CONCAT_WS('#', {}, CONCAT({}))", values.join(", "), nulls.join(", "))
     };
     format!(
-        "SELECT CONCAT(COUNT(*), '/', COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)), 0)) \
+        "SELECT CONCAT(COUNT(*), '/', COALESCE(BIT_XOR(CAST(CONV(LEFT(SHA2({row}, 256), 16), 16, 10) AS UNSIGNED)), 0)) \
          FROM {}",
         table.qualified()
     )
