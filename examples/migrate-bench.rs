@@ -71,9 +71,33 @@ async fn main() {
         engine.display()
     );
     let (source, by_pipe, by_engine) = tokio::join!(
-        DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { server_id: 1, extra: SERVER_OPTIONS, ..Default::default() }),
-        DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { server_id: 2, extra: SERVER_OPTIONS, ..Default::default() }),
-        DbServer::start_with(Engine::MariaDb, ROOT, ServerOptions { server_id: 3, extra: SERVER_OPTIONS, ..Default::default() })
+        DbServer::start_with(
+            Engine::MariaDb,
+            ROOT,
+            ServerOptions {
+                server_id: 1,
+                extra: SERVER_OPTIONS,
+                ..Default::default()
+            }
+        ),
+        DbServer::start_with(
+            Engine::MariaDb,
+            ROOT,
+            ServerOptions {
+                server_id: 2,
+                extra: SERVER_OPTIONS,
+                ..Default::default()
+            }
+        ),
+        DbServer::start_with(
+            Engine::MariaDb,
+            ROOT,
+            ServerOptions {
+                server_id: 3,
+                extra: SERVER_OPTIONS,
+                ..Default::default()
+            }
+        )
     );
 
     // The data: the test dataset (every type and object kind) plus TABLES large tables.

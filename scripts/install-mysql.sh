@@ -65,8 +65,12 @@ libs="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
 # --no-defaults first, where MySQL requires it, unless the caller names its own option file.
 cat >"$tmp/bin/mysqld" <<EOF
 #!/bin/sh
-[ "\$1" = --no-defaults ] && shift
-exec "$root$loader" --library-path "$libs" "$root/usr/sbin/mysqld" --no-defaults --basedir="$root/usr" \\
+# A caller's own option file (the operator's appdb.cnf) is kept, and must come first.
+case "\$1" in
+  --defaults-file=*|--defaults-extra-file=*|--no-defaults) first=\$1; shift ;;
+  *) first=--no-defaults ;;
+esac
+exec "$root$loader" --library-path "$libs" "$root/usr/sbin/mysqld" "\$first" --basedir="$root/usr" \\
   --lc-messages-dir="$root/usr/share/mysql" --character-sets-dir="$root/usr/share/mysql/charsets" \\
   --plugin-dir="$root/usr/lib/mysql/plugin" "\$@"
 EOF
@@ -75,8 +79,7 @@ for tool in mysql mysqldump mysqladmin; do
 #!/bin/sh
 # A caller's own option file (the first-start script's credentials) is kept, and must come first.
 case "\$1" in
-  --defaults-file=*|--defaults-extra-file=*) first=\$1; shift ;;
-  --no-defaults) first=\$1; shift ;;
+  --defaults-file=*|--defaults-extra-file=*|--no-defaults) first=\$1; shift ;;
   *) first=--no-defaults ;;
 esac
 exec "$root$loader" --library-path "$libs" "$root/usr/bin/$tool" "\$first" --character-sets-dir="$root/usr/share/mysql/charsets" "\$@"

@@ -24,6 +24,11 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+# Oracle MySQL (the operator's default engine): Debian 12 has no MySQL server, so this installs the unstable
+# suite's MySQL 9.x into /opt/appdb-mysql (cached .debs in ~/.cache/appdb-mysql). Every real-server test runs on
+# MySQL and MariaDB.
+./scripts/install-mysql.sh
+
 # kubernetes-validate checks rendered objects against the oldest supported Kubernetes version's schemas.
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet kubernetes-validate==1.37.0
 

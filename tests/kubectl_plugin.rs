@@ -143,7 +143,8 @@ async fn setup(c: &Cluster, engine: Engine) -> (tokio::process::Child, DbServer)
 async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engine: Engine) {
     let c = Cluster::start().await;
     let (_op, db) = setup(&c, engine).await;
-    client_query(engine, 
+    client_query(
+        engine,
         db.port,
         "CREATE DATABASE shop; CREATE TABLE shop.t (v INT); INSERT INTO shop.t VALUES (42)",
     )
@@ -160,7 +161,10 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
         line.contains(&format!("connect to tcp://localhost:{port}")) && line.contains("-u acme_admin"),
         "{line}"
     );
-    assert_eq!(client_query(engine, port, "SELECT v FROM shop.t").await.as_deref(), Ok("42"));
+    assert_eq!(
+        client_query(engine, port, "SELECT v FROM shop.t").await.as_deref(),
+        Ok("42")
+    );
 
     // A session open through the tunnel while the forward is cut: it breaks; the next connection works again.
     let opts = mysql_async::OptsBuilder::default()
@@ -194,13 +198,16 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
         Some(42)
     );
     assert_eq!(
-        client_query(engine, port, "SELECT COUNT(*) FROM shop.t").await.as_deref(),
+        client_query(engine, port, "SELECT COUNT(*) FROM shop.t")
+            .await
+            .as_deref(),
         Ok("1")
     );
 
     // A copying migration switches the database's Service to another pod: new connections follow it.
     let moved = DbServer::start(engine, ROOT).await;
-    client_query(engine, 
+    client_query(
+        engine,
         moved.port,
         "CREATE DATABASE shop; CREATE TABLE shop.t (v INT); INSERT INTO shop.t VALUES (43)",
     )
@@ -230,7 +237,10 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
     // tests/database_migration.rs); the operator would put it back, so it is stopped first.
     drop(_op);
     c.ok(&["patch", "svc", "orders", "-n", "acme", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/selector","value":{"app.kubernetes.io/instance":"orders-4f1a2b","moved":"yes"}}]"#]).await;
-    assert_eq!(client_query(engine, port, "SELECT v FROM shop.t").await.as_deref(), Ok("43"));
+    assert_eq!(
+        client_query(engine, port, "SELECT v FROM shop.t").await.as_deref(),
+        Ok("43")
+    );
     moved.stop().await;
 
     // The port is taken now: the binding error.

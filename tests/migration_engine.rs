@@ -12,7 +12,7 @@ use appdb_testkit::{
     on_both_engines,
     relay::Relay,
 };
-use engine::{EngineRun, phases, run_engine};
+use engine::{EngineRun, assert_takes_writes, phases, run_engine, run_engine_watching, sigkill};
 use mysql_async::prelude::Queryable;
 
 async fn servers(engine: Engine, customers: u32) -> (DbServer, DbServer) {
@@ -264,6 +264,29 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: E
                 "{strategy}: never reached {phase}: {:?} {}",
                 first.reports, first.stderr
             );
+            // The invariant: a dead engine leaves the database taking writes. Before `promote` that is the
+            // source (its fence died with the engine); from `promote` on it is the target, through the Service.
+            // An engine killed inside `promote` (between the source's refusal and its report, milliseconds) leaves
+            // the target writable and the source refusing; the next run re-announces the switch (below).
+            let promoted = first.reports.iter().any(|r| r.phase == "promote");
+            let inside_promote =
+                !promoted && read_only(&source, SOURCE_ROOT).await == 1 && read_only(&target, TARGET_ROOT).await == 0;
+            let (port, who) = if promoted {
+                (relay.port, "the target, through the Service")
+            } else {
+                (source.port, "the source")
+            };
+            if inside_promote {
+                eprintln!("{engine} {strategy}: the kill after {phase} landed inside promote");
+            } else {
+                assert_takes_writes(
+                    port,
+                    1_000_000_000,
+                    std::time::Duration::from_secs(10),
+                    &format!("{engine} {strategy}, engine killed after {phase}: {who}"),
+                )
+                .await;
+            }
             let second = run_engine(&source, &target, &relay, strategy, None, true, &[]).await;
             assert_eq!(
                 second.exit,
@@ -275,6 +298,17 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: E
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             let written = writer.stop().await;
             assert_eq!(relay.backend(), target.port);
+            // The outage reported covers what the writer saw, across both runs (never under-reported).
+            let reported = second
+                .reports
+                .last()
+                .and_then(|r| r.downtime_seconds)
+                .expect("downtime");
+            assert!(
+                reported + 2.0 >= written.longest_gap.as_secs_f64(),
+                "{engine} {strategy}, killed after {phase}: reported {reported:.3}s, the writer waited {:?}",
+                written.longest_gap
+            );
             assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
             let mut s = root(&source, SOURCE_ROOT).await;
             let mut t = root(&target, TARGET_ROOT).await;
@@ -284,9 +318,11 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: E
                 "{strategy}, killed after {phase}"
             );
             eprintln!(
-                "{strategy}: killed after {phase}, second run {:?}, {} acknowledged writes kept",
+                "{engine} {strategy}: killed after {phase}, second run {:?}, {} acknowledged writes kept, outage \
+                 reported {reported:.3}s, longest gap seen {:?}",
                 phases(&second),
-                written.acked.len()
+                written.acked.len(),
+                written.longest_gap
             );
             source.stop().await;
             target.stop().await;
@@ -294,7 +330,231 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: E
     }
 }
 
+/// A target that dies right after the fence: the run rolls back (exit 3), the source takes writes again at once,
+/// nothing acknowledged is lost, and `--rollback` works with only the source.
+async fn a_target_failure_after_the_fence_rolls_back_with_the_source_writable(engine: Engine) {
+    let (source, target) = servers(engine, 300).await;
+    let relay = Relay::start(source.port).await;
+    let writer = Writer::start(relay.port);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let target_pid = target.pid();
+    let run = run_engine_watching(&source, &target, &relay, "replicate", None, true, &[], |phase| {
+        if phase == "fence" {
+            sigkill(target_pid);
+        }
+    })
+    .await;
+    assert_eq!(
+        run.exit,
+        Some(3),
+        "expected a rollback: {:?} {}",
+        run.reports,
+        run.stderr
+    );
+    assert_eq!(run.reports.last().map(|r| r.phase.as_str()), Some("rolled-back"));
+    assert_eq!(read_only(&source, SOURCE_ROOT).await, 0, "the source must take writes");
+    assert_takes_writes(
+        relay.port,
+        1_000_000_001,
+        std::time::Duration::from_secs(5),
+        "after the rollback",
+    )
+    .await;
+    let written = writer.stop().await;
+    assert_no_write_lost(&mut root(&source, SOURCE_ROOT).await, &written).await;
+
+    // `--rollback` with the target gone: only the source is needed.
+    let again = run_engine(&source, &target, &relay, "replicate", None, false, &["--rollback"]).await;
+    assert_eq!(again.exit, Some(3), "{:?} {}", again.reports, again.stderr);
+    let last = again.reports.last().expect("reports");
+    assert_eq!(last.phase, "rolled-back");
+    assert!(last.message.as_deref().unwrap_or("").contains("target"), "{last:?}");
+    assert_eq!(read_only(&source, SOURCE_ROOT).await, 0);
+    source.stop().await;
+    target.stop().await;
+}
+
+/// What an older engine could leave behind (both servers refusing writes, the source fenced by `read_only`) is
+/// recovered: `--rollback` makes the source writable, and a re-run completes.
+async fn rollback_and_rerun_recover_both_servers_left_read_only(engine: Engine) {
+    let (source, target) = servers(engine, 200).await;
+    let relay = Relay::start(source.port).await;
+    let first = run_engine(&source, &target, &relay, "replicate", Some("replicate"), true, &[]).await;
+    assert!(first.killed);
+    let refuse = match engine {
+        Engine::MySql => "SET GLOBAL super_read_only = ON",
+        Engine::MariaDb => "SET GLOBAL read_only = ON",
+    };
+    for (db, password) in [(&source, SOURCE_ROOT), (&target, TARGET_ROOT)] {
+        root(db, password).await.query_drop(refuse).await.expect("read-only");
+    }
+    let back = run_engine(&source, &target, &relay, "replicate", None, false, &["--rollback"]).await;
+    assert_eq!(back.exit, Some(3), "{:?} {}", back.reports, back.stderr);
+    assert_eq!(
+        read_only(&source, SOURCE_ROOT).await,
+        0,
+        "--rollback makes the source writable"
+    );
+    root(&source, SOURCE_ROOT)
+        .await
+        .query_drop(refuse)
+        .await
+        .expect("read-only");
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "{:?} {}", run.reports, run.stderr);
+    assert!(
+        run.reports[0]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("takes writes again"),
+        "{:?}",
+        run.reports[0]
+    );
+    source.stop().await;
+    target.stop().await;
+}
+
+/// Objects that broke earlier engines: an event and views whose definer is a customer account (a view over such
+/// a view), a role held by an account, and a row larger than the target's packet limit. After the switch the
+/// source refuses every write, runs no event and records its retirement.
+async fn definers_roles_and_large_rows_move_and_the_source_is_retired(engine: Engine) {
+    let (source, target) = servers(engine, 100).await;
+    let mut s = root(&source, SOURCE_ROOT).await;
+    let role_statements: [&str; 4] = match engine {
+        Engine::MySql => [
+            "CREATE ROLE 'reader'",
+            "GRANT SELECT ON shop.* TO 'reader'",
+            "GRANT 'reader' TO 'app'@'%'",
+            "SET DEFAULT ROLE 'reader' TO 'app'@'%'",
+        ],
+        Engine::MariaDb => [
+            "CREATE ROLE reader",
+            "GRANT SELECT ON shop.* TO reader",
+            "GRANT reader TO 'app'@'%'",
+            "SET DEFAULT ROLE reader FOR 'app'@'%'",
+        ],
+    };
+    for statement in [
+        "CREATE USER 'owner'@'%' IDENTIFIED BY 'Owner-passw0rd'",
+        "CREATE USER 'owner_all'@'%' IDENTIFIED BY 'Owner-all-passw0rd'",
+        "GRANT ALL PRIVILEGES ON *.* TO 'owner_all'@'%' WITH GRANT OPTION",
+        "GRANT ALL PRIVILEGES ON shop.* TO 'owner'@'%'",
+        "CREATE DEFINER = 'owner'@'%' VIEW shop.owned AS SELECT id, name FROM shop.customers",
+        "CREATE DEFINER = 'owner'@'%' VIEW shop.owned_count AS SELECT COUNT(*) AS n FROM shop.owned",
+        "CREATE DEFINER = 'owner'@'%' EVENT shop.tidy ON SCHEDULE EVERY 1 DAY DO DELETE FROM shop.audit WHERE at < '1990-01-01'",
+        "CREATE TABLE shop.big (id INT PRIMARY KEY, body LONGBLOB) ENGINE=InnoDB",
+        // What the operator's servers allow (and the official images' defaults do not).
+        "SET GLOBAL max_allowed_packet = 67108864",
+    ]
+    .into_iter()
+    .chain(role_statements)
+    {
+        s.query_drop(statement).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    drop(s);
+    let mut s = root(&source, SOURCE_ROOT).await;
+    s.query_drop("INSERT INTO shop.big VALUES (1, REPEAT('x', 17 * 1024 * 1024))")
+        .await
+        .expect("a 17 MiB row");
+    // The target keeps a 16 MiB limit, as the official images do.
+    root(&target, TARGET_ROOT)
+        .await
+        .query_drop("SET GLOBAL max_allowed_packet = 16777216")
+        .await
+        .expect("limit");
+    let relay = Relay::start(source.port).await;
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "{:?} {}", run.reports, run.stderr);
+
+    let mut t = root(&target, TARGET_ROOT).await;
+    let event: Option<(String, String)> = t
+        .query_first("SELECT DEFINER, STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'tidy'")
+        .await
+        .expect("event");
+    assert_eq!(
+        event,
+        Some(("owner@%".to_owned(), "ENABLED".to_owned())),
+        "the event keeps its definer"
+    );
+    let count: Option<i64> = t
+        .query_first("SELECT n FROM shop.owned_count")
+        .await
+        .expect("a view over a view");
+    assert_eq!(count, Some(102));
+    let big: Option<i64> = t
+        .query_first("SELECT LENGTH(body) FROM shop.big WHERE id = 1")
+        .await
+        .expect("big");
+    assert_eq!(big, Some(17 * 1024 * 1024));
+    let grants: Vec<String> = t.query("SHOW GRANTS FOR 'app'@'%'").await.expect("grants");
+    assert!(
+        grants.iter().any(|g| g.contains("reader")),
+        "the role came along: {grants:?}"
+    );
+
+    // The retired source: no write from the application; no event runs.
+    let mut s = root(&source, SOURCE_ROOT).await;
+    let (read_only, scheduler): (i64, String) = s
+        .query_first("SELECT @@GLOBAL.read_only, @@GLOBAL.event_scheduler")
+        .await
+        .expect("state")
+        .expect("a row");
+    assert_eq!((read_only, scheduler.as_str()), (1, "OFF"));
+    let retired: Option<String> = s
+        .query_first("SELECT target FROM appdb_migration.retired")
+        .await
+        .expect("the retirement record");
+    assert_eq!(retired, Some(format!("127.0.0.1:{}", target.port)));
+    assert!(
+        connect(source.port, "app", APP_PASSWORD)
+            .await
+            .expect("app")
+            .query_drop("INSERT INTO shop.writes VALUES (77, 0)")
+            .await
+            .is_err(),
+        "the application account must not write to the retired source"
+    );
+    if engine == Engine::MySql {
+        assert!(
+            s.query_drop("INSERT INTO shop.writes VALUES (78, 0)").await.is_err(),
+            "MySQL's super_read_only refuses root too"
+        );
+    }
+    // An account with every privilege (MariaDB's read_only does not hold it: the retirement locks it).
+    assert!(
+        connect(source.port, "owner_all", "Owner-all-passw0rd")
+            .await
+            .map(|_| ())
+            .is_err()
+            || engine == Engine::MySql
+                && connect(source.port, "owner_all", "Owner-all-passw0rd")
+                    .await
+                    .expect("login")
+                    .query_drop("INSERT INTO shop.writes VALUES (79, 0)")
+                    .await
+                    .is_err(),
+        "an all-privileges account must not write to the retired source"
+    );
+    // `--rollback` after completion is refused, and leaves both as they are.
+    let back = run_engine(&source, &target, &relay, "replicate", None, false, &["--rollback"]).await;
+    assert_eq!(back.exit, Some(1), "{:?}", back.reports);
+    assert_eq!(read_only_of(&mut s).await, 1);
+    source.stop().await;
+    target.stop().await;
+}
+
+async fn read_only_of(conn: &mut mysql_async::Conn) -> i64 {
+    conn.query_first::<i64, _>("SELECT @@GLOBAL.read_only")
+        .await
+        .expect("read_only")
+        .expect("a value")
+}
+
 on_both_engines!(
+    a_target_failure_after_the_fence_rolls_back_with_the_source_writable,
+    rollback_and_rerun_recover_both_servers_left_read_only,
+    definers_roles_and_large_rows_move_and_the_source_is_retired,
     replicate_under_load_moves_everything_and_loses_no_acknowledged_write,
     dump_restore_copies_everything_with_the_source_fenced,
     a_service_that_never_switches_rolls_back_and_the_source_stays_authoritative,

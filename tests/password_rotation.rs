@@ -1,15 +1,18 @@
-//! Password rotation against a real server, MySQL and MariaDB: the init script the operator renders creates the administrator,
+//! Password rotation against a real server, MySQL and MariaDB, running the operator's own server configuration: the init script the operator renders creates the administrator,
 //! `appdb-operator rotate-password` (what the rotation Job runs) changes the password; old refused, new accepted,
 //! data intact.
 
 mod support;
 
 use appdb_testkit::{
-    dbserver::{DbServer, Engine},
+    dbserver::{DbServer, Engine, ServerOptions},
     on_both_engines,
 };
 
-use appdb_operator::{api::app_database::Engine as ImageEngine, mysql::engine::admin_init_script};
+use appdb_operator::{
+    api::app_database::Engine as ImageEngine,
+    mysql::engine::{admin_init_script, server_config},
+};
 use mysql_async::prelude::Queryable;
 
 const ROOT: &str = "RootPassw0rdGeneratedByOperator1";
@@ -40,11 +43,34 @@ async fn rotate(db: &DbServer, root: &str, new_password: &str) -> (bool, serde_j
 }
 
 async fn rotation_changes_the_password_and_keeps_the_data(engine: Engine) {
-    let db = DbServer::start(engine, ROOT).await;
     let image = match engine {
         Engine::MySql => ImageEngine::MySQL,
         Engine::MariaDb => ImageEngine::MariaDB,
     };
+    // The server runs with the configuration file the operator renders into the database's ConfigMap.
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    std::fs::write(config.path(), server_config(image, 7)).expect("write the configuration");
+    let db = DbServer::start_with(
+        engine,
+        ROOT,
+        ServerOptions {
+            config_file: Some(config.path()),
+            server_id: 7,
+            ..Default::default()
+        },
+    )
+    .await;
+    let settings: Option<(u32, u64, i64)> = mysql_async::Conn::new(db.opts("root", ROOT))
+        .await
+        .expect("root")
+        .query_first("SELECT @@server_id, @@max_allowed_packet, @@log_bin")
+        .await
+        .expect("settings");
+    assert_eq!(
+        settings,
+        Some((7, 1 << 30, 1)),
+        "the operator's configuration is in force"
+    );
 
     // The first-start script, exactly as rendered into the database's ConfigMap.
     let script = db.dir.path().join("10-appdb-admin.sh");

@@ -189,6 +189,18 @@ impl Dialect {
         ("SET GLOBAL super_read_only = OFF", "SET GLOBAL super_read_only = ON")
     }
 
+    /// Accounts (as `'user'@'host'`) that `read_only` does not hold: on MariaDB those with `READ ONLY ADMIN` or
+    /// `SUPER`; on MySQL none, since `super_read_only` holds everybody.
+    pub fn read_only_bypass_query(self) -> Option<&'static str> {
+        match self {
+            Dialect::MariaDb => Some(
+                "SELECT DISTINCT GRANTEE FROM information_schema.USER_PRIVILEGES \
+                 WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN') ORDER BY GRANTEE",
+            ),
+            Dialect::MySql => None,
+        }
+    }
+
     /// Retires a server that clients have left for another: every write refused and no event runs. Undone by
     /// [`Dialect::accept_writes`] and `SET GLOBAL event_scheduler = ON` (docs/copying-migration.md says how).
     pub fn retire(self) -> Vec<&'static str> {
@@ -208,8 +220,10 @@ impl Dialect {
         match self {
             Dialect::MariaDb => "SELECT User, Host, is_role FROM mysql.user ORDER BY is_role = 'N', User, Host",
             // MySQL's roles are locked accounts; the ones granted to others come first.
-            Dialect::MySql => "SELECT User, Host, IF(EXISTS(SELECT 1 FROM mysql.role_edges e WHERE e.FROM_USER = u.User \
-                 AND e.FROM_HOST = u.Host), 'Y', 'N') AS is_role FROM mysql.user u ORDER BY is_role = 'N', User, Host",
+            Dialect::MySql => {
+                "SELECT User, Host, IF(EXISTS(SELECT 1 FROM mysql.role_edges e WHERE e.FROM_USER = u.User \
+                 AND e.FROM_HOST = u.Host), 'Y', 'N') AS is_role FROM mysql.user u ORDER BY is_role = 'N', User, Host"
+            }
         }
     }
 
@@ -327,7 +341,10 @@ mod tests {
             d.enable_event("s", "e", "o@w@10.%"),
             "ALTER DEFINER = 'o@w'@'10.%' EVENT `s`.`e` ENABLE"
         );
-        assert_eq!(d.retire(), vec!["SET GLOBAL super_read_only = ON", "SET GLOBAL event_scheduler = OFF"]);
+        assert_eq!(
+            d.retire(),
+            vec!["SET GLOBAL super_read_only = ON", "SET GLOBAL event_scheduler = OFF"]
+        );
     }
 
     #[test]

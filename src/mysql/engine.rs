@@ -62,6 +62,8 @@ pub fn server_config(engine: Engine, server_id: u32) -> String {
          binlog_format = ROW\n\
          {gtid}\
          skip_name_resolve = ON\n\
+         # The largest row must fit in one packet (the images' default is 16 or 64 MiB), also for the migration engine.\n\
+         max_allowed_packet = 1G\n\
          character_set_server = utf8mb4\n\
          collation_server = utf8mb4_unicode_ci\n"
     )
@@ -129,6 +131,7 @@ mod tests {
                 && mysql.contains("binlog_format = ROW")
                 && mysql.contains("gtid_mode = ON")
         );
+        assert!(mysql.contains("max_allowed_packet = 1G"));
         let maria = server_config(Engine::MariaDB, 7);
         assert!(maria.contains("gtid_strict_mode = ON") && !maria.contains("gtid_mode"));
     }

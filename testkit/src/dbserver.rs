@@ -132,6 +132,8 @@ pub struct ServerOptions<'a> {
     pub server_id: u32,
     /// Extra server options (buffer pool size and the like).
     pub extra: &'a [&'a str],
+    /// An option file the server reads (`--defaults-file`): the operator's own server configuration.
+    pub config_file: Option<&'a Path>,
 }
 
 impl Default for ServerOptions<'_> {
@@ -141,6 +143,7 @@ impl Default for ServerOptions<'_> {
             bind: "127.0.0.1",
             server_id: 1,
             extra: &[],
+            config_file: None,
         }
     }
 }
@@ -191,8 +194,11 @@ impl DbServer {
             }
             None => Command::new(engine.server()),
         };
+        match options.config_file {
+            Some(file) => command.arg(format!("--defaults-file={}", file.display())),
+            None => command.arg("--no-defaults"),
+        };
         command
-            .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--port={port}"))
             .arg(format!("--socket={}", socket.display()))
@@ -218,7 +224,10 @@ impl DbServer {
             .kill_on_drop(true);
         let child = command.spawn().expect("start the database server");
         let client_options = dir.path().join("client.cnf");
-        write_private(&client_options, &format!("[client]\nuser=root\npassword=\"{root_password}\"\n"));
+        write_private(
+            &client_options,
+            &format!("[client]\nuser=root\npassword=\"{root_password}\"\n"),
+        );
         let mut server = DbServer {
             child,
             engine,
@@ -381,9 +390,9 @@ async fn template(engine: Engine) -> PathBuf {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn free_port() -> u16 {

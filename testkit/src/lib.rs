@@ -4,7 +4,7 @@
 pub mod apiserver;
 pub mod copying;
 pub mod customers;
-pub mod kubelet;
 pub mod dbserver;
+pub mod kubelet;
 pub mod relay;
 pub mod schema;

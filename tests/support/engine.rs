@@ -31,6 +31,32 @@ pub async fn run_engine(
     switch_on_promote: bool,
     extra: &[&str],
 ) -> EngineRun {
+    run_engine_watching(
+        source,
+        target,
+        relay,
+        strategy,
+        kill_after,
+        switch_on_promote,
+        extra,
+        |_| {},
+    )
+    .await
+}
+
+/// Like [`run_engine`], calling `on_phase` with each phase as the engine reports it (to break something at that
+/// moment).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_engine_watching(
+    source: &DbServer,
+    target: &DbServer,
+    relay: &Relay,
+    strategy: &str,
+    kill_after: Option<&str>,
+    switch_on_promote: bool,
+    extra: &[&str],
+    mut on_phase: impl FnMut(&str),
+) -> EngineRun {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appdb-operator"));
     command
         .args([
@@ -64,6 +90,7 @@ pub async fn run_engine(
         while let Ok(Some(line)) = lines.next_line().await {
             let report: PhaseReport =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a phase report ({e}): {line}"));
+            on_phase(&report.phase);
             if report.phase == "promote" && switch_on_promote {
                 relay.switch_to(target.port);
             }
@@ -95,4 +122,48 @@ pub async fn run_engine(
 
 pub fn phases(run: &EngineRun) -> Vec<&str> {
     run.reports.iter().map(|r| r.phase.as_str()).collect()
+}
+
+/// SIGKILLs a process (a database server, to make it fail at a chosen moment).
+pub fn sigkill(pid: Option<u32>) {
+    let pid = pid.expect("a running process");
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -KILL {pid}");
+}
+
+/// Waits up to `within` for `port` to take a write from the application account; panics with the last error.
+pub async fn assert_takes_writes(port: u16, id: u64, within: Duration, what: &str) {
+    use mysql_async::prelude::Queryable;
+    let deadline = std::time::Instant::now() + within;
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            appdb_testkit::copying::connect(port, "app", appdb_testkit::copying::APP_PASSWORD),
+        )
+        .await
+        {
+            Ok(Ok(mut c)) => {
+                let write = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    c.query_drop(format!(
+                        "INSERT INTO shop.writes VALUES ({id}, 0) ON DUPLICATE KEY UPDATE value = value"
+                    )),
+                )
+                .await;
+                match write {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "the write hung".into(),
+                }
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "connecting hung".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: no write was taken within {within:?}: {last}");
 }

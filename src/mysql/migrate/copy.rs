@@ -96,24 +96,18 @@ pub async fn create_tables(target: &mut Conn, catalog: &Catalog) -> Result<(), M
     Ok(())
 }
 
-/// Accounts and roles, then views (which may use each other and name accounts as definers: created in passes
-/// until none is left), routines, triggers, events and, last, grants (which name the objects, and roles granted to
-/// accounts), all after the rows so that triggers do not fire while loading.
+/// Accounts and roles first, then routines, triggers and events, and last views and grants together, in passes:
+/// a view needs its definer's grants, and a grant may name a view. All after the rows, so that triggers do not
+/// fire while loading.
 pub async fn create_the_rest(
     target: &mut Conn,
     catalog: &Catalog,
     dialect: Dialect,
     replica: bool,
 ) -> Result<(), MigrateError> {
-    // A MySQL account whose default role is not there yet fails: passes, like views.
+    // A MySQL account whose default role is not there yet fails: passes here too.
     let creates: Vec<(&str, &str)> = catalog.accounts.iter().map(|a| ("", a.create.as_str())).collect();
     in_passes(target, creates, "creating an account").await?;
-    let views: Vec<(&str, &str)> = catalog
-        .views
-        .iter()
-        .map(|v| (v.schema.as_str(), v.create.as_str()))
-        .collect();
-    in_passes(target, views, "creating a view").await?;
     for r in catalog.routines.iter().chain(&catalog.triggers) {
         run_in(
             target,
@@ -135,12 +129,18 @@ pub async fn create_the_rest(
                 .map_err(sql("disabling an event on the replica"))?;
         }
     }
-    let grants: Vec<(&str, &str)> = catalog
-        .accounts
+    let views_and_grants: Vec<(&str, &str)> = catalog
+        .views
         .iter()
-        .flat_map(|a| a.grants.iter().map(|g| ("", g.as_str())))
+        .map(|v| (v.schema.as_str(), v.create.as_str()))
+        .chain(
+            catalog
+                .accounts
+                .iter()
+                .flat_map(|a| a.grants.iter().map(|g| ("", g.as_str()))),
+        )
         .collect();
-    in_passes(target, grants, "granting privileges").await?;
+    in_passes(target, views_and_grants, "creating views and granting privileges").await?;
     setup(target, SESSION_SETUP).await
 }
 

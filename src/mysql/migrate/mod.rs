@@ -7,15 +7,21 @@
 //!   lock held only while the snapshot opens (`Replicate`) or inside the fence (`DumpRestore`).
 //! * `replicate` (`Replicate` only): native GTID replication from the snapshot's position until the lag is zero and
 //!   the cut-over time has come.
-//! * `fence`: the source stops taking writes: a global read lock (held by this process, so it vanishes if the
-//!   process dies) and `read_only`. Client writes wait rather than fail.
+//! * `fence`: the source stops taking writes: a global read lock held by this process's own connection and
+//!   nothing persistent, so it vanishes if the process dies. Client writes wait rather than fail.
 //! * `catch-up`: the target applies the source's last transaction.
 //! * `verify`: per-table checksums on both sides.
-//! * `promote`: the target stops replicating and becomes writable.
+//! * `promote`: the source is made to refuse writes for good (`super_read_only` / `read_only`, set under the lock:
+//!   clients may reach the target from now on), then the target stops replicating and becomes writable.
 //! * `switch`: waits until the stable Service leads to the target (the operator switches it on seeing `promote`).
 //! * `release`: client connections still on the source are closed (their unacknowledged writes are retried through
-//!   the Service), and the lock is dropped; the source stays read-only for the rollback window.
+//!   the Service), its events stop, the lock is dropped and the source records that it was retired
+//!   (`appdb_migration.retired`); it stays read-only for the rollback window.
 //! * `done`, or `rolled-back` with the reason: before the switch any failure makes the source writable again.
+//!
+//! The fence's lifetime rule: before `promote` nothing but this process's connection keeps the source from taking
+//! writes; from `promote` on the database is the target. A failure of any statement before the switch rolls back
+//! (exit 3); `--rollback` needs only the source.
 //!
 //! Every phase can be interrupted and the engine run again: progress is kept in the target
 //! (`appdb_migration.progress`, never written to its binary log; it stays afterwards as the record of the
@@ -245,8 +251,9 @@ const PROGRESS_TABLE: &str = "CREATE TABLE appdb_migration.progress (id TINYINT 
      NULL) ENGINE=InnoDB";
 
 /// On a retired source: which target took over, and when. Its presence refuses `--rollback` without the target.
+/// `locked` lists the accounts locked because `read_only` does not hold them (MariaDB), for whoever reopens it.
 const RETIRED_TABLE: &str = "CREATE TABLE appdb_migration.retired (id TINYINT PRIMARY KEY, target VARCHAR(255) NOT \
-     NULL, retired_at VARCHAR(40) NOT NULL) ENGINE=InnoDB";
+     NULL, retired_at VARCHAR(40) NOT NULL, locked TEXT NOT NULL) ENGINE=InnoDB";
 
 mod progress_phase {
     pub const SEEDING: &str = "seeding";
@@ -404,9 +411,13 @@ async fn ensure_progress_table(target: &mut Conn, dialect: Dialect) -> Result<()
     if table_exists(target, "appdb_migration", "progress").await? {
         return Ok(());
     }
-    as_admin(target, dialect, &["CREATE DATABASE IF NOT EXISTS appdb_migration", PROGRESS_TABLE])
-        .await
-        .map_err(sql("keeping progress"))
+    as_admin(
+        target,
+        dialect,
+        &["CREATE DATABASE IF NOT EXISTS appdb_migration", PROGRESS_TABLE],
+    )
+    .await
+    .map_err(sql("keeping progress"))
 }
 
 async fn table_exists(conn: &mut Conn, schema: &str, table: &str) -> Result<bool, MigrateError> {
@@ -881,7 +892,12 @@ impl Session {
         if replica {
             let phase = Phase::begin("catch-up");
             let source_dialect = self.source_dialect;
-            let position = first_text(self.fence_conn()?, source_dialect.position_query(), "reading the position").await?;
+            let position = first_text(
+                self.fence_conn()?,
+                source_dialect.position_query(),
+                "reading the position",
+            )
+            .await?;
             let waited: Option<i64> = self
                 .target
                 .query_first(
@@ -964,6 +980,15 @@ impl Session {
                     .map_err(sql("enabling an event"))?;
             }
         }
+        // Clients may reach the target from this phase's report on (the Service switches on it), so the source
+        // must refuse writes even if this process dies and its lock goes: a client still connected to it must not
+        // write where nobody reads any more. Set while the lock holds, as the last step before the record and the
+        // report (an engine that dies in these milliseconds leaves the database refusing writes until it runs again).
+        let refuse = self.source_dialect.refuse_writes();
+        self.fence_conn()?
+            .query_drop(refuse)
+            .await
+            .map_err(sql("making the source refuse writes"))?;
         progress.phase = progress_phase::PROMOTED.into();
         self.write_progress(&progress).await?;
         self.send(phase.report());
@@ -1005,16 +1030,36 @@ impl Session {
             source.query_drop(s).await.map_err(sql("retiring the source"))?;
         }
         let _ = source.query_drop("UNLOCK TABLES").await;
-        let record = [
+        // MariaDB's read_only does not hold accounts with READ ONLY ADMIN (or SUPER): those are locked.
+        let bypassing: Vec<String> = match self.source_dialect.read_only_bypass_query() {
+            None => Vec::new(),
+            Some(q) => source
+                .query(q)
+                .await
+                .map_err(sql("listing accounts that bypass read_only"))?,
+        };
+        let bypassing: Vec<String> = bypassing
+            .into_iter()
+            .filter(|grantee| {
+                !grantee.starts_with("'root'@") && !grantee.starts_with(&format!("'{}'@", catalog::REPLICATION_USER))
+            })
+            .collect();
+        let mut record = vec![
             "SET SESSION sql_log_bin = 0".to_owned(),
             "CREATE DATABASE IF NOT EXISTS appdb_migration".to_owned(),
             RETIRED_TABLE.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"),
             format!(
-                "REPLACE INTO appdb_migration.retired VALUES (1, {}, {})",
+                "REPLACE INTO appdb_migration.retired VALUES (1, {}, {}, {})",
                 quote_literal(&format!("{}:{}", self.plan.target.host, self.plan.target.port)),
-                quote_literal(&jiff::Timestamp::now().to_string())
+                quote_literal(&jiff::Timestamp::now().to_string()),
+                quote_literal(&bypassing.join(", "))
             ),
         ];
+        record.extend(
+            bypassing
+                .iter()
+                .map(|grantee| format!("ALTER USER {grantee} ACCOUNT LOCK")),
+        );
         let record: Vec<&str> = record.iter().map(String::as_str).collect();
         as_admin(&mut source, self.source_dialect, &record)
             .await
