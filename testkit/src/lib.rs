@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod copying;
 pub mod customers;
 pub mod dbserver;
+pub mod faulty;
 pub mod kubelet;
 pub mod relay;
 pub mod schema;

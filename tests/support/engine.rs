@@ -39,6 +39,7 @@ pub async fn run_engine(
         kill_after,
         switch_on_promote,
         extra,
+        None,
         |_| {},
     )
     .await
@@ -55,8 +56,12 @@ pub async fn run_engine_watching(
     kill_after: Option<&str>,
     switch_on_promote: bool,
     extra: &[&str],
+    via: Option<(u16, u16)>,
     mut on_phase: impl FnMut(&str),
 ) -> EngineRun {
+    // `via`: the engine reaches source and target through these ports (proxies), while the target replicates
+    // from the source directly.
+    let (source_port, target_port) = via.unwrap_or((source.port, target.port));
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appdb-operator"));
     command
         .args([
@@ -64,9 +69,11 @@ pub async fn run_engine_watching(
             "--strategy",
             strategy,
             "--source",
+            &format!("127.0.0.1:{source_port}"),
+            "--source-for-target",
             &format!("127.0.0.1:{}", source.port),
             "--target",
-            &format!("127.0.0.1:{}", target.port),
+            &format!("127.0.0.1:{target_port}"),
             "--service",
             &format!("127.0.0.1:{}", relay.port),
             "--parallel",
