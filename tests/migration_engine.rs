@@ -116,7 +116,7 @@ async fn replicate_under_load_moves_everything_and_loses_no_acknowledged_write(e
         .and_then(|r| r.downtime_seconds)
         .expect("downtime reported");
     eprintln!(
-        "replicate: {} acknowledged writes ({} failed attempts), reported outage {downtime:.3}s, longest gap \
+        "{engine} replicate: {} acknowledged writes ({} failed attempts), reported outage {downtime:.3}s, longest gap \
          between acknowledged writes {:?}",
         written.acked.len(),
         written.failures,

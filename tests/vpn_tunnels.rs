@@ -8,7 +8,7 @@ mod support;
 #[path = "support/netns.rs"]
 mod netns;
 
-use appdb_testkit::dbserver::{DbServer, Engine, ServerOptions};
+use appdb_testkit::dbserver::{DbServer, Engine};
 
 use std::{
     net::Ipv4Addr,
@@ -447,16 +447,7 @@ async fn premises_reach_the_database_through_the_tunnel() {
             "10.96.0.10",
         ]);
     }
-    let db = DbServer::start_with(
-        Engine::MariaDb,
-        ROOT,
-        ServerOptions {
-            netns: Some(&cluster.name),
-            bind: "10.96.0.10",
-            ..Default::default()
-        },
-    )
-    .await;
+    let db = DbServer::start_in(Engine::MariaDb, &cluster.name, "10.96.0.10", ROOT).await;
     db.sql_as_os_root("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO app.t VALUES (1, 'read through the tunnel')")
         .await
         .expect("seed the database");
@@ -595,16 +586,7 @@ async fn after_a_migration_premises_reach_the_database_on_its_new_address_only()
             gw
         })
         .collect();
-    let db = DbServer::start_with(
-        Engine::MariaDb,
-        ROOT,
-        ServerOptions {
-            netns: Some(&cluster.name),
-            bind: "10.96.0.10",
-            ..Default::default()
-        },
-    )
-    .await;
+    let db = DbServer::start_in(Engine::MariaDb, &cluster.name, "10.96.0.10", ROOT).await;
     db.sql_as_os_root("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)); INSERT INTO app.t VALUES (1, 'same data, new address')")
         .await
         .expect("seed");

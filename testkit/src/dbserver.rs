@@ -169,6 +169,16 @@ impl DbServer {
         .await
     }
 
+    /// Like [`DbServer::start`], inside network namespace `netns`, listening on `bind`.
+    pub async fn start_in(engine: Engine, netns: &str, bind: &str, root_password: &str) -> DbServer {
+        let options = ServerOptions {
+            netns: Some(netns),
+            bind,
+            ..Default::default()
+        };
+        Self::start_with(engine, root_password, options).await
+    }
+
     pub async fn start_with(engine: Engine, root_password: &str, options: ServerOptions<'_>) -> DbServer {
         engine.require();
         let template = template(engine).await;

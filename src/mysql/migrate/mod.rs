@@ -313,7 +313,7 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
             return source_only_rollback(&plan, source, source_dialect, &reports, phase, error.to_string()).await;
         }
     };
-    let (mut target, target_version, target_id) = target;
+    let (target, target_version, target_id) = target;
     if source_id == target_id {
         return Err(MigrateError::SameServerId(source_id));
     }
@@ -323,21 +323,13 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
         .query_drop("SET SESSION lock_wait_timeout = 60")
         .await
         .map_err(sql("preparing a session"))?;
-    let target_dialect = Dialect::from_version(&target_version);
-    ensure_progress_table(&mut target, target_dialect).await?;
-    let mut session = Session {
-        source_dialect,
-        target_dialect,
-        source_version,
-        target_version,
-        target_server_id: target_id,
+    let mut session = Session::new(
         plan,
-        source,
-        target,
+        (source, source_version),
+        (target, target_version, target_id),
         reports,
-        stage: Stage::Copying,
-        fence: None,
-    };
+    )
+    .await?;
     let progress = session.read_progress().await?;
     let healed = session.heal_source(&progress).await?;
     if progress.phase.is_empty() || progress.phase == progress_phase::SEEDING {
@@ -526,7 +518,7 @@ async fn rollback_request(plan: Plan, reports: Reports) -> Result<Outcome, Migra
     let (source_version, _) = identify(&mut source).await?;
     let source_dialect = Dialect::from_version(&source_version);
     let target = tokio::time::timeout(Duration::from_secs(10), prepare_target(&plan)).await;
-    let (mut target, target_version, target_id) = match target {
+    let (target, target_version, target_id) = match target {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             let reason = format!("rollback requested (the target is unavailable: {e})");
@@ -537,21 +529,13 @@ async fn rollback_request(plan: Plan, reports: Reports) -> Result<Outcome, Migra
             return source_only_rollback(&plan, source, source_dialect, &reports, phase, reason).await;
         }
     };
-    let target_dialect = Dialect::from_version(&target_version);
-    ensure_progress_table(&mut target, target_dialect).await?;
-    let mut session = Session {
-        source_dialect,
-        target_dialect,
-        source_version,
-        target_version,
-        target_server_id: target_id,
+    let mut session = Session::new(
         plan,
-        source,
-        target,
+        (source, source_version),
+        (target, target_version, target_id),
         reports,
-        stage: Stage::Copying,
-        fence: None,
-    };
+    )
+    .await?;
     let progress = session.read_progress().await?;
     session.send(phase.report());
     if progress.phase == progress_phase::DONE {
@@ -575,6 +559,30 @@ async fn rollback_request(plan: Plan, reports: Reports) -> Result<Outcome, Migra
 }
 
 impl Session {
+    /// Both servers connected; the target keeps the engine's progress table.
+    async fn new(
+        plan: Plan,
+        (source, source_version): (Conn, String),
+        (mut target, target_version, target_server_id): (Conn, String, u32),
+        reports: Reports,
+    ) -> Result<Session, MigrateError> {
+        let target_dialect = Dialect::from_version(&target_version);
+        ensure_progress_table(&mut target, target_dialect).await?;
+        Ok(Session {
+            source_dialect: Dialect::from_version(&source_version),
+            target_dialect,
+            source_version,
+            target_version,
+            target_server_id,
+            plan,
+            source,
+            target,
+            reports,
+            stage: Stage::Copying,
+            fence: None,
+        })
+    }
+
     fn send(&self, report: PhaseReport) {
         let _ = self.reports.send(report);
     }
