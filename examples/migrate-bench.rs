@@ -1,13 +1,14 @@
-//! Benchmark of the copying migration engine against a plain `mariadb-dump | mariadb` pipe, on the same generated
-//! data (default 1.2 GB of InnoDB tables, `APPDB_BENCH_GB` to change), and the write outage of a `Replicate`
-//! migration under a steady write load.
+//! Benchmark of the copying migration engine against a plain `mysqldump | mysql` (`mariadb-dump | mariadb`) pipe,
+//! on the same generated data, and the write outage of a `Replicate` migration under a steady write load, seen
+//! from the writers' timeline.
 //!
-//! `cargo build --release && cargo run --release --example migrate-bench` (needs mariadb-server and its client).
+//! `cargo build --release && cargo run --release --example migrate-bench -- [--engine mysql|mariadb] [--gb 1.2]`
+//! (MySQL from `scripts/install-mysql.sh`, MariaDB from mariadb-server; `APPDB_BENCH_GB` also sets the size).
 
 use std::time::{Duration, Instant};
 
 use appdb_testkit::{
-    copying::{Writer, load_dataset},
+    copying::{Writer, load_dataset, numbers},
     dbserver::{DbServer, Engine, ServerOptions},
     relay::Relay,
 };
@@ -55,10 +56,22 @@ fn mib(bytes: u64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let gigabytes: f64 = std::env::var("APPDB_BENCH_GB")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let gigabytes: f64 = flag("--gb")
+        .or_else(|| std::env::var("APPDB_BENCH_GB").ok())
+        .map(|v| v.parse().expect("--gb takes a number"))
         .unwrap_or(1.2);
+    let kind = match flag("--engine").as_deref() {
+        None | Some("mysql") => Engine::MySql,
+        Some("mariadb") => Engine::MariaDb,
+        Some(other) => panic!("--engine takes mysql or mariadb, not {other}"),
+    };
     let engine = std::env::current_exe()
         .expect("own path")
         .parent()
@@ -72,7 +85,7 @@ async fn main() {
     );
     let (source, by_pipe, by_engine) = tokio::join!(
         DbServer::start_with(
-            Engine::MariaDb,
+            kind,
             ROOT,
             ServerOptions {
                 server_id: 1,
@@ -81,7 +94,7 @@ async fn main() {
             }
         ),
         DbServer::start_with(
-            Engine::MariaDb,
+            kind,
             ROOT,
             ServerOptions {
                 server_id: 2,
@@ -90,7 +103,7 @@ async fn main() {
             }
         ),
         DbServer::start_with(
-            Engine::MariaDb,
+            kind,
             ROOT,
             ServerOptions {
                 server_id: 3,
@@ -104,6 +117,13 @@ async fn main() {
     let started = Instant::now();
     let mut c = root(&source).await;
     load_dataset(&mut c, 1000).await;
+    // Row numbers from a recursive CTE (both engines); each stops recursion at 1,000 levels by default.
+    let depth = if kind == Engine::MySql {
+        "SET SESSION cte_max_recursion_depth = 1000000"
+    } else {
+        "SET SESSION max_recursive_iterations = 1000000"
+    };
+    c.query_drop(depth).await.expect("recursion depth");
     let rows_per_table = ((gigabytes * 1e9) / ROW_BYTES / TABLES as f64) as u64;
     c.query_drop("CREATE DATABASE bench").await.expect("schema");
     c.query_drop("USE bench").await.expect("use");
@@ -117,11 +137,12 @@ async fn main() {
         let mut done = 0;
         while done < rows_per_table {
             let n = (rows_per_table - done).min(100_000);
+            // SHA2, not MD5: MySQL 9 moved MD5 into an optional component.
             c.query_drop(format!(
-                "INSERT INTO t{t} SELECT seq, seq % 1000, CONCAT('row ', seq, ' ', MD5(seq)), REPEAT(MD5(seq * {t}), 22), \
-                 seq / 100, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_{}_to_{}",
-                done + 1,
-                done + n
+                "INSERT INTO t{t} SELECT seq + {done}, seq % 1000, CONCAT('row ', seq, ' ', LEFT(SHA2(seq, 256), 32)), \
+                 REPEAT(LEFT(SHA2(seq * {t}, 256), 32), 22), seq / 100, \
+                 TIMESTAMP '2026-01-01 00:00:00' + INTERVAL seq SECOND FROM {}",
+                numbers(n as u32)
             ))
             .await
             .expect("generate rows");
@@ -136,20 +157,34 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    // Baseline: mariadb-dump piped into mariadb.
+    // Baseline: the engine's own dump program piped into its client.
     let started = Instant::now();
+    let gtids = if kind == Engine::MySql {
+        // The target has transactions of its own: the dump must not try to set gtid_purged.
+        "--set-gtid-purged=OFF"
+    } else {
+        ""
+    };
     let status = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "set -o pipefail; mariadb-dump --no-defaults -h127.0.0.1 -P{} -uroot --single-transaction \
-             --routines --triggers --events --databases bench shop legacy | mariadb --no-defaults -h127.0.0.1 -P{} -uroot",
-            source.port, by_pipe.port
+            "set -o pipefail; {} --no-defaults -h127.0.0.1 -P{} -uroot --single-transaction {gtids} \
+             --routines --triggers --events --databases bench shop legacy | {} --no-defaults -h127.0.0.1 -P{} -uroot",
+            kind.dump().display(),
+            source.port,
+            kind.client().display(),
+            by_pipe.port
         ))
         .env("MYSQL_PWD", ROOT)
         .status()
         .await
         .expect("run the pipe");
-    assert!(status.success(), "mariadb-dump | mariadb failed");
+    assert!(
+        status.success(),
+        "{} | {} failed",
+        kind.dump().display(),
+        kind.client().display()
+    );
     let pipe_seconds = started.elapsed().as_secs_f64();
 
     // The engine, with a steady write load through a relay standing in for the Service.
@@ -237,7 +272,8 @@ async fn main() {
     println!("|---|---|");
     println!("| data on the source (InnoDB, data + indexes) | {:.0} MiB |", mib(size));
     println!(
-        "| mariadb-dump \\| mariadb | {pipe_seconds:.1} s ({:.1} MiB/s; target {:.0} MiB) |",
+        "| {} dump \\| load | {pipe_seconds:.1} s ({:.1} MiB/s; target {:.0} MiB) |",
+        kind,
         mib(size) / pipe_seconds,
         mib(pipe_size)
     );
@@ -252,9 +288,9 @@ async fn main() {
     );
     for phase in [
         "replicate",
+        "verify",
         "fence",
         "catch-up",
-        "verify",
         "promote",
         "switch",
         "release",

@@ -96,9 +96,9 @@ async fn replicate_under_load_moves_everything_and_loses_no_acknowledged_write(e
             "prepare",
             "snapshot",
             "replicate",
+            "verify",
             "fence",
             "catch-up",
-            "verify",
             "promote",
             "switch",
             "release",
@@ -244,9 +244,9 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: E
                 "prepare",
                 "snapshot",
                 "replicate",
+                "verify",
                 "fence",
                 "catch-up",
-                "verify",
                 "promote",
                 "switch",
                 "release",
@@ -618,7 +618,60 @@ async fn every_statement_failing_once_leaves_the_database_writable(engine: Engin
     eprintln!("{engine}: {statements} statements, failing every {stride}th: exit codes {outcomes:?}");
 }
 
+/// A copy that differs from the source (a row changed on the target behind replication's back) is found before
+/// the fence: the run rolls back without ever holding writes, and the next run copies again and completes.
+async fn a_copy_that_differs_is_caught_before_the_fence_and_copied_again(engine: Engine) {
+    let (source, target) = servers(engine, 300).await;
+    let relay = Relay::start(source.port).await;
+    let writer = Writer::start(relay.port);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let first = run_engine(&source, &target, &relay, "replicate", Some("snapshot"), true, &[]).await;
+    assert!(first.killed, "{:?} {}", first.reports, first.stderr);
+    let mut t = root(&target, TARGET_ROOT).await;
+    for statement in [
+        "SET GLOBAL read_only = OFF",
+        "SET SESSION sql_log_bin = 0",
+        "UPDATE shop.customers SET name = 'changed behind replication' WHERE id = 7",
+    ] {
+        t.query_drop(statement).await.expect(statement);
+    }
+    drop(t);
+
+    let second = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(second.exit, Some(3), "{:?} {}", second.reports, second.stderr);
+    assert!(
+        !phases(&second).contains(&"fence"),
+        "found only under the fence: {:?}",
+        phases(&second)
+    );
+    let last = second.reports.last().expect("reports");
+    assert_eq!(last.phase, "rolled-back");
+    assert!(
+        last.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("checksums differ for `shop`.`customers`"),
+        "{last:?}"
+    );
+    assert_eq!(read_only(&source, SOURCE_ROOT).await, 0);
+
+    let third = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(third.exit, Some(0), "{:?} {}", third.reports, third.stderr);
+    assert!(
+        phases(&third).contains(&"snapshot"),
+        "copied again: {:?}",
+        phases(&third)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let written = writer.stop().await;
+    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
+    assert_moved(&source, &target, &third).await;
+    source.stop().await;
+    target.stop().await;
+}
+
 on_both_engines!(
+    a_copy_that_differs_is_caught_before_the_fence_and_copied_again,
     every_statement_failing_once_leaves_the_database_writable,
     a_target_failure_after_the_fence_rolls_back_with_the_source_writable,
     rollback_and_rerun_recover_both_servers_left_read_only,

@@ -100,6 +100,26 @@ impl Dialect {
         }
     }
 
+    /// Stops applying replicated transactions; the target holds still while it keeps what it has.
+    pub fn pause_applier(self) -> &'static str {
+        match self {
+            // MariaDB's `START SLAVE UNTIL` needs both threads stopped.
+            Dialect::MariaDb => "STOP SLAVE",
+            Dialect::MySql => "STOP REPLICA SQL_THREAD",
+        }
+    }
+
+    /// Applies replicated transactions up to and including `position` (a source's GTID position), then stops.
+    pub fn apply_until(self, position: &str) -> String {
+        match self {
+            Dialect::MariaDb => format!("START SLAVE UNTIL master_gtid_pos = {}", quote_literal(position)),
+            Dialect::MySql => format!(
+                "START REPLICA SQL_THREAD UNTIL SQL_AFTER_GTIDS = {}",
+                quote_literal(position)
+            ),
+        }
+    }
+
     pub fn stop_replica(self) -> &'static str {
         match self {
             Dialect::MariaDb => "STOP SLAVE",
@@ -324,6 +344,11 @@ mod tests {
         );
         assert_eq!(d.start_replica(), "START REPLICA");
         assert_eq!(d.stop_replica(), "STOP REPLICA");
+        assert_eq!(d.pause_applier(), "STOP REPLICA SQL_THREAD");
+        assert_eq!(
+            d.apply_until("uuid:1-9"),
+            "START REPLICA SQL_THREAD UNTIL SQL_AFTER_GTIDS = 'uuid:1-9'"
+        );
         assert_eq!(d.reset_replica(), "RESET REPLICA ALL");
         assert_eq!(d.replica_status(), "SHOW REPLICA STATUS");
         assert_eq!(d.replica_status_columns()[2], "Seconds_Behind_Source");
@@ -363,6 +388,8 @@ mod tests {
             ]
         );
         assert_eq!(d.wait_for_position("0-1-42", 5), "SELECT MASTER_GTID_WAIT('0-1-42', 5)");
+        assert_eq!(d.pause_applier(), "STOP SLAVE");
+        assert_eq!(d.apply_until("0-1-42"), "START SLAVE UNTIL master_gtid_pos = '0-1-42'");
         assert_eq!(d.refuse_writes(), "SET GLOBAL read_only = ON");
         assert_eq!(d.accept_writes(), vec!["SET GLOBAL read_only = OFF"]);
         assert_eq!(

@@ -64,6 +64,14 @@ impl Engine {
         })
     }
 
+    /// The logical dump program (`mysqldump` / `mariadb-dump`).
+    pub fn dump(self) -> PathBuf {
+        self.program(match self {
+            Engine::MySql => "mysqldump",
+            Engine::MariaDb => "mariadb-dump",
+        })
+    }
+
     /// A `PATH` with the engine's programs first, for scripts that call the client by its bare name.
     pub fn path_env(self) -> std::ffi::OsString {
         let mut paths: Vec<PathBuf> = self.bin_dir().into_iter().collect();

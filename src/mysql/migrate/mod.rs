@@ -5,12 +5,14 @@
 //! * `prepare`: connect, tell MySQL from MariaDB, refuse a target that holds data not written by this engine.
 //! * `snapshot` (seed): a consistent copy over several connections sharing one snapshot, taken under a global read
 //!   lock held only while the snapshot opens (`Replicate`) or inside the fence (`DumpRestore`).
-//! * `replicate` (`Replicate` only): native GTID replication from the snapshot's position until the lag is zero and
-//!   the cut-over time has come.
+//! * `replicate` (`Replicate` only): native GTID replication from the snapshot's position until the lag is zero.
+//! * `verify`: per-table checksums on both sides. `Replicate` verifies *before* the fence, while writes go on (a
+//!   fresh snapshot of the source at a known GTID position against the target stopped at exactly that position),
+//!   so that the write outage does not grow with the data; it then waits for the cut-over time. `DumpRestore`
+//!   copies inside the fence and verifies there.
 //! * `fence`: the source stops taking writes: a global read lock held by this process's own connection and
 //!   nothing persistent, so it vanishes if the process dies. Client writes wait rather than fail.
-//! * `catch-up`: the target applies the source's last transaction.
-//! * `verify`: per-table checksums on both sides.
+//! * `catch-up`: the target applies the source's last transaction (its GTID position equals the source's).
 //! * `promote`: the source is made to refuse writes for good (`super_read_only` / `read_only`, set under the lock:
 //!   clients may reach the target from now on), then the target stops replicating and becomes writable.
 //! * `switch`: waits until the stable Service leads to the target (the operator switches it on seeing `promote`).
@@ -291,6 +293,8 @@ struct Session {
     /// The connection that holds the fence. The fence is this connection's global read lock and nothing
     /// persistent: if this process dies, the server drops the connection and the source takes writes again.
     fence: Option<Conn>,
+    /// The copy was found to differ from the source: a rollback makes the next run copy again from scratch.
+    copy_diverged: bool,
 }
 
 /// Runs (or resumes) a migration. Reports go to `reports` as phases end.
@@ -579,6 +583,7 @@ impl Session {
             target,
             reports,
             stage: Stage::Copying,
+            copy_diverged: false,
             fence: None,
         })
     }
@@ -640,37 +645,136 @@ impl Session {
             .map_err(sql("keeping progress"))
     }
 
-    /// `Replicate`: seed once, replicate, wait for the cut-over time, then fence and switch.
+    /// `Replicate`: seed once, replicate until the target has caught up, verify the copy while writes go on, wait
+    /// for the cut-over time, then fence and switch.
     async fn replicate(&mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
         if progress.phase != progress_phase::SEEDED {
             progress = self.seed(true, None).await?;
         }
         let phase = Phase::begin("replicate");
         self.attach_replica().await?;
-        let deadline = Instant::now() + self.plan.limits.replication;
-        let lag = loop {
+        let lag = self.wait_for_zero_lag(false).await?;
+        let mut report = phase.report();
+        report.lag_seconds = Some(lag);
+        self.send(report);
+        self.verify_replica().await?;
+        self.wait_for_zero_lag(true).await?;
+        self.fence(&mut progress).await?;
+        self.after_fence(progress, true).await
+    }
+
+    /// Waits until the replica runs with no lag (and, with `until_due`, the cut-over time has come). The
+    /// replication limit bounds catching up, not waiting for a cut-over time that is still ahead.
+    async fn wait_for_zero_lag(&mut self, until_due: bool) -> Result<u64, MigrateError> {
+        let limit = self.plan.limits.replication;
+        let mut deadline = Instant::now() + limit;
+        loop {
             let status = self.replica_status().await?;
             if let Some(error) = status.error {
                 return Err(MigrateError::Unsupported(format!("replication stopped: {error}")));
             }
-            let due = self.plan.cutover_at.is_none_or(|t| jiff::Timestamp::now() >= t);
-            if status.running && status.lag == Some(0) && due {
-                break 0;
+            let caught_up = status.running && status.lag == Some(0);
+            let due = !until_due || self.plan.cutover_at.is_none_or(|t| jiff::Timestamp::now() >= t);
+            if caught_up && due {
+                return Ok(0);
             }
-            if Instant::now() > deadline {
+            if caught_up {
+                deadline = Instant::now() + limit;
+            } else if Instant::now() > deadline {
                 return Err(MigrateError::Unsupported(format!(
                     "replication did not reach zero lag within {}s (lag {:?}s)",
-                    self.plan.limits.replication.as_secs(),
+                    limit.as_secs(),
                     status.lag
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        }
+    }
+
+    /// `verify` for `Replicate`, before the fence so that the write outage does not grow with the data: the
+    /// source's consistent snapshot at a known GTID position is compared, row digest by row digest, with the target
+    /// stopped at exactly that position. Writes go on meanwhile; replication carries them, and at the fence the
+    /// target must have applied the source's last position (`catch-up`).
+    async fn verify_replica(&mut self) -> Result<(), MigrateError> {
+        let phase = Phase::begin("verify");
+        // Held first, so that the target cannot pass the position the snapshot is taken at.
+        self.target
+            .query_drop(self.target_dialect.pause_applier())
+            .await
+            .map_err(sql("pausing the replica"))?;
+        let mut snapshot = self.plan.source.connect("source").await?;
+        copy::setup(&mut snapshot, copy::SESSION_SETUP).await?;
+        snapshot
+            .query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(sql("opening the snapshot"))?;
+        // A global read lock only while the snapshot opens and its position is read (milliseconds).
+        self.source
+            .query_drop("FLUSH TABLES WITH READ LOCK")
+            .await
+            .map_err(sql("holding writes while the snapshot opens"))?;
+        let opened = async {
+            snapshot
+                .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                .await
+                .map_err(sql("opening the snapshot"))?;
+            first_text(
+                &mut self.source,
+                self.source_dialect.position_query(),
+                "reading the position",
+            )
+            .await
+        }
+        .await;
+        self.source
+            .query_drop("UNLOCK TABLES")
+            .await
+            .map_err(sql("releasing the snapshot lock"))?;
+        let position = opened?;
+        self.target
+            .query_drop(self.target_dialect.apply_until(&position))
+            .await
+            .map_err(sql("replicating up to the snapshot"))?;
+        let waited: Option<i64> = self
+            .target
+            .query_first(
+                self.target_dialect
+                    .wait_for_position(&position, self.plan.limits.catch_up.as_secs().max(1) as u32),
+            )
+            .await
+            .map_err(sql("waiting for the target"))?;
+        if waited != Some(0) {
+            return Err(MigrateError::Unsupported(format!(
+                "the target did not reach the snapshot's position ({position}) within {}s",
+                self.plan.limits.catch_up.as_secs()
+            )));
+        }
+        let tables = catalog::tables(&mut snapshot).await?;
+        let (source_sums, target_sums) = tokio::join!(
+            verify::checksums(&mut snapshot, &tables, verify::Method::RowDigest),
+            verify::checksums(&mut self.target, &tables, verify::Method::RowDigest)
+        );
+        let _ = snapshot.disconnect().await;
+        self.target
+            .query_drop(self.target_dialect.start_replica())
+            .await
+            .map_err(sql("resuming replication"))?;
+        let differ = verify::mismatches(&source_sums?, &target_sums?);
+        if !differ.is_empty() {
+            self.copy_diverged = true;
+            return Err(MigrateError::Unsupported(format!(
+                "checksums differ for {} at {position}",
+                differ.join(", ")
+            )));
+        }
         let mut report = phase.report();
-        report.lag_seconds = Some(lag);
+        report.message = Some(format!(
+            "{} tables equal at {position} ({:?}, before the fence)",
+            tables.len(),
+            verify::Method::RowDigest
+        ));
         self.send(report);
-        self.fence(&mut progress).await?;
-        self.after_fence(progress, true).await
+        Ok(())
     }
 
     /// `DumpRestore`: fence first, then copy (unless an earlier run already copied exactly this state).
@@ -928,32 +1032,9 @@ impl Session {
             self.send(report);
         }
 
-        let phase = Phase::begin("verify");
-        let tables = catalog::tables(self.fence_conn()?).await?;
-        let method = verify::method(&self.source_version, &self.target_version);
-        let (source_sums, target_sums) = {
-            let mut target_conn = self.plan.target.connect("target").await?;
-            let fence = self
-                .fence
-                .as_mut()
-                .ok_or_else(|| MigrateError::Unsupported("the fence was lost".into()))?;
-            let (a, b) = tokio::join!(
-                verify::checksums(fence, &tables, method),
-                verify::checksums(&mut target_conn, &tables, method)
-            );
-            let _ = target_conn.disconnect().await;
-            (a?, b?)
-        };
-        let differ = verify::mismatches(&source_sums, &target_sums);
-        if !differ.is_empty() {
-            return Err(MigrateError::Unsupported(format!(
-                "checksums differ for {}",
-                differ.join(", ")
-            )));
+        if !replica {
+            self.verify_fenced().await?;
         }
-        let mut report = phase.report();
-        report.message = Some(format!("{} tables equal ({:?})", tables.len(), method));
-        self.send(report);
 
         let phase = Phase::begin("promote");
         if replica {
@@ -1001,6 +1082,38 @@ impl Session {
         self.write_progress(&progress).await?;
         self.send(phase.report());
         self.finish_switch(progress).await
+    }
+
+    /// `verify` for `DumpRestore`: the copy was made inside the fence, so it is checked there too.
+    async fn verify_fenced(&mut self) -> Result<(), MigrateError> {
+        let phase = Phase::begin("verify");
+        let tables = catalog::tables(self.fence_conn()?).await?;
+        let method = verify::method(&self.source_version, &self.target_version);
+        let (source_sums, target_sums) = {
+            let mut target_conn = self.plan.target.connect("target").await?;
+            let fence = self
+                .fence
+                .as_mut()
+                .ok_or_else(|| MigrateError::Unsupported("the fence was lost".into()))?;
+            let (a, b) = tokio::join!(
+                verify::checksums(fence, &tables, method),
+                verify::checksums(&mut target_conn, &tables, method)
+            );
+            let _ = target_conn.disconnect().await;
+            (a?, b?)
+        };
+        let differ = verify::mismatches(&source_sums, &target_sums);
+        if !differ.is_empty() {
+            self.copy_diverged = true;
+            return Err(MigrateError::Unsupported(format!(
+                "checksums differ for {}",
+                differ.join(", ")
+            )));
+        }
+        let mut report = phase.report();
+        report.message = Some(format!("{} tables equal ({:?})", tables.len(), method));
+        self.send(report);
+        Ok(())
     }
 
     /// Waits for the Service to lead to the target, then retires the source: its clients are closed, it refuses
@@ -1151,6 +1264,13 @@ impl Session {
             progress.phase = progress_phase::SEEDED.into();
         }
         progress.fenced_at = None;
+        if self.copy_diverged {
+            // Replication cannot repair a copy that differs: the next run wipes what this engine copied and
+            // copies again.
+            progress.phase = progress_phase::SEEDING.into();
+            progress.position.clear();
+            let _ = self.target.query_drop(self.target_dialect.stop_replica()).await;
+        }
         self.write_progress(&progress).await?;
         if progress.phase == progress_phase::SEEDED && self.plan.strategy == Strategy::Replicate {
             self.attach_replica().await?;

@@ -17,8 +17,8 @@ use crate::mysql::dialect::quote_identifier;
 pub enum Method {
     /// `CHECKSUM TABLE … EXTENDED`.
     ChecksumTable,
-    /// Row count and XOR of 64-bit SHA-256 prefixes of every row's values (SHA2 is built into both engines; MySQL 9
-    /// moved MD5 and SHA1 into an optional component).
+    /// Row count and XOR of 64-bit SHA-256 prefixes of every row's values, long values digested first (SHA2 is
+    /// built into both engines; MySQL 9 moved MD5 and SHA1 into an optional component).
     RowDigest,
 }
 
@@ -40,9 +40,31 @@ pub fn checksum_table_statement(tables: &[Table]) -> String {
     format!("CHECKSUM TABLE {} EXTENDED", names.join(", "))
 }
 
+/// Column types whose values can be longer than a server's `max_allowed_packet`: their digest is taken first, because
+/// a server returns NULL for a `CONCAT` longer than its packet limit (and the two servers' limits may differ).
+fn may_exceed_a_packet(data_type: &str) -> bool {
+    let t = data_type.to_ascii_lowercase();
+    t.contains("blob") || t.contains("text") || t == "json" || t == "geometry"
+}
+
 pub fn row_digest_statement(table: &Table) -> String {
-    let values: Vec<String> = table.columns.iter().map(|(c, _)| quote_identifier(c)).collect();
-    let nulls: Vec<String> = values.iter().map(|c| format!("ISNULL({c})")).collect();
+    let values: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(c, data_type)| {
+            let c = quote_identifier(c);
+            if may_exceed_a_packet(data_type) {
+                format!("SHA2({c}, 256)")
+            } else {
+                c
+            }
+        })
+        .collect();
+    let nulls: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(c, _)| format!("ISNULL({})", quote_identifier(c)))
+        .collect();
     let row = if values.is_empty() {
         "''".to_owned()
     } else {
@@ -134,7 +156,7 @@ mod tests {
         );
         let digest = row_digest_statement(&table());
         assert!(
-            digest.contains("CONCAT_WS('#', `id`, `note`, CONCAT(ISNULL(`id`), ISNULL(`note`)))")
+            digest.contains("CONCAT_WS('#', `id`, SHA2(`note`, 256), CONCAT(ISNULL(`id`), ISNULL(`note`)))")
                 && digest.ends_with("FROM `shop`.`orders`"),
             "{digest}"
         );
