@@ -232,6 +232,13 @@ pub struct MigrateArgs {
     /// Connections per server for the copy.
     #[arg(long, env = "APPDB_PARALLEL", default_value_t = 4)]
     pub parallel: usize,
+    /// How a replicate target is seeded: `auto` clones (MySQL's CLONE INSTANCE, same version on both servers)
+    /// where it can and copies logically otherwise; `logical` always copies; `clone` fails when it cannot clone.
+    #[arg(long, value_enum, env = "APPDB_SEED", default_value = "auto")]
+    pub seed: crate::mysql::migrate::clone::Seeding,
+    /// Seconds the target may take to come back after a clone made it exit (the pod restarts).
+    #[arg(long, default_value_t = 300)]
+    pub restart_timeout: u64,
     /// Seconds the target may take to apply the source's last transaction once the source is fenced.
     #[arg(long, default_value_t = 30)]
     pub catch_up_timeout: u64,

@@ -32,10 +32,12 @@ pub fn plan(args: &MigrateArgs) -> Result<Plan, String> {
         service: args.service.as_ref().map(|h| (h.host.clone(), h.port)),
         cutover_at: args.cutover_at,
         parallel: args.parallel,
+        seeding: args.seed,
         limits: Limits {
             catch_up: Duration::from_secs(args.catch_up_timeout),
             switch: Duration::from_secs(args.switch_timeout),
             replication: Duration::from_secs(args.replication_timeout),
+            restart: Duration::from_secs(args.restart_timeout),
             ..Limits::default()
         },
         rollback_only: args.rollback,

@@ -16,7 +16,16 @@ use appdb_testkit::{
 use engine::{EngineRun, assert_takes_writes, phases, run_engine, run_engine_watching, sigkill};
 use mysql_async::prelude::Queryable;
 
+/// Source and target with the dataset. The target runs as a pod's container does: started again when it exits (a
+/// `CLONE INSTANCE` makes MySQL exit).
 async fn servers(engine: Engine, customers: u32) -> (DbServer, DbServer) {
+    let (source, mut target) = servers_not_restarted(engine, customers).await;
+    target.restart_on_exit();
+    (source, target)
+}
+
+/// Like [`servers`], with a target that stays down when it dies.
+async fn servers_not_restarted(engine: Engine, customers: u32) -> (DbServer, DbServer) {
     let (source, target) = tokio::join!(
         DbServer::start_numbered(engine, SOURCE_ROOT, 1),
         DbServer::start_numbered(engine, TARGET_ROOT, 2)
@@ -334,7 +343,7 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: E
 /// A target that dies right after the fence: the run rolls back (exit 3), the source takes writes again at once,
 /// nothing acknowledged is lost, and `--rollback` works with only the source.
 async fn a_target_failure_after_the_fence_rolls_back_with_the_source_writable(engine: Engine) {
-    let (source, target) = servers(engine, 300).await;
+    let (source, target) = servers_not_restarted(engine, 300).await;
     let relay = Relay::start(source.port).await;
     let writer = Writer::start(relay.port);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -465,7 +474,8 @@ async fn definers_roles_and_large_rows_move_and_the_source_is_retired(engine: En
         .await
         .expect("limit");
     let relay = Relay::start(source.port).await;
-    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    // The logical copy's fidelity is what this test is about (a clone copies pages, definers and all).
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &["--seed", "logical"]).await;
     assert_eq!(run.exit, Some(0), "{:?} {}", run.reports, run.stderr);
 
     let mut t = root(&target, TARGET_ROOT).await;
@@ -670,7 +680,63 @@ async fn a_copy_that_differs_is_caught_before_the_fence_and_copied_again(engine:
     target.stop().await;
 }
 
+/// Replicate seeds by `CLONE INSTANCE` between two servers of the same MySQL version: the target exits when the
+/// copy is in place and is started again (as the kubelet restarts a pod's container); the engine waits for it,
+/// gives its own account the target's password back (the clone brought the source's accounts), and completes
+/// with nothing acknowledged lost. On MariaDB, `auto` falls back to the logical copy and says why; `--seed clone`
+/// refuses before anything moves.
+async fn replicate_seeds_by_clone_where_the_servers_allow_it(engine: Engine) {
+    let (source, target) = servers(engine, 300).await;
+    let relay = Relay::start(source.port).await;
+    let writer = Writer::start(relay.port);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    if engine == Engine::MariaDb {
+        let refused = run_engine(&source, &target, &relay, "replicate", None, true, &["--seed", "clone"]).await;
+        assert_eq!(refused.exit, Some(3), "{:?} {}", refused.reports, refused.stderr);
+        let last = refused.reports.last().expect("reports");
+        assert!(
+            last.message.as_deref().unwrap_or("").contains("cannot be cloned"),
+            "{last:?}"
+        );
+        assert_eq!(read_only(&source, SOURCE_ROOT).await, 0);
+    }
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "{:?} {}", run.reports, run.stderr);
+    let snapshot = run
+        .reports
+        .iter()
+        .find(|r| r.phase == "snapshot")
+        .and_then(|r| r.message.clone())
+        .unwrap_or_default();
+    match engine {
+        Engine::MySql => {
+            assert!(snapshot.starts_with("cloned (CLONE INSTANCE"), "{snapshot}");
+            assert_eq!(target.restarts(), 1, "the target restarts once, after the clone");
+        }
+        Engine::MariaDb => {
+            assert!(snapshot.starts_with("logical copy (CLONE INSTANCE is MySQL's"), "{snapshot}");
+            assert_eq!(target.restarts(), 0);
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let written = writer.stop().await;
+    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
+    // The engine's target account has the target's password again; the donor account is gone from both.
+    assert_moved(&source, &target, &run).await;
+    for (db, password) in [(&source, SOURCE_ROOT), (&target, TARGET_ROOT)] {
+        let donors: Option<i64> = root(db, password)
+            .await
+            .query_first("SELECT COUNT(*) FROM mysql.user WHERE User = 'appdb_clone'")
+            .await
+            .expect("accounts");
+        assert_eq!(donors, Some(0));
+    }
+    source.stop().await;
+    target.stop().await;
+}
+
 on_both_engines!(
+    replicate_seeds_by_clone_where_the_servers_allow_it,
     a_copy_that_differs_is_caught_before_the_fence_and_copied_again,
     every_statement_failing_once_leaves_the_database_writable,
     a_target_failure_after_the_fence_rolls_back_with_the_source_writable,

@@ -9,6 +9,10 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     time::Duration,
 };
 
@@ -122,7 +126,11 @@ fn mysql_root() -> PathBuf {
 
 /// One running server. Dropping it kills the server; its folder goes with the value.
 pub struct DbServer {
-    child: Child,
+    /// The process, while nobody restarts it ([`DbServer::restart_on_exit`] hands it to its supervisor).
+    child: Option<Child>,
+    /// The command line, to start the server again.
+    launch: Vec<std::ffi::OsString>,
+    supervisor: Option<Supervisor>,
     pub engine: Engine,
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -204,50 +212,51 @@ impl DbServer {
         let _ = std::fs::remove_file(data.join("auto.cnf"));
         let socket = dir.path().join("mysqld.sock");
         let port = free_port();
-        let mut command = match options.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(engine.server());
-                c
-            }
-            None => Command::new(engine.server()),
+        let mut launch: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = options.netns {
+            launch.extend(["ip".into(), "netns".into(), "exec".into(), ns.into()]);
+        }
+        launch.push(engine.server().into());
+        launch.push(match options.config_file {
+            Some(file) => format!("--defaults-file={}", file.display()).into(),
+            None => "--no-defaults".into(),
+        });
+        launch.extend(
+            [
+                format!("--datadir={}", data.display()),
+                format!("--port={port}"),
+                format!("--socket={}", socket.display()),
+                format!("--bind-address={}", options.bind),
+                format!("--server-id={}", options.server_id),
+                format!("--tmpdir={}", dir.path().display()),
+                format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
+                format!("--log-error={}", dir.path().join("error.log").display()),
+            ]
+            .map(Into::into),
+        );
+        launch.extend(["--skip-name-resolve", "--user=root", "--log-bin=binlog"].map(Into::into));
+        let engine_options: &[&str] = match engine {
+            Engine::MySql => &[
+                "--gtid-mode=ON",
+                "--enforce-gtid-consistency=ON",
+                // No X protocol listener (its fixed port would collide between servers), no file folder.
+                "--mysqlx=OFF",
+                "--secure-file-priv=",
+            ],
+            Engine::MariaDb => &["--binlog-format=ROW", "--log-slave-updates", "--gtid-strict-mode=ON"],
         };
-        match options.config_file {
-            Some(file) => command.arg(format!("--defaults-file={}", file.display())),
-            None => command.arg("--no-defaults"),
-        };
-        command
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--port={port}"))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--bind-address={}", options.bind))
-            .arg(format!("--server-id={}", options.server_id))
-            .arg(format!("--tmpdir={}", dir.path().display()))
-            .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
-            .arg(format!("--log-error={}", dir.path().join("error.log").display()))
-            .args(["--skip-name-resolve", "--user=root", "--log-bin=binlog"])
-            .args(match engine {
-                Engine::MySql => &[
-                    "--gtid-mode=ON",
-                    "--enforce-gtid-consistency=ON",
-                    // No X protocol listener (its fixed port would collide between servers), no file folder.
-                    "--mysqlx=OFF",
-                    "--secure-file-priv=",
-                ][..],
-                Engine::MariaDb => &["--binlog-format=ROW", "--log-slave-updates", "--gtid-strict-mode=ON"][..],
-            })
-            .args(options.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let child = command.spawn().expect("start the database server");
+        launch.extend(engine_options.iter().map(Into::into));
+        launch.extend(options.extra.iter().map(Into::into));
+        let child = spawn(&launch);
         let client_options = dir.path().join("client.cnf");
         write_private(
             &client_options,
             &format!("[client]\nuser=root\npassword=\"{root_password}\"\n"),
         );
         let mut server = DbServer {
-            child,
+            child: Some(child),
+            launch,
+            supervisor: None,
             engine,
             dir,
             port,
@@ -257,7 +266,7 @@ impl DbServer {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         // The template's root has no password (MySQL) or logs in by socket (MariaDB).
         while server.sql_over_socket(None, "SELECT 1").await.is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
                 panic!("{engine} exited ({status}) at start: {}", server.error_log());
             }
             assert!(
@@ -331,13 +340,87 @@ impl DbServer {
 
     /// The server process's id (to signal or freeze it).
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        match &self.supervisor {
+            Some(s) => Some(s.pid.load(Ordering::SeqCst)).filter(|p| *p != 0),
+            None => self.child.as_ref().and_then(Child::id),
+        }
+    }
+
+    /// From now on the server runs as a pod's container with `restartPolicy: Always` does: when it exits (a
+    /// `CLONE INSTANCE` makes MySQL exit, as does a crash), it is started again with the same options and data,
+    /// after a short back-off, as the kubelet does.
+    pub fn restart_on_exit(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
+        let restarts = Arc::new(AtomicU32::new(0));
+        let launch = self.launch.clone();
+        let (watching_pid, counting) = (pid.clone(), restarts.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let _ = child.wait().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                child = spawn(&launch);
+                watching_pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
+                counting.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        self.supervisor = Some(Supervisor { pid, restarts, task });
+    }
+
+    /// How often the server was started again since [`DbServer::restart_on_exit`].
+    pub fn restarts(&self) -> u32 {
+        self.supervisor
+            .as_ref()
+            .map(|s| s.restarts.load(Ordering::SeqCst))
+            .unwrap_or(0)
     }
 
     pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        }
+        if let Some(supervisor) = self.supervisor.take() {
+            let pid = supervisor.pid.load(Ordering::SeqCst);
+            // Dropping the task drops (and so kills) the process it runs.
+            supervisor.task.abort();
+            let _ = supervisor.task.await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while pid != 0
+                && std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
+}
+
+impl Drop for DbServer {
+    fn drop(&mut self) {
+        if let Some(supervisor) = &self.supervisor {
+            supervisor.task.abort();
+        }
+    }
+}
+
+/// Starts the server again whenever it exits (see [`DbServer::restart_on_exit`]).
+struct Supervisor {
+    pid: Arc<AtomicU32>,
+    restarts: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn spawn(launch: &[std::ffi::OsString]) -> Child {
+    Command::new(&launch[0])
+        .args(&launch[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the database server")
 }
 
 fn write_private(path: &Path, text: &str) {

@@ -30,6 +30,7 @@
 //! migration, and running the engine again then only reports the result).
 
 pub mod catalog;
+pub mod clone;
 mod copy;
 pub mod render;
 pub mod verify;
@@ -155,6 +156,8 @@ pub struct Limits {
     pub switch: Duration,
     /// How long replication may take to reach zero lag before the cut-over.
     pub replication: Duration,
+    /// How long the target may take to come back after a clone made it exit.
+    pub restart: Duration,
 }
 
 impl Default for Limits {
@@ -164,6 +167,7 @@ impl Default for Limits {
             catch_up: Duration::from_secs(30),
             switch: Duration::from_secs(120),
             replication: Duration::from_secs(3600),
+            restart: Duration::from_secs(300),
         }
     }
 }
@@ -182,6 +186,8 @@ pub struct Plan {
     pub cutover_at: Option<jiff::Timestamp>,
     /// Connections per side for the copy.
     pub parallel: usize,
+    /// How a `Replicate` target is seeded.
+    pub seeding: clone::Seeding,
     pub limits: Limits,
     /// Only undo: make the source writable again (refused once clients use the target).
     pub rollback_only: bool,
@@ -295,6 +301,8 @@ struct Session {
     fence: Option<Conn>,
     /// The copy was found to differ from the source: a rollback makes the next run copy again from scratch.
     copy_diverged: bool,
+    /// Why a `Replicate` target was copied logically rather than cloned (said in the snapshot's report).
+    logical_seed_note: Option<String>,
 }
 
 /// Runs (or resumes) a migration. Reports go to `reports` as phases end.
@@ -334,12 +342,17 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
         reports,
     )
     .await?;
-    let progress = session.read_progress().await?;
+    let mut progress = session.read_progress().await?;
     let healed = session.heal_source(&progress).await?;
     if progress.phase.is_empty() || progress.phase == progress_phase::SEEDING {
         let foreign = catalog::user_schemas(&mut session.target).await?;
         if progress.phase.is_empty() && !foreign.is_empty() {
-            return Err(MigrateError::TargetNotEmpty(foreign.join(", ")));
+            let (host, port) = session.source_for_target();
+            if !clone::completed_from(&mut session.target, &host, port).await {
+                return Err(MigrateError::TargetNotEmpty(foreign.join(", ")));
+            }
+            // An earlier run's clone of this source completed, and the run ended before recording it.
+            progress = session.after_clone().await?;
         }
     }
     let mut report = phase.report();
@@ -584,6 +597,7 @@ impl Session {
             reports,
             stage: Stage::Copying,
             copy_diverged: false,
+            logical_seed_note: None,
             fence: None,
         })
     }
@@ -649,7 +663,13 @@ impl Session {
     /// for the cut-over time, then fence and switch.
     async fn replicate(&mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
         if progress.phase != progress_phase::SEEDED {
-            progress = self.seed(true, None).await?;
+            progress = match self.seed_by_clone().await? {
+                Ok(cloned) => cloned,
+                Err(why_not) => {
+                    self.logical_seed_note = Some(why_not);
+                    self.seed(true, None).await?
+                }
+            };
         }
         let phase = Phase::begin("replicate");
         self.attach_replica().await?;
@@ -902,7 +922,11 @@ impl Session {
         report.rows = Some(copied.rows);
         report.bytes = Some(copied.bytes);
         report.message = Some(format!(
-            "{} tables, {} views, {} routines, {} triggers, {} events, {} accounts at position {position}",
+            "{}{} tables, {} views, {} routines, {} triggers, {} events, {} accounts at position {position}",
+            self.logical_seed_note
+                .as_deref()
+                .map(|why| format!("logical copy ({why}): "))
+                .unwrap_or_default(),
             catalog.tables.len(),
             catalog.views.len(),
             catalog.routines.len(),
@@ -911,6 +935,192 @@ impl Session {
             catalog.accounts.len()
         ));
         self.send(report);
+        Ok(progress)
+    }
+
+    /// `snapshot` by `CLONE INSTANCE` (see [`clone`]). `Ok(Err(why))`: the logical copy must do, for that reason.
+    async fn seed_by_clone(&mut self) -> Result<Result<Progress, String>, MigrateError> {
+        let mut why_not = match self.plan.seeding {
+            clone::Seeding::Logical => Some("--seed logical".to_owned()),
+            _ => clone::impossible(
+                (self.source_dialect, &self.source_version),
+                (self.target_dialect, &self.target_version),
+            ),
+        };
+        if why_not.is_none() {
+            why_not = match clone::ensure_plugin(&mut self.source).await {
+                Err(e) => Some(format!("on the source: {e}")),
+                Ok(()) => clone::ensure_plugin(&mut self.target)
+                    .await
+                    .err()
+                    .map(|e| format!("on the target: {e}")),
+            };
+        }
+        if let Some(reason) = why_not {
+            if self.plan.seeding == clone::Seeding::Clone {
+                return Err(MigrateError::Unsupported(format!(
+                    "--seed clone, but the target cannot be cloned: {reason}"
+                )));
+            }
+            return Ok(Err(reason));
+        }
+        let phase = Phase::begin("snapshot");
+        self.write_progress(&Progress {
+            phase: progress_phase::SEEDING.into(),
+            ..Default::default()
+        })
+        .await?;
+        let _ = self.target.query_drop(self.target_dialect.stop_replica()).await;
+        for s in self.target_dialect.accept_writes() {
+            self.target
+                .query_drop(s)
+                .await
+                .map_err(sql("making the target writable for the clone"))?;
+        }
+        // The copy arrives with the source's events enabled; they must not run before they are turned off on the
+        // target, and the target restarts in between: the scheduler's pause is persisted.
+        let scheduler = first_text(&mut self.target, "SELECT @@GLOBAL.event_scheduler", "reading the event scheduler").await?;
+        if scheduler == "ON" {
+            self.target
+                .query_drop("SET PERSIST event_scheduler = OFF")
+                .await
+                .map_err(sql("pausing the target's events"))?;
+        }
+        let password = crate::vpn::psk::generate_psk();
+        for s in clone::donor_account(&password) {
+            self.source
+                .query_drop(s)
+                .await
+                .map_err(sql_secret("creating the clone account"))?;
+        }
+        let (host, port) = self.source_for_target();
+        let started = jiff::Timestamp::now();
+        let statements = clone::clone_statements(&host, port, &password);
+        self.target
+            .query_drop(&statements[0])
+            .await
+            .map_err(sql("allowing the source as the clone's donor"))?;
+        match self.target.query_drop(&statements[1]).await {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) if e.code == clone::RESTART_REQUIRED => {}
+            // The server may go before it answers; whether the copy is complete is read after the restart.
+            Err(mysql_async::Error::Server(e)) => {
+                self.drop_clone_account().await;
+                return Err(sql_secret("cloning the source")(mysql_async::Error::Server(e)));
+            }
+            Err(_) => {}
+        }
+        self.reconnect_target_after_restart(started).await?;
+        if !clone::completed_from(&mut self.target, &host, port).await {
+            self.drop_clone_account().await;
+            return Err(MigrateError::Unsupported(
+                "CLONE INSTANCE did not complete (performance_schema.clone_status on the target says why)".into(),
+            ));
+        }
+        let bytes = clone::bytes_moved(&mut self.target).await;
+        let progress = self.after_clone().await?;
+        let mut report = phase.report();
+        report.bytes = bytes;
+        report.message = Some(format!(
+            "cloned (CLONE INSTANCE; the target restarted) at position {}",
+            progress.position
+        ));
+        self.send(report);
+        Ok(Ok(progress))
+    }
+
+    /// How the target reaches the source.
+    fn source_for_target(&self) -> (String, u16) {
+        self.plan
+            .source_address_for_target
+            .clone()
+            .unwrap_or_else(|| (self.plan.source.host.clone(), self.plan.source.port))
+    }
+
+    /// Best effort: the donor account goes from both servers (a later run re-keys it anyway).
+    async fn drop_clone_account(&mut self) {
+        for s in clone::drop_donor_account() {
+            let _ = self.source.query_drop(&s).await;
+            let _ = as_admin(&mut self.target, self.target_dialect, &[&s]).await;
+        }
+    }
+
+    /// Waits until the target runs again, started after `since` (a clone made it exit; the kubelet starts the
+    /// pod's container again). A clone gives the target the source's accounts: when the target's credentials no
+    /// longer work, the source's do, and the engine's target account gets its own password back.
+    async fn reconnect_target_after_restart(&mut self, since: jiff::Timestamp) -> Result<(), MigrateError> {
+        let deadline = Instant::now() + self.plan.limits.restart;
+        let mut last_error = String::new();
+        loop {
+            match prepare_target(&self.plan).await {
+                Ok((mut conn, _, _)) => {
+                    if started_after(&mut conn, since).await {
+                        self.target = conn;
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    let with_source_credentials = Server {
+                        user: self.plan.source.user.clone(),
+                        password: self.plan.source.password.clone(),
+                        ..self.plan.target.clone()
+                    };
+                    if let Ok(mut conn) = with_source_credentials.connect("target").await
+                        && started_after(&mut conn, since).await
+                    {
+                        restore_target_account(&mut conn, &self.plan.target)
+                            .await
+                            .map_err(sql_secret("giving the engine's target account its password back"))?;
+                        let _ = conn.disconnect().await;
+                        continue;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(MigrateError::Unsupported(format!(
+                    "the target did not come back within {}s after the clone: {last_error}",
+                    self.plan.limits.restart.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// After a completed clone: the engine's record, the events quiet on the replica, the scheduler as it was,
+    /// the donor account gone; the position is the clone's.
+    async fn after_clone(&mut self) -> Result<Progress, MigrateError> {
+        ensure_progress_table(&mut self.target, self.target_dialect).await?;
+        clone::quiet_events(&mut self.target, self.target_dialect).await?;
+        let paused: Option<String> = self
+            .target
+            .query_first(
+                "SELECT VARIABLE_VALUE FROM performance_schema.persisted_variables \
+                 WHERE VARIABLE_NAME = 'event_scheduler'",
+            )
+            .await
+            .map_err(sql("reading the event scheduler"))?;
+        if paused.as_deref() == Some("OFF") {
+            for s in ["RESET PERSIST IF EXISTS event_scheduler", "SET GLOBAL event_scheduler = ON"] {
+                self.target
+                    .query_drop(s)
+                    .await
+                    .map_err(sql("restoring the event scheduler"))?;
+            }
+        }
+        self.drop_clone_account().await;
+        let position = first_text(
+            &mut self.target,
+            self.target_dialect.applied_position_query(),
+            "reading the clone's position",
+        )
+        .await?;
+        let progress = Progress {
+            phase: progress_phase::SEEDED.into(),
+            position,
+            ..Default::default()
+        };
+        self.write_progress(&progress).await?;
         Ok(progress)
     }
 
@@ -935,11 +1145,7 @@ impl Session {
                 .await
                 .map_err(sql_secret("creating the replication account"))?;
         }
-        let (host, port) = self
-            .plan
-            .source_address_for_target
-            .clone()
-            .unwrap_or_else(|| (self.plan.source.host.clone(), self.plan.source.port));
+        let (host, port) = self.source_for_target();
         let _ = self.target.query_drop(self.target_dialect.stop_replica()).await;
         self.target
             .query_drop(self.target_dialect.change_source(&SourceAddress {
@@ -1277,6 +1483,33 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Whether the server behind `conn` started after `since` (it is the restarted one, not the one shutting down).
+async fn started_after(conn: &mut Conn, since: jiff::Timestamp) -> bool {
+    let uptime: Option<i64> = conn
+        .query_first("SELECT CAST(VARIABLE_VALUE AS SIGNED) FROM performance_schema.global_status WHERE VARIABLE_NAME = 'Uptime'")
+        .await
+        .ok()
+        .flatten();
+    uptime.is_some_and(|seconds| jiff::Timestamp::now().as_second() - seconds >= since.as_second())
+}
+
+/// Sets the password of every account named like the engine's target user (not binary-logged).
+async fn restore_target_account(conn: &mut Conn, target: &Server) -> Result<(), mysql_async::Error> {
+    let hosts: Vec<String> = conn
+        .exec("SELECT Host FROM mysql.user WHERE User = ?", (target.user.as_str(),))
+        .await?;
+    conn.query_drop("SET SESSION sql_log_bin = 0").await?;
+    for host in hosts {
+        conn.query_drop(format!(
+            "ALTER USER {} IDENTIFIED BY {}",
+            account(&target.user, &host),
+            quote_literal(&target.password)
+        ))
+        .await?;
+    }
+    conn.query_drop("SET SESSION sql_log_bin = 1").await
 }
 
 /// Closes every client connection except this one and the servers' own threads. Returns how many.
