@@ -83,7 +83,7 @@ async fn main() {
         "build the operator first: cargo build --release ({})",
         engine.display()
     );
-    let (source, by_pipe, by_engine) = tokio::join!(
+    let (source, by_pipe) = tokio::join!(
         DbServer::start_with(
             kind,
             ROOT,
@@ -102,15 +102,6 @@ async fn main() {
                 ..Default::default()
             }
         ),
-        DbServer::start_with(
-            kind,
-            ROOT,
-            ServerOptions {
-                server_id: 3,
-                extra: SERVER_OPTIONS,
-                ..Default::default()
-            }
-        )
     );
 
     // The data: the test dataset (every type and object kind) plus TABLES large tables.
@@ -187,19 +178,139 @@ async fn main() {
     );
     let pipe_seconds = started.elapsed().as_secs_f64();
 
-    // The engine, with a steady write load through a relay standing in for the Service.
+    let pipe_size = data_bytes(&by_pipe).await;
+    by_pipe.stop().await;
+
+    // The engine, logical copy and (MySQL) clone, each into a new server with a steady write load through a relay
+    // standing in for the Service.
+    let seedings: &[&str] = if kind == Engine::MySql {
+        &["logical", "clone"]
+    } else {
+        &["logical"]
+    };
+    let mut runs = Vec::new();
+    for (n, seeding) in seedings.iter().enumerate() {
+        if n > 0 {
+            reopen(&source).await;
+        }
+        let mut target = DbServer::start_with(
+            kind,
+            ROOT,
+            ServerOptions {
+                server_id: 3 + n as u32,
+                extra: SERVER_OPTIONS,
+                ..Default::default()
+            },
+        )
+        .await;
+        // As a pod's container: a clone makes the server exit, and it is started again.
+        target.restart_on_exit();
+        runs.push(migrate(&engine, &source, &target, seeding).await);
+        target.stop().await;
+    }
+
+    println!();
+    println!(
+        "| measure ({kind}, {:.0} MiB of InnoDB data + indexes on the source) | value |",
+        mib(size)
+    );
+    println!("|---|---|");
+    println!(
+        "| {} dump \\| load | {pipe_seconds:.1} s ({:.1} MiB/s; target {:.0} MiB) |",
+        kind,
+        mib(size) / pipe_seconds,
+        mib(pipe_size)
+    );
+    for run in &runs {
+        let s = run.seeding;
+        println!(
+            "| engine seed, {s} (under write load) | {:.1} s ({:.1} MiB/s; target {:.0} MiB); **{:.2}× the dump \\| load rate** |",
+            run.copy_seconds,
+            mib(size) / run.copy_seconds,
+            mib(run.target_bytes),
+            pipe_seconds / run.copy_seconds
+        );
+        let phases: Vec<String> = run
+            .phases
+            .iter()
+            .map(|(phase, seconds)| format!("{phase} {seconds:.3}"))
+            .collect();
+        println!("| phases after the seed, {s} (s) | {} |", phases.join(" · "));
+        println!(
+            "| write outage reported (fence → Service leads to target), {s} | {:.3} s |",
+            run.downtime
+        );
+        println!(
+            "| **longest gap between acknowledged writes (writers' timeline)**, {s} | **{:.3} s** |",
+            run.longest_gap
+        );
+        println!(
+            "| acknowledged writes / failed attempts (retried) / **lost**, {s} | {} / {} / **{}** |",
+            run.acked, run.failures, run.lost
+        );
+        println!("| engine peak RSS, {s} | {:.1} MiB |", run.peak_rss_mib);
+    }
+    source.stop().await;
+}
+
+/// What one engine run showed.
+struct Run {
+    seeding: &'static str,
+    copy_seconds: f64,
+    phases: Vec<(&'static str, f64)>,
+    downtime: f64,
+    longest_gap: f64,
+    acked: usize,
+    failures: u64,
+    lost: usize,
+    peak_rss_mib: f64,
+    target_bytes: u64,
+}
+
+/// docs/copying-migration.md's "reopening a retired source", so that the next run starts from the same data.
+async fn reopen(source: &DbServer) {
+    let mut c = root(source).await;
+    let mariadb = appdb_testkit::copying::is_mariadb(&mut c).await;
+    let mut statements = vec!["SET GLOBAL read_only = OFF", "SET GLOBAL event_scheduler = ON"];
+    if !mariadb {
+        statements.insert(0, "SET GLOBAL super_read_only = OFF");
+    }
+    for s in statements {
+        c.query_drop(s).await.expect(s);
+    }
+    if mariadb {
+        let locked: Vec<String> = c
+            .query("SELECT locked FROM appdb_migration.retired")
+            .await
+            .expect("retired accounts");
+        for accounts in locked {
+            for account in accounts.split(',').filter(|a| !a.is_empty()) {
+                c.query_drop(format!("ALTER USER {account} ACCOUNT UNLOCK"))
+                    .await
+                    .expect("unlock");
+            }
+        }
+    }
+    c.query_drop("DROP TABLE appdb_migration.retired")
+        .await
+        .expect("reopen");
+}
+
+async fn migrate(engine: &std::path::Path, source: &DbServer, target: &DbServer, seeding: &'static str) -> Run {
     let relay = Relay::start(source.port).await;
     let writers: Vec<Writer> = (0..2).map(|_| Writer::start(relay.port)).collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut child = tokio::process::Command::new(&engine)
+    let mut child = tokio::process::Command::new(engine)
         .args([
             "migrate",
             "--strategy",
             "replicate",
+            "--seed",
+            seeding,
             "--source",
             &format!("127.0.0.1:{}", source.port),
             "--target",
-            &format!("127.0.0.1:{}", by_engine.port),
+            &format!("127.0.0.1:{}", target.port),
             "--service",
             &format!("127.0.0.1:{}", relay.port),
             "--parallel",
@@ -232,7 +343,7 @@ async fn main() {
     while let Ok(Some(line)) = lines.next_line().await {
         let report: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
         if report["phase"] == "promote" {
-            relay.switch_to(by_engine.port);
+            relay.switch_to(target.port);
         }
         println!("  {line}");
         reports.push(report);
@@ -241,15 +352,25 @@ async fn main() {
     sampler.abort();
     assert!(exit.success(), "the engine failed");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut acked = 0;
-    let mut longest_gap = Duration::ZERO;
-    let mut failures = 0;
+    let mut all = appdb_testkit::copying::Written::default();
     for w in writers {
         let written = w.stop().await;
-        acked += written.acked.len();
-        failures += written.failures;
-        longest_gap = longest_gap.max(written.longest_gap);
+        all.failures += written.failures;
+        all.longest_gap = all.longest_gap.max(written.longest_gap);
+        for (id, value) in written.acked {
+            let entry = all.acked.entry(id).or_insert(0);
+            *entry = (*entry).max(value);
+        }
     }
+    // Every acknowledged write must be on the target with at least its acknowledged value.
+    let mut t = root(target).await;
+    let present: Vec<(u64, u64)> = t.query("SELECT id, value FROM shop.writes").await.expect("writes");
+    let present: std::collections::BTreeMap<u64, u64> = present.into_iter().collect();
+    let lost = all
+        .acked
+        .iter()
+        .filter(|(id, value)| present.get(id).is_none_or(|v| v < value))
+        .count();
     let seconds = |phase: &str| -> f64 {
         reports
             .iter()
@@ -261,53 +382,30 @@ async fn main() {
             })
             .unwrap_or(f64::NAN)
     };
-    let copy_seconds = seconds("snapshot");
-    let downtime = reports
-        .iter()
-        .find_map(|r| r["downtimeSeconds"].as_f64())
-        .unwrap_or(f64::NAN);
-    let (pipe_size, engine_size) = (data_bytes(&by_pipe).await, data_bytes(&by_engine).await);
-    println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| data on the source (InnoDB, data + indexes) | {:.0} MiB |", mib(size));
-    println!(
-        "| {} dump \\| load | {pipe_seconds:.1} s ({:.1} MiB/s; target {:.0} MiB) |",
-        kind,
-        mib(size) / pipe_seconds,
-        mib(pipe_size)
-    );
-    println!(
-        "| engine seed (4 connections per side, under write load) | {copy_seconds:.1} s ({:.1} MiB/s; target {:.0} MiB) |",
-        mib(size) / copy_seconds,
-        mib(engine_size)
-    );
-    println!(
-        "| throughput ratio engine / pipe | {:.2} |",
-        pipe_seconds / copy_seconds
-    );
-    for phase in [
-        "replicate",
-        "verify",
-        "fence",
-        "catch-up",
-        "promote",
-        "switch",
-        "release",
-    ] {
-        println!("| phase {phase} | {:.3} s |", seconds(phase));
+    Run {
+        seeding,
+        copy_seconds: seconds("snapshot"),
+        phases: [
+            "replicate",
+            "verify",
+            "fence",
+            "catch-up",
+            "promote",
+            "switch",
+            "release",
+        ]
+        .into_iter()
+        .map(|p| (p, seconds(p)))
+        .collect(),
+        downtime: reports
+            .iter()
+            .find_map(|r| r["downtimeSeconds"].as_f64())
+            .unwrap_or(f64::NAN),
+        longest_gap: all.longest_gap.as_secs_f64(),
+        acked: all.acked.len(),
+        failures: all.failures,
+        lost,
+        peak_rss_mib: peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
+        target_bytes: data_bytes(target).await,
     }
-    println!("| write outage reported (fence → Service leads to target) | {downtime:.3} s |");
-    println!(
-        "| longest gap between acknowledged writes (client view) | {:.3} s |",
-        longest_gap.as_secs_f64()
-    );
-    println!("| acknowledged writes during the run / failed attempts | {acked} / {failures} |");
-    println!(
-        "| engine peak RSS | {:.1} MiB |",
-        peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
-    );
-    source.stop().await;
-    by_pipe.stop().await;
-    by_engine.stop().await;
 }

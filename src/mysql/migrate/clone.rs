@@ -65,7 +65,10 @@ pub fn donor_account(password: &str) -> Vec<String> {
     let user = account(CLONE_USER, "%");
     vec![
         "SET SESSION sql_log_bin = 0".to_owned(),
-        format!("CREATE USER IF NOT EXISTS {user} IDENTIFIED BY {}", quote_literal(password)),
+        format!(
+            "CREATE USER IF NOT EXISTS {user} IDENTIFIED BY {}",
+            quote_literal(password)
+        ),
         format!("ALTER USER {user} IDENTIFIED BY {}", quote_literal(password)),
         format!("GRANT BACKUP_ADMIN ON *.* TO {user}"),
         "SET SESSION sql_log_bin = 1".to_owned(),
@@ -84,7 +87,10 @@ pub fn drop_donor_account() -> Vec<String> {
 /// Statements on the target that copy the source into it.
 pub fn clone_statements(host: &str, port: u16, password: &str) -> Vec<String> {
     vec![
-        format!("SET GLOBAL clone_valid_donor_list = {}", quote_literal(&format!("{host}:{port}"))),
+        format!(
+            "SET GLOBAL clone_valid_donor_list = {}",
+            quote_literal(&format!("{host}:{port}"))
+        ),
         format!(
             "CLONE INSTANCE FROM {}@{}:{port} IDENTIFIED BY {}",
             quote_literal(CLONE_USER),
@@ -143,16 +149,22 @@ mod tests {
 
     #[test]
     fn only_mysql_of_one_version_clones() {
-        assert_eq!(impossible((Dialect::MySql, "9.7.4-2"), (Dialect::MySql, "9.7.4-2")), None);
+        assert_eq!(
+            impossible((Dialect::MySql, "9.7.4-2"), (Dialect::MySql, "9.7.4-2")),
+            None
+        );
         assert!(
             impossible((Dialect::MySql, "8.4.3"), (Dialect::MySql, "9.7.4"))
                 .unwrap()
                 .contains("same MySQL version")
         );
         assert!(
-            impossible((Dialect::MariaDb, "10.11.6-MariaDB"), (Dialect::MariaDb, "10.11.6-MariaDB"))
-                .unwrap()
-                .contains("MariaDB")
+            impossible(
+                (Dialect::MariaDb, "10.11.6-MariaDB"),
+                (Dialect::MariaDb, "10.11.6-MariaDB")
+            )
+            .unwrap()
+            .contains("MariaDB")
         );
     }
 
@@ -165,7 +177,11 @@ mod tests {
                 "CLONE INSTANCE FROM 'appdb_clone'@'db-0.db.acme.svc':3306 IDENTIFIED BY 'p''w'".to_owned(),
             ]
         );
-        assert!(donor_account("x").iter().any(|s| s == "GRANT BACKUP_ADMIN ON *.* TO 'appdb_clone'@'%'"));
+        assert!(
+            donor_account("x")
+                .iter()
+                .any(|s| s == "GRANT BACKUP_ADMIN ON *.* TO 'appdb_clone'@'%'")
+        );
         assert_eq!(drop_donor_account()[1], "DROP USER IF EXISTS 'appdb_clone'@'%'");
     }
 }

@@ -979,7 +979,12 @@ impl Session {
         }
         // The copy arrives with the source's events enabled; they must not run before they are turned off on the
         // target, and the target restarts in between: the scheduler's pause is persisted.
-        let scheduler = first_text(&mut self.target, "SELECT @@GLOBAL.event_scheduler", "reading the event scheduler").await?;
+        let scheduler = first_text(
+            &mut self.target,
+            "SELECT @@GLOBAL.event_scheduler",
+            "reading the event scheduler",
+        )
+        .await?;
         if scheduler == "ON" {
             self.target
                 .query_drop("SET PERSIST event_scheduler = OFF")
@@ -1101,7 +1106,10 @@ impl Session {
             .await
             .map_err(sql("reading the event scheduler"))?;
         if paused.as_deref() == Some("OFF") {
-            for s in ["RESET PERSIST IF EXISTS event_scheduler", "SET GLOBAL event_scheduler = ON"] {
+            for s in [
+                "RESET PERSIST IF EXISTS event_scheduler",
+                "SET GLOBAL event_scheduler = ON",
+            ] {
                 self.target
                     .query_drop(s)
                     .await
