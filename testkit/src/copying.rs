@@ -56,7 +56,7 @@ pub async fn load_dataset(conn: &mut Conn, customers: u32) {
          FOREIGN KEY (customer) REFERENCES shop.customers (id)) ENGINE=InnoDB"
             .to_owned(),
         "CREATE DATABASE legacy CHARACTER SET latin1".to_owned(),
-        "CREATE TABLE legacy.notes (id INT PRIMARY KEY, body VARCHAR(100), raw VARBINARY(32)) ENGINE=InnoDB".to_owned(),
+        "CREATE TABLE legacy.notes (id INT PRIMARY KEY, body VARCHAR(100), raw VARBINARY(32), memo TEXT NULL) ENGINE=InnoDB".to_owned(),
         format!(
             "INSERT INTO shop.customers (name, note, balance, ratio, score, born, seen, changed, opens, since, flags, \
              doc, photo, kind, tags, big) SELECT CONCAT('Kunde ', seq, ' 😀 ünïcödé'), \
@@ -75,7 +75,7 @@ pub async fn load_dataset(conn: &mut Conn, customers: u32) {
             numbers(customers / 2)
         ),
         "INSERT INTO shop.audit VALUES ('dup', '2026-01-01 00:00:00'), ('dup', '2026-01-01 00:00:00')".to_owned(),
-        "INSERT INTO legacy.notes VALUES (1, 'café', 0x00010203), (2, NULL, NULL), (3, 'naïve', '')".to_owned(),
+        "INSERT INTO legacy.notes VALUES (1, 'café', 0x00010203, 'Grüße'), (2, NULL, NULL, NULL), (3, 'naïve', '', '')".to_owned(),
         // Created before the view it reads, so creating views needs more than one pass.
         "CREATE VIEW shop.a_vip_count AS SELECT COUNT(*) AS n FROM shop.customers WHERE FIND_IN_SET('vip', tags)"
             .to_owned(),

@@ -7,5 +7,6 @@ pub mod customers;
 pub mod dbserver;
 pub mod faulty;
 pub mod kubelet;
+pub mod pods;
 pub mod relay;
 pub mod schema;

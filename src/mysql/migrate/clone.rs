@@ -111,12 +111,29 @@ pub async fn completed_from(conn: &mut Conn, host: &str, port: u16) -> bool {
     matches!(row, Some((state, source)) if state == "Completed" && source == format!("{host}:{port}"))
 }
 
-/// Bytes the last clone moved (for the report).
-pub async fn bytes_moved(conn: &mut Conn) -> Option<u64> {
-    conn.query_first("SELECT CAST(SUM(DATA) AS UNSIGNED) FROM performance_schema.clone_progress")
+/// What the last clone moved and how long it took (for the report): bytes, seconds copying, seconds restarting
+/// and recovering.
+pub async fn figures(conn: &mut Conn) -> (Option<u64>, f64, f64) {
+    let stages: Vec<(String, Option<u64>, Option<i64>)> = conn
+        .query(
+            "SELECT STAGE, CAST(DATA AS UNSIGNED), TIMESTAMPDIFF(MICROSECOND, BEGIN_TIME, END_TIME) \
+             FROM performance_schema.clone_progress",
+        )
         .await
-        .ok()
-        .flatten()
+        .unwrap_or_default();
+    let (mut bytes, mut copying, mut restarting) = (None::<u64>, 0.0, 0.0);
+    for (stage, data, micros) in stages {
+        let seconds = micros.unwrap_or(0).max(0) as f64 / 1e6;
+        if matches!(stage.as_str(), "RESTART" | "RECOVERY") {
+            restarting += seconds;
+        } else {
+            copying += seconds;
+        }
+        if let Some(d) = data {
+            bytes = Some(bytes.unwrap_or(0) + d);
+        }
+    }
+    (bytes, copying, restarting)
 }
 
 /// Events that were enabled on the source arrive enabled; on a replica they must not run (they would write what

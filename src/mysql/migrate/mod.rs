@@ -1022,12 +1022,12 @@ impl Session {
                 "CLONE INSTANCE did not complete (performance_schema.clone_status on the target says why)".into(),
             ));
         }
-        let bytes = clone::bytes_moved(&mut self.target).await;
+        let (bytes, copying, restarting) = clone::figures(&mut self.target).await;
         let progress = self.after_clone().await?;
         let mut report = phase.report();
         report.bytes = bytes;
         report.message = Some(format!(
-            "cloned (CLONE INSTANCE; the target restarted) at position {}",
+            "cloned (CLONE INSTANCE: {copying:.1}s copying; the target restarted, {restarting:.1}s) at position {}",
             progress.position
         ));
         self.send(report);
@@ -1088,7 +1088,7 @@ impl Session {
                     self.plan.limits.restart.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

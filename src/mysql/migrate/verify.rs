@@ -53,10 +53,12 @@ pub fn row_digest_statement(table: &Table) -> String {
         .iter()
         .map(|(c, data_type)| {
             let c = quote_identifier(c);
+            // Bytes, not characters: columns of different character sets (a latin1 TEXT's digest beside utf8mb4
+            // values) cannot be concatenated as text ("illegal mix of collations").
             if may_exceed_a_packet(data_type) {
-                format!("SHA2({c}, 256)")
+                format!("CAST(SHA2({c}, 256) AS BINARY)")
             } else {
-                c
+                format!("CAST({c} AS BINARY)")
             }
         })
         .collect();
@@ -156,7 +158,9 @@ mod tests {
         );
         let digest = row_digest_statement(&table());
         assert!(
-            digest.contains("CONCAT_WS('#', `id`, SHA2(`note`, 256), CONCAT(ISNULL(`id`), ISNULL(`note`)))")
+            digest.contains(
+                "CONCAT_WS('#', CAST(`id` AS BINARY), CAST(SHA2(`note`, 256) AS BINARY), CONCAT(ISNULL(`id`), ISNULL(`note`)))"
+            )
                 && digest.ends_with("FROM `shop`.`orders`"),
             "{digest}"
         );

@@ -1,0 +1,281 @@
+//! Pods as real processes on this machine, the way a container runtime starts them:
+//!
+//! - a **node**: a network namespace of its own holding a bridge (`cni0`, 10.244.0.1/24), so that nothing a test
+//!   starts touches the machine's own network, and concurrent tests each have their own pod range;
+//! - a **pod sandbox**: a network namespace with `eth0` (a veth whose peer is on the node's bridge), an address
+//!   from the node's range and a default route through the bridge;
+//! - a **container**: its command as PID 1 of its own PID namespace (and UTS namespace: hostname = pod name, mount
+//!   namespace with its own `/proc`), with the user, capability bounding set and `no_new_privs` of its security
+//!   context applied by `setpriv`. Stopping it sends SIGTERM to PID 1, waits for the grace period and SIGKILLs the
+//!   namespace, as the kubelet does; like any PID 1, a process that installed no SIGTERM handler ignores SIGTERM.
+//!
+//! Every namespace is removed when its owner is stopped or dropped.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio::process::{Child, Command};
+
+use super::security::{Privileges, setpriv_args};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A node: the network namespace pods attach to.
+pub struct Node {
+    pub netns: String,
+    pub gateway: Ipv4Addr,
+    next_host: AtomicU32,
+}
+
+impl Node {
+    pub const BRIDGE: &'static str = "cni0";
+
+    pub async fn start() -> Result<Node, String> {
+        let netns = unique("appdb-node-");
+        ip(&["netns", "add", &netns]).await?;
+        let node = Node {
+            netns,
+            gateway: Ipv4Addr::new(10, 244, 0, 1),
+            next_host: AtomicU32::new(2),
+        };
+        let ns = node.netns.as_str();
+        for args in [
+            &["-n", ns, "link", "set", "lo", "up"][..],
+            &["-n", ns, "link", "add", Self::BRIDGE, "type", "bridge"],
+            &["-n", ns, "addr", "add", "10.244.0.1/24", "dev", Self::BRIDGE],
+            &["-n", ns, "link", "set", Self::BRIDGE, "up"],
+        ] {
+            ip(args).await?;
+        }
+        Ok(node)
+    }
+
+    /// A pod's network namespace on this node, with its address.
+    pub async fn sandbox(&self) -> Result<Sandbox, String> {
+        let host = self.next_host.fetch_add(1, Ordering::Relaxed);
+        if host > 254 {
+            return Err("the node's pod range 10.244.0.0/24 is exhausted".into());
+        }
+        let address = Ipv4Addr::new(10, 244, 0, host as u8);
+        let netns = unique("appdb-pod-");
+        ip(&["netns", "add", &netns]).await?;
+        let sandbox = Sandbox {
+            netns: netns.clone(),
+            address,
+        };
+        let peer = format!("veth{host}");
+        let cidr = format!("{address}/24");
+        let gateway = self.gateway.to_string();
+        let node = self.netns.as_str();
+        for args in [
+            &["-n", &netns, "link", "set", "lo", "up"][..],
+            &[
+                "-n", node, "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ],
+            &["-n", node, "link", "set", &peer, "master", Self::BRIDGE],
+            &["-n", node, "link", "set", &peer, "up"],
+            &["-n", &netns, "addr", "add", &cidr, "dev", "eth0"],
+            &["-n", &netns, "link", "set", "eth0", "up"],
+            &["-n", &netns, "route", "add", "default", "via", &gateway],
+        ] {
+            ip(args).await?;
+        }
+        Ok(sandbox)
+    }
+
+    pub async fn stop(self) {
+        let _ = ip(&["netns", "del", &self.netns]).await;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// A pod's network namespace.
+pub struct Sandbox {
+    pub netns: String,
+    pub address: Ipv4Addr,
+}
+
+impl Sandbox {
+    pub async fn remove(self) {
+        let _ = ip(&["netns", "del", &self.netns]).await;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// How to start one container.
+pub struct Launch<'a> {
+    pub sandbox: &'a Sandbox,
+    pub hostname: &'a str,
+    /// The program and its arguments (already resolved from the image, `command` and `args`).
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub privileges: Privileges,
+    pub workdir: Option<&'a Path>,
+    /// The container's output (stdout and stderr), as `kubectl logs` shows it.
+    pub log: PathBuf,
+}
+
+/// A running container.
+pub struct Container {
+    launcher: Child,
+    pub log: PathBuf,
+}
+
+/// The default `PATH` of the images in the table.
+const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Container {
+    pub fn start(launch: Launch<'_>) -> Result<Container, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log)
+            .map_err(|e| format!("the container's log {}: {e}", launch.log.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &launch.sandbox.netns])
+            // PID 1 of a new PID namespace with its own /proc; its own hostname.
+            .args([
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "--uts",
+                "--kill-child",
+            ])
+            .args(["sh", "-c", "hostname \"$0\" && exec \"$@\"", launch.hostname])
+            .arg("setpriv")
+            .args(setpriv_args(&launch.privileges))
+            .arg("--")
+            .args(&launch.argv)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true);
+        if !launch.env.iter().any(|(k, _)| k == "PATH") {
+            command.env("PATH", IMAGE_PATH);
+        }
+        command.envs(launch.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = launch.workdir {
+            command.current_dir(dir);
+        }
+        let launcher = command.spawn().map_err(|e| format!("starting the container: {e}"))?;
+        Ok(Container {
+            launcher,
+            log: launch.log,
+        })
+    }
+
+    /// The container's PID 1, as the machine sees it (the child of `unshare`).
+    pub fn pid1(&self) -> Option<u32> {
+        let launcher = self.launcher.id()?;
+        let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Waits up to `timeout` for PID 1 to exist (the namespaces are made first).
+    pub async fn wait_for_pid1(&self, timeout: Duration) -> Option<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pid) = self.pid1() {
+                return Some(pid);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The exit code once PID 1 has exited (`128 + signal` when a signal ended it); `None` while it runs.
+    pub fn try_exit_code(&mut self) -> Option<i32> {
+        self.launcher.try_wait().ok().flatten().map(exit_code)
+    }
+
+    pub async fn wait(&mut self) -> i32 {
+        self.launcher.wait().await.map(exit_code).unwrap_or(-1)
+    }
+
+    /// The kubelet's stop: SIGTERM to PID 1, `grace` to exit, then SIGKILL (the whole PID namespace goes with its
+    /// PID 1). Returns the exit code and whether the grace period ran out.
+    pub async fn stop(&mut self, grace: Duration) -> (i32, bool) {
+        if let Some(code) = self.try_exit_code() {
+            return (code, false);
+        }
+        if let Some(pid) = self.pid1() {
+            signal(pid, "TERM");
+        }
+        match tokio::time::timeout(grace, self.launcher.wait()).await {
+            Ok(status) => (status.map(exit_code).unwrap_or(-1), false),
+            Err(_) => {
+                if let Some(pid) = self.pid1() {
+                    signal(pid, "KILL");
+                }
+                let _ = self.wait().await;
+                // What the kubelet reports for a SIGKILLed container. (`unshare` 2.38 itself exits 1 when its child
+                // dies of SIGKILL: it cannot re-raise that signal. Other signals come through as 128 + signal.)
+                (128 + 9, true)
+            }
+        }
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+}
