@@ -679,6 +679,7 @@ impl Session {
         self.send(report);
         self.verify_replica().await?;
         self.wait_for_zero_lag(true).await?;
+        self.apply_the_source_position().await?;
         self.fence(&mut progress).await?;
         self.after_fence(progress, true).await
     }
@@ -708,6 +709,40 @@ impl Session {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Right before the fence, the target applies everything the source has committed so far. A lag of zero
+    /// seconds is not enough: the servers count lag in whole seconds of event timestamps, and a backlog of
+    /// transactions from the same second (the writes made while `verify` held the replica) would otherwise be
+    /// applied under the fence, in `catch-up`.
+    async fn apply_the_source_position(&mut self) -> Result<(), MigrateError> {
+        let position = first_text(
+            &mut self.source,
+            self.source_dialect.position_query(),
+            "reading the position",
+        )
+        .await?;
+        let deadline = Instant::now() + self.plan.limits.replication;
+        loop {
+            // In short waits, so that a replication error is seen at once rather than after the whole limit.
+            let waited: Option<i64> = self
+                .target
+                .query_first(self.target_dialect.wait_for_position(&position, 2))
+                .await
+                .map_err(sql("waiting for the target"))?;
+            if waited == Some(0) {
+                return Ok(());
+            }
+            if let Some(error) = self.replica_status().await?.error {
+                return Err(MigrateError::Unsupported(format!("replication stopped: {error}")));
+            }
+            if Instant::now() > deadline {
+                return Err(MigrateError::Unsupported(format!(
+                    "the target did not apply the source's position ({position}) within {}s",
+                    self.plan.limits.replication.as_secs()
+                )));
+            }
         }
     }
 
