@@ -92,6 +92,17 @@ async fn assert_moved(source: &DbServer, target: &DbServer, run: &EngineRun) {
     }
 }
 
+/// The end of a run that completed: the writer stops, every acknowledged write is on the target, everything
+/// moved ([`assert_moved`]), and both servers stop.
+async fn assert_completed_without_loss(source: DbServer, target: DbServer, writer: Writer, run: &EngineRun) {
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let written = writer.stop().await;
+    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
+    assert_moved(&source, &target, run).await;
+    source.stop().await;
+    target.stop().await;
+}
+
 async fn replicate_under_load_moves_everything_and_loses_no_acknowledged_write(engine: Engine) {
     let (source, target) = servers(engine, 3000).await;
     let relay = Relay::start(source.port).await;
@@ -166,12 +177,7 @@ async fn dump_restore_copies_everything_with_the_source_fenced(engine: Engine) {
             "prepare", "fence", "snapshot", "verify", "promote", "switch", "release", "done"
         ]
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let written = writer.stop().await;
-    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
-    assert_moved(&source, &target, &run).await;
-    source.stop().await;
-    target.stop().await;
+    assert_completed_without_loss(source, target, writer, &run).await;
 }
 
 async fn a_service_that_never_switches_rolls_back_and_the_source_stays_authoritative(engine: Engine) {
@@ -697,12 +703,7 @@ async fn a_copy_that_differs_is_caught_before_the_fence_and_copied_again(engine:
         "copied again: {:?}",
         phases(&third)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let written = writer.stop().await;
-    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
-    assert_moved(&source, &target, &third).await;
-    source.stop().await;
-    target.stop().await;
+    assert_completed_without_loss(source, target, writer, &third).await;
 }
 
 /// Replicate seeds by `CLONE INSTANCE` between two servers of the same MySQL version: the target exits when the
@@ -746,11 +747,8 @@ async fn replicate_seeds_by_clone_where_the_servers_allow_it(engine: Engine) {
             assert_eq!(target.restarts(), 0);
         }
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let written = writer.stop().await;
-    assert_no_write_lost(&mut root(&target, TARGET_ROOT).await, &written).await;
-    // The engine's target account has the target's password again; the donor account is gone from both.
-    assert_moved(&source, &target, &run).await;
+    // The donor account is gone from both servers; the engine's target account has the target's password again
+    // (assert_moved logs in with it).
     for (db, password) in [(&source, SOURCE_ROOT), (&target, TARGET_ROOT)] {
         let donors: Option<i64> = root(db, password)
             .await
@@ -759,8 +757,7 @@ async fn replicate_seeds_by_clone_where_the_servers_allow_it(engine: Engine) {
             .expect("accounts");
         assert_eq!(donors, Some(0));
     }
-    source.stop().await;
-    target.stop().await;
+    assert_completed_without_loss(source, target, writer, &run).await;
 }
 
 on_both_engines!(

@@ -121,7 +121,7 @@ async fn pods_reach_each_other_and_run_as_their_user() {
         None,
         Some(&context(
             json!({"runAsUser": 999, "runAsNonRoot": true, "allowPrivilegeEscalation": false,
-            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}),
+            "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}),
         )),
         0,
     )
@@ -160,6 +160,10 @@ async fn pods_reach_each_other_and_run_as_their_user() {
     assert!(
         seen.contains("CapEff:\\t0000000000000000") && seen.contains("NoNewPrivs:\\t1") && seen.contains(" 999"),
         "{seen}"
+    );
+    assert!(
+        seen.contains("readOnlyRootFilesystem is not enforced"),
+        "what the runner cannot enforce is said in the pod's log: {seen}"
     );
     let (a_ns, node_ns) = (a.netns.clone(), node.netns.clone());
     a.remove().await;

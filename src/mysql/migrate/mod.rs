@@ -763,7 +763,15 @@ impl Session {
             .query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
             .map_err(sql("opening the snapshot"))?;
-        // A global read lock only while the snapshot opens and its position is read (milliseconds).
+        // A global read lock only while the snapshot opens and its position is read (milliseconds). Writes queue
+        // behind a lock that waits for running statements: it waits no longer than the fence would.
+        self.source
+            .query_drop(format!(
+                "SET SESSION lock_wait_timeout = {}",
+                self.plan.limits.lock_wait.as_secs().max(1)
+            ))
+            .await
+            .map_err(sql("opening the snapshot"))?;
         self.source
             .query_drop("FLUSH TABLES WITH READ LOCK")
             .await
@@ -1045,6 +1053,15 @@ impl Session {
             Err(mysql_async::Error::Server(e)) if e.code == clone::RESTART_REQUIRED => {}
             // The server may go before it answers; whether the copy is complete is read after the restart.
             Err(mysql_async::Error::Server(e)) => {
+                // Nothing was copied: the target keeps running, with its events as they were.
+                if scheduler == "ON" {
+                    for s in [
+                        "RESET PERSIST IF EXISTS event_scheduler",
+                        "SET GLOBAL event_scheduler = ON",
+                    ] {
+                        let _ = self.target.query_drop(s).await;
+                    }
+                }
                 self.drop_clone_account().await;
                 return Err(sql_secret("cloning the source")(mysql_async::Error::Server(e)));
             }

@@ -137,39 +137,15 @@ pub fn environment(pod: &Pod, container: &Container, sources: &Sources) -> Resul
                 if let Some(f) = &from.field_ref {
                     Some(field(pod, &f.field_path)?)
                 } else if let Some(s) = &from.secret_key_ref {
-                    match sources.secrets.get(&s.name) {
-                        Some(data) => match data.get(&s.key) {
-                            Some(v) => Some(String::from_utf8_lossy(v).into_owned()),
-                            None if s.optional == Some(true) => None,
-                            None => {
-                                return Err(ConfigError::KeyNotFound {
-                                    key: s.key.clone(),
-                                    kind: "Secret",
-                                    namespace: namespace.clone(),
-                                    name: s.name.clone(),
-                                });
-                            }
-                        },
-                        None if s.optional == Some(true) => None,
-                        None => return Err(ConfigError::SecretNotFound(s.name.clone())),
-                    }
+                    let data = sources.secrets.get(&s.name).map(|d| {
+                        d.iter()
+                            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                            .collect()
+                    });
+                    key_of(data, &s.name, &s.key, s.optional, "Secret", &namespace)?
                 } else if let Some(c) = &from.config_map_key_ref {
-                    match sources.config_maps.get(&c.name) {
-                        Some(data) => match data.get(&c.key) {
-                            Some(v) => Some(v.clone()),
-                            None if c.optional == Some(true) => None,
-                            None => {
-                                return Err(ConfigError::KeyNotFound {
-                                    key: c.key.clone(),
-                                    kind: "ConfigMap",
-                                    namespace: namespace.clone(),
-                                    name: c.name.clone(),
-                                });
-                            }
-                        },
-                        None if c.optional == Some(true) => None,
-                        None => return Err(ConfigError::ConfigMapNotFound(c.name.clone())),
-                    }
+                    let data = sources.config_maps.get(&c.name).cloned();
+                    key_of(data, &c.name, &c.key, c.optional, "ConfigMap", &namespace)?
                 } else {
                     None
                 }
@@ -187,6 +163,33 @@ pub fn environment(pod: &Pod, container: &Container, sources: &Sources) -> Resul
             (name, value)
         })
         .collect())
+}
+
+/// One key of a Secret's or ConfigMap's data (`None`: absent and `optional`).
+fn key_of(
+    data: Option<BTreeMap<String, String>>,
+    name: &str,
+    key: &str,
+    optional: Option<bool>,
+    kind: &'static str,
+    namespace: &str,
+) -> Result<Option<String>, ConfigError> {
+    let optional = optional == Some(true);
+    match data {
+        Some(mut d) => match d.remove(key) {
+            Some(v) => Ok(Some(v)),
+            None if optional => Ok(None),
+            None => Err(ConfigError::KeyNotFound {
+                key: key.to_owned(),
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }),
+        },
+        None if optional => Ok(None),
+        None if kind == "Secret" => Err(ConfigError::SecretNotFound(name.to_owned())),
+        None => Err(ConfigError::ConfigMapNotFound(name.to_owned())),
+    }
 }
 
 /// `command` and `args` expanded with the environment; `None` parts come from the image (its entrypoint and

@@ -121,10 +121,13 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        delete_netns_now(&self.netns);
     }
+}
+
+/// For `Drop`, which cannot wait on a task: removes a network namespace synchronously.
+fn delete_netns_now(netns: &str) {
+    let _ = std::process::Command::new("ip").args(["netns", "del", netns]).status();
 }
 
 /// A pod's network namespace.
@@ -142,9 +145,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        delete_netns_now(&self.netns);
     }
 }
 
@@ -177,6 +178,14 @@ impl Container {
             .append(true)
             .open(&launch.log)
             .map_err(|e| format!("the container's log {}: {e}", launch.log.display()))?;
+        if launch.privileges.read_only_root {
+            // Never silently granted: the pod's log says what the runner does not enforce.
+            use std::io::Write;
+            let _ = writeln!(
+                &log,
+                "pod runner: readOnlyRootFilesystem is not enforced (the container runs on this machine's file system)"
+            );
+        }
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new("ip");
         command
