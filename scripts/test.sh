@@ -12,6 +12,8 @@ command -v mariadbd >/dev/null 2>&1 || need_apt+=(mariadb-server mariadb-client)
   || need_apt+=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
+# The pod runner's node: load balancer addresses (and later Services and NetworkPolicies) are nftables rules.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v lua5.1 >/dev/null 2>&1 || need_apt+=(lua5.1)
 command -v kubectl >/dev/null 2>&1 || {
   echo "kubectl is required (the tests drive the project's test API server with the real kubectl)." >&2

@@ -17,12 +17,13 @@ fn context(v: serde_json::Value) -> SecurityContext {
 
 fn start(sandbox: &Sandbox, hostname: &str, privileges: Privileges, script: &str, dir: &std::path::Path) -> Container {
     Container::start(Launch {
-        sandbox,
+        netns: &sandbox.netns,
         hostname,
         argv: vec!["python3".into(), "-c".into(), script.into()],
         env: vec![],
         privileges,
         workdir: None,
+        mounts: vec![],
         log: dir.join(format!("{hostname}.log")),
     })
     .expect("start the container")
@@ -78,12 +79,13 @@ async fn a_pid_1_that_ignores_sigterm_is_killed_after_its_grace_period() {
     let sandbox = node.sandbox().await.expect("sandbox");
     let root = privileges(None, None, 0).expect("privileges");
     let launch = |hostname: &'static str, script: &str| Launch {
-        sandbox: &sandbox,
+        netns: &sandbox.netns,
         hostname,
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: vec![],
         privileges: root.clone(),
         workdir: None,
+        mounts: vec![],
         log: dir.path().join(format!("{hostname}.log")),
     };
     let mut deaf = Container::start(launch("deaf", "echo pid $$; sleep 60; echo never")).expect("start");

@@ -8,108 +8,24 @@ mod support;
 #[path = "support/netns.rs"]
 mod netns;
 
+#[path = "support/charon.rs"]
+mod charon;
+
 use appdb_testkit::dbserver::{DbServer, Engine};
 
 use std::{
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use appdb_operator::vpn::{
     model::{Connection, Psk, Tunnel},
     render::{DataPath, customer_swanctl, gateway_strongswan_conf, gateway_swanctl},
 };
+use charon::{Charon, customer_strongswan_conf, established, wait_until};
 use netns::{Netns, link};
-
-const CHARON: &str = "/usr/lib/ipsec/charon";
-
-struct Charon {
-    child: Child,
-    vici: PathBuf,
-}
-
-impl Charon {
-    /// Starts charon inside `ns` with its own /run, configured by `conf` (strongswan.conf).
-    fn start(ns: &Netns, conf: &Path, vici: PathBuf, log: &Path) -> Charon {
-        assert!(
-            Path::new(CHARON).exists(),
-            "{CHARON} is required: install strongswan-charon (scripts/test.sh does)"
-        );
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "unshare",
-                "-m",
-                "sh",
-                "-c",
-                &format!("mount -t tmpfs tmpfs /run && exec {CHARON}"),
-            ])
-            .env("STRONGSWAN_CONF", conf)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("log file"))
-            .spawn()
-            .expect("start charon");
-        let started = Instant::now();
-        while !vici.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "charon in {} did not open {}",
-                ns.name,
-                vici.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Charon { child, vici }
-    }
-
-    fn swanctl(&self, args: &[&str]) -> String {
-        let uri = format!("unix://{}", self.vici.display());
-        let out = Command::new("swanctl")
-            .args(args)
-            .args(["--uri", &uri])
-            .output()
-            .expect("swanctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "swanctl {args:?} failed: {text}");
-        text
-    }
-
-    fn load(&self, swanctl_conf: &Path) {
-        self.swanctl(&[
-            "--load-all",
-            "--noprompt",
-            "--file",
-            &swanctl_conf.display().to_string(),
-        ]);
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Charon {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn customer_strongswan_conf(vici: &Path) -> String {
-    // The customer's own charon: ours for the test, with the userspace data path.
-    format!(
-        "charon {{\n    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey kdf gcm aes sha1 sha2 hmac gmp kernel-libipsec kernel-netlink socket-default vici updown\n    retransmit_tries = 3\n    retransmit_timeout = 2.0\n    retransmit_base = 1.5\n    filelog {{\n        stderr {{\n            default = 1\n            ike = 2\n        }}\n    }}\n    plugins {{\n        vici {{\n            socket = unix://{}\n        }}\n    }}\n}}\n",
-        vici.display()
-    )
-}
 
 fn connection(psk2: &str) -> Connection {
     let tunnel = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk(psk.into()), None).expect("tunnel");
@@ -238,15 +154,6 @@ impl Drop for Lab {
     }
 }
 
-fn established(customer: &Charon, tunnel: u8) -> bool {
-    let sas = customer.swanctl(&["--list-sas"]);
-    sas.lines()
-        .any(|l| l.contains(&format!("acme-seattle-tunnel{tunnel}:")) && l.contains("ESTABLISHED"))
-        && sas
-            .lines()
-            .any(|l| l.contains(&format!("acme-seattle-tunnel{tunnel}:")) && l.contains("INSTALLED"))
-}
-
 /// The tunnel whose CHILD_SA has sent packets from the customer's side (the one carrying the traffic).
 fn carrying_tunnel(customer: &Charon) -> Option<u8> {
     let sas = customer.swanctl(&["--list-sas"]);
@@ -271,18 +178,6 @@ fn carrying_tunnel(customer: &Charon) -> Option<u8> {
         }
     }
     None
-}
-
-fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
 }
 
 #[test]

@@ -110,15 +110,21 @@ pub async fn run_engine_watching(
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(300), read)
-        .await
-        .expect("the engine finished within 300 s");
+    let finished = tokio::time::timeout(Duration::from_secs(300), read).await.is_ok();
+    if !finished {
+        child.start_kill().expect("SIGKILL the engine");
+    }
     let status = child.wait().await.expect("engine exit");
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         use tokio::io::AsyncReadExt;
         let _ = e.read_to_string(&mut stderr).await;
     }
+    assert!(
+        finished,
+        "the engine did not finish within 300 s; phases reported: {:?}; stderr:\n{stderr}",
+        reports.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>()
+    );
     EngineRun {
         exit: status.code(),
         reports,

@@ -689,10 +689,12 @@ impl Session {
     async fn wait_for_zero_lag(&mut self, until_due: bool) -> Result<u64, MigrateError> {
         let limit = self.plan.limits.replication;
         let mut deadline = Instant::now() + limit;
+        let mut next_note = Instant::now() + Duration::from_secs(30);
         loop {
-            let status = self.replica_status().await?;
-            if let Some(error) = status.error {
-                return Err(MigrateError::Unsupported(format!("replication stopped: {error}")));
+            let status = self.replica_progressing().await?;
+            if Instant::now() > next_note {
+                tracing::info!(?status, "waiting for the replica to catch up");
+                next_note = Instant::now() + Duration::from_secs(30);
             }
             let caught_up = status.running && status.lag == Some(0);
             let due = !until_due || self.plan.cutover_at.is_none_or(|t| jiff::Timestamp::now() >= t);
@@ -734,9 +736,7 @@ impl Session {
             if waited == Some(0) {
                 return Ok(());
             }
-            if let Some(error) = self.replica_status().await?.error {
-                return Err(MigrateError::Unsupported(format!("replication stopped: {error}")));
-            }
+            self.replica_progressing().await?;
             if Instant::now() > deadline {
                 return Err(MigrateError::Unsupported(format!(
                     "the target did not apply the source's position ({position}) within {}s",
@@ -1226,6 +1226,24 @@ impl Session {
             .map_err(sql("starting replication"))
     }
 
+    /// The replica's status, for a wait that needs replication to progress: a thread that stopped with an error
+    /// fails the wait at once, and one that stopped without saying why (an earlier run killed while the applier was
+    /// paused or bounded by `UNTIL`) is started again, rather than waited on until the replication limit.
+    async fn replica_progressing(&mut self) -> Result<ReplicaStatus, MigrateError> {
+        let status = self.replica_status().await?;
+        if let Some(error) = &status.error {
+            return Err(MigrateError::Unsupported(format!("replication stopped: {error}")));
+        }
+        if status.stopped {
+            tracing::info!(?status, "replication had stopped without an error; starting it again");
+            self.target
+                .query_drop(self.target_dialect.start_replica())
+                .await
+                .map_err(sql("restarting replication"))?;
+        }
+        Ok(status)
+    }
+
     async fn replica_status(&mut self) -> Result<ReplicaStatus, MigrateError> {
         let row: Option<Row> = self
             .target
@@ -1593,11 +1611,27 @@ async fn close_clients(conn: &mut Conn) -> Result<usize, MigrateError> {
 }
 
 /// The parts of the replica status the engine acts on.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReplicaStatus {
+    /// Both threads run.
     pub running: bool,
+    /// A thread has stopped (not merely reconnecting): replication makes no progress until it is started again.
+    pub stopped: bool,
     pub lag: Option<u64>,
+    /// Why a thread stopped, when the server says.
     pub error: Option<String>,
+}
+
+impl Default for ReplicaStatus {
+    /// What a server that is not a replica reports (no status row).
+    fn default() -> Self {
+        ReplicaStatus {
+            running: false,
+            stopped: true,
+            lag: None,
+            error: None,
+        }
+    }
 }
 
 impl ReplicaStatus {
@@ -1607,13 +1641,73 @@ impl ReplicaStatus {
         };
         let [io, sql_thread, lag, io_error, sql_error] = dialect.replica_status_columns();
         let text = |name: &str| -> String { row.get::<Option<String>, _>(name).flatten().unwrap_or_default() };
-        let error = [text(sql_error), text(io_error)].into_iter().find(|e| !e.is_empty());
-        // An IO error while the thread retries (source briefly away) is not fatal; a stopped SQL thread is.
-        let sql_running = text(sql_thread) == "Yes";
+        ReplicaStatus::from_fields(
+            &text(io),
+            &text(sql_thread),
+            &text(lag),
+            &text(io_error),
+            &text(sql_error),
+        )
+    }
+
+    /// The IO thread reports `Yes`, `No`, `Connecting` or `Preparing`; the SQL thread `Yes` or `No`. An IO error
+    /// while the thread retries (`Connecting`: the source is briefly away) is not fatal; an IO thread that gave up
+    /// (`No`, for example when the source no longer has the binary logs it needs) is, like a stopped SQL thread.
+    fn from_fields(io: &str, sql_thread: &str, lag: &str, io_error: &str, sql_error: &str) -> ReplicaStatus {
+        let sql_running = sql_thread == "Yes";
+        let io_stopped = io == "No";
+        let error = if !sql_running && !sql_error.is_empty() {
+            Some(sql_error)
+        } else if (io_stopped || !sql_running) && !io_error.is_empty() {
+            Some(io_error)
+        } else {
+            None
+        };
         ReplicaStatus {
-            running: text(io) == "Yes" && sql_running,
-            lag: text(lag).parse().ok(),
-            error: if sql_running { None } else { error },
+            running: io == "Yes" && sql_running,
+            stopped: io_stopped || !sql_running,
+            lag: lag.parse().ok(),
+            error: error.map(str::to_owned),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplicaStatus;
+
+    #[test]
+    fn a_replica_that_reconnects_is_neither_stopped_nor_failed() {
+        let status = ReplicaStatus::from_fields("Connecting", "Yes", "", "error connecting to master", "");
+        assert!(!status.running && !status.stopped);
+        assert_eq!(status.error, None);
+    }
+
+    #[test]
+    fn an_io_thread_that_gave_up_fails_with_its_error() {
+        let status = ReplicaStatus::from_fields("No", "Yes", "", "Got fatal error 1236", "");
+        assert!(status.stopped);
+        assert_eq!(status.error.as_deref(), Some("Got fatal error 1236"));
+    }
+
+    #[test]
+    fn a_stopped_sql_thread_reports_its_own_error_first() {
+        let status = ReplicaStatus::from_fields("Yes", "No", "", "io said", "Duplicate entry");
+        assert_eq!(status.error.as_deref(), Some("Duplicate entry"));
+    }
+
+    #[test]
+    fn threads_stopped_without_an_error_are_stopped_not_failed() {
+        // What `UNTIL` or a paused applier leaves behind when the run that set them was killed.
+        let status = ReplicaStatus::from_fields("Yes", "No", "", "", "");
+        assert!(status.stopped && status.error.is_none());
+        assert!(ReplicaStatus::default().stopped, "no status row: not a replica");
+    }
+
+    #[test]
+    fn a_running_replica_reports_its_lag() {
+        let status = ReplicaStatus::from_fields("Yes", "Yes", "3", "", "");
+        assert!(status.running && !status.stopped);
+        assert_eq!(status.lag, Some(3));
     }
 }

@@ -13,5 +13,7 @@
 
 pub mod env;
 pub mod images;
+pub mod pod;
 pub mod sandbox;
 pub mod security;
+pub mod volumes;

@@ -21,7 +21,10 @@ use std::{
 
 use tokio::process::{Child, Command};
 
-use super::security::{Privileges, setpriv_args};
+use super::{
+    security::{Privileges, setpriv_args},
+    volumes::Mount,
+};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -77,7 +80,58 @@ impl Node {
         ] {
             ip(args).await?;
         }
+        // The node routes between its pods and the outside segment, and translates load balancer addresses.
+        in_netns(ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]).await?;
+        nft(ns, &format!(
+            "table ip {LB_TABLE} {{ chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }} }}"
+        ))
+        .await?;
         Ok(node)
+    }
+
+    /// A segment between the node and `outside` (a namespace the test made, say the customer's premises):
+    /// `node_address` on the node's end, `outside_address` on the other (both `a.b.c.d/len`). Routes are the
+    /// test's to add.
+    pub async fn attach_outside(&self, outside: &str, node_address: &str, outside_address: &str) -> Result<(), String> {
+        let (node_if, outside_if) = ("pub0", unique("o").chars().take(15).collect::<String>());
+        let ns = self.netns.as_str();
+        for args in [
+            &[
+                "-n",
+                ns,
+                "link",
+                "add",
+                node_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &outside_if,
+                "netns",
+                outside,
+            ][..],
+            &["-n", ns, "addr", "add", node_address, "dev", node_if],
+            &["-n", ns, "link", "set", node_if, "up"],
+            &["-n", outside, "addr", "add", outside_address, "dev", &outside_if],
+            &["-n", outside, "link", "set", &outside_if, "up"],
+        ] {
+            ip(args).await?;
+        }
+        Ok(())
+    }
+
+    /// A LoadBalancer address as a cloud's network load balancer gives it with `externalTrafficPolicy: Local`:
+    /// UDP to `address` on `ports` reaches `pod`, with the client's source address kept.
+    pub async fn expose_load_balancer(&self, address: Ipv4Addr, pod: Ipv4Addr, ports: &[u16]) -> Result<(), String> {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        nft(
+            &self.netns,
+            &format!(
+                "add rule ip {LB_TABLE} prerouting ip daddr {address} udp dport {{ {} }} dnat to {pod}",
+                ports.join(", ")
+            ),
+        )
+        .await
     }
 
     /// A pod's network namespace on this node, with its address.
@@ -125,6 +179,36 @@ impl Drop for Node {
     }
 }
 
+/// The node's nftables table for load balancer addresses.
+const LB_TABLE: &str = "appdb_lb";
+
+async fn in_netns(netns: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} (in {netns}): {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Applies an nftables rule set (or one command) inside a namespace.
+async fn nft(netns: &str, rules: &str) -> Result<(), String> {
+    let path = std::env::temp_dir().join(unique("appdb-nft-"));
+    std::fs::write(&path, format!("{rules}\n")).map_err(|e| e.to_string())?;
+    let result = in_netns(netns, &["nft", "-f", &path.display().to_string()]).await;
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 /// For `Drop`, which cannot wait on a task: removes a network namespace synchronously.
 fn delete_netns_now(netns: &str) {
     let _ = std::process::Command::new("ip").args(["netns", "del", netns]).status();
@@ -151,13 +235,16 @@ impl Drop for Sandbox {
 
 /// How to start one container.
 pub struct Launch<'a> {
-    pub sandbox: &'a Sandbox,
+    /// The network namespace: the pod's sandbox, or the node's own for `hostNetwork` pods.
+    pub netns: &'a str,
     pub hostname: &'a str,
     /// The program and its arguments (already resolved from the image, `command` and `args`).
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub privileges: Privileges,
     pub workdir: Option<&'a Path>,
+    /// Volumes bound into the container's own mount namespace before it starts (never visible outside it).
+    pub mounts: Vec<Mount>,
     /// The container's output (stdout and stderr), as `kubectl logs` shows it.
     pub log: PathBuf,
 }
@@ -189,7 +276,7 @@ impl Container {
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &launch.sandbox.netns])
+            .args(["netns", "exec", launch.netns])
             // PID 1 of a new PID namespace with its own /proc; its own hostname.
             .args([
                 "unshare",
@@ -200,7 +287,12 @@ impl Container {
                 "--uts",
                 "--kill-child",
             ])
-            .args(["sh", "-c", "hostname \"$0\" && exec \"$@\"", launch.hostname])
+            .args([
+                "sh",
+                "-c",
+                &format!("hostname \"$0\" && {}exec \"$@\"", mount_script(&launch.mounts)),
+                launch.hostname,
+            ])
             .arg("setpriv")
             .args(setpriv_args(&launch.privileges))
             .arg("--")
@@ -276,6 +368,33 @@ impl Container {
             }
         }
     }
+}
+
+/// Quotes a word for `sh`.
+fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// The shell steps that bind each volume at its path (creating the mount point: a folder for a folder, a file for
+/// a file), read-only where the mount says so. They run as root in the container's new mount namespace, before
+/// its privileges are dropped, so nothing is mounted on the machine itself. Mount points that did not exist are
+/// created on the machine's file system and stay there, empty.
+pub fn mount_script(mounts: &[Mount]) -> String {
+    mounts
+        .iter()
+        .map(|m| {
+            let (source, target) = (quote(&m.source.display().to_string()), quote(&m.target));
+            let point = format!(
+                "if [ -d {source} ]; then mkdir -p {target}; elif [ ! -e {target} ]; then mkdir -p \"$(dirname {target})\" && touch {target}; fi"
+            );
+            let read_only = if m.read_only {
+                format!(" && mount -o remount,bind,ro {target}")
+            } else {
+                String::new()
+            };
+            format!("{{ {point}; }} && mount --bind {source} {target}{read_only} && ")
+        })
+        .collect()
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
