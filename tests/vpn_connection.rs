@@ -160,7 +160,7 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
                 "{.spec.template.spec.containers[0].securityContext.capabilities.add}"
             )
             .await,
-            r#"["NET_ADMIN"]"#
+            r#"["NET_ADMIN","NET_BIND_SERVICE"]"#
         );
         assert_eq!(
             get(&c, &d, "{.spec.template.spec.containers[0].image}").await,

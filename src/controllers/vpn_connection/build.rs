@@ -205,6 +205,23 @@ pub fn gateway_rbac(
     crate::controllers::rbac::pod_reporter(meta(vpn, gateway_service_account_name(vpn), labels(vpn)))
 }
 
+/// What charon needs, and nothing more (every other capability is dropped):
+/// - `NET_ADMIN`: XFRM states and policies (kernel ESP) or the TUN device (userspace ESP), routes, and the
+///   gateway's own addresses on `lo`;
+/// - `NET_BIND_SERVICE`: UDP 500 and 4500. charon's socket-default plugin refuses to load without it, whatever the
+///   node's `ip_unprivileged_port_start` says, and then nothing listens for IKE at all.
+pub const GATEWAY_CAPABILITIES: [&str; 2] = ["NET_ADMIN", "NET_BIND_SERVICE"];
+
+/// The gateway container's shell: set up, start the loader in the background, then become charon (PID 1).
+pub fn gateway_script(own_addresses: &str, fill: &str) -> String {
+    format!(
+        "{own_addresses}mkdir -p /run/appdb && {fill} && \
+         {{ until swanctl --load-all --noprompt --file /run/appdb/swanctl.conf --uri unix://{VICI_SOCKET} >/dev/null 2>&1; \
+         do sleep 0.5; done; swanctl --list-conns --uri unix://{VICI_SOCKET}; }} & \
+         exec /usr/lib/ipsec/charon"
+    )
+}
+
 /// The gateway Deployment of tunnel `tunnel`.
 #[allow(clippy::too_many_arguments)]
 pub fn gateway(
@@ -250,13 +267,11 @@ pub fn gateway(
         .map(|a| format!("ip addr replace {a}/32 dev lo && "))
         .collect();
     // The pod fills in its outside address where only it knows it (host networking), then loads the connection
-    // once charon's control socket answers.
+    // once charon's control socket answers. The shell ends by exec'ing charon, so that charon is the container's
+    // PID 1: a shell as PID 1 ignores the kubelet's SIGTERM, and charon would be SIGKILLed after the grace period
+    // without telling the customer's device (IKE DELETE). The loader runs in the background meanwhile.
     let fill = fill_outside_address(&format!("{CONFIG_DIR}/swanctl.conf"), "/run/appdb/swanctl.conf");
-    let script = format!(
-        "{own_addresses}mkdir -p /run/appdb && {fill} && \
-         /usr/lib/ipsec/charon & \
-         until swanctl --load-all --noprompt --file /run/appdb/swanctl.conf --uri unix://{VICI_SOCKET}; do sleep 1; done; wait"
-    );
+    let script = gateway_script(&own_addresses, &fill);
     let field_env = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value: None,
@@ -417,14 +432,13 @@ pub fn gateway(
                                     ..Default::default()
                                 },
                             ]),
-                            // IPsec needs NET_ADMIN (XFRM or TUN, routes) and nothing else.
                             security_context: Some(SecurityContext {
                                 allow_privilege_escalation: Some(false),
                                 privileged: Some(false),
                                 read_only_root_filesystem: Some(true),
                                 run_as_user: Some(0),
                                 capabilities: Some(Capabilities {
-                                    add: Some(vec!["NET_ADMIN".into()]),
+                                    add: Some(GATEWAY_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
                                     drop: Some(vec!["ALL".into()]),
                                 }),
                                 ..Default::default()

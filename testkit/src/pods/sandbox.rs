@@ -83,7 +83,7 @@ impl Node {
         // The node routes between its pods and the outside segment, and translates load balancer addresses.
         in_netns(ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]).await?;
         nft(ns, &format!(
-            "table ip {LB_TABLE} {{ chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }} }}"
+            "table ip {LB_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n  }}\n}}"
         ))
         .await?;
         Ok(node)

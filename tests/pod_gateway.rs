@@ -1,0 +1,309 @@
+//! The VPN gateway as its Deployment says, on the pod runner (testkit::pods): the `charon` container of the pod
+//! template the operator builds, with its own command, environment, volumes (the gateway's Secret as files, an
+//! emptyDir on /run, /dev/net/tun) and security context (capabilities, user, no_new_privs), as PID 1 of its own
+//! PID namespace, in a pod network namespace behind a node, reached through a LoadBalancer address. The customer's
+//! device is charon in a premises namespace with the strongSwan file from the customer's download, unmodified.
+//!
+//! What this does not run: the pod's `agent` container (it reports to the API server; the VPN tests run it against
+//! a file) and the kernel's ESP (this machine has none, so the gateway runs with the userspace data path, as the
+//! operator's `--vpn-datapath userspace` makes it).
+//! Needs root, iproute2, nftables and strongSwan (scripts/test.sh installs them); fails loudly without them.
+
+#[path = "support/netns.rs"]
+#[allow(dead_code)]
+mod netns;
+
+#[path = "support/charon.rs"]
+mod charon;
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use appdb_operator::{
+    api::VpnConnection,
+    controllers::vpn_connection::build::{Serving, config_digest, customer_config, gateway, gateway_config},
+    vpn::{
+        model::{Connection, Psk, Tunnel},
+        render::{DataPath, Exposure},
+    },
+};
+use appdb_testkit::pods::{
+    env::Sources,
+    pod::{Programs, RunningPod},
+    sandbox::Node,
+};
+use charon::{Charon, customer_strongswan_conf, established, wait_until};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use netns::Netns;
+use serde_json::json;
+
+const GATEWAY_IMAGE: &str = "ghcr.io/appdb-dev/appdb-vpn-gateway:0.1.0";
+const OPERATOR_IMAGE: &str = "ghcr.io/appdb-dev/appdb-operator:0.1.0";
+const PINGHOST: Ipv4Addr = Ipv4Addr::new(10, 20, 30, 65);
+
+fn vpn() -> VpnConnection {
+    serde_json::from_value(json!({
+        "apiVersion": "appdb.dev/v1alpha1",
+        "kind": "VpnConnection",
+        "metadata": {"name": "seattle", "namespace": "acme", "uid": "0b6c2a52-7d1e-4c55-9b57-1f7b0c3c9a10"},
+        "spec": {"network": "prod", "customerCidrs": ["192.168.10.0/24"], "customerGatewayAddress": "198.51.100.7"}
+    }))
+    .expect("VpnConnection")
+}
+
+fn connection() -> Connection {
+    let tunnel = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk(psk.into()), None).expect("tunnel");
+    Connection {
+        name: "acme-seattle".into(),
+        description: Some("Seattle office".into()),
+        platform_cidr: "10.20.30.64/26".parse().unwrap(),
+        pinghost: PINGHOST,
+        customer_cidrs: vec!["192.168.10.0/24".parse().unwrap()],
+        customer_gateway: Ipv4Addr::new(198, 51, 100, 7),
+        tunnels: [
+            tunnel(1, Ipv4Addr::new(203, 0, 113, 11), "Tunnel1.Key_0123456789abcdefghijk"),
+            tunnel(2, Ipv4Addr::new(203, 0, 113, 12), "Tunnel2.Key_0123456789abcdefghijk"),
+        ],
+    }
+}
+
+/// Tunnel `n`'s gateway pod as the ReplicaSet would create it from the operator's Deployment, with the
+/// `agent` container left out (see the file's header), and the Secret it mounts.
+fn gateway_pod(n: u8) -> (Pod, Secret) {
+    let (vpn, conn) = (vpn(), connection());
+    let config = gateway_config(&vpn, &conn, n, DataPath::Userspace, Exposure::LoadBalancer);
+    let serving = Serving {
+        addresses: vec![PINGHOST],
+        relays: vec![],
+    };
+    let deployment = gateway(
+        &vpn,
+        "prod",
+        n,
+        GATEWAY_IMAGE,
+        OPERATOR_IMAGE,
+        DataPath::Userspace,
+        &config_digest(&config),
+        &serving,
+        Exposure::LoadBalancer,
+    );
+    let template = deployment.spec.template;
+    let mut spec = template.spec.expect("pod spec");
+    spec.containers.retain(|c| c.name == "charon");
+    let mut metadata = template.metadata.unwrap_or_default();
+    metadata.name = Some(format!("seattle-tunnel{n}-7d9f8c6b5-x{n}k2p"));
+    metadata.namespace = Some("acme".into());
+    (
+        Pod {
+            metadata,
+            spec: Some(spec),
+            status: None,
+        },
+        config,
+    )
+}
+
+fn sources(secret: &Secret) -> Sources {
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    Sources {
+        secrets: [(secret.metadata.name.clone().unwrap_or_default(), data)].into(),
+        config_maps: BTreeMap::new(),
+    }
+}
+
+/// A node with the customer's premises on its outside segment, and the gateway pods the test starts.
+struct Lab {
+    dir: tempfile::TempDir,
+    node: Node,
+    premises: Netns,
+    programs: Programs,
+}
+
+impl Lab {
+    async fn new(tag: &str) -> Lab {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = Node::start().await.expect("the node");
+        let premises = Netns::new(&format!("appdb-{tag}-{}-prem", std::process::id()));
+        node.attach_outside(&premises.name, "100.64.0.1/24", "100.64.0.2/24")
+            .await
+            .expect("the outside segment");
+        // The device's public address and its LAN host; the "Internet" is the segment to the node.
+        premises.add_address("198.51.100.7/32");
+        premises.add_address("192.168.10.10/32");
+        premises.exec(&[
+            "ip",
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "100.64.0.1",
+            "src",
+            "198.51.100.7",
+        ]);
+        netns::run(&[
+            "ip",
+            "-n",
+            &node.netns,
+            "route",
+            "add",
+            "198.51.100.7/32",
+            "via",
+            "100.64.0.2",
+        ]);
+        Lab {
+            dir,
+            node,
+            premises,
+            programs: Programs {
+                operator: env!("CARGO_BIN_EXE_appdb-operator").into(),
+            },
+        }
+    }
+
+    /// Starts tunnel `n`'s gateway pod and gives it its LoadBalancer address.
+    async fn start_gateway(&self, n: u8) -> RunningPod {
+        let (pod, secret) = gateway_pod(n);
+        let running = RunningPod::start(
+            &self.node,
+            &pod,
+            &sources(&secret),
+            &self.programs,
+            &self.dir.path().join("pods"),
+            &self.dir.path().join("claims"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("gateway pod {n} did not start: {e}"));
+        // Ready as a readiness probe would say: charon answers on its socket (in the pod's /run emptyDir) with the
+        // tunnel's connection loaded. The customer's download does not retry a refused first attempt.
+        let vici = running.dir.join("volumes/run/appdb/charon.vici");
+        wait_until(30, &format!("gateway {n} loaded its connection"), || {
+            std::process::Command::new("swanctl")
+                .args(["--list-conns", "--uri", &format!("unix://{}", vici.display())])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("acme-seattle-tunnel{n}:")))
+        });
+        let address = connection().tunnels[usize::from(n) - 1].platform_address;
+        self.node
+            .expose_load_balancer(address, running.ip, &[500, 4500])
+            .await
+            .expect("the load balancer address");
+        running
+    }
+
+    /// The customer's device with the strongSwan file exactly as `kubectl appdb vpn-config` downloads it.
+    fn start_customer(&self) -> Charon {
+        let download = customer_config(&vpn(), &connection());
+        let swanctl = &download.data.as_ref().expect("data")["strongswan-swanctl.conf"].0;
+        let swanctl_path = self.dir.path().join("customer-swanctl.conf");
+        std::fs::write(&swanctl_path, swanctl).expect("write the download");
+        let vici = self.dir.path().join("customer.vici");
+        let conf = self.dir.path().join("customer-strongswan.conf");
+        std::fs::write(&conf, customer_strongswan_conf(&vici)).expect("write strongswan.conf");
+        let charon = Charon::start(&self.premises, &conf, vici, &self.dir.path().join("customer.log"));
+        charon.load(&swanctl_path);
+        charon
+    }
+
+    fn ping_pinghost(&self) -> bool {
+        self.premises
+            .try_exec(&[
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-I",
+                "192.168.10.10",
+                &PINGHOST.to_string(),
+            ])
+            .status
+            .success()
+    }
+}
+
+impl Drop for Lab {
+    /// On failure, every container's log and the device's: the reason is always in them.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let pods = self.dir.path().join("pods");
+        let mut logs: Vec<std::path::PathBuf> = std::fs::read_dir(&pods)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|pod| std::fs::read_dir(pod.path()).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.push(self.dir.path().join("customer.log"));
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            eprintln!("---- {} ----\n{}", log.display(), tail(&text));
+        }
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(150)..].join("\n")
+}
+
+/// The container's capability bounding set, as the kernel holds it for its PID 1.
+fn bounding_set(pod: &mut RunningPod) -> u64 {
+    let pid = pod.container("charon").and_then(|c| c.pid1()).expect("charon's PID 1");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("CapBnd:")).expect("CapBnd");
+    u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+}
+
+const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
+const CAP_NET_ADMIN: u64 = 1 << 12;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_pod_under_its_own_security_context_carries_both_tunnels_from_the_downloaded_file() {
+    let lab = Lab::new("gwpod").await;
+    let mut gw1 = lab.start_gateway(1).await;
+    let mut gw2 = lab.start_gateway(2).await;
+    let customer = lab.start_customer();
+    wait_until(30, "tunnel 1 ESTABLISHED", || established(&customer, 1));
+    wait_until(30, "tunnel 2 ESTABLISHED", || established(&customer, 2));
+    wait_until(20, "the pinghost answers through a tunnel", || lab.ping_pinghost());
+    // Exactly what the pod spec grants, and nothing more.
+    assert_eq!(bounding_set(&mut gw1), CAP_NET_ADMIN | CAP_NET_BIND_SERVICE);
+    assert!(
+        gw1.logs("charon").contains("readOnlyRootFilesystem is not enforced"),
+        "the runner says what it does not enforce"
+    );
+    gw1.stop().await;
+    gw2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_gateway_pod_stops_charon_within_its_grace_period_and_the_device_learns_at_once() {
+    let lab = Lab::new("gwterm").await;
+    let mut gw1 = lab.start_gateway(1).await;
+    let mut gw2 = lab.start_gateway(2).await;
+    let customer = lab.start_customer();
+    wait_until(30, "tunnel 1 ESTABLISHED", || established(&customer, 1));
+    wait_until(30, "tunnel 2 ESTABLISHED", || established(&customer, 2));
+    // The kubelet's deletion: SIGTERM to PID 1, the pod's grace period, then SIGKILL.
+    let stopped = gw1.stop().await;
+    let (_, code, killed) = &stopped[0];
+    assert!(
+        !killed,
+        "charon must end on SIGTERM, not be SIGKILLed after the grace period (exit {code}):\n{}",
+        tail(&gw1.logs("charon"))
+    );
+    // charon said goodbye (IKE DELETE): the device drops the tunnel now, not after dead-peer detection.
+    wait_until(5, "the device drops tunnel 1 on the gateway's DELETE", || {
+        !established(&customer, 1)
+    });
+    assert!(established(&customer, 2), "the other tunnel carries on");
+    wait_until(20, "the pinghost answers through tunnel 2", || lab.ping_pinghost());
+    gw2.stop().await;
+}
