@@ -85,7 +85,8 @@ impl Engine {
         std::env::join_paths(paths).expect("PATH")
     }
 
-    fn require(self) {
+    /// Panics with what to install when the engine's programs are missing (tests fail loudly, never skip).
+    pub fn require(self) {
         let programs: &[&str] = match self {
             Engine::MySql => &["mysqld", "mysql"],
             Engine::MariaDb => &["mariadb-install-db", "mariadbd", "mariadb"],

@@ -8,14 +8,19 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::{
+    api::core::v1::{Pod, PodStatus, Probe},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+
+use crate::dbserver::Engine;
 
 use super::{
     env::{self, ConfigError, Sources},
     images::{self, Image},
     sandbox::{Container, Launch, Node, Sandbox},
     security::{self, SecurityError},
-    volumes::{PodVolumes, VolumeError},
+    volumes::{Mount, PodVolumes, VolumeError},
 };
 
 /// Where the runner finds the programs images stand for.
@@ -25,12 +30,50 @@ pub struct Programs {
     pub operator: PathBuf,
 }
 
-/// An image's configuration (what `docker inspect` shows): entrypoint, default arguments and user.
+/// An image's configuration (what `docker inspect` shows): entrypoint, default arguments, user and environment,
+/// plus the image's own files where the machine's would be wrong (`layers`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageConfig {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub user: u32,
+    pub env: Vec<(String, String)>,
+    pub layers: Vec<Layer>,
+}
+
+/// A folder of the image (its files, as the image ships them), given to each container as its own copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    pub path: String,
+    pub files: Vec<(String, String)>,
+}
+
+/// The MySQL and MariaDB images' `/etc/mysql`: the server's defaults and `conf.d` for the pod's own files.
+fn database_layer(engine: Engine) -> Layer {
+    let engine_defaults = match engine {
+        // MySQL's Debian build points secure-file-priv at a folder the image does not have.
+        Engine::MySql => "secure-file-priv = NULL\n",
+        Engine::MariaDb => "",
+    };
+    Layer {
+        path: "/etc/mysql".into(),
+        files: vec![
+            (
+                "my.cnf".into(),
+                format!(
+                    "[mysqld]\nskip-name-resolve\ndatadir = /var/lib/mysql\nsocket = /var/run/mysqld/mysqld.sock\n\
+                     pid-file = /var/run/mysqld/mysqld.pid\n{engine_defaults}\n[client]\n\
+                     socket = /var/run/mysqld/mysqld.sock\n\n!includedir /etc/mysql/conf.d/\n"
+                ),
+            ),
+            ("conf.d/README".into(), "Files here are read after my.cnf.\n".into()),
+        ],
+    }
+}
+
+/// The entrypoint shim of the database images (testkit/images/db-entrypoint.sh).
+pub fn database_entrypoint() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("images/db-entrypoint.sh")
 }
 
 /// The configuration of each image in the table (the Dockerfile's, for the project's own images).
@@ -41,21 +84,39 @@ pub fn image_config(image: Image, programs: &Programs) -> Result<ImageConfig, St
             entrypoint: vec![operator],
             cmd: vec!["run".into()],
             user: 65532,
+            env: vec![],
+            layers: vec![],
         }),
         // The gateway image holds charon, swanctl, iproute2 and the operator binary.
         Image::Gateway => Ok(ImageConfig {
             entrypoint: vec!["/usr/lib/ipsec/charon".into()],
             cmd: vec![],
             user: 0,
+            env: vec![],
+            layers: vec![],
         }),
         Image::Session => Ok(ImageConfig {
             entrypoint: vec![],
             cmd: vec!["sleep".into(), "infinity".into()],
             user: 0,
+            env: vec![],
+            layers: vec![],
         }),
-        Image::MySql | Image::MariaDb => Err(StartError::NotYet(
-            "the official database images' entrypoint (initialising the data folder from the environment)",
-        )),
+        Image::MySql | Image::MariaDb => {
+            let (engine, flavour, server) = match image {
+                Image::MySql => (Engine::MySql, "mysql", "mysqld"),
+                _ => (Engine::MariaDb, "mariadb", "mariadbd"),
+            };
+            engine.require();
+            Ok(ImageConfig {
+                entrypoint: vec!["sh".into(), database_entrypoint().display().to_string(), flavour.into()],
+                cmd: vec![server.into()],
+                user: 0,
+                // The engine's programs first: the image's `mysql` is MySQL's client, not this machine's MariaDB one.
+                env: vec![("PATH".into(), engine.path_env().to_string_lossy().into_owned())],
+                layers: vec![database_layer(engine)],
+            })
+        }
     }
 }
 
@@ -73,6 +134,48 @@ pub fn argv(config: &ImageConfig, command: Option<Vec<String>>, args: Option<Vec
     }
 }
 
+/// Each container's own copy of its image's layers, to bind before its volumes.
+fn layers(dir: &Path, layers: &[Layer]) -> std::io::Result<Vec<Mount>> {
+    use std::os::unix::fs::PermissionsExt;
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let root = dir.join(i.to_string());
+            std::fs::create_dir_all(&root)?;
+            for (name, text) in &layer.files {
+                let path = root.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, text)?;
+            }
+            for entry in walk(&root) {
+                let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode))?;
+            }
+            Ok(Mount {
+                source: root,
+                target: layer.path.clone(),
+                read_only: false,
+            })
+        })
+        .collect()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all.extend(walk(&path));
+        } else {
+            all.push(path);
+        }
+    }
+    all
+}
+
 /// Why a pod's container does not start; each maps to the waiting reason a kubelet reports.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -84,8 +187,6 @@ pub enum StartError {
     Security(#[from] SecurityError),
     #[error("FailedMount: {0}")]
     Volume(#[from] VolumeError),
-    #[error("the pod runner does not run {0} yet")]
-    NotYet(&'static str),
     #[error("RunContainerError: {0}")]
     Run(String),
 }
@@ -97,7 +198,7 @@ impl StartError {
             StartError::ImagePull(_) => "ErrImagePull",
             StartError::Config(_) | StartError::Security(_) => "CreateContainerConfigError",
             StartError::Volume(_) => "ContainerCreating",
-            StartError::NotYet(_) | StartError::Run(_) => "RunContainerError",
+            StartError::Run(_) => "RunContainerError",
         }
     }
 }
@@ -150,6 +251,8 @@ impl RunningPod {
             pod.metadata.namespace.as_deref().unwrap_or_default(),
             name
         ));
+        // A new pod of the same name (a StatefulSet's next pod) starts with empty emptyDirs and fresh logs.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| StartError::Run(e.to_string()))?;
         let volumes = PodVolumes::prepare(&pod, sources, &dir, claims_dir)?;
         let netns = match &network {
@@ -170,14 +273,22 @@ impl RunningPod {
                 let reference = container.image.clone().unwrap_or_default();
                 let image = images::lookup(&reference).ok_or_else(|| StartError::ImagePull(reference.clone()))?;
                 let config = image_config(image, programs)?;
-                let environment = env::environment(&pod, container, sources)?;
+                let mut environment = env::environment(&pod, container, sources)?;
+                // The image's ENV, unless the container sets the same name.
+                for (name, value) in config.env.iter().rev() {
+                    if !environment.iter().any(|(n, _)| n == name) {
+                        environment.insert(0, (name.clone(), value.clone()));
+                    }
+                }
                 let (command, args) = env::command_line(container, &environment);
                 let privileges = security::privileges(
                     spec.security_context.as_ref(),
                     container.security_context.as_ref(),
                     config.user,
                 )?;
-                let mounts = running.volumes.mounts(container)?;
+                let mut mounts = layers(&running.dir.join("layers").join(&container.name), &config.layers)
+                    .map_err(|e| StartError::Run(format!("the image's files: {e}")))?;
+                mounts.extend(running.volumes.mounts(container)?);
                 Container::start(Launch {
                     netns: &netns,
                     hostname: &name,
@@ -204,6 +315,45 @@ impl RunningPod {
 
     pub fn container(&mut self, name: &str) -> Option<&mut Container> {
         self.containers.iter_mut().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// Runs one probe of a container once: `exec` inside the container, `tcpSocket` from the pod's network
+    /// (`httpGet` is not run yet: an error says so, never a pass).
+    pub async fn probe(&self, container: &str, probe: &Probe) -> Result<bool, String> {
+        let (_, c) = self
+            .containers
+            .iter()
+            .find(|(n, _)| n == container)
+            .ok_or_else(|| format!("no container {container}"))?;
+        if let Some(command) = probe.exec.as_ref().and_then(|e| e.command.as_ref()) {
+            return Ok(c.exec(command).await?.status.success());
+        }
+        if let Some(tcp) = &probe.tcp_socket {
+            let port = match &tcp.port {
+                IntOrString::Int(p) => p.to_string(),
+                IntOrString::String(name) => return Err(format!("named probe port {name} is not resolved yet")),
+            };
+            let host = tcp.host.clone().unwrap_or_else(|| self.ip.to_string());
+            let out = tokio::process::Command::new("ip")
+                .args(["netns", "exec", self.netns(), "timeout", "1", "bash", "-c"])
+                .arg(format!("exec 3<>/dev/tcp/{host}/{port}"))
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(out.status.success());
+        }
+        Err("httpGet probes are not run by the pod runner yet".into())
+    }
+
+    /// Runs a command in a container (`kubectl exec`).
+    pub async fn exec(&self, container: &str, argv: &[&str]) -> Result<std::process::Output, String> {
+        let (_, c) = self
+            .containers
+            .iter()
+            .find(|(n, _)| n == container)
+            .ok_or_else(|| format!("no container {container}"))?;
+        let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+        c.exec(&argv).await
     }
 
     /// What `kubectl logs` shows for a container.
@@ -251,6 +401,8 @@ mod tests {
             entrypoint: vec!["/entry".into()],
             cmd: vec!["run".into()],
             user: 0,
+            env: vec![],
+            layers: vec![],
         };
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(argv(&config, None, None), v(&["/entry", "run"]));

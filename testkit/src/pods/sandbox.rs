@@ -253,6 +253,9 @@ pub struct Launch<'a> {
 pub struct Container {
     launcher: Child,
     pub log: PathBuf,
+    /// What an `exec` into the container runs with (probes, `kubectl exec`).
+    privileges: Privileges,
+    env: Vec<(String, String)>,
 }
 
 /// The default `PATH` of the images in the table.
@@ -310,10 +313,35 @@ impl Container {
             command.current_dir(dir);
         }
         let launcher = command.spawn().map_err(|e| format!("starting the container: {e}"))?;
+        let mut env = launch.env;
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), IMAGE_PATH.into()));
+        }
         Ok(Container {
             launcher,
             log: launch.log,
+            privileges: launch.privileges,
+            env,
         })
+    }
+
+    /// Runs `argv` inside the running container, as its probes and `kubectl exec` do: in its namespaces (mount,
+    /// PID, network, UTS), as its user, with its capabilities and environment.
+    pub async fn exec(&self, argv: &[String]) -> Result<std::process::Output, String> {
+        let pid = self.pid1().ok_or("the container is not running")?;
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "-p", "-n", "-u", "--"])
+            .arg("setpriv")
+            .args(setpriv_args(&self.privileges))
+            .arg("--")
+            .args(argv)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("nsenter: {e}"))
     }
 
     /// The container's PID 1, as the machine sees it (the child of `unshare`).
