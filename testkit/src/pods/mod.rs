@@ -13,7 +13,9 @@
 
 pub mod env;
 pub mod images;
+pub mod kubelet;
 pub mod pod;
 pub mod sandbox;
 pub mod security;
 pub mod volumes;
+pub mod workloads;

@@ -209,8 +209,19 @@ enum Network {
     Host(String),
 }
 
+/// How a container was started, kept to restart it.
+struct ContainerLaunch {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    privileges: security::Privileges,
+    workdir: Option<PathBuf>,
+    mounts: Vec<Mount>,
+    log: PathBuf,
+}
+
 /// A pod whose containers run.
 pub struct RunningPod {
+    launches: Vec<ContainerLaunch>,
     pub name: String,
     pub ip: std::net::Ipv4Addr,
     network: Network,
@@ -255,11 +266,8 @@ impl RunningPod {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| StartError::Run(e.to_string()))?;
         let volumes = PodVolumes::prepare(&pod, sources, &dir, claims_dir)?;
-        let netns = match &network {
-            Network::Sandbox(s) => s.netns.clone(),
-            Network::Host(ns) => ns.clone(),
-        };
         let mut running = RunningPod {
+            launches: Vec::new(),
             name: name.clone(),
             ip,
             network,
@@ -289,21 +297,23 @@ impl RunningPod {
                 let mut mounts = layers(&running.dir.join("layers").join(&container.name), &config.layers)
                     .map_err(|e| StartError::Run(format!("the image's files: {e}")))?;
                 mounts.extend(running.volumes.mounts(container)?);
-                Container::start(Launch {
-                    netns: &netns,
-                    hostname: &name,
+                let launch = ContainerLaunch {
                     argv: argv(&config, command, args),
                     env: environment,
                     privileges,
-                    workdir: container.working_dir.as_deref().map(Path::new),
+                    workdir: container.working_dir.as_ref().map(PathBuf::from),
                     mounts,
                     log: running.dir.join(format!("{}.log", container.name)),
-                })
-                .map_err(StartError::Run)
+                };
+                let started = running.launch(&launch)?;
+                Ok((launch, started))
             }
             .await;
             match started {
-                Ok(c) => running.containers.push((container.name.clone(), c)),
+                Ok((launch, c)) => {
+                    running.containers.push((container.name.clone(), c));
+                    running.launches.push(launch);
+                }
                 Err(e) => {
                     running.stop().await;
                     return Err(e);
@@ -311,6 +321,36 @@ impl RunningPod {
             }
         }
         Ok(running)
+    }
+
+    fn launch(&self, launch: &ContainerLaunch) -> Result<Container, StartError> {
+        Container::start(Launch {
+            netns: self.netns(),
+            hostname: &self.name,
+            argv: launch.argv.clone(),
+            env: launch.env.clone(),
+            privileges: launch.privileges.clone(),
+            workdir: launch.workdir.as_deref(),
+            mounts: launch.mounts.clone(),
+            log: launch.log.clone(),
+        })
+        .map_err(StartError::Run)
+    }
+
+    /// The kubelet's restart of one container (its process exited, or its liveness probe failed): stopped with the
+    /// grace period if it still runs, then started again with the same launch, in the same sandbox and volumes.
+    /// Its log goes on (what `kubectl logs --previous` would separate).
+    pub async fn restart_container(&mut self, name: &str) -> Result<(), StartError> {
+        let index = self
+            .containers
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| StartError::Run(format!("no container {name}")))?;
+        let grace = self.grace;
+        self.containers[index].1.stop(grace).await;
+        let started = self.launch(&self.launches[index])?;
+        self.containers[index].1 = started;
+        Ok(())
     }
 
     pub fn container(&mut self, name: &str) -> Option<&mut Container> {

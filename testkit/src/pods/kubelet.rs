@@ -1,0 +1,635 @@
+//! The test cluster's kubelet and workload controllers, for real: [`PodKubelet`] follows the test API server,
+//! creates the pods of StatefulSets, Deployments and Jobs ([`super::workloads`]), starts every Pod as real
+//! processes ([`super::pod::RunningPod`]), runs its probes, restarts its containers as `restartPolicy` says, stops
+//! the pods that were deleted (SIGTERM, grace period, SIGKILL) and writes each pod's and each workload's status as
+//! a cluster would, computed from the processes.
+//!
+//! It polls (every 200 ms) rather than watching: the API server is in memory, and a poll never misses a change.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    batch::v1::Job,
+    core::v1::{ConfigMap, Pod, Probe, Secret},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    env::Sources,
+    pod::{Programs, RunningPod},
+    sandbox::Node,
+    workloads::{self, Step},
+};
+
+/// How often the kubelet looks at the API server.
+const TICK: Duration = Duration::from_millis(200);
+/// The kubelet's first back-off before restarting a crashed container (it doubles up to five minutes).
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+
+fn now_text() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+/// One probe's record.
+#[derive(Default)]
+struct ProbeRecord {
+    last_run: Option<Instant>,
+    failures: i32,
+    passed: bool,
+}
+
+/// One container as the kubelet tracks it.
+struct ContainerRecord {
+    name: String,
+    image: String,
+    started_at: Instant,
+    started_text: String,
+    restarts: i32,
+    /// Exit code and time of its last end (`lastState.terminated`).
+    last_exit: Option<(i32, String)>,
+    /// Ended for good (restartPolicy says no restart), with its code.
+    done: Option<i32>,
+    /// Waiting to restart until then (`CrashLoopBackOff`).
+    back_off_until: Option<Instant>,
+    startup: ProbeRecord,
+    readiness: ProbeRecord,
+    liveness: ProbeRecord,
+    ready: bool,
+}
+
+impl ContainerRecord {
+    fn new(name: String, image: String) -> Self {
+        ContainerRecord {
+            name,
+            image,
+            started_at: Instant::now(),
+            started_text: now_text(),
+            restarts: 0,
+            last_exit: None,
+            done: None,
+            back_off_until: None,
+            startup: ProbeRecord::default(),
+            readiness: ProbeRecord::default(),
+            liveness: ProbeRecord::default(),
+            ready: false,
+        }
+    }
+}
+
+/// A pod the kubelet has taken on.
+struct PodRecord {
+    pod: Pod,
+    run: Option<RunningPod>,
+    /// Why it has not started (the containers' `waiting` reason and message), and when to try again.
+    waiting: Option<(String, String)>,
+    next_try: Instant,
+    containers: Vec<ContainerRecord>,
+    start_text: String,
+    ready_since: Option<String>,
+    last_refresh: Instant,
+    written: Option<Value>,
+}
+
+/// The kubelet of one node, with the StatefulSet, Deployment and Job controllers.
+pub struct PodKubelet {
+    client: Client,
+    node: Node,
+    programs: Programs,
+    dir: PathBuf,
+    pods: Mutex<BTreeMap<String, PodRecord>>,
+    /// Owners (uids) whose deleted pods are still stopping (a Recreate rollout waits for them).
+    stopping: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+    written: Mutex<BTreeMap<String, Value>>,
+    names: AtomicU64,
+}
+
+impl PodKubelet {
+    /// A node of its own; pods' folders and claims under `dir`.
+    pub async fn start(client: Client, programs: Programs, dir: PathBuf) -> Result<Arc<PodKubelet>, String> {
+        let node = Node::start().await?;
+        Ok(Arc::new(PodKubelet {
+            client,
+            node,
+            programs,
+            dir,
+            pods: Mutex::new(BTreeMap::new()),
+            stopping: Arc::default(),
+            written: Mutex::new(BTreeMap::new()),
+            names: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Runs until `stop`, then stops every pod (SIGTERM, grace, SIGKILL).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "pod kubelet: a pass failed");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+        let mut pods = self.pods.lock().await;
+        let stops = pods.values_mut().filter_map(|r| r.run.as_mut()).map(|run| run.stop());
+        futures::future::join_all(stops).await;
+        pods.clear();
+    }
+
+    /// The network namespace and address of a running pod (for tests that reach into it).
+    pub async fn pod_network(&self, namespace: &str, name: &str) -> Option<(String, std::net::Ipv4Addr)> {
+        let pods = self.pods.lock().await;
+        pods.values()
+            .find(|r| r.pod.namespace().as_deref() == Some(namespace) && r.pod.name_any() == name)
+            .and_then(|r| r.run.as_ref())
+            .map(|run| (run.netns().to_owned(), run.ip))
+    }
+
+    /// A command in a running pod's container (`kubectl exec`).
+    pub async fn exec(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        argv: &[&str],
+    ) -> Result<std::process::Output, String> {
+        let pods = self.pods.lock().await;
+        let run = pods
+            .values()
+            .find(|r| r.pod.namespace().as_deref() == Some(namespace) && r.pod.name_any() == name)
+            .and_then(|r| r.run.as_ref())
+            .ok_or_else(|| format!("pod {namespace}/{name} does not run"))?;
+        run.exec(container, argv).await
+    }
+
+    /// A container's log (`kubectl logs`).
+    pub async fn logs(&self, namespace: &str, name: &str, container: &str) -> Option<String> {
+        let pods = self.pods.lock().await;
+        pods.values()
+            .find(|r| r.pod.namespace().as_deref() == Some(namespace) && r.pod.name_any() == name)
+            .and_then(|r| r.run.as_ref())
+            .map(|run| run.logs(container))
+    }
+
+    async fn tick(&self) -> Result<(), kube::Error> {
+        let pods: Vec<Pod> = Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        self.follow_pods(&pods).await;
+        self.control_workloads(&pods).await
+    }
+
+    async fn sources(&self, namespace: &str) -> Sources {
+        let mut sources = Sources::default();
+        if let Ok(secrets) = Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+        {
+            for s in secrets {
+                let data = s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+                sources.secrets.insert(s.name_any(), data);
+            }
+        }
+        if let Ok(maps) = Api::<ConfigMap>::namespaced(self.client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+        {
+            for m in maps {
+                sources
+                    .config_maps
+                    .insert(m.name_any(), m.data.clone().unwrap_or_default());
+            }
+        }
+        sources
+    }
+
+    async fn follow_pods(&self, listed: &[Pod]) {
+        let mut records = self.pods.lock().await;
+        let alive: BTreeSet<String> = listed
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.uid())
+            .collect();
+        // Deleted pods stop, in the background (their grace period may be long).
+        let gone: Vec<String> = records.keys().filter(|uid| !alive.contains(*uid)).cloned().collect();
+        for uid in gone {
+            if let Some(record) = records.remove(&uid) {
+                self.stop_in_background(record);
+            }
+        }
+        for pod in listed {
+            let Some(uid) = pod.uid() else { continue };
+            let finished = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            if alive.contains(&uid) && !records.contains_key(&uid) && !finished {
+                let containers = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.containers.iter())
+                    .map(|c| ContainerRecord::new(c.name.clone(), c.image.clone().unwrap_or_default()))
+                    .collect();
+                records.insert(
+                    uid.clone(),
+                    PodRecord {
+                        pod: pod.clone(),
+                        run: None,
+                        waiting: Some(("ContainerCreating".into(), String::new())),
+                        next_try: Instant::now(),
+                        containers,
+                        start_text: now_text(),
+                        ready_since: None,
+                        last_refresh: Instant::now(),
+                        written: None,
+                    },
+                );
+            }
+        }
+        for record in records.values_mut() {
+            self.drive(record).await;
+            let status = pod_status(record, &self.node);
+            if record.written.as_ref() != Some(&status) {
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &record.pod.namespace().unwrap_or_default());
+                match api
+                    .patch_status(&record.pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                {
+                    Ok(_) => record.written = Some(status),
+                    Err(e) => tracing::debug!(error = %e, pod = %record.pod.name_any(), "pod status not written"),
+                }
+            }
+        }
+    }
+
+    fn stop_in_background(&self, mut record: PodRecord) {
+        let owner = record
+            .pod
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true))
+            .map(|r| r.uid.clone());
+        if let Some(owner) = &owner {
+            *self
+                .stopping
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(owner.clone())
+                .or_default() += 1;
+        }
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            if let Some(run) = record.run.as_mut() {
+                run.stop().await;
+            }
+            if let Some(owner) = owner {
+                let mut map = stopping.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = map.get_mut(&owner) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&owner);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Starts, probes, restarts and ends one pod's containers.
+    async fn drive(&self, record: &mut PodRecord) {
+        let namespace = record.pod.namespace().unwrap_or_default();
+        if record.run.is_none() {
+            if record.containers.iter().all(|c| c.done.is_some()) && !record.containers.is_empty() {
+                return;
+            }
+            if Instant::now() < record.next_try {
+                return;
+            }
+            let sources = self.sources(&namespace).await;
+            match RunningPod::start(
+                &self.node,
+                &record.pod,
+                &sources,
+                &self.programs,
+                &self.dir.join("pods"),
+                &self.dir.join("claims"),
+            )
+            .await
+            {
+                Ok(run) => {
+                    record.run = Some(run);
+                    record.waiting = None;
+                    for c in &mut record.containers {
+                        c.started_at = Instant::now();
+                        c.started_text = now_text();
+                    }
+                }
+                Err(e) => {
+                    record.waiting = Some((e.reason().to_owned(), e.to_string()));
+                    record.next_try = Instant::now() + Duration::from_secs(2);
+                }
+            }
+            return;
+        }
+        if record.last_refresh.elapsed() > Duration::from_secs(2) {
+            record.last_refresh = Instant::now();
+            let sources = self.sources(&namespace).await;
+            if let Some(run) = record.run.as_ref() {
+                let _ = run.volumes.refresh(&record.pod, &sources);
+            }
+        }
+        let spec = record.pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let Some(run) = record.run.as_mut() else { return };
+        for (i, container) in spec.containers.iter().enumerate() {
+            let c = &mut record.containers[i];
+            if c.done.is_some() {
+                continue;
+            }
+            if let Some(until) = c.back_off_until {
+                if Instant::now() < until {
+                    continue;
+                }
+                c.back_off_until = None;
+                if run.restart_container(&c.name).await.is_ok() {
+                    c.restarts += 1;
+                    c.started_at = Instant::now();
+                    c.started_text = now_text();
+                    c.startup = ProbeRecord::default();
+                    c.readiness = ProbeRecord::default();
+                    c.liveness = ProbeRecord::default();
+                }
+                continue;
+            }
+            let exited = run.container(&c.name).and_then(|p| p.try_exit_code());
+            if let Some(code) = exited {
+                c.ready = false;
+                c.last_exit = Some((code, now_text()));
+                let restart = match policy.as_str() {
+                    "Never" => false,
+                    "OnFailure" => code != 0,
+                    _ => true,
+                };
+                if restart {
+                    let backoff = FIRST_BACKOFF * 2u32.saturating_pow(c.restarts.clamp(0, 5) as u32);
+                    c.back_off_until = Some(Instant::now() + backoff.min(Duration::from_secs(300)));
+                } else {
+                    c.done = Some(code);
+                }
+                continue;
+            }
+            // Probes: startup first; readiness and liveness only once it has passed.
+            let since = c.started_at.elapsed();
+            if let Some(probe) = &container.startup_probe
+                && !c.startup.passed
+            {
+                match run_probe(run, &c.name, probe, &mut c.startup, since).await {
+                    Some(false) if c.startup.failures >= probe.failure_threshold.unwrap_or(3) => {
+                        c.back_off_until = Some(Instant::now());
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match &container.readiness_probe {
+                Some(probe) => {
+                    if let Some(result) = run_probe(run, &c.name, probe, &mut c.readiness, since).await {
+                        if result {
+                            c.ready = true;
+                        } else if c.readiness.failures >= probe.failure_threshold.unwrap_or(3) {
+                            c.ready = false;
+                        }
+                    }
+                }
+                None => c.ready = true,
+            }
+            if let Some(probe) = &container.liveness_probe
+                && run_probe(run, &c.name, probe, &mut c.liveness, since).await == Some(false)
+                && c.liveness.failures >= probe.failure_threshold.unwrap_or(3)
+            {
+                // The kubelet kills and restarts a container that fails its liveness probe.
+                c.ready = false;
+                c.back_off_until = Some(Instant::now());
+            }
+        }
+        let all_ready = record.containers.iter().all(|c| c.ready);
+        if all_ready && record.ready_since.is_none() {
+            record.ready_since = Some(now_text());
+        } else if !all_ready {
+            record.ready_since = None;
+        }
+        // Every container ended for good: the pod is finished; its sandbox goes, its claims stay.
+        if record.containers.iter().all(|c| c.done.is_some())
+            && let Some(mut run) = record.run.take()
+        {
+            run.stop().await;
+        }
+    }
+
+    async fn control_workloads(&self, pods: &[Pod]) -> Result<(), kube::Error> {
+        let owned = |uid: &str| -> Vec<Pod> { pods.iter().filter(|p| workloads::owned_by(p, uid)).cloned().collect() };
+        for sts in Api::<StatefulSet>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+        {
+            let uid = sts.uid().unwrap_or_default();
+            let decision = workloads::statefulset(&sts, &owned(&uid));
+            self.carry_out(&sts, decision).await;
+        }
+        for deployment in Api::<Deployment>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+        {
+            let uid = deployment.uid().unwrap_or_default();
+            let stopping = self
+                .stopping
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&uid);
+            let decision = workloads::deployment(&deployment, &owned(&uid), stopping, &self.suffix());
+            self.carry_out(&deployment, decision).await;
+        }
+        for job in Api::<Job>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+        {
+            let uid = job.uid().unwrap_or_default();
+            let decision = workloads::job(&job, &owned(&uid), &self.suffix(), &now_text());
+            self.carry_out(&job, decision).await;
+        }
+        Ok(())
+    }
+
+    /// Five characters for a generated pod name.
+    fn suffix(&self) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut n = self.names.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 7919;
+        (0..5)
+            .map(|_| {
+                let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+                n /= ALPHABET.len() as u64;
+                n = n.wrapping_mul(31).wrapping_add(17);
+                c
+            })
+            .collect()
+    }
+
+    async fn carry_out<K>(&self, owner: &K, decision: workloads::Decision)
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let namespace = owner.namespace().unwrap_or_default();
+        let uid = owner.uid().unwrap_or_default();
+        if !decision.status.is_null() {
+            let mut written = self.written.lock().await;
+            if written.get(&uid) != Some(&decision.status) {
+                let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
+                if api
+                    .patch_status(
+                        &owner.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&decision.status),
+                    )
+                    .await
+                    .is_ok()
+                {
+                    written.insert(uid, decision.status);
+                }
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        match decision.step {
+            Step::Create(pod) => {
+                if let Err(e) = pods.create(&PostParams::default(), &pod).await {
+                    tracing::debug!(error = %e, "pod kubelet: creating a pod failed");
+                }
+            }
+            Step::Delete(name) => {
+                let _ = pods.delete(&name, &DeleteParams::default()).await;
+            }
+            Step::Nothing => {}
+        }
+    }
+}
+
+/// Runs `probe` when it is due; `None` when it was not due (or could not run).
+async fn run_probe(
+    run: &RunningPod,
+    container: &str,
+    probe: &Probe,
+    record: &mut ProbeRecord,
+    since_start: Duration,
+) -> Option<bool> {
+    let initial = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+    let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+    if since_start < initial || record.last_run.is_some_and(|t| t.elapsed() < period) {
+        return None;
+    }
+    record.last_run = Some(Instant::now());
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    let result = match tokio::time::timeout(timeout, run.probe(container, probe)).await {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, container, "probe could not run");
+            false
+        }
+        Err(_) => false,
+    };
+    if result {
+        record.failures = 0;
+        record.passed = true;
+    } else {
+        record.failures += 1;
+    }
+    Some(result)
+}
+
+/// The pod's status as the kubelet reports it.
+fn pod_status(record: &PodRecord, node: &Node) -> Value {
+    let ip = record.run.as_ref().map(|r| r.ip.to_string());
+    let ended = !record.containers.is_empty() && record.containers.iter().all(|c| c.done.is_some());
+    let phase = if ended {
+        if record.containers.iter().all(|c| c.done == Some(0)) {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    } else if record.run.is_some() {
+        "Running"
+    } else {
+        "Pending"
+    };
+    let ready = record.ready_since.is_some() && !ended;
+    let statuses: Vec<Value> = record
+        .containers
+        .iter()
+        .map(|c| {
+            let state = if let Some((reason, message)) = &record.waiting {
+                json!({"waiting": {"reason": reason, "message": message}})
+            } else if let Some(code) = c.done {
+                json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                    "finishedAt": c.last_exit.as_ref().map(|e| e.1.clone())}})
+            } else if c.back_off_until.is_some() {
+                json!({"waiting": {"reason": "CrashLoopBackOff",
+                    "message": format!("back-off restarting failed container {}", c.name)}})
+            } else {
+                json!({"running": {"startedAt": c.started_text}})
+            };
+            let mut status = json!({
+                "name": c.name, "image": c.image, "imageID": "", "ready": c.ready && !ended,
+                "started": record.run.is_some() && c.done.is_none() && c.back_off_until.is_none(),
+                "restartCount": c.restarts, "state": state,
+            });
+            if let Some((code, at)) = &c.last_exit
+                && c.done.is_none()
+            {
+                status["lastState"] = json!({"terminated": {"exitCode": code,
+                    "reason": if *code == 0 { "Completed" } else { "Error" }, "finishedAt": at}});
+            }
+            status
+        })
+        .collect();
+    let truth = |b: bool| if b { "True" } else { "False" };
+    let mut status = json!({"status": {
+        "phase": phase,
+        "hostIP": node.gateway.to_string(),
+        "startTime": record.start_text,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": truth(ready)},
+            {"type": "Ready", "status": truth(ready), "lastTransitionTime": record.ready_since},
+        ],
+        "containerStatuses": statuses,
+    }});
+    if let Some(ip) = ip {
+        status["status"]["podIP"] = json!(ip);
+        status["status"]["podIPs"] = json!([{"ip": ip}]);
+    }
+    status
+}

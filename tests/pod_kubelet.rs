@@ -1,0 +1,280 @@
+//! The test cluster with a real kubelet (testkit::pods::kubelet): the real operator and kubectl against the test
+//! API server, whose StatefulSets, Deployments, Jobs and Pods run as real processes under their own specs, with
+//! status computed from those processes.
+//! Needs root, iproute2, nftables, kubectl and the database engines (scripts/test.sh installs them).
+
+mod support;
+
+use std::sync::Arc;
+
+use appdb_testkit::{
+    dbserver::Engine,
+    on_both_engines,
+    pods::{kubelet::PodKubelet, pod::Programs},
+};
+use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
+use tokio_util::sync::CancellationToken;
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/acme");
+
+/// A cluster whose kubelet runs pods for real, stopped (every pod with it) when dropped.
+struct RealCluster {
+    c: Cluster,
+    kubelet: Arc<PodKubelet>,
+    stop: CancellationToken,
+    done: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl RealCluster {
+    async fn start() -> RealCluster {
+        let c = Cluster::start().await;
+        let client = kube::Client::try_from(kube::Config::new(c.server.url().parse().expect("url"))).expect("client");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubelet = PodKubelet::start(
+            client,
+            Programs {
+                operator: env!("CARGO_BIN_EXE_appdb-operator").into(),
+            },
+            dir.path().to_owned(),
+        )
+        .await
+        .expect("the node");
+        let stop = CancellationToken::new();
+        let done = Some(tokio::spawn(kubelet.clone().run(stop.clone())));
+        RealCluster {
+            c,
+            kubelet,
+            stop,
+            done,
+            _dir: dir,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+
+    async fn jsonpath(&self, ns: &str, what: &str, path: &str) -> String {
+        let out = self
+            .c
+            .kubectl(&["get", what, "-n", ns, "-o", &format!("jsonpath={path}")])
+            .await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RealCluster {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The acme example (network and database), for `engine`.
+fn acme_database(engine: Engine) -> String {
+    let text = std::fs::read_to_string(format!("{EXAMPLES}/20-database.yaml")).expect("example");
+    match engine {
+        Engine::MySql => text,
+        Engine::MariaDb => text
+            .replace("engine: MySQL", "engine: MariaDB")
+            .replace("version: \"8.4\"", "version: \"11.4\""),
+    }
+}
+
+async fn the_acme_database_runs_as_a_real_pod_and_is_ready_to_use(engine: Engine) {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    c.install_crds().await;
+    let _operator = spawn_operator(c, free_port(), &[]);
+    c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/00-namespace.yaml")])
+        .await;
+    c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/10-network.yaml")])
+        .await;
+    apply(c, &acme_database(engine)).await;
+    // Ready To Use only once the real server answers the pod's own readiness probe.
+    eventually(240, "orders Ready To Use", || async {
+        (get(c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
+    })
+    .await;
+    assert_eq!(rc.jsonpath("acme", "pod/orders-0", "{.status.phase}").await, "Running");
+    assert_eq!(
+        rc.jsonpath(
+            "acme",
+            "pod/orders-0",
+            r#"{.status.conditions[?(@.type=="Ready")].status}"#
+        )
+        .await,
+        "True"
+    );
+    let ip = rc.jsonpath("acme", "pod/orders-0", "{.status.podIP}").await;
+    assert!(ip.starts_with("10.244.0."), "a pod address from the node's range: {ip}");
+    assert_eq!(rc.jsonpath("acme", "sts/orders", "{.status.readyReplicas}").await, "1");
+    // The customer's administrator exists, with the password from the example's Secret.
+    let client = match engine {
+        Engine::MySql => "mysql",
+        Engine::MariaDb => "mariadb",
+    };
+    let out = rc
+        .kubelet
+        .exec(
+            "acme",
+            "orders-0",
+            "database",
+            &[
+                client,
+                "-N",
+                "-uacme_admin",
+                "-pchange-me-Secur3!",
+                "-h127.0.0.1",
+                "-e",
+                "SELECT CURRENT_USER()",
+            ],
+        )
+        .await
+        .expect("exec");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "acme_admin@%");
+    rc.shutdown().await;
+}
+
+on_both_engines!(the_acme_database_runs_as_a_real_pod_and_is_ready_to_use);
+
+const SESSION: &str = "appdb-test/session:latest";
+
+fn job(name: &str, script: &str, backoff: u32) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n  backoffLimit: {backoff}\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: {SESSION}\n        command: [sh, -c, {script:?}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_deployments_and_pods_report_what_their_processes_do() {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+
+    // Jobs: success, and failure after the backoff limit, from real exit codes.
+    apply(c, &job("works", "echo finished; exit 0", 0)).await;
+    apply(c, &job("fails", "echo broken >&2; exit 3", 1)).await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/works",
+        "-n",
+        "acme",
+        "--timeout=60s",
+    ])
+    .await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Failed",
+        "job/fails",
+        "-n",
+        "acme",
+        "--timeout=60s",
+    ])
+    .await;
+    assert_eq!(rc.jsonpath("acme", "job/fails", "{.status.failed}").await, "2");
+    let codes = c
+        .ok(&[
+            "get",
+            "pods",
+            "-n",
+            "acme",
+            "-l",
+            "job-name=fails",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].state.terminated.exitCode}",
+        ])
+        .await;
+    assert_eq!(codes.trim(), "3 3");
+
+    // An image the node cannot pull leaves its pod waiting, as a cluster would.
+    apply(
+        c,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: miner, namespace: acme}\nspec:\n  containers:\n  - {name: main, image: evil.example/cryptominer:1}\n",
+    )
+    .await;
+    eventually(30, "ErrImagePull", || async {
+        (rc.jsonpath(
+            "acme",
+            "pod/miner",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        )
+        .await
+            == "ErrImagePull")
+            .then_some(())
+    })
+    .await;
+
+    // A container that exits is restarted (restartPolicy Always), and its restarts are counted.
+    apply(
+        c,
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: crash, namespace: acme}}\nspec:\n  containers:\n  - {{name: main, image: {SESSION}, command: [sh, -c, 'echo started; sleep 1; exit 1']}}\n"),
+    )
+    .await;
+    eventually(60, "a restart counted", || async {
+        (rc.jsonpath("acme", "pod/crash", "{.status.containerStatuses[0].restartCount}")
+            .await
+            .parse::<u32>()
+            .unwrap_or(0)
+            >= 1)
+            .then_some(())
+    })
+    .await;
+    let log = rc.kubelet.logs("acme", "crash", "main").await.unwrap_or_default();
+    assert!(log.matches("started").count() >= 2, "{log}");
+
+    // A Deployment with a readiness probe: Ready only once the probe passes; a Recreate rollout stops the old pod
+    // (SIGTERM to its PID 1) before the new one starts.
+    let deployment = |version: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: acme}}\nspec:\n  replicas: 1\n  strategy: {{type: Recreate}}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 5\n      containers:\n      - name: main\n        image: {SESSION}\n        env: [{{name: VERSION, value: '{version}'}}]\n        command: [sh, -c, 'trap \"echo stopping $VERSION; exit 0\" TERM; sleep 2; touch /tmp/ready-$VERSION; while true; do sleep 0.2; done']\n        readinessProbe:\n          exec: {{command: [test, -f, /tmp/ready-{version}]}}\n          periodSeconds: 1\n"
+        )
+    };
+    apply(c, &deployment("v1")).await;
+    c.ok(&["rollout", "status", "deployment/web", "-n", "acme", "--timeout=60s"])
+        .await;
+    let first = c
+        .ok(&[
+            "get",
+            "pods",
+            "-n",
+            "acme",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .await;
+    apply(c, &deployment("v2")).await;
+    c.ok(&["rollout", "status", "deployment/web", "-n", "acme", "--timeout=60s"])
+        .await;
+    let now = c
+        .ok(&[
+            "get",
+            "pods",
+            "-n",
+            "acme",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .await;
+    assert!(
+        !now.contains(first.trim()) && !now.trim().is_empty(),
+        "rolled: {first} → {now}"
+    );
+    assert_eq!(
+        rc.jsonpath("acme", "deploy/web", "{.status.updatedReplicas}").await,
+        "1"
+    );
+    // The old pod got SIGTERM at its PID 1 and ended on it.
+    let old_log = std::fs::read_to_string(rc._dir.path().join(format!("pods/acme_{}/main.log", first.trim())))
+        .unwrap_or_default();
+    assert!(old_log.contains("stopping v1"), "{old_log}");
+    rc.shutdown().await;
+}
