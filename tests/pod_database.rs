@@ -17,7 +17,7 @@ use appdb_testkit::{
     on_both_engines,
     pods::{
         env::Sources,
-        pod::{Programs, RunningPod},
+        pod::{ClusterSetup, Programs, RunningPod},
         sandbox::Node,
     },
 };
@@ -119,6 +119,7 @@ impl Lab {
             &self.programs,
             &self.dir.path().join("pods"),
             &self.dir.path().join("claims"),
+            &ClusterSetup::default(),
         )
         .await
         .unwrap_or_else(|e| panic!("the database pod did not start: {e}"))

@@ -28,7 +28,7 @@ use appdb_operator::{
 };
 use appdb_testkit::pods::{
     env::Sources,
-    pod::{Programs, RunningPod},
+    pod::{ClusterSetup, Programs, RunningPod},
     sandbox::Node,
 };
 use charon::{Charon, customer_strongswan_conf, established, wait_until};
@@ -174,6 +174,7 @@ impl Lab {
             &self.programs,
             &self.dir.path().join("pods"),
             &self.dir.path().join("claims"),
+            &ClusterSetup::default(),
         )
         .await
         .unwrap_or_else(|e| panic!("gateway pod {n} did not start: {e}"));

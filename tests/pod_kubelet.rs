@@ -37,6 +37,7 @@ impl RealCluster {
                 operator: env!("CARGO_BIN_EXE_appdb-operator").into(),
             },
             dir.path().to_owned(),
+            c.server.addr(),
         )
         .await
         .expect("the node");
@@ -68,8 +69,26 @@ impl RealCluster {
 }
 
 impl Drop for RealCluster {
+    /// On failure, every container's log: the reason is in them.
     fn drop(&mut self) {
         self.stop.cancel();
+        if !std::thread::panicking() {
+            return;
+        }
+        let pods = self._dir.path().join("pods");
+        for pod in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            for log in std::fs::read_dir(pod.path()).into_iter().flatten().flatten() {
+                if log.path().extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    eprintln!(
+                        "---- {} ----\n{}",
+                        log.path().display(),
+                        lines[lines.len().saturating_sub(40)..].join("\n")
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -276,5 +295,100 @@ async fn jobs_deployments_and_pods_report_what_their_processes_do() {
     let old_log = std::fs::read_to_string(rc._dir.path().join(format!("pods/acme_{}/main.log", first.trim())))
         .unwrap_or_default();
     assert!(old_log.contains("stopping v1"), "{old_log}");
+    rc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_services_by_dns_name_and_the_api_server_with_their_service_account() {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    // Two web pods behind a Service whose port differs from theirs (targetPort by name).
+    apply(
+        c,
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: acme}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: main\n        image: {SESSION}\n        command: [sh, -c, 'mkdir -p /tmp/www-$HOSTNAME && echo $HOSTNAME > /tmp/www-$HOSTNAME/index.html && exec python3 -m http.server 8080 --directory /tmp/www-$HOSTNAME']\n        ports: [{{name: http, containerPort: 8080}}]\n        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: acme}}\nspec:\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n"
+        ),
+    )
+    .await;
+    c.ok(&["rollout", "status", "deployment/web", "-n", "acme", "--timeout=60s"])
+        .await;
+    apply(
+        c,
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: acme}}\nspec:\n  containers:\n  - {{name: main, image: {SESSION}}}\n"),
+    )
+    .await;
+    eventually(60, "the client pod runs", || async {
+        (rc.jsonpath("acme", "pod/client", "{.status.phase}").await == "Running").then_some(())
+    })
+    .await;
+    // By the short name (the pod's search path), through the ClusterIP, to both pods over time.
+    let fetch =
+        "import urllib.request; print(urllib.request.urlopen('http://web/', timeout=5).read().decode().strip())";
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let out = rc
+            .kubelet
+            .exec("acme", "client", "main", &["python3", "-c", fetch])
+            .await
+            .expect("exec");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        answered.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        if answered.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "both endpoints answer through the Service: {answered:?}"
+    );
+    let out = rc
+        .kubelet
+        .exec(
+            "acme",
+            "client",
+            "main",
+            &["getent", "hosts", "web.acme.svc.cluster.local"],
+        )
+        .await
+        .expect("exec");
+    let cluster_ip = rc.jsonpath("acme", "svc/web", "{.spec.clusterIP}").await;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&cluster_ip), "{out:?}");
+    // The API server at https://kubernetes.default.svc with the service account's CA and token.
+    let api = "import ssl, urllib.request\nd='/var/run/secrets/kubernetes.io/serviceaccount/'\nctx=ssl.create_default_context(cafile=d+'ca.crt')\nreq=urllib.request.Request('https://kubernetes.default.svc/api/v1/namespaces/acme/pods/client', headers={'Authorization': 'Bearer '+open(d+'token').read()})\nprint(urllib.request.urlopen(req, context=ctx, timeout=5).read().decode())";
+    let out = rc
+        .kubelet
+        .exec("acme", "client", "main", &["python3", "-c", api])
+        .await
+        .expect("exec");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"name\":\"client\""),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A Service whose pods are gone refuses at once.
+    c.ok(&[
+        "patch",
+        "deployment/web",
+        "-n",
+        "acme",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":0}}"#,
+    ])
+    .await;
+    eventually(30, "connections refused", || async {
+        let out = rc
+            .kubelet
+            .exec("acme", "client", "main", &["python3", "-c", fetch])
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&out.stderr)
+            .contains("Connection refused")
+            .then_some(())
+    })
+    .await;
     rc.shutdown().await;
 }

@@ -459,9 +459,14 @@ impl Store {
         }
         if rt.group.is_empty() && rt.plural == "services" {
             // As the real API server does, allocate a ClusterIP (from 10.96.0.0/12) unless the Service is headless.
+            // 10.96.0.1 (`default/kubernetes`) and 10.96.0.10 (`kube-system/kube-dns`) are kept for the cluster's
+            // own Services, as kubeadm and kind do.
             let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
             if requested.is_empty() && obj.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName") {
                 self.services_allocated += 1;
+                while matches!(self.services_allocated, 1 | 10) {
+                    self.services_allocated += 1;
+                }
                 let n = self.services_allocated;
                 let ip = format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff);
                 obj["spec"]["clusterIP"] = json!(ip);

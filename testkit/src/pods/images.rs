@@ -9,6 +9,7 @@
 //! | `…/appdb-operator` | the built `appdb-operator` |
 //! | `…/appdb-vpn-gateway` | the gateway image's programs: charon, swanctl and the built `appdb-operator` |
 //! | `appdb-test/session` | a shell with the engine's command-line client (a customer's session, for tests) |
+//! | `appdb-test/dns` | the test cluster's DNS (`images/dns.py`, CoreDNS's answers for Services and pods) |
 
 /// What runs for an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +19,7 @@ pub enum Image {
     Operator,
     Gateway,
     Session,
+    Dns,
 }
 
 /// The repository of an image reference, without registry, tag or digest: `docker.io/library/mysql:8.4` →
@@ -45,6 +47,7 @@ pub fn lookup(reference: &str) -> Option<Image> {
         ("mysql" | "library/mysql", _) => Some(Image::MySql),
         ("mariadb" | "library/mariadb", _) => Some(Image::MariaDb),
         ("appdb-test/session", _) => Some(Image::Session),
+        ("appdb-test/dns", _) => Some(Image::Dns),
         (_, "appdb-operator") => Some(Image::Operator),
         (_, "appdb-vpn-gateway") => Some(Image::Gateway),
         _ => None,

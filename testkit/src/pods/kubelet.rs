@@ -30,11 +30,18 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    api_access::{ApiAccess, KUBERNETES_SERVICE_IP, NODE_API_PORT},
     env::Sources,
-    pod::{Programs, RunningPod},
+    pod::{ClusterSetup, Programs, RunningPod},
     sandbox::Node,
+    services::{self, ServiceRule},
     workloads::{self, Step},
 };
+
+/// The cluster DNS Service's address (`kube-system/kube-dns`).
+pub const DNS_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
+/// The cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// How often the kubelet looks at the API server.
 const TICK: Duration = Duration::from_millis(200);
@@ -119,13 +126,27 @@ pub struct PodKubelet {
     stopping: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
     written: Mutex<BTreeMap<String, Value>>,
     names: AtomicU64,
+    access: ApiAccess,
+    /// The Service rules every pod's namespace holds, and the DNS records, as last written.
+    services: Mutex<String>,
+    dns_records: Mutex<String>,
 }
 
 impl PodKubelet {
-    /// A node of its own; pods' folders and claims under `dir`.
-    pub async fn start(client: Client, programs: Programs, dir: PathBuf) -> Result<Arc<PodKubelet>, String> {
+    /// A node of its own; pods' folders and claims under `dir`. `api_server` is the test API server's address,
+    /// which pods reach as `https://10.96.0.1` (the `default/kubernetes` Service). Creates what every cluster has:
+    /// `kube-system`, the `kubernetes` and `kube-dns` Services and the DNS Deployment (`coredns`).
+    pub async fn start(
+        client: Client,
+        programs: Programs,
+        dir: PathBuf,
+        api_server: std::net::SocketAddr,
+    ) -> Result<Arc<PodKubelet>, String> {
         let node = Node::start().await?;
-        Ok(Arc::new(PodKubelet {
+        let access = ApiAccess::start(&node.netns, node.gateway, api_server).await?;
+        std::fs::create_dir_all(dir.join("dns")).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("dns/records"), "").map_err(|e| e.to_string())?;
+        let kubelet = Arc::new(PodKubelet {
             client,
             node,
             programs,
@@ -134,7 +155,127 @@ impl PodKubelet {
             stopping: Arc::default(),
             written: Mutex::new(BTreeMap::new()),
             names: AtomicU64::new(0),
-        }))
+            access,
+            services: Mutex::new(String::new()),
+            dns_records: Mutex::new(String::new()),
+        });
+        kubelet
+            .cluster_objects()
+            .await
+            .map_err(|e| format!("the cluster's own objects: {e}"))?;
+        Ok(kubelet)
+    }
+
+    async fn cluster_objects(&self) -> Result<(), kube::Error> {
+        use k8s_openapi::api::core::v1::{Namespace, Service};
+        let apply = PatchParams::apply("appdb-test-kubelet").force();
+        Api::<Namespace>::all(self.client.clone())
+            .patch(
+                "kube-system",
+                &apply,
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})),
+            )
+            .await?;
+        Api::<Service>::namespaced(self.client.clone(), "default")
+            .patch(
+                "kubernetes",
+                &apply,
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver"}},
+                    "spec": {"clusterIP": KUBERNETES_SERVICE_IP.to_string(),
+                        "ports": [{"name": "https", "port": 443, "targetPort": NODE_API_PORT, "protocol": "TCP"}]}})),
+            )
+            .await?;
+        Api::<Service>::namespaced(self.client.clone(), "kube-system")
+            .patch(
+                "kube-dns",
+                &apply,
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+                    "spec": {"clusterIP": DNS_SERVICE_IP.to_string(), "selector": {"k8s-app": "kube-dns"},
+                        "ports": [{"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"}]}})),
+            )
+            .await?;
+        Api::<Deployment>::namespaced(self.client.clone(), "kube-system")
+            .patch(
+                "coredns",
+                &apply,
+                &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "coredns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        "template": {"metadata": {"labels": {"k8s-app": "kube-dns"}},
+                            "spec": {"dnsPolicy": "Default", "automountServiceAccountToken": false,
+                                "containers": [{"name": "coredns", "image": "appdb-test/dns:latest",
+                                    "volumeMounts": [{"name": "records", "mountPath": "/etc/appdb-dns", "readOnly": true}]}],
+                                "volumes": [{"name": "records", "hostPath": {"path": self.dir.join("dns").display().to_string(),
+                                    "type": "Directory"}}]}}}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// What the next pod gets from the cluster.
+    async fn setup(&self) -> ClusterSetup {
+        ClusterSetup {
+            nft: vec![self.services.lock().await.clone()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect(),
+            dns: Some(DNS_SERVICE_IP),
+            cluster_domain: CLUSTER_DOMAIN.into(),
+            api: Some((self.access.ca_pem.clone(), self.access.token.clone())),
+        }
+    }
+
+    /// Service rules into every namespace and DNS records into the DNS pod's file, when they changed.
+    async fn follow_services(&self, pods: &[Pod]) -> Result<(), kube::Error> {
+        use k8s_openapi::api::core::v1::Service;
+        let list: Vec<Service> = Api::<Service>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let mut rules = services::rules(&list, pods);
+        rules.push(ServiceRule {
+            ip: KUBERNETES_SERVICE_IP,
+            port: 443,
+            protocol: "tcp".into(),
+            backends: vec![(self.node.gateway, NODE_API_PORT)],
+        });
+        rules.sort();
+        let script = services::render(&rules);
+        let mut current = self.services.lock().await;
+        if *current != script {
+            let mut namespaces = vec![self.node.netns.clone()];
+            let records = self.pods.lock().await;
+            namespaces.extend(
+                records
+                    .values()
+                    .filter_map(|r| r.run.as_ref())
+                    .map(|r| r.netns().to_owned()),
+            );
+            drop(records);
+            namespaces.dedup();
+            for netns in namespaces {
+                if let Err(e) = super::sandbox::nft(&netns, &script).await {
+                    tracing::warn!(error = %e, "pod kubelet: Service rules not loaded");
+                }
+            }
+            *current = script;
+        }
+        drop(current);
+        let records = dns_records(&list, pods);
+        let mut written = self.dns_records.lock().await;
+        if *written != records {
+            let path = self.dir.join("dns/records");
+            let fresh = self.dir.join("dns/records.new");
+            if std::fs::write(&fresh, &records)
+                .and_then(|_| std::fs::rename(&fresh, &path))
+                .is_ok()
+            {
+                *written = records;
+            }
+        }
+        Ok(())
     }
 
     pub fn node(&self) -> &Node {
@@ -198,6 +339,7 @@ impl PodKubelet {
             .list(&ListParams::default())
             .await?
             .items;
+        self.follow_services(&pods).await?;
         self.follow_pods(&pods).await;
         self.control_workloads(&pods).await
     }
@@ -328,6 +470,7 @@ impl PodKubelet {
                 return;
             }
             let sources = self.sources(&namespace).await;
+            let setup = self.setup().await;
             match RunningPod::start(
                 &self.node,
                 &record.pod,
@@ -335,6 +478,7 @@ impl PodKubelet {
                 &self.programs,
                 &self.dir.join("pods"),
                 &self.dir.join("claims"),
+                &setup,
             )
             .await
             {
@@ -535,6 +679,45 @@ impl PodKubelet {
             Step::Nothing => {}
         }
     }
+}
+
+/// The DNS names CoreDNS would answer: `<service>.<namespace>.svc.<domain>` (its ClusterIP, or a headless
+/// Service's ready pods) and `<hostname>.<subdomain>.<namespace>.svc.<domain>` for pods of a headless Service.
+pub fn dns_records(list: &[k8s_openapi::api::core::v1::Service], pods: &[Pod]) -> String {
+    let mut lines = BTreeSet::new();
+    for service in list {
+        let (Some(name), Some(ns), Some(spec)) = (service.metadata.name.as_ref(), service.namespace(), &service.spec)
+        else {
+            continue;
+        };
+        let fqdn = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
+        match spec.cluster_ip.as_deref() {
+            Some("None") => {
+                let selector = spec.selector.clone().unwrap_or_default();
+                for pod in pods.iter().filter(|p| {
+                    p.namespace().as_deref() == Some(ns.as_str())
+                        && !selector.is_empty()
+                        && services::selects(&selector, p.labels())
+                        && workloads::is_ready(p)
+                }) {
+                    if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()) {
+                        lines.insert(format!("{fqdn} {ip}"));
+                        if let Some(spec) = &pod.spec
+                            && spec.subdomain.as_deref() == Some(name.as_str())
+                        {
+                            let host = spec.hostname.clone().unwrap_or_else(|| pod.name_any());
+                            lines.insert(format!("{host}.{fqdn} {ip}"));
+                        }
+                    }
+                }
+            }
+            Some(ip) if !ip.is_empty() => {
+                lines.insert(format!("{fqdn} {ip}"));
+            }
+            _ => {}
+        }
+    }
+    lines.into_iter().map(|l| l + "\n").collect()
 }
 
 /// Runs `probe` when it is due; `None` when it was not due (or could not run).

@@ -11,11 +11,14 @@
 //! Not yet: volumes, probes, the controllers that make pods from StatefulSets, Deployments and Jobs, status
 //! reported to the test API server, Services, DNS and NetworkPolicy (testkit/README.md keeps the table).
 
+pub mod api_access;
 pub mod env;
 pub mod images;
 pub mod kubelet;
+pub mod netns_socket;
 pub mod pod;
 pub mod sandbox;
 pub mod security;
+pub mod services;
 pub mod volumes;
 pub mod workloads;

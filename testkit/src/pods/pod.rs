@@ -95,11 +95,25 @@ pub fn image_config(image: Image, programs: &Programs) -> Result<ImageConfig, St
             env: vec![],
             layers: vec![],
         }),
+        Image::Dns => Ok(ImageConfig {
+            entrypoint: vec![
+                "python3".into(),
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("images/dns.py")
+                    .display()
+                    .to_string(),
+            ],
+            cmd: vec!["/etc/appdb-dns/records".into()],
+            user: 0,
+            env: vec![],
+            layers: vec![],
+        }),
+        // A shell, python3 and both engines' clients (`mysql` is MySQL's).
         Image::Session => Ok(ImageConfig {
             entrypoint: vec![],
             cmd: vec!["sleep".into(), "infinity".into()],
             user: 0,
-            env: vec![],
+            env: vec![("PATH".into(), Engine::MySql.path_env().to_string_lossy().into_owned())],
             layers: vec![],
         }),
         Image::MySql | Image::MariaDb => {
@@ -176,6 +190,105 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     all
 }
 
+/// What the cluster gives every pod beyond its own spec: the Service rules loaded into its network before its
+/// containers start, DNS (`/etc/resolv.conf` for `dnsPolicy: ClusterFirst`, and `/etc/hosts`), and the API
+/// server's address with the service account's token and CA (unless `automountServiceAccountToken: false`).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSetup {
+    pub nft: Vec<String>,
+    pub dns: Option<std::net::Ipv4Addr>,
+    pub cluster_domain: String,
+    /// (CA certificate PEM, token).
+    pub api: Option<(String, String)>,
+}
+
+/// The files and environment [`ClusterSetup`] gives one pod.
+fn cluster_files(
+    pod: &Pod,
+    ip: std::net::Ipv4Addr,
+    setup: &ClusterSetup,
+    dir: &Path,
+) -> std::io::Result<(Vec<Mount>, Vec<(String, String)>)> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let host_network = spec.host_network == Some(true);
+    let mut mounts = Vec::new();
+    // containerd sets HOSTNAME to the pod's hostname in every container.
+    let mut env = vec![(
+        "HOSTNAME".to_owned(),
+        if host_network {
+            String::new()
+        } else {
+            spec.hostname.clone().unwrap_or_else(|| name.clone())
+        },
+    )];
+    env.retain(|(_, v)| !v.is_empty());
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let policy = spec.dns_policy.clone().unwrap_or_else(|| "ClusterFirst".into());
+    let cluster_dns = match policy.as_str() {
+        "ClusterFirst" => !host_network,
+        "ClusterFirstWithHostNet" => true,
+        _ => false,
+    };
+    if let (true, Some(dns)) = (cluster_dns, setup.dns) {
+        let domain = &setup.cluster_domain;
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!("search {namespace}.svc.{domain} svc.{domain} {domain}\nnameserver {dns}\noptions ndots:5\n"),
+        )?;
+        mounts.push(Mount {
+            source: etc.join("resolv.conf"),
+            target: "/etc/resolv.conf".into(),
+            read_only: true,
+        });
+    }
+    if !host_network {
+        let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
+        let fqdn = match &spec.subdomain {
+            Some(sub) => format!("{hostname}.{sub}.{namespace}.svc.{} ", setup.cluster_domain),
+            None => String::new(),
+        };
+        std::fs::write(
+            etc.join("hosts"),
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{fqdn}{hostname}\n"),
+        )?;
+        mounts.push(Mount {
+            source: etc.join("hosts"),
+            target: "/etc/hosts".into(),
+            read_only: true,
+        });
+    }
+    if let Some((ca, token)) = &setup.api
+        && spec.automount_service_account_token != Some(false)
+    {
+        let account = dir.join("serviceaccount");
+        std::fs::create_dir_all(&account)?;
+        std::fs::write(account.join("token"), token)?;
+        std::fs::write(account.join("ca.crt"), ca)?;
+        std::fs::write(account.join("namespace"), &namespace)?;
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["token", "ca.crt", "namespace"] {
+            std::fs::set_permissions(account.join(f), std::fs::Permissions::from_mode(0o644))?;
+        }
+        std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o755))?;
+        mounts.push(Mount {
+            source: account,
+            target: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+            read_only: true,
+        });
+        let host = super::api_access::KUBERNETES_SERVICE_IP.to_string();
+        env.extend([
+            ("KUBERNETES_SERVICE_HOST".to_owned(), host.clone()),
+            ("KUBERNETES_SERVICE_PORT".to_owned(), "443".to_owned()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS".to_owned(), "443".to_owned()),
+            ("KUBERNETES_PORT".to_owned(), format!("tcp://{host}:443")),
+        ]);
+    }
+    Ok((mounts, env))
+}
+
 /// Why a pod's container does not start; each maps to the waiting reason a kubelet reports.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -241,6 +354,7 @@ impl RunningPod {
         programs: &Programs,
         pods_dir: &Path,
         claims_dir: &Path,
+        setup: &ClusterSetup,
     ) -> Result<RunningPod, StartError> {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
@@ -266,6 +380,15 @@ impl RunningPod {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| StartError::Run(e.to_string()))?;
         let volumes = PodVolumes::prepare(&pod, sources, &dir, claims_dir)?;
+        if let Network::Sandbox(sandbox) = &network {
+            for rules in &setup.nft {
+                super::sandbox::nft(&sandbox.netns, rules)
+                    .await
+                    .map_err(StartError::Run)?;
+            }
+        }
+        let (cluster_mounts, cluster_env) = cluster_files(&pod, ip, setup, &dir)
+            .map_err(|e| StartError::Run(format!("the pod's cluster files: {e}")))?;
         let mut running = RunningPod {
             launches: Vec::new(),
             name: name.clone(),
@@ -281,7 +404,11 @@ impl RunningPod {
                 let reference = container.image.clone().unwrap_or_default();
                 let image = images::lookup(&reference).ok_or_else(|| StartError::ImagePull(reference.clone()))?;
                 let config = image_config(image, programs)?;
-                let mut environment = env::environment(&pod, container, sources)?;
+                let mut environment = cluster_env.clone();
+                for (name, value) in env::environment(&pod, container, sources)? {
+                    environment.retain(|(n, _)| *n != name);
+                    environment.push((name, value));
+                }
                 // The image's ENV, unless the container sets the same name.
                 for (name, value) in config.env.iter().rev() {
                     if !environment.iter().any(|(n, _)| n == name) {
@@ -296,6 +423,7 @@ impl RunningPod {
                 )?;
                 let mut mounts = layers(&running.dir.join("layers").join(&container.name), &config.layers)
                     .map_err(|e| StartError::Run(format!("the image's files: {e}")))?;
+                mounts.extend(cluster_mounts.iter().cloned());
                 mounts.extend(running.volumes.mounts(container)?);
                 let launch = ContainerLaunch {
                     argv: argv(&config, command, args),

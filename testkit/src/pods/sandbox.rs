@@ -201,7 +201,7 @@ async fn in_netns(netns: &str, args: &[&str]) -> Result<(), String> {
 }
 
 /// Applies an nftables rule set (or one command) inside a namespace.
-async fn nft(netns: &str, rules: &str) -> Result<(), String> {
+pub(crate) async fn nft(netns: &str, rules: &str) -> Result<(), String> {
     let path = std::env::temp_dir().join(unique("appdb-nft-"));
     std::fs::write(&path, format!("{rules}\n")).map_err(|e| e.to_string())?;
     let result = in_netns(netns, &["nft", "-f", &path.display().to_string()]).await;

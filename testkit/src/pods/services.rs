@@ -1,0 +1,184 @@
+//! Services as kube-proxy makes them, for the pod runner: each ClusterIP Service port leads to the Ready pods its
+//! selector picks (their `targetPort`, by number or by the container port's name), chosen at random per
+//! connection; a Service without ready endpoints refuses connections. The rules are an nftables table loaded
+//! into every pod's network namespace and the node's, translating at the sender (the `output` hook), so replies
+//! come back through the same connection tracking and NetworkPolicy sees pod addresses, as with kube-proxy.
+//! Headless Services (`clusterIP: None`) get no rule: DNS gives their pods' addresses.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use k8s_openapi::{
+    api::core::v1::{Pod, Service},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use kube::ResourceExt;
+
+use super::workloads::is_ready;
+
+/// One Service port and where it leads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceRule {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub backends: Vec<(Ipv4Addr, u16)>,
+}
+
+/// Whether `labels` carry every pair of `selector`.
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
+/// The container port `name` of `pod`.
+fn named_port(pod: &Pod, name: &str) -> Option<u16> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(name))
+        .map(|p| p.container_port as u16)
+}
+
+/// The rules for every ClusterIP Service with a selector.
+pub fn rules(services: &[Service], pods: &[Pod]) -> Vec<ServiceRule> {
+    let mut out = Vec::new();
+    for service in services {
+        let Some(spec) = &service.spec else { continue };
+        let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) else {
+            continue;
+        };
+        let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let namespace = service.namespace();
+        let endpoints: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.namespace() == namespace && p.metadata.deletion_timestamp.is_none())
+            .filter(|p| selects(selector, p.labels()) && is_ready(p) && pod_ip(p).is_some())
+            .collect();
+        for port in spec.ports.iter().flatten() {
+            let backends = endpoints
+                .iter()
+                .filter_map(|p| {
+                    let target = match &port.target_port {
+                        None => port.port as u16,
+                        Some(IntOrString::Int(n)) => *n as u16,
+                        Some(IntOrString::String(name)) => named_port(p, name)?,
+                    };
+                    Some((pod_ip(p)?, target))
+                })
+                .collect();
+            out.push(ServiceRule {
+                ip,
+                port: port.port as u16,
+                protocol: port.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                backends,
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The nftables table for `rules` (replacing the previous one in one transaction).
+pub fn render(rules: &[ServiceRule]) -> String {
+    let mut nat = String::new();
+    let mut refuse = String::new();
+    for rule in rules {
+        let (ip, port, proto) = (rule.ip, rule.port, &rule.protocol);
+        match rule.backends.as_slice() {
+            [] => refuse.push_str(&format!(
+                "    ip daddr {ip} {proto} dport {port} reject{}\n",
+                if proto == "tcp" { " with tcp reset" } else { "" }
+            )),
+            [(to, to_port)] => nat.push_str(&format!(
+                "    ip daddr {ip} {proto} dport {port} dnat ip to {to}:{to_port}\n"
+            )),
+            many => {
+                let map: Vec<String> = many
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (to, to_port))| format!("{i} : {to} . {to_port}"))
+                    .collect();
+                nat.push_str(&format!(
+                    "    ip daddr {ip} {proto} dport {port} dnat ip to numgen random mod {} map {{ {} }}\n",
+                    many.len(),
+                    map.join(", ")
+                ));
+            }
+        }
+    }
+    format!(
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{nat}  }}\n  chain refuse {{\n    type filter hook output priority filter; policy accept;\n{refuse}  }}\n}}\n"
+    )
+}
+
+/// The table's name in each namespace.
+pub const TABLE: &str = "appdb_services";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, ip: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "acme", "labels": {"app": "db"}},
+            "spec": {"containers": [{"name": "c", "ports": [{"name": "mysql", "containerPort": 3307}]}]},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .unwrap()
+    }
+
+    fn service(ip: &str, target: serde_json::Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "orders", "namespace": "acme"},
+            "spec": {"clusterIP": ip, "selector": {"app": "db"}, "ports": [{"port": 3306, "targetPort": target}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ready_pods_of_the_namespace_are_the_endpoints_by_port_name() {
+        let pods = [pod("a", "10.244.0.5", true), pod("b", "10.244.0.6", false), {
+            let mut other = pod("c", "10.244.0.7", true);
+            other.metadata.namespace = Some("globex".into());
+            other
+        }];
+        let rules = rules(&[service("10.96.0.12", json!("mysql"))], &pods);
+        assert_eq!(
+            rules,
+            [ServiceRule {
+                ip: "10.96.0.12".parse().unwrap(),
+                port: 3306,
+                protocol: "tcp".into(),
+                backends: vec![("10.244.0.5".parse().unwrap(), 3307)]
+            }]
+        );
+        assert!(render(&rules).contains("ip daddr 10.96.0.12 tcp dport 3306 dnat ip to 10.244.0.5:3307"));
+        assert!(
+            super::rules(&[service("None", json!(3306))], &pods).is_empty(),
+            "headless: DNS only"
+        );
+    }
+
+    #[test]
+    fn no_endpoints_refuse_and_several_are_chosen_at_random() {
+        let none = rules(&[service("10.96.0.12", json!(3306))], &[]);
+        assert!(render(&none).contains("ip daddr 10.96.0.12 tcp dport 3306 reject with tcp reset"));
+        let two = rules(
+            &[service("10.96.0.12", json!(3306))],
+            &[pod("a", "10.244.0.5", true), pod("b", "10.244.0.6", true)],
+        );
+        assert!(
+            render(&two)
+                .contains("dnat ip to numgen random mod 2 map { 0 : 10.244.0.5 . 3306, 1 : 10.244.0.6 . 3306 }")
+        );
+    }
+}
