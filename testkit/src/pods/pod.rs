@@ -202,13 +202,16 @@ pub struct ClusterSetup {
     pub api: Option<(String, String)>,
 }
 
+/// Environment variables, in order.
+type Environment = Vec<(String, String)>;
+
 /// The files and environment [`ClusterSetup`] gives one pod.
 fn cluster_files(
     pod: &Pod,
     ip: std::net::Ipv4Addr,
     setup: &ClusterSetup,
     dir: &Path,
-) -> std::io::Result<(Vec<Mount>, Vec<(String, String)>)> {
+) -> std::io::Result<(Vec<Mount>, Environment)> {
     let spec = pod.spec.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
