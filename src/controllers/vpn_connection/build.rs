@@ -214,8 +214,10 @@ pub const GATEWAY_CAPABILITIES: [&str; 2] = ["NET_ADMIN", "NET_BIND_SERVICE"];
 
 /// The gateway container's shell: set up, start the loader in the background, then become charon (PID 1).
 pub fn gateway_script(own_addresses: &str, fill: &str) -> String {
+    // The set-up list ends with `|| exit 1;` before the loader: a trailing `&` would send the whole list, mkdir
+    // included, to the background, and charon could start before /run/appdb exists.
     format!(
-        "{own_addresses}mkdir -p /run/appdb && {fill} && \
+        "{own_addresses}mkdir -p /run/appdb && {fill} || exit 1; \
          {{ until swanctl --load-all --noprompt --file /run/appdb/swanctl.conf --uri unix://{VICI_SOCKET} >/dev/null 2>&1; \
          do sleep 0.5; done; swanctl --list-conns --uri unix://{VICI_SOCKET}; }} & \
          exec /usr/lib/ipsec/charon"

@@ -33,6 +33,7 @@ use super::{
     api_access::{ApiAccess, KUBERNETES_SERVICE_IP, NODE_API_PORT},
     env::Sources,
     pod::{ClusterSetup, Programs, RunningPod},
+    policy::{self, PodInfo},
     sandbox::Node,
     services::{self, ServiceRule},
     workloads::{self, Step},
@@ -113,6 +114,8 @@ struct PodRecord {
     ready_since: Option<String>,
     last_refresh: Instant,
     written: Option<Value>,
+    /// The NetworkPolicy table loaded into its namespace.
+    policy: Option<String>,
 }
 
 /// The kubelet of one node, with the StatefulSet, Deployment and Job controllers.
@@ -368,7 +371,47 @@ impl PodKubelet {
         sources
     }
 
+    /// What NetworkPolicy needs to know: every policy, every running pod's namespace, labels and address, and the
+    /// namespaces' labels.
+    async fn policy_inputs(&self, listed: &[Pod]) -> Result<PolicyInputs, kube::Error> {
+        use k8s_openapi::api::{core::v1::Namespace, networking::v1::NetworkPolicy};
+        let policies = Api::<NetworkPolicy>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let namespaces = Api::<Namespace>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
+        let pods = listed
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.host_network) != Some(true))
+            .filter_map(|p| {
+                Some(PodInfo {
+                    namespace: p.namespace()?,
+                    labels: p.labels().clone(),
+                    ip: p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?,
+                })
+            })
+            .collect();
+        Ok(PolicyInputs {
+            policies,
+            pods,
+            namespaces,
+        })
+    }
+
     async fn follow_pods(&self, listed: &[Pod]) {
+        let inputs = match self.policy_inputs(listed).await {
+            Ok(inputs) => Some(inputs),
+            Err(e) => {
+                tracing::warn!(error = %e, "pod kubelet: NetworkPolicies not read");
+                None
+            }
+        };
         let mut records = self.pods.lock().await;
         let alive: BTreeSet<String> = listed
             .iter()
@@ -407,12 +450,24 @@ impl PodKubelet {
                         ready_since: None,
                         last_refresh: Instant::now(),
                         written: None,
+                        policy: None,
                     },
                 );
             }
         }
         for record in records.values_mut() {
-            self.drive(record).await;
+            self.drive(record, inputs.as_ref()).await;
+            if let (Some(inputs), Some(run)) = (inputs.as_ref(), record.run.as_ref())
+                && record.pod.spec.as_ref().and_then(|s| s.host_network) != Some(true)
+            {
+                let script = policy::render(&inputs.compile_for(&record.pod, run.ip));
+                if record.policy.as_ref() != Some(&script) {
+                    match super::sandbox::nft(run.netns(), &script).await {
+                        Ok(()) => record.policy = Some(script),
+                        Err(e) => tracing::warn!(error = %e, "pod kubelet: NetworkPolicy not loaded"),
+                    }
+                }
+            }
             let status = pod_status(record, &self.node);
             if record.written.as_ref() != Some(&status) {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &record.pod.namespace().unwrap_or_default());
@@ -460,7 +515,7 @@ impl PodKubelet {
     }
 
     /// Starts, probes, restarts and ends one pod's containers.
-    async fn drive(&self, record: &mut PodRecord) {
+    async fn drive(&self, record: &mut PodRecord, inputs: Option<&PolicyInputs>) {
         let namespace = record.pod.namespace().unwrap_or_default();
         if record.run.is_none() {
             if record.containers.iter().all(|c| c.done.is_some()) && !record.containers.is_empty() {
@@ -470,7 +525,15 @@ impl PodKubelet {
                 return;
             }
             let sources = self.sources(&namespace).await;
-            let setup = self.setup().await;
+            let mut setup = self.setup().await;
+            // Its NetworkPolicy is in force before its first process starts.
+            if let Some(inputs) = inputs
+                && record.pod.spec.as_ref().and_then(|s| s.host_network) != Some(true)
+            {
+                let script = policy::render(&inputs.compile_for(&record.pod, std::net::Ipv4Addr::UNSPECIFIED));
+                setup.nft.push(script.clone());
+                record.policy = Some(script);
+            }
             match RunningPod::start(
                 &self.node,
                 &record.pod,
@@ -678,6 +741,24 @@ impl PodKubelet {
             }
             Step::Nothing => {}
         }
+    }
+}
+
+/// What NetworkPolicy is computed from, read once per pass.
+struct PolicyInputs {
+    policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    pods: Vec<PodInfo>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl PolicyInputs {
+    fn compile_for(&self, pod: &Pod, ip: std::net::Ipv4Addr) -> policy::Compiled {
+        let info = PodInfo {
+            namespace: pod.namespace().unwrap_or_default(),
+            labels: pod.labels().clone(),
+            ip,
+        };
+        policy::compile(&info, &self.policies, &self.pods, &self.namespaces)
     }
 }
 

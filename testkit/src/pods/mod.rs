@@ -17,6 +17,7 @@ pub mod images;
 pub mod kubelet;
 pub mod netns_socket;
 pub mod pod;
+pub mod policy;
 pub mod sandbox;
 pub mod security;
 pub mod services;

@@ -39,7 +39,13 @@ pub struct ImageConfig {
     pub user: u32,
     pub env: Vec<(String, String)>,
     pub layers: Vec<Layer>,
+    /// Folders of this machine the image's programs come from, bound read-only under [`IMAGE_ROOT`] so that no
+    /// volume of the pod (an emptyDir on `/tmp`, say) can hide them.
+    pub binds: Vec<Mount>,
 }
+
+/// Where the image's own programs appear inside its containers.
+pub const IMAGE_ROOT: &str = "/opt/appdb-image";
 
 /// A folder of the image (its files, as the image ships them), given to each container as its own copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,50 +77,66 @@ fn database_layer(engine: Engine) -> Layer {
     }
 }
 
-/// The entrypoint shim of the database images (testkit/images/db-entrypoint.sh).
-pub fn database_entrypoint() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("images/db-entrypoint.sh")
+/// The testkit's image files (the database entrypoint shim, the DNS server), as containers see them.
+fn testkit_images() -> Mount {
+    Mount {
+        source: Path::new(env!("CARGO_MANIFEST_DIR")).join("images"),
+        target: format!("{IMAGE_ROOT}/testkit"),
+        read_only: true,
+    }
 }
 
 /// The configuration of each image in the table (the Dockerfile's, for the project's own images).
 pub fn image_config(image: Image, programs: &Programs) -> Result<ImageConfig, StartError> {
-    let operator = programs.operator.display().to_string();
+    let operator_dir = programs.operator.parent().unwrap_or(Path::new("/")).to_owned();
+    let operator_file = programs
+        .operator
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let operator_bind = Mount {
+        source: operator_dir,
+        target: format!("{IMAGE_ROOT}/operator"),
+        read_only: true,
+    };
+    let operator = format!("{IMAGE_ROOT}/operator/{operator_file}");
+    let base = ImageConfig {
+        entrypoint: vec![],
+        cmd: vec![],
+        user: 0,
+        env: vec![],
+        layers: vec![],
+        binds: vec![],
+    };
     match image {
         Image::Operator => Ok(ImageConfig {
             entrypoint: vec![operator],
             cmd: vec!["run".into()],
             user: 65532,
-            env: vec![],
-            layers: vec![],
+            binds: vec![operator_bind],
+            ..base
         }),
         // The gateway image holds charon, swanctl, iproute2 and the operator binary.
         Image::Gateway => Ok(ImageConfig {
             entrypoint: vec!["/usr/lib/ipsec/charon".into()],
-            cmd: vec![],
-            user: 0,
-            env: vec![],
-            layers: vec![],
+            env: vec![(
+                "PATH".into(),
+                format!("{IMAGE_ROOT}/operator:{}", super::sandbox::IMAGE_PATH),
+            )],
+            binds: vec![operator_bind],
+            ..base
         }),
         Image::Dns => Ok(ImageConfig {
-            entrypoint: vec![
-                "python3".into(),
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("images/dns.py")
-                    .display()
-                    .to_string(),
-            ],
+            entrypoint: vec!["python3".into(), format!("{IMAGE_ROOT}/testkit/dns.py")],
             cmd: vec!["/etc/appdb-dns/records".into()],
-            user: 0,
-            env: vec![],
-            layers: vec![],
+            binds: vec![testkit_images()],
+            ..base
         }),
         // A shell, python3 and both engines' clients (`mysql` is MySQL's).
         Image::Session => Ok(ImageConfig {
-            entrypoint: vec![],
             cmd: vec!["sleep".into(), "infinity".into()],
-            user: 0,
             env: vec![("PATH".into(), Engine::MySql.path_env().to_string_lossy().into_owned())],
-            layers: vec![],
+            ..base
         }),
         Image::MySql | Image::MariaDb => {
             let (engine, flavour, server) = match image {
@@ -123,12 +145,17 @@ pub fn image_config(image: Image, programs: &Programs) -> Result<ImageConfig, St
             };
             engine.require();
             Ok(ImageConfig {
-                entrypoint: vec!["sh".into(), database_entrypoint().display().to_string(), flavour.into()],
+                entrypoint: vec![
+                    "sh".into(),
+                    format!("{IMAGE_ROOT}/testkit/db-entrypoint.sh"),
+                    flavour.into(),
+                ],
                 cmd: vec![server.into()],
-                user: 0,
                 // The engine's programs first: the image's `mysql` is MySQL's client, not this machine's MariaDB one.
                 env: vec![("PATH".into(), engine.path_env().to_string_lossy().into_owned())],
                 layers: vec![database_layer(engine)],
+                binds: vec![testkit_images()],
+                ..base
             })
         }
     }
@@ -424,8 +451,11 @@ impl RunningPod {
                     container.security_context.as_ref(),
                     config.user,
                 )?;
-                let mut mounts = layers(&running.dir.join("layers").join(&container.name), &config.layers)
-                    .map_err(|e| StartError::Run(format!("the image's files: {e}")))?;
+                let mut mounts = config.binds.clone();
+                mounts.extend(
+                    layers(&running.dir.join("layers").join(&container.name), &config.layers)
+                        .map_err(|e| StartError::Run(format!("the image's files: {e}")))?,
+                );
                 mounts.extend(cluster_mounts.iter().cloned());
                 mounts.extend(running.volumes.mounts(container)?);
                 let launch = ContainerLaunch {
@@ -574,6 +604,7 @@ mod tests {
             user: 0,
             env: vec![],
             layers: vec![],
+            binds: vec![],
         };
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(argv(&config, None, None), v(&["/entry", "run"]));
@@ -593,8 +624,11 @@ mod tests {
         let operator = image_config(Image::Operator, &programs).unwrap();
         assert_eq!(
             (operator.entrypoint.as_slice(), operator.user),
-            (&["/bin/op".to_owned()][..], 65532)
+            (&["/opt/appdb-image/operator/op".to_owned()][..], 65532)
         );
+        // The program's folder is bound read-only where no volume of the pod can hide it.
+        assert_eq!(operator.binds[0].source, Path::new("/bin"));
+        assert!(operator.binds[0].read_only);
         assert_eq!(
             image_config(Image::Gateway, &programs).unwrap().entrypoint,
             ["/usr/lib/ipsec/charon"]

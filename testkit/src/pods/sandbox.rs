@@ -259,7 +259,7 @@ pub struct Container {
 }
 
 /// The default `PATH` of the images in the table.
-const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Container {
     pub fn start(launch: Launch<'_>) -> Result<Container, String> {
