@@ -10,6 +10,7 @@
 //!   how the project's evaluator models it);
 //! - ports by number or range with a protocol (TCP by default); named ports are not compiled (the runner says so
 //!   by matching nothing, never everything).
+//!
 //! Loopback traffic is never filtered (probes, a pod talking to itself). `hostNetwork` pods are not isolated.
 
 use std::{
