@@ -5,92 +5,14 @@
 
 mod support;
 
-use std::sync::Arc;
+#[path = "support/real_cluster.rs"]
+mod real_cluster;
 
-use appdb_testkit::{
-    dbserver::Engine,
-    on_both_engines,
-    pods::{kubelet::PodKubelet, pod::Programs},
-};
-use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
-use tokio_util::sync::CancellationToken;
+use appdb_testkit::{dbserver::Engine, on_both_engines};
+use real_cluster::RealCluster;
+use support::{apply, eventually, free_port, get, spawn_operator};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/acme");
-
-/// A cluster whose kubelet runs pods for real, stopped (every pod with it) when dropped.
-struct RealCluster {
-    c: Cluster,
-    kubelet: Arc<PodKubelet>,
-    stop: CancellationToken,
-    done: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl RealCluster {
-    async fn start() -> RealCluster {
-        let c = Cluster::start().await;
-        let client = kube::Client::try_from(kube::Config::new(c.server.url().parse().expect("url"))).expect("client");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubelet = PodKubelet::start(
-            client,
-            Programs {
-                operator: env!("CARGO_BIN_EXE_appdb-operator").into(),
-            },
-            dir.path().to_owned(),
-            c.server.addr(),
-        )
-        .await
-        .expect("the node");
-        let stop = CancellationToken::new();
-        let done = Some(tokio::spawn(kubelet.clone().run(stop.clone())));
-        RealCluster {
-            c,
-            kubelet,
-            stop,
-            done,
-            _dir: dir,
-        }
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(done) = self.done.take() {
-            let _ = done.await;
-        }
-    }
-
-    async fn jsonpath(&self, ns: &str, what: &str, path: &str) -> String {
-        let out = self
-            .c
-            .kubectl(&["get", what, "-n", ns, "-o", &format!("jsonpath={path}")])
-            .await;
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for RealCluster {
-    /// On failure, every container's log: the reason is in them.
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if !std::thread::panicking() {
-            return;
-        }
-        let pods = self._dir.path().join("pods");
-        for pod in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
-            for log in std::fs::read_dir(pod.path()).into_iter().flatten().flatten() {
-                if log.path().extension().is_some_and(|x| x == "log") {
-                    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-                    let lines: Vec<&str> = text.lines().collect();
-                    eprintln!(
-                        "---- {} ----\n{}",
-                        log.path().display(),
-                        lines[lines.len().saturating_sub(40)..].join("\n")
-                    );
-                }
-            }
-        }
-    }
-}
 
 /// The acme example (network and database), for `engine`.
 fn acme_database(engine: Engine) -> String {
@@ -292,8 +214,8 @@ async fn jobs_deployments_and_pods_report_what_their_processes_do() {
         "1"
     );
     // The old pod got SIGTERM at its PID 1 and ended on it.
-    let old_log = std::fs::read_to_string(rc._dir.path().join(format!("pods/acme_{}/main.log", first.trim())))
-        .unwrap_or_default();
+    let old_log =
+        std::fs::read_to_string(rc.dir.path().join(format!("pods/acme_{}/main.log", first.trim()))).unwrap_or_default();
     assert!(old_log.contains("stopping v1"), "{old_log}");
     rc.shutdown().await;
 }

@@ -3,7 +3,7 @@
 
 pub mod faults;
 mod http;
-mod portforward;
+pub mod portforward;
 pub mod resources;
 pub mod ssa;
 pub mod store;
@@ -157,7 +157,9 @@ pub struct ServerState {
     /// Access policy answered to SelfSubjectAccessReviews: (verb, group, resource, namespace) denied.
     pub denied: Mutex<Vec<(String, String, String, String)>>,
     /// Where `pods/portforward` of (namespace, pod) leads: a local address standing in for the pod.
-    pub port_forwards: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
+    pub port_forwards: Mutex<std::collections::HashMap<(String, String), portforward::Target>>,
+    /// Dials pods that have no fixed mapping.
+    pub port_forward_dialer: Mutex<Option<portforward::Dialer>>,
     /// Bumped to cut every open port-forward.
     pub forward_cut: tokio::sync::watch::Sender<u64>,
     /// Faults to inject (none by default) and how many were.
@@ -183,6 +185,7 @@ impl TestApiServer {
             by_agent: Mutex::default(),
             denied: Mutex::new(Vec::new()),
             port_forwards: Mutex::new(Default::default()),
+            port_forward_dialer: Mutex::new(None),
             forward_cut: tokio::sync::watch::channel(0).0,
             faults: Mutex::new(faults::Faults::default()),
             fault_counts: faults::FaultCounts::default(),
@@ -261,7 +264,16 @@ impl TestApiServer {
             .port_forwards
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((namespace.to_owned(), pod.to_owned()), addr);
+            .insert(
+                (namespace.to_owned(), pod.to_owned()),
+                portforward::Target::Address(addr),
+            );
+    }
+
+    /// Port-forwards to pods are dialled by `dial(namespace, pod, port)` (the pod runner's kubelet: into the pod's
+    /// own network namespace), for pods without a fixed mapping.
+    pub fn dial_port_forwards(&self, dial: portforward::Dialer) {
+        *self.state.port_forward_dialer.lock().unwrap_or_else(|e| e.into_inner()) = Some(dial);
     }
 
     /// Closes every open port-forward (as a dropped connection or an API server restart would).

@@ -19,6 +19,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ServerState;
 
+/// Connects to `port` of pod (namespace, name).
+pub type Dialer = Arc<
+    dyn Fn(String, String, u16) -> futures::future::BoxFuture<'static, std::io::Result<tokio::net::TcpStream>>
+        + Send
+        + Sync,
+>;
+
+/// Where a pod's port-forward leads.
+#[derive(Clone)]
+pub enum Target {
+    /// A local server standing in for the pod (whatever port is asked).
+    Address(SocketAddr),
+    /// Dialled per port.
+    Dial(Dialer),
+}
+
 #[derive(serde::Deserialize)]
 pub struct Ports {
     ports: Option<String>,
@@ -66,7 +82,15 @@ pub async fn handle(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&(namespace.clone(), pod.clone()))
-        .copied();
+        .cloned()
+        .or_else(|| {
+            state
+                .port_forward_dialer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .map(Target::Dial)
+        });
     let Some(target) = target else {
         return status(StatusCode::NOT_FOUND, "NotFound", format!("pods \"{pod}\" not found"));
     };
@@ -96,18 +120,29 @@ pub async fn handle(
         .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |socket| async move {
             cut.mark_unchanged();
-            forward(socket, target, port, &mut cut).await;
+            forward(socket, target, namespace, pod, port, &mut cut).await;
         })
 }
 
-async fn forward(mut socket: WebSocket, target: SocketAddr, port: u16, cut: &mut tokio::sync::watch::Receiver<u64>) {
+async fn forward(
+    mut socket: WebSocket,
+    target: Target,
+    namespace: String,
+    pod: String,
+    port: u16,
+    cut: &mut tokio::sync::watch::Receiver<u64>,
+) {
     let [lo, hi] = port.to_le_bytes();
     for ch in [0u8, 1] {
         if socket.send(Message::Binary(vec![ch, lo, hi].into())).await.is_err() {
             return;
         }
     }
-    let mut stream = match tokio::net::TcpStream::connect(target).await {
+    let connected = match target {
+        Target::Address(addr) => tokio::net::TcpStream::connect(addr).await,
+        Target::Dial(dial) => dial(namespace, pod, port).await,
+    };
+    let mut stream = match connected {
         Ok(s) => s,
         Err(e) => {
             let mut frame = vec![1u8];

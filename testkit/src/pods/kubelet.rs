@@ -311,6 +311,25 @@ impl PodKubelet {
             .map(|run| (run.netns().to_owned(), run.ip))
     }
 
+    /// How the API server's `pods/portforward` reaches a running pod: a connection to `127.0.0.1:<port>` made
+    /// inside the pod's network namespace, as the kubelet's port-forward does.
+    pub fn port_forward_dialer(self: &Arc<Self>) -> crate::apiserver::portforward::Dialer {
+        let kubelet = Arc::downgrade(self);
+        Arc::new(move |namespace: String, name: String, port: u16| {
+            let kubelet = kubelet.clone();
+            Box::pin(async move {
+                let kubelet = kubelet
+                    .upgrade()
+                    .ok_or_else(|| std::io::Error::other("the kubelet has stopped"))?;
+                let (netns, _) = kubelet
+                    .pod_network(&namespace, &name)
+                    .await
+                    .ok_or_else(|| std::io::Error::other(format!("pod {namespace}/{name} does not run")))?;
+                super::netns_socket::connect_tcp(&netns, std::net::SocketAddr::from(([127, 0, 0, 1], port))).await
+            })
+        })
+    }
+
     /// A command in a running pod's container (`kubectl exec`).
     pub async fn exec(
         &self,

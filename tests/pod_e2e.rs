@@ -1,0 +1,313 @@
+//! End to end on the pod runner: the real operator and kubectl against the test API server, every pod the operator
+//! creates running as real processes under its own spec (testkit::pods::kubelet), with Services, cluster DNS and
+//! NetworkPolicy enforced by packets. Each test shows something no earlier test shows.
+//! Needs root, iproute2, nftables, kubectl, MySQL and MariaDB (scripts/test.sh installs them).
+
+mod support;
+
+#[path = "support/real_cluster.rs"]
+mod real_cluster;
+
+use std::{net::SocketAddr, time::Duration};
+
+use appdb_testkit::{dbserver::Engine, on_both_engines, pods::netns_socket};
+use real_cluster::RealCluster;
+use support::{apply, eventually, free_port, get, spawn_operator};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/acme");
+const SESSION: &str = "appdb-test/session:latest";
+const ADMIN_PASSWORD: &str = "change-me-Secur3!";
+/// The cloud metadata address, with a stand-in listening on it (on the node) for the isolation test.
+const METADATA: &str = "169.254.169.254";
+
+fn client(engine: Engine) -> &'static str {
+    match engine {
+        Engine::MySql => "mysql",
+        Engine::MariaDb => "mariadb",
+    }
+}
+
+/// The acme example's namespace, network and database (for `engine`), applied with kubectl, and the operator.
+async fn acme(rc: &RealCluster, engine: Engine) -> tokio::process::Child {
+    let c = &rc.c;
+    c.install_crds().await;
+    let operator = spawn_operator(c, free_port(), &[]);
+    for file in ["00-namespace.yaml", "10-network.yaml"] {
+        c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/{file}")])
+            .await;
+    }
+    let database = std::fs::read_to_string(format!("{EXAMPLES}/20-database.yaml")).expect("example");
+    let database = match engine {
+        Engine::MySql => database,
+        Engine::MariaDb => database
+            .replace("engine: MySQL", "engine: MariaDB")
+            .replace("version: \"8.4\"", "version: \"11.4\""),
+    };
+    apply(c, &database).await;
+    eventually(240, "orders Ready To Use", || async {
+        (get(c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())
+    })
+    .await;
+    operator
+}
+
+/// A customer's session pod (`appdb.dev/role: session`) in `ns`, running.
+async fn session(rc: &RealCluster, ns: &str, name: &str) {
+    apply(
+        &rc.c,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{appdb.dev/role: session}}}}\nspec:\n  containers:\n  - {{name: main, image: {SESSION}}}\n"
+        ),
+    )
+    .await;
+    eventually(60, &format!("session {ns}/{name} runs"), || async {
+        (rc.jsonpath(ns, &format!("pod/{name}"), "{.status.phase}").await == "Running").then_some(())
+    })
+    .await;
+}
+
+/// A query from inside a pod with the engine's client; the client's error when it fails.
+async fn query_from(
+    rc: &RealCluster,
+    ns: &str,
+    pod: &str,
+    engine: Engine,
+    host: &str,
+    password: &str,
+    sql: &str,
+) -> Result<String, String> {
+    let out = rc
+        .kubelet
+        .exec(
+            ns,
+            pod,
+            "main",
+            &[
+                client(engine),
+                "--connect-timeout=3",
+                "-N",
+                "-h",
+                host,
+                "-uacme_admin",
+                &format!("-p{password}"),
+                "-e",
+                sql,
+            ],
+        )
+        .await?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Whether a pod can open a TCP connection to `host:port` within 3 s.
+async fn connects(rc: &RealCluster, ns: &str, pod: &str, host: &str, port: u16) -> bool {
+    let script =
+        format!("import socket; socket.create_connection(('{host}', {port}), timeout=3).close(); print('connected')");
+    rc.kubelet
+        .exec(ns, pod, "main", &["python3", "-c", &script])
+        .await
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("connected"))
+}
+
+async fn the_acme_example_isolates_its_database_from_a_hostile_neighbour(engine: Engine) {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    // A stand-in for the cloud metadata service, on the node (where a cloud's would answer).
+    let node = rc.kubelet.node().netns.clone();
+    let added = std::process::Command::new("ip")
+        .args(["-n", &node, "addr", "add", &format!("{METADATA}/32"), "dev", "lo"])
+        .status()
+        .expect("ip");
+    assert!(added.success(), "the metadata stand-in's address");
+    let metadata = netns_socket::listen_tcp(&node, SocketAddr::from(([169, 254, 169, 254], 80)))
+        .await
+        .expect("the metadata stand-in");
+    let served = tokio::spawn(async move {
+        while let Ok((mut s, _)) = metadata.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\ninstance-credentials\n").await;
+        }
+    });
+    let _operator = acme(&rc, engine).await;
+    let host = get(c, "adb/orders", "{.status.endpoint.host}").await;
+    assert!(host.ends_with(".svc.cluster.local"), "{host}");
+
+    // acme's session reaches its database through the endpoint's DNS name, with the example's credentials.
+    session(&rc, "acme", "app").await;
+    eventually(30, "acme's session queries its database", || async {
+        query_from(
+            &rc,
+            "acme",
+            "app",
+            engine,
+            &host,
+            ADMIN_PASSWORD,
+            "SELECT CURRENT_USER()",
+        )
+        .await
+        .ok()
+        .filter(|u| u == "acme_admin@%")
+    })
+    .await;
+
+    // A hostile neighbour: another customer, with its own network (so its own isolation), in its own namespace.
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: globex}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: main, namespace: globex}\nspec: {cidr: 10.20.31.0/26}\n").await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pnet/main",
+        "-n",
+        "globex",
+        "--timeout=60s",
+    ])
+    .await;
+    session(&rc, "globex", "intruder").await;
+    let db_ip = rc.jsonpath("acme", "pod/orders-0", "{.status.podIP}").await;
+    for target in [host.as_str(), db_ip.as_str()] {
+        assert!(
+            !connects(&rc, "globex", "intruder", target, 3306).await,
+            "another customer's session must not reach acme's database at {target}"
+        );
+    }
+    assert!(
+        query_from(&rc, "globex", "intruder", engine, &host, ADMIN_PASSWORD, "SELECT 1")
+            .await
+            .is_err(),
+        "not even with the right password"
+    );
+    // Sessions never reach the metadata address; a pod no policy isolates does (so the block is the policy's).
+    assert!(!connects(&rc, "globex", "intruder", METADATA, 80).await);
+    assert!(!connects(&rc, "acme", "app", METADATA, 80).await);
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n").await;
+    apply(
+        c,
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: control, namespace: plain}}\nspec:\n  containers:\n  - {{name: main, image: {SESSION}}}\n"),
+    )
+    .await;
+    eventually(60, "the control pod runs", || async {
+        (rc.jsonpath("plain", "pod/control", "{.status.phase}").await == "Running").then_some(())
+    })
+    .await;
+    assert!(
+        connects(&rc, "plain", "control", METADATA, 80).await,
+        "the stand-in answers unisolated pods"
+    );
+    // And acme's own session still works: isolation took nothing from it.
+    assert_eq!(
+        query_from(&rc, "acme", "app", engine, &host, ADMIN_PASSWORD, "SELECT 1").await,
+        Ok("1".to_owned())
+    );
+    served.abort();
+    rc.shutdown().await;
+}
+
+on_both_engines!(the_acme_example_isolates_its_database_from_a_hostile_neighbour);
+
+async fn password_rotation_on_the_real_pod_takes_the_new_password_and_refuses_the_old(engine: Engine) {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    let _operator = acme(&rc, engine).await;
+    let host = get(c, "adb/orders", "{.status.endpoint.host}").await;
+    session(&rc, "acme", "app").await;
+    eventually(30, "the first password works", || async {
+        query_from(&rc, "acme", "app", engine, &host, ADMIN_PASSWORD, "SELECT 1")
+            .await
+            .ok()
+    })
+    .await;
+    let before = get(c, "adb/orders", "{.status.adminPasswordRevision}").await;
+    const NEW: &str = "rotated-Secur3-Passw0rd!";
+    apply(
+        c,
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: orders-admin, namespace: acme}}\ntype: Opaque\nstringData:\n  password: \"{NEW}\"\n"),
+    )
+    .await;
+    // The operator's rotation Job runs as a real pod and changes the password on the real server.
+    eventually(180, "the rotation recorded", || async {
+        let now = get(c, "adb/orders", "{.status.adminPasswordRevision}").await;
+        (now != before && !now.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        query_from(&rc, "acme", "app", engine, &host, NEW, "SELECT CURRENT_USER()").await,
+        Ok("acme_admin@%".to_owned())
+    );
+    let old = query_from(&rc, "acme", "app", engine, &host, ADMIN_PASSWORD, "SELECT 1").await;
+    assert!(
+        old.as_ref().is_err_and(|e| e.contains("Access denied")),
+        "the old password is refused: {old:?}"
+    );
+    rc.shutdown().await;
+}
+
+on_both_engines!(password_rotation_on_the_real_pod_takes_the_new_password_and_refuses_the_old);
+
+async fn kubectl_appdb_tunnel_reaches_the_real_pod(engine: Engine) {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    let _operator = acme(&rc, engine).await;
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-appdb"))
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let port = free_port();
+    let mut tunnel = tokio::process::Command::new("kubectl")
+        .args([
+            "appdb",
+            "tunnel",
+            "orders",
+            "-n",
+            "acme",
+            "--local-port",
+            &port.to_string(),
+        ])
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the tunnel");
+    let stdout = tunnel.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the tunnel reported within 30 s")
+        .expect("stdout")
+        .expect("a line");
+    assert!(line.contains(&port.to_string()), "{line}");
+    // The engine's real client on this machine, through kubectl's port-forward, into the pod's own network.
+    let out = tokio::process::Command::new(engine.client())
+        .args([
+            "--no-defaults",
+            "--protocol=tcp",
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-uacme_admin",
+            &format!("--password={ADMIN_PASSWORD}"),
+            "-N",
+            "-e",
+            "SELECT @@hostname",
+        ])
+        .output()
+        .await
+        .expect("the client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "orders-0",
+        "the real pod answered"
+    );
+    tunnel.kill().await.expect("stop the tunnel");
+    rc.shutdown().await;
+}
+
+on_both_engines!(kubectl_appdb_tunnel_reaches_the_real_pod);
