@@ -311,3 +311,141 @@ async fn kubectl_appdb_tunnel_reaches_the_real_pod(engine: Engine) {
 }
 
 on_both_engines!(kubectl_appdb_tunnel_reaches_the_real_pod);
+
+/// A writer in a session pod: one INSERT per connection through `host` (the database's Service), printing
+/// `ok <n> <time>` for each acknowledged write and `err <n> <time>` for each refused one, until /tmp/stop exists.
+fn writer_script(engine: Engine, host: &str, password: &str) -> String {
+    format!(
+        "i=0; while [ ! -f /tmp/stop ]; do i=$((i+1)); if {} --connect-timeout=5 -h {host} -uacme_admin -p'{password}' -e \"INSERT INTO shop.w VALUES ($i)\" 2>/dev/null; then echo \"ok $i $(date +%s.%N)\"; else echo \"err $i $(date +%s.%N)\"; fi; done",
+        client(engine)
+    )
+}
+
+async fn a_copying_migration_runs_as_its_real_job_between_real_pods_without_losing_a_write(engine: Engine) {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    let _operator = acme(&rc, engine).await;
+    let host = get(c, "adb/orders", "{.status.endpoint.host}").await;
+    session(&rc, "acme", "app").await;
+    // A new pod's address reaches the other pods' policies within a pass of the kubelet, as with a real CNI.
+    eventually(30, "the writer's table", || async {
+        query_from(
+            &rc,
+            "acme",
+            "app",
+            engine,
+            &host,
+            ADMIN_PASSWORD,
+            "CREATE DATABASE IF NOT EXISTS shop; CREATE TABLE IF NOT EXISTS shop.w (id INT PRIMARY KEY)",
+        )
+        .await
+        .ok()
+    })
+    .await;
+    apply(
+        c,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: writer, namespace: acme, labels: {{appdb.dev/role: session}}}}\nspec:\n  containers:\n  - name: main\n    image: {SESSION}\n    command: [sh, -c, {:?}]\n",
+            writer_script(engine, &host, ADMIN_PASSWORD)
+        ),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while rc
+        .kubelet
+        .logs("acme", "writer", "main")
+        .await
+        .unwrap_or_default()
+        .matches("ok ")
+        .count()
+        < 20
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer does not write: {}",
+            rc.jsonpath("acme", "pod/writer", "{.status}").await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let version = match engine {
+        Engine::MySql => "9.1",
+        Engine::MariaDb => "11.8",
+    };
+    apply(
+        c,
+        &format!("apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {{name: upgrade, namespace: acme}}\nspec:\n  database: orders\n  targetNetwork: prod\n  strategy: Replicate\n  target: {{version: '{version}'}}\n"),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(400);
+    loop {
+        let state = get(c, "dbmig/upgrade", "{.status.state}").await;
+        if state == "Completed" {
+            break;
+        }
+        assert!(
+            state != "RolledBack" && std::time::Instant::now() < deadline,
+            "the migration did not complete ({state}): {}",
+            get(c, "dbmig/upgrade", "{.status}").await
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let server = get(c, "dbmig/upgrade", "{.status.copy.server}").await;
+    // Writes go on against the new server, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rc.kubelet
+        .exec("acme", "writer", "main", &["touch", "/tmp/stop"])
+        .await
+        .expect("stop the writer");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = rc.kubelet.logs("acme", "writer", "main").await.unwrap_or_default();
+    let mut acknowledged = Vec::new();
+    let mut times = Vec::new();
+    for line in log.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let [kind, n, t] = parts[..]
+            && let (Ok(n), Ok(t)) = (n.parse::<u64>(), t.parse::<f64>())
+        {
+            if kind == "ok" {
+                acknowledged.push(n);
+                times.push(t);
+            }
+        }
+    }
+    let stored = query_from(
+        &rc,
+        "acme",
+        "app",
+        engine,
+        &host,
+        ADMIN_PASSWORD,
+        "SELECT id FROM shop.w",
+    )
+    .await
+    .expect("read back through the Service");
+    let stored: std::collections::BTreeSet<u64> = stored.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let lost: Vec<u64> = acknowledged.iter().filter(|n| !stored.contains(n)).copied().collect();
+    let longest_gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    let answered_by = query_from(&rc, "acme", "app", engine, &host, ADMIN_PASSWORD, "SELECT @@hostname")
+        .await
+        .expect("who answers");
+    println!(
+        "{engine}: {} writes acknowledged, {} lost, longest gap between acknowledged writes {longest_gap:.3} s, outage reported {} s; the Service now leads to {answered_by}",
+        acknowledged.len(),
+        lost.len(),
+        get(c, "dbmig/upgrade", "{.status.downtimeSeconds}").await
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(
+        answered_by,
+        format!("{server}-0"),
+        "the Service leads to the new server's pod"
+    );
+    assert!(
+        acknowledged.len() > 40,
+        "the writer wrote throughout: {}",
+        acknowledged.len()
+    );
+    rc.shutdown().await;
+}
+
+on_both_engines!(a_copying_migration_runs_as_its_real_job_between_real_pods_without_losing_a_write);

@@ -178,3 +178,50 @@ async fn pods_reach_each_other_and_run_as_their_user() {
     let left = String::from_utf8_lossy(&left.stdout);
     assert!(!left.contains(&a_ns) && !left.contains(&node_ns), "left behind: {left}");
 }
+
+/// Volumes are bound only inside the container, and a container's /tmp is its own (an image has one): nothing it
+/// writes there reaches this machine or another container. A read-only volume refuses writes.
+#[tokio::test]
+async fn volumes_and_tmp_stay_inside_the_container() {
+    use appdb_testkit::pods::volumes::Mount;
+    let dir = tempfile::tempdir().expect("dir");
+    let node = Node::start().await.expect("node");
+    let sandbox = node.sandbox().await.expect("sandbox");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::write(data.join("config"), "from the volume").expect("config");
+    let marker = format!("appdb-private-{}", std::process::id());
+    let mut c = Container::start(Launch {
+        netns: &sandbox.netns,
+        hostname: "files",
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "cat /etc/appdb-test-volume/config; echo; touch /tmp/{marker} && ls /tmp; touch /etc/appdb-test-volume/x 2>/dev/null || echo read-only"
+            ),
+        ],
+        env: vec![],
+        privileges: privileges(None, None, 0).expect("privileges"),
+        workdir: None,
+        mounts: vec![Mount {
+            source: data.clone(),
+            target: "/etc/appdb-test-volume".into(),
+            read_only: true,
+        }],
+        log: dir.path().join("files.log"),
+    })
+    .expect("start");
+    assert_eq!(c.wait().await, 0);
+    let out = log(&c);
+    assert!(out.contains("from the volume"), "{out}");
+    assert!(out.contains(&marker), "the container wrote its /tmp: {out}");
+    assert!(out.contains("read-only"), "{out}");
+    assert!(
+        !std::path::Path::new("/tmp").join(&marker).exists(),
+        "the container's /tmp is not this machine's"
+    );
+    assert!(!data.join("x").exists());
+    sandbox.remove().await;
+    node.stop().await;
+}

@@ -238,11 +238,14 @@ impl Dialect {
     /// Lists accounts as (user, host, is_role 'Y'/'N'), roles first: accounts that hold them are granted after.
     pub fn accounts_query(self) -> &'static str {
         match self {
-            Dialect::MariaDb => "SELECT User, Host, is_role FROM mysql.user ORDER BY is_role = 'N', User, Host",
-            // MySQL's roles are locked accounts; the ones granted to others come first.
+            // No comparison with a literal: on MariaDB `mysql.user` is a view whose columns are coercible, and a
+            // server whose `collation_server` differs from the connection's (the operator's own configuration)
+            // refuses `is_role = 'N'` as an illegal mix of collations. The caller orders the rows.
+            Dialect::MariaDb => "SELECT User, Host, is_role FROM mysql.user",
+            // MySQL's roles are locked accounts; the ones granted to others are roles.
             Dialect::MySql => {
                 "SELECT User, Host, IF(EXISTS(SELECT 1 FROM mysql.role_edges e WHERE e.FROM_USER = u.User \
-                 AND e.FROM_HOST = u.Host), 'Y', 'N') AS is_role FROM mysql.user u ORDER BY is_role = 'N', User, Host"
+                 AND e.FROM_HOST = u.Host), 'Y', 'N') AS is_role FROM mysql.user u"
             }
         }
     }

@@ -321,10 +321,12 @@ pub async fn read(conn: &mut Conn, dialect: Dialect) -> Result<Catalog, MigrateE
 }
 
 async fn read_accounts(conn: &mut Conn, dialect: Dialect) -> Result<Vec<Account>, MigrateError> {
-    let listed: Vec<(String, String, String)> = conn
+    let mut listed: Vec<(String, String, String)> = conn
         .query(dialect.accounts_query())
         .await
         .map_err(sql("listing accounts"))?;
+    // Roles first (they are granted to the accounts that follow), then by name.
+    listed.sort_by(|a, b| (a.2 != "Y", &a.0, &a.1).cmp(&(b.2 != "Y", &b.0, &b.1)));
     let mut accounts = Vec::new();
     for (user, host, is_role) in listed {
         if dialect.system_accounts().contains(&user.as_str()) || user == REPLICATION_USER {

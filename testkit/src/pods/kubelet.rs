@@ -619,7 +619,14 @@ impl PodKubelet {
                     _ => true,
                 };
                 if restart {
-                    let backoff = FIRST_BACKOFF * 2u32.saturating_pow(c.restarts.clamp(0, 5) as u32);
+                    // The first restart is immediate; then 10 s, doubling up to five minutes (the kubelet's
+                    // CrashLoopBackOff). A container that ran ten minutes starts over.
+                    let ran_long = c.started_at.elapsed() > Duration::from_secs(600);
+                    let backoff = if c.restarts == 0 || ran_long {
+                        Duration::ZERO
+                    } else {
+                        FIRST_BACKOFF * 2u32.saturating_pow((c.restarts - 1).clamp(0, 5) as u32)
+                    };
                     c.back_off_until = Some(Instant::now() + backoff.min(Duration::from_secs(300)));
                 } else {
                     c.done = Some(code);

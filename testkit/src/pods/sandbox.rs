@@ -408,7 +408,18 @@ fn quote(word: &str) -> String {
 /// its privileges are dropped, so nothing is mounted on the machine itself. Mount points that did not exist are
 /// created on the machine's file system and stay there, empty.
 pub fn mount_script(mounts: &[Mount]) -> String {
-    mounts
+    // An image has a /tmp of its own: unless a volume is mounted there, the container gets an empty one (after
+    // the binds, whose sources may lie under this machine's /tmp), so nothing a container writes to /tmp reaches
+    // the machine or another container.
+    let own_tmp = if mounts
+        .iter()
+        .any(|m| m.target == "/tmp" || m.target.starts_with("/tmp/"))
+    {
+        ""
+    } else {
+        "mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp && "
+    };
+    let binds: String = mounts
         .iter()
         .map(|m| {
             let (source, target) = (quote(&m.source.display().to_string()), quote(&m.target));
@@ -422,7 +433,8 @@ pub fn mount_script(mounts: &[Mount]) -> String {
             };
             format!("{{ {point}; }} && mount --bind {source} {target}{read_only} && ")
         })
-        .collect()
+        .collect();
+    binds + own_tmp
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
