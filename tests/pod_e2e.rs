@@ -402,13 +402,11 @@ async fn a_copying_migration_runs_as_its_real_job_between_real_pods_without_losi
     let mut times = Vec::new();
     for line in log.lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
-        if let [kind, n, t] = parts[..]
+        if let ["ok", n, t] = parts[..]
             && let (Ok(n), Ok(t)) = (n.parse::<u64>(), t.parse::<f64>())
         {
-            if kind == "ok" {
-                acknowledged.push(n);
-                times.push(t);
-            }
+            acknowledged.push(n);
+            times.push(t);
         }
     }
     let stored = query_from(
