@@ -45,6 +45,8 @@ pub fn plan(args: &MigrateArgs) -> Result<Plan, String> {
 }
 
 pub async fn run(args: MigrateArgs) -> ExitCode {
+    // Logs go to stderr; stdout carries the phase reports.
+    crate::telemetry::init(crate::telemetry::LogFormat::Json);
     let plan = match plan(&args) {
         Ok(p) => p,
         Err(e) => {

@@ -228,6 +228,8 @@ struct Phase {
 
 impl Phase {
     fn begin(name: &'static str) -> Phase {
+        // On stderr: where a run that seems stuck is.
+        tracing::info!(phase = name, "phase started");
         Phase {
             name,
             start: jiff::Timestamp::now(),
@@ -690,8 +692,22 @@ impl Session {
         let limit = self.plan.limits.replication;
         let mut deadline = Instant::now() + limit;
         let mut next_note = Instant::now() + Duration::from_secs(30);
+        let mut reconnecting_since: Option<Instant> = None;
         loop {
             let status = self.replica_progressing().await?;
+            // A source the replica cannot reach (or log in to) for this long is an error, not a wait.
+            match &status.reconnecting {
+                Some(error) => {
+                    let since = *reconnecting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > RECONNECT_PATIENCE {
+                        return Err(MigrateError::Unsupported(format!(
+                            "the replica could not connect to the source for {}s: {error}",
+                            RECONNECT_PATIENCE.as_secs()
+                        )));
+                    }
+                }
+                None => reconnecting_since = None,
+            }
             if Instant::now() > next_note {
                 tracing::info!(?status, "waiting for the replica to catch up");
                 next_note = Instant::now() + Duration::from_secs(30);
@@ -1610,6 +1626,9 @@ async fn close_clients(conn: &mut Conn) -> Result<usize, MigrateError> {
     Ok(closed)
 }
 
+/// How long a replica may keep failing to connect to its source before the engine gives up (and rolls back).
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(120);
+
 /// The parts of the replica status the engine acts on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplicaStatus {
@@ -1620,6 +1639,8 @@ pub struct ReplicaStatus {
     pub lag: Option<u64>,
     /// Why a thread stopped, when the server says.
     pub error: Option<String>,
+    /// The IO thread's last error while it keeps reconnecting (not fatal by itself).
+    pub reconnecting: Option<String>,
 }
 
 impl Default for ReplicaStatus {
@@ -1630,6 +1651,7 @@ impl Default for ReplicaStatus {
             stopped: true,
             lag: None,
             error: None,
+            reconnecting: None,
         }
     }
 }
@@ -1668,6 +1690,7 @@ impl ReplicaStatus {
             stopped: io_stopped || !sql_running,
             lag: lag.parse().ok(),
             error: error.map(str::to_owned),
+            reconnecting: (io == "Connecting" && !io_error.is_empty()).then(|| io_error.to_owned()),
         }
     }
 }
@@ -1681,6 +1704,7 @@ mod tests {
         let status = ReplicaStatus::from_fields("Connecting", "Yes", "", "error connecting to master", "");
         assert!(!status.running && !status.stopped);
         assert_eq!(status.error, None);
+        assert_eq!(status.reconnecting.as_deref(), Some("error connecting to master"));
     }
 
     #[test]
