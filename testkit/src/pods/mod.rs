@@ -1,15 +1,15 @@
 //! The pod runner: pods the operator creates started as real processes, under their own spec (issue #18).
 //!
-//! Built so far, each with its own tests:
-//! - [`images`]: which local program stands in for which image (unknown images wait with `ErrImagePull`);
-//! - [`env`]: environment, `$(VAR)` expansion of command and arguments, Secrets and ConfigMaps as the kubelet does;
-//! - [`security`]: user, capabilities and `no_new_privs` from the security contexts, as containerd applies them;
-//! - [`sandbox`]: a node's pod network (a bridge in a namespace of its own), a pod's network namespace and
-//!   address, and a container as PID 1 of its own PID namespace with those privileges, stopped with SIGTERM, grace
-//!   period, SIGKILL.
+//! - [`images`], [`pod`]: which program stands in for which image, and one Pod started from its spec;
+//! - [`env`], [`volumes`], [`security`]: environment, volumes and security context as the kubelet and containerd
+//!   make them;
+//! - [`sandbox`], [`netns_socket`]: nodes, pod network namespaces, containers as PID 1, sockets inside namespaces;
+//! - [`kubelet`], [`workloads`]: the kubelet and the StatefulSet, Deployment and Job controllers against the test
+//!   API server;
+//! - [`services`], [`policy`], [`api_access`]: kube-proxy's Services, NetworkPolicy and the API server as pods
+//!   reach them.
 //!
-//! Not yet: volumes, probes, the controllers that make pods from StatefulSets, Deployments and Jobs, status
-//! reported to the test API server, Services, DNS and NetworkPolicy (testkit/README.md keeps the table).
+//! testkit/README.md keeps the table of what the runner does and does not do.
 
 pub mod api_access;
 pub mod env;
