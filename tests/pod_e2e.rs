@@ -8,6 +8,13 @@ mod support;
 #[path = "support/real_cluster.rs"]
 mod real_cluster;
 
+#[path = "support/netns.rs"]
+#[allow(dead_code)]
+mod netns;
+
+#[path = "support/charon.rs"]
+mod charon;
+
 use std::{net::SocketAddr, time::Duration};
 
 use appdb_testkit::{dbserver::Engine, on_both_engines, pods::netns_socket};
@@ -29,9 +36,13 @@ fn client(engine: Engine) -> &'static str {
 
 /// The acme example's namespace, network and database (for `engine`), applied with kubectl, and the operator.
 async fn acme(rc: &RealCluster, engine: Engine) -> tokio::process::Child {
+    acme_with(rc, engine, &[]).await
+}
+
+async fn acme_with(rc: &RealCluster, engine: Engine, operator_flags: &[&str]) -> tokio::process::Child {
     let c = &rc.c;
     c.install_crds().await;
-    let operator = spawn_operator(c, free_port(), &[]);
+    let operator = spawn_operator(c, free_port(), operator_flags);
     for file in ["00-namespace.yaml", "10-network.yaml"] {
         c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/{file}")])
             .await;
@@ -447,3 +458,162 @@ async fn a_copying_migration_runs_as_its_real_job_between_real_pods_without_losi
 }
 
 on_both_engines!(a_copying_migration_runs_as_its_real_job_between_real_pods_without_losing_a_write);
+
+/// Whether premises (the customer's LAN host) get an answer from `address`.
+fn premises_ping(premises: &netns::Netns, address: &str) -> bool {
+    premises
+        .try_exec(&["ping", "-c", "1", "-W", "1", "-I", "192.168.10.10", address])
+        .status
+        .success()
+}
+
+fn premises_query(premises: &netns::Netns, address: &str) -> Result<String, String> {
+    let out = premises.try_exec(&[
+        &Engine::MySql.client().display().to_string(),
+        "--no-defaults",
+        "--connect-timeout=3",
+        "-h",
+        address,
+        "-uacme_admin",
+        &format!("-p{ADMIN_PASSWORD}"),
+        "-N",
+        "-e",
+        "SELECT @@hostname",
+    ]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// The VPN as the operator deploys it: both gateway pods (charon and the agent) under their own securityContext,
+/// behind their LoadBalancer addresses; the customer's device is charon in a premises namespace with the file
+/// `kubectl appdb vpn-config` downloads, unmodified. Premises reach the pinghost and MySQL (through the agent's
+/// relay to the database's Service); when one gateway pod is deleted, traffic goes on over the other tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vpn_runs_as_its_pods_and_premises_reach_the_pinghost_and_the_database() {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    let _operator = acme_with(
+        &rc,
+        Engine::MySql,
+        &["--allow-documentation-gateways", "true", "--vpn-datapath", "userspace"],
+    )
+    .await;
+    c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/30-vpn.yaml")])
+        .await;
+    for n in [1, 2] {
+        c.ok(&[
+            "rollout",
+            "status",
+            &format!("deployment/seattle-tunnel{n}"),
+            "-n",
+            "acme",
+            "--timeout=120s",
+        ])
+        .await;
+    }
+    // The premises: the device's public address and its LAN host, on the node's outside segment.
+    let premises = netns::Netns::new(&format!("appdb-vpne2e-{}-prem", std::process::id()));
+    let node = rc.kubelet.node();
+    node.attach_outside(&premises.name, "100.64.0.1/24", "100.64.0.2/24")
+        .await
+        .expect("the outside segment");
+    premises.add_address("198.51.100.7/32");
+    premises.add_address("192.168.10.10/32");
+    premises.exec(&[
+        "ip",
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "via",
+        "100.64.0.1",
+        "src",
+        "198.51.100.7",
+    ]);
+    netns::run(&[
+        "ip",
+        "-n",
+        &node.netns,
+        "route",
+        "add",
+        "198.51.100.7/32",
+        "via",
+        "100.64.0.2",
+    ]);
+
+    // The download, exactly as the customer gets it.
+    let download = eventually(60, "the VPN configuration", || async {
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-appdb"))
+            .parent()?
+            .to_owned();
+        let out = tokio::process::Command::new("kubectl")
+            .args([
+                "appdb",
+                "vpn-config",
+                "seattle",
+                "-n",
+                "acme",
+                "--device",
+                "strongswan-swanctl.conf",
+            ])
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+            )
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", c.dir.path())
+            .output()
+            .await
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await;
+    let swanctl = rc.dir.path().join("customer-swanctl.conf");
+    std::fs::write(&swanctl, &download).expect("the download");
+    let vici = rc.dir.path().join("customer.vici");
+    let conf = rc.dir.path().join("customer-strongswan.conf");
+    std::fs::write(&conf, charon::customer_strongswan_conf(&vici)).expect("strongswan.conf");
+    let device = charon::Charon::start(&premises, &conf, vici, &rc.dir.path().join("customer.log"));
+    device.load(&swanctl);
+    charon::wait_until(60, "tunnel 1 up", || charon::established(&device, 1));
+    charon::wait_until(60, "tunnel 2 up", || charon::established(&device, 2));
+
+    let pinghost = rc.jsonpath("acme", "pnet/prod", "{.status.pinghost}").await;
+    let address = get(c, "adb/orders", "{.status.endpoint.address}").await;
+    charon::wait_until(30, "the pinghost answers through a tunnel", || {
+        premises_ping(&premises, &pinghost)
+    });
+    charon::wait_until(60, "MySQL answers through a tunnel", || {
+        premises_query(&premises, &address).is_ok_and(|h| h == "orders-0")
+    });
+
+    // One gateway pod deleted (a node drain, a rollout): its charon says goodbye and traffic moves to the other.
+    let pod = c
+        .ok(&[
+            "get",
+            "pods",
+            "-n",
+            "acme",
+            "-l",
+            "appdb.dev/tunnel=1",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .await;
+    assert!(!pod.trim().is_empty(), "tunnel 1's gateway pod");
+    c.ok(&["delete", "pod", pod.trim(), "-n", "acme", "--wait=false"]).await;
+    charon::wait_until(20, "the device drops tunnel 1", || !charon::established(&device, 1));
+    assert!(charon::established(&device, 2), "tunnel 2 carries on");
+    charon::wait_until(20, "the pinghost answers over tunnel 2", || {
+        premises_ping(&premises, &pinghost)
+    });
+    charon::wait_until(30, "MySQL answers over tunnel 2", || {
+        premises_query(&premises, &address).is_ok_and(|h| h == "orders-0")
+    });
+    drop(device);
+    rc.shutdown().await;
+}

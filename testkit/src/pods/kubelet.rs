@@ -129,6 +129,7 @@ pub struct PodKubelet {
     stopping: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
     written: Mutex<BTreeMap<String, Value>>,
     names: AtomicU64,
+    load_balancers: AtomicU64,
     access: ApiAccess,
     /// The Service rules every pod's namespace holds, and the DNS records, as last written.
     services: Mutex<String>,
@@ -158,6 +159,7 @@ impl PodKubelet {
             stopping: Arc::default(),
             written: Mutex::new(BTreeMap::new()),
             names: AtomicU64::new(0),
+            load_balancers: AtomicU64::new(0),
             access,
             services: Mutex::new(String::new()),
             dns_records: Mutex::new(String::new()),
@@ -230,6 +232,28 @@ impl PodKubelet {
         }
     }
 
+    /// The cloud's load balancer controller: each LoadBalancer Service without an address gets the next one of
+    /// 203.0.113.0/24 (documentation range, the "public" segment an outside namespace reaches through the node).
+    async fn give_load_balancer_addresses(&self, list: &[k8s_openapi::api::core::v1::Service]) {
+        use k8s_openapi::api::core::v1::Service;
+        for service in list {
+            let is_load_balancer = service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+            if !is_load_balancer || !services::load_balancer_addresses(service).is_empty() {
+                continue;
+            }
+            let n = self.load_balancers.fetch_add(1, Ordering::Relaxed);
+            let address = std::net::Ipv4Addr::new(203, 0, 113, 10 + (n % 240) as u8);
+            let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace().unwrap_or_default());
+            let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": address.to_string()}]}}});
+            if let Err(e) = api
+                .patch_status(&service.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                tracing::debug!(error = %e, "pod kubelet: load balancer address not written");
+            }
+        }
+    }
+
     /// Service rules into every namespace and DNS records into the DNS pod's file, when they changed.
     async fn follow_services(&self, pods: &[Pod]) -> Result<(), kube::Error> {
         use k8s_openapi::api::core::v1::Service;
@@ -237,12 +261,14 @@ impl PodKubelet {
             .list(&ListParams::default())
             .await?
             .items;
+        self.give_load_balancer_addresses(&list).await;
         let mut rules = services::rules(&list, pods);
         rules.push(ServiceRule {
             ip: KUBERNETES_SERVICE_IP,
             port: 443,
             protocol: "tcp".into(),
             backends: vec![(self.node.gateway, NODE_API_PORT)],
+            external: false,
         });
         rules.sort();
         let script = services::render(&rules);

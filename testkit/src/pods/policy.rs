@@ -11,7 +11,9 @@
 //! - ports by number or range with a protocol (TCP by default); named ports are not compiled (the runner says so
 //!   by matching nothing, never everything).
 //!
-//! Loopback traffic is never filtered (probes, a pod talking to itself). `hostNetwork` pods are not isolated.
+//! Only traffic through the pod's `eth0` is filtered, as a CNI filters on the pod's veth: loopback (probes, a pod
+//! talking to itself) and what a pod decapsulates itself (a VPN gateway's TUN device) are not. `hostNetwork` pods
+//! are not isolated.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -254,9 +256,11 @@ pub fn connection_allowed(
 /// The table's name in each pod's namespace.
 pub const TABLE: &str = "appdb_policy";
 
-fn render_direction(out: &mut String, direction: &Direction, address: &str, hook: &str, lo: &str) {
+fn render_direction(out: &mut String, direction: &Direction, address: &str, hook: &str, interface: &str) {
+    // Only what crosses the pod's own interface, as a CNI sees it on the pod's veth: loopback and what a pod
+    // decapsulates itself (a VPN gateway's TUN device) never meet NetworkPolicy.
     out.push_str(&format!(
-        "  chain {hook} {{\n    type filter hook {hook} priority filter; policy accept;\n    {lo} lo accept\n"
+        "  chain {hook} {{\n    type filter hook {hook} priority filter; policy accept;\n    {interface} != \"eth0\" accept\n"
     ));
     if direction.isolated {
         out.push_str("    ct state established,related accept\n");
@@ -303,8 +307,8 @@ fn render_direction(out: &mut String, direction: &Direction, address: &str, hook
 /// The pod's nftables table (replacing the previous one in one transaction).
 pub fn render(compiled: &Compiled) -> String {
     let mut out = format!("table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
-    render_direction(&mut out, &compiled.ingress, "saddr", "input", "iif");
-    render_direction(&mut out, &compiled.egress, "daddr", "output", "oif");
+    render_direction(&mut out, &compiled.ingress, "saddr", "input", "iifname");
+    render_direction(&mut out, &compiled.egress, "daddr", "output", "oifname");
     out.push_str("}\n");
     out
 }

@@ -408,33 +408,43 @@ fn quote(word: &str) -> String {
 /// its privileges are dropped, so nothing is mounted on the machine itself. Mount points that did not exist are
 /// created on the machine's file system and stay there, empty.
 pub fn mount_script(mounts: &[Mount]) -> String {
-    // An image has a /tmp of its own: unless a volume is mounted there, the container gets an empty one (after
-    // the binds, whose sources may lie under this machine's /tmp), so nothing a container writes to /tmp reaches
-    // the machine or another container.
-    let own_tmp = if mounts
+    // Every source is first bound under a private staging tmpfs, before any target is mounted: a volume on /tmp
+    // must not hide a source that lies under this machine's /tmp (a runtime resolves sources on the host).
+    let stage = "/opt/appdb-image/.stage";
+    let mut script = format!("mkdir -p {stage} && mount -t tmpfs -o mode=0755 tmpfs {stage} && ");
+    for (i, m) in mounts.iter().enumerate() {
+        let source = quote(&m.source.display().to_string());
+        script.push_str(&format!(
+            "{{ if [ -d {source} ]; then mkdir {stage}/{i}; else touch {stage}/{i}; fi; }} && mount --bind {source} {stage}/{i} && "
+        ));
+    }
+    // An image has a /tmp of its own: unless a volume is mounted there, the container gets an empty one, so
+    // nothing a container writes to /tmp reaches the machine or another container.
+    if !mounts
         .iter()
         .any(|m| m.target == "/tmp" || m.target.starts_with("/tmp/"))
     {
-        ""
-    } else {
-        "mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp && "
-    };
-    let binds: String = mounts
-        .iter()
-        .map(|m| {
-            let (source, target) = (quote(&m.source.display().to_string()), quote(&m.target));
-            let point = format!(
-                "if [ -d {source} ]; then mkdir -p {target}; elif [ ! -e {target} ]; then mkdir -p \"$(dirname {target})\" && touch {target}; fi"
-            );
-            let read_only = if m.read_only {
-                format!(" && mount -o remount,bind,ro {target}")
-            } else {
-                String::new()
-            };
-            format!("{{ {point}; }} && mount --bind {source} {target}{read_only} && ")
-        })
-        .collect();
-    binds + own_tmp
+        script.push_str("mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp && ");
+    }
+    // Parents before children, as containerd orders mounts (by the number of components of the destination): a
+    // volume on /run must not hide the service account's token under /var/run/secrets (/var/run is /run).
+    let mut ordered: Vec<(usize, &Mount)> = mounts.iter().enumerate().collect();
+    ordered.sort_by_key(|(_, m)| m.target.split('/').filter(|c| !c.is_empty()).count());
+    for (i, m) in ordered {
+        let (staged, target) = (format!("{stage}/{i}"), quote(&m.target));
+        let point = format!(
+            "if [ -d {staged} ]; then mkdir -p {target}; elif [ ! -e {target} ]; then mkdir -p \"$(dirname {target})\" && touch {target}; fi"
+        );
+        let read_only = if m.read_only {
+            format!(" && mount -o remount,bind,ro {target}")
+        } else {
+            String::new()
+        };
+        script.push_str(&format!(
+            "{{ {point}; }} && mount --bind {staged} {target}{read_only} && "
+        ));
+    }
+    script
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {

@@ -23,6 +23,9 @@ pub struct ServiceRule {
     /// `tcp` or `udp`.
     pub protocol: String,
     pub backends: Vec<(Ipv4Addr, u16)>,
+    /// A LoadBalancer's outside address: translated where traffic arrives from outside too (the node's
+    /// `prerouting`), keeping the client's source address (`externalTrafficPolicy: Local`).
+    pub external: bool,
 }
 
 /// Whether `labels` carry every pair of `selector`.
@@ -45,6 +48,17 @@ fn named_port(pod: &Pod, name: &str) -> Option<u16> {
         .map(|p| p.container_port as u16)
 }
 
+/// The outside addresses a load balancer gave the Service.
+pub fn load_balancer_addresses(service: &Service) -> Vec<Ipv4Addr> {
+    service
+        .status
+        .iter()
+        .filter_map(|s| s.load_balancer.as_ref())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
 /// The rules for every ClusterIP Service with a selector.
 pub fn rules(services: &[Service], pods: &[Pod]) -> Vec<ServiceRule> {
     let mut out = Vec::new();
@@ -63,7 +77,7 @@ pub fn rules(services: &[Service], pods: &[Pod]) -> Vec<ServiceRule> {
             .filter(|p| selects(selector, p.labels()) && is_ready(p) && pod_ip(p).is_some())
             .collect();
         for port in spec.ports.iter().flatten() {
-            let backends = endpoints
+            let backends: Vec<(Ipv4Addr, u16)> = endpoints
                 .iter()
                 .filter_map(|p| {
                     let target = match &port.target_port {
@@ -74,11 +88,22 @@ pub fn rules(services: &[Service], pods: &[Pod]) -> Vec<ServiceRule> {
                     Some((pod_ip(p)?, target))
                 })
                 .collect();
+            let protocol = port.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+            for outside in load_balancer_addresses(service) {
+                out.push(ServiceRule {
+                    ip: outside,
+                    port: port.port as u16,
+                    protocol: protocol.clone(),
+                    backends: backends.clone(),
+                    external: true,
+                });
+            }
             out.push(ServiceRule {
                 ip,
                 port: port.port as u16,
-                protocol: port.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                protocol,
                 backends,
+                external: false,
             });
         }
     }
@@ -89,8 +114,10 @@ pub fn rules(services: &[Service], pods: &[Pod]) -> Vec<ServiceRule> {
 /// The nftables table for `rules` (replacing the previous one in one transaction).
 pub fn render(rules: &[ServiceRule]) -> String {
     let mut nat = String::new();
+    let mut outside = String::new();
     let mut refuse = String::new();
     for rule in rules {
+        let nat = if rule.external { &mut outside } else { &mut nat };
         let (ip, port, proto) = (rule.ip, rule.port, &rule.protocol);
         match rule.backends.as_slice() {
             [] => refuse.push_str(&format!(
@@ -115,7 +142,7 @@ pub fn render(rules: &[ServiceRule]) -> String {
         }
     }
     format!(
-        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{nat}  }}\n  chain refuse {{\n    type filter hook output priority filter; policy accept;\n{refuse}  }}\n}}\n"
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{nat}{outside}  }}\n  chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n{outside}  }}\n  chain refuse {{\n    type filter hook output priority filter; policy accept;\n{refuse}  }}\n}}\n"
     )
 }
 
@@ -158,7 +185,8 @@ mod tests {
                 ip: "10.96.0.12".parse().unwrap(),
                 port: 3306,
                 protocol: "tcp".into(),
-                backends: vec![("10.244.0.5".parse().unwrap(), 3307)]
+                backends: vec![("10.244.0.5".parse().unwrap(), 3307)],
+                external: false,
             }]
         );
         assert!(render(&rules).contains("ip daddr 10.96.0.12 tcp dport 3306 dnat ip to 10.244.0.5:3307"));
@@ -166,6 +194,25 @@ mod tests {
             super::rules(&[service("None", json!(3306))], &pods).is_empty(),
             "headless: DNS only"
         );
+    }
+
+    #[test]
+    fn a_load_balancer_address_is_translated_where_outside_traffic_arrives() {
+        let mut svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "gw", "namespace": "acme"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.20", "selector": {"app": "db"},
+                "ports": [{"port": 500, "protocol": "UDP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.11"}]}}
+        }))
+        .unwrap();
+        let table = render(&rules(std::slice::from_ref(&svc), &[pod("a", "10.244.0.5", true)]));
+        let prerouting = &table[table.find("chain prerouting").unwrap()..];
+        assert!(
+            prerouting.contains("ip daddr 203.0.113.11 udp dport 500 dnat ip to 10.244.0.5:500"),
+            "{table}"
+        );
+        svc.status = None;
+        assert_eq!(rules(&[svc], &[]).len(), 1, "no address yet: the ClusterIP only");
     }
 
     #[test]
