@@ -55,8 +55,8 @@ fn summary(name: &str, mut samples: Vec<f64>) {
 fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "bench"},
-        "spec": {"containers": [{"name": "main", "image": "appdb-test/session:latest",
-            "command": ["sh", "-c", "echo started; exec sleep 600"]}]}
+        "spec": {"terminationGracePeriodSeconds": 5, "containers": [{"name": "main", "image": "appdb-test/session:latest",
+            "command": ["sh", "-c", "trap 'exit 0' TERM; echo started; while :; do sleep 0.1; done"]}]}
     }))
     .expect("pod")
 }
@@ -102,6 +102,11 @@ async fn main() {
         .await
         .expect("pod");
         while !running.logs("main").contains("started") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the pod did not start: {}",
+                running.logs("main")
+            );
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
         as_pod.push(start.elapsed().as_secs_f64());
