@@ -309,9 +309,9 @@ impl Container {
             command.env("PATH", IMAGE_PATH);
         }
         command.envs(launch.env.iter().map(|(k, v)| (k, v)));
-        if let Some(dir) = launch.workdir {
-            command.current_dir(dir);
-        }
+        // The image's working directory is `/` unless `workingDir` says otherwise (never the test's own, which the
+        // container's private /tmp may hide).
+        command.current_dir(launch.workdir.unwrap_or(Path::new("/")));
         let launcher = command.spawn().map_err(|e| format!("starting the container: {e}"))?;
         let mut env = launch.env;
         if !env.iter().any(|(k, _)| k == "PATH") {
@@ -330,7 +330,7 @@ impl Container {
     pub async fn exec(&self, argv: &[String]) -> Result<std::process::Output, String> {
         let pid = self.pid1().ok_or("the container is not running")?;
         Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-m", "-p", "-n", "-u", "--"])
+            .args(["-t", &pid.to_string(), "-m", "-p", "-n", "-u", "--wd=/", "--"])
             .arg("setpriv")
             .args(setpriv_args(&self.privileges))
             .arg("--")
