@@ -53,6 +53,18 @@ pub enum Command {
         /// Write each state report into this pod's `appdb.dev/tunnel-state` annotation (NAMESPACE/NAME).
         #[arg(long, env = "APPDB_REPORT_POD")]
         report_pod: Option<String>,
+        /// Touch this file whenever the state is known to be on record (a report written, or the pod's
+        /// annotation checked against charon every 20 s); the agent's readiness probe reads its age.
+        #[arg(long, env = "APPDB_READY_FILE")]
+        ready_file: Option<std::path::PathBuf>,
+    },
+    /// The VPN agent's readiness probe: succeeds when the agent's ready file was touched within `--max-age` seconds,
+    /// that is, when the tunnel state on record is fresh.
+    VpnAgentReady {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 90)]
+        max_age: u64,
     },
 }
 

@@ -49,7 +49,17 @@ async fn main() -> ExitCode {
             vici,
             report_file,
             report_pod,
-        } => vpn_agent(forward, vici, report_file, report_pod).await,
+            ready_file,
+        } => vpn_agent(forward, vici, report_file, report_pod, ready_file).await,
+        Command::VpnAgentReady { file, max_age } => {
+            match appdb_operator::vpn::state::fresh(&file, std::time::Duration::from_secs(max_age)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("not ready: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             let client = match appdb_operator::client::infer("controller").await {
@@ -119,12 +129,13 @@ async fn rotate_password() -> ExitCode {
     }
 }
 
-/// `appdb-operator vpn-agent`: the relays of a gateway pod, until SIGTERM.
+/// `appdb-operator vpn-agent`: the relays of a gateway pod and the reports of its tunnel's state, until SIGTERM.
 async fn vpn_agent(
     rules: Vec<appdb_operator::vpn::forward::Rule>,
     vici: Option<String>,
     report_file: Option<std::path::PathBuf>,
     report_pod: Option<String>,
+    ready_file: Option<std::path::PathBuf>,
 ) -> ExitCode {
     telemetry::init(telemetry::LogFormat::Json);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -134,12 +145,12 @@ async fn vpn_agent(
         tasks.spawn(appdb_operator::vpn::forward::forward(rule, stop.clone()));
     }
     if let Some(socket) = vici {
-        let pods = match &report_pod {
+        let pod = match &report_pod {
             Some(target) => match (target.split_once('/'), appdb_operator::client::infer("vpn-agent").await) {
-                (Some((ns, name)), Ok(client)) => Some((
-                    kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, ns),
-                    name.to_owned(),
-                )),
+                (Some((ns, name)), Ok(client)) => Some(appdb_operator::vpn::state::PodRecord {
+                    api: kube::Api::namespaced(client, ns),
+                    name: name.to_owned(),
+                }),
                 _ => {
                     tracing::error!(pod = %target, "cannot report to the pod: NAMESPACE/NAME and an in-cluster client are needed");
                     return ExitCode::FAILURE;
@@ -147,37 +158,12 @@ async fn vpn_agent(
             },
             None => None,
         };
-        tasks.spawn(async move {
-            loop {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let watcher = appdb_operator::vpn::state::watch(&socket, std::time::Duration::from_secs(2), move |r| {
-                    let _ = tx.send(r.clone());
-                });
-                let reporter = async {
-                    while let Some(report) = rx.recv().await {
-                        let json = serde_json::to_string(&report).unwrap_or_default();
-                        tracing::info!(state = %report.state, message = %report.message, "tunnel state");
-                        if let Some(path) = &report_file {
-                            let tmp = path.with_extension("tmp");
-                            if std::fs::write(&tmp, &json).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
-                                tracing::warn!(path = %path.display(), "cannot write the state report");
-                            }
-                        }
-                        if let Some((api, name)) = &pods {
-                            let patch = serde_json::json!({"metadata": {"annotations": {appdb_operator::names::ANNOTATION_TUNNEL_STATE: json}}});
-                            if let Err(e) = api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
-                                tracing::warn!(error = %e, "cannot report the state on the pod");
-                            }
-                        }
-                    }
-                };
-                let (result, ()) = tokio::join!(watcher, reporter);
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "lost charon's vici socket; reconnecting");
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        });
+        let record = appdb_operator::vpn::state::Record {
+            file: report_file,
+            pod,
+            ready_file,
+        };
+        tasks.spawn(appdb_operator::vpn::state::report_forever(socket, record));
     }
     tokio::select! {
         _ = manager::termination_signal() => {}

@@ -78,6 +78,30 @@ async fn give_outside_address(c: &Cluster, service: &str, ip: &str) {
     .await;
 }
 
+/// A gateway pod of tunnel `n`, Running as the kubelet would report it, with its agent's report (UP since `up`)
+/// or none yet.
+async fn gateway_pod(c: &Cluster, n: u8, suffix: &str, up: Option<&str>) {
+    let annotations = up.map_or(String::new(), |since| {
+        format!(
+            "\n  annotations: {{appdb.dev/tunnel-state: '{{\"state\":\"UP\",\"since\":\"{since}\",\"message\":\"ESTABLISHED\"}}'}}"
+        )
+    });
+    let name = format!("seattle-tunnel{n}-{suffix}");
+    apply(c, &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: acme\n  labels: {{appdb.dev/role: vpn-gateway, appdb.dev/vpn: seattle, appdb.dev/tunnel: \"{n}\"}}{annotations}\nspec:\n  containers: [{{name: charon, image: x}}]\n")).await;
+    c.ok(&[
+        "patch",
+        "pod",
+        &name,
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ])
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tunnels_keys_gateways_budget_and_customer_download() {
     let c = Cluster::start().await;
@@ -137,6 +161,11 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
                 .unwrap_or_else(|| panic!("{key} missing")),
         ))
         .unwrap();
+        if *key == "strongswan.conf" {
+            // Dead-peer timing only: no address, no key.
+            assert!(text.contains("retransmit_tries") && !text.contains(&k1), "{key}");
+            continue;
+        }
         assert!(
             text.contains("203.0.113.11") && text.contains("203.0.113.12") && text.contains(&k1) && text.contains(&k2),
             "{key}"
@@ -175,7 +204,7 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
     }
 
     // A gateway reports its tunnel UP: status and an Event follow.
-    apply(&c, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: seattle-tunnel1-abc\n  namespace: acme\n  labels: {appdb.dev/role: vpn-gateway, appdb.dev/vpn: seattle, appdb.dev/tunnel: \"1\"}\n  annotations: {appdb.dev/tunnel-state: '{\"state\":\"UP\",\"since\":\"2026-11-24T06:00:00Z\",\"message\":\"ESTABLISHED\"}'}\nspec:\n  containers: [{name: charon, image: x}]\n").await;
+    gateway_pod(&c, 1, "abc", Some("2026-11-24T06:00:00Z")).await;
     eventually(30, "the tunnel metric counts it", || async {
         let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await
@@ -219,42 +248,36 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
         "a key leaked into status, events or workloads"
     );
 
-    // Never both down: a change reaches tunnel 2 only once tunnel 1 runs it.
-    let before2 = get(
-        &c,
-        "deploy/seattle-tunnel2",
-        "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
-    )
-    .await;
-    let before1 = get(
-        &c,
-        "deploy/seattle-tunnel1",
-        "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
-    )
-    .await;
-    apply(&c, &vpn("seattle", "192.168.10.0/24, 192.168.20.0/24", "")).await;
-    eventually(30, "tunnel 1 updated", || async {
-        (get(
-            &c,
-            "deploy/seattle-tunnel1",
-            "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
-        )
-        .await
-            != before1)
-            .then_some(())
+    // Never both down: a change reaches tunnel 2 only once tunnel 1 runs it *and carries again*. The test plays
+    // the kubelet (pods, Deployment status) and the gateways' agents (reports); the timeline is printed.
+    gateway_pod(&c, 2, "abc", Some("2026-11-24T06:00:00Z")).await;
+    eventually(30, "both tunnels UP", || async {
+        (get(&c, "vpn/seattle", "{.status.tunnels[*].state}").await == "UP UP").then_some(())
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(
-        get(
-            &c,
-            "deploy/seattle-tunnel2",
-            "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}"
-        )
-        .await,
-        before2,
-        "tunnel 2 waits"
-    );
+    let started = std::time::Instant::now();
+    let mut timeline: Vec<String> = Vec::new();
+    let mut mark = |what: &str| timeline.push(format!("{:>6.2} s  {what}", started.elapsed().as_secs_f64()));
+    let digest = |n: u8| {
+        let c = &c;
+        async move {
+            get(
+                c,
+                &format!("deploy/seattle-tunnel{n}"),
+                "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
+            )
+            .await
+        }
+    };
+    let (before1, before2) = (digest(1).await, digest(2).await);
+    apply(&c, &vpn("seattle", "192.168.10.0/24, 192.168.20.0/24", "")).await;
+    mark("spec changed (a second customer network)");
+    eventually(30, "tunnel 1 updated", || async { (digest(1).await != before1).then_some(()) }).await;
+    mark("tunnel 1's Deployment has the new configuration; tunnel 2's keeps the old");
+    assert_eq!(digest(2).await, before2, "tunnel 2 waits");
+    // Recreate: the old gateway goes, the new one starts and becomes available, but its tunnel is not up yet.
+    c.ok(&["delete", "pod", "seattle-tunnel1-abc", "-n", "acme", "--wait=false"]).await;
+    gateway_pod(&c, 1, "def", None).await;
     let generation = get(&c, "deploy/seattle-tunnel1", "{.metadata.generation}").await;
     let status = format!(
         r#"{{"status":{{"observedGeneration":{generation},"replicas":1,"updatedReplicas":1,"availableReplicas":1,"readyReplicas":1}}}}"#
@@ -271,17 +294,33 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
         &status,
     ])
     .await;
-    eventually(30, "tunnel 2 updated after tunnel 1 is back", || async {
-        (get(
-            &c,
-            "deploy/seattle-tunnel2",
-            "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
-        )
-        .await
-            != before2)
+    mark("tunnel 1's new gateway is available; its tunnel is not up yet");
+    eventually(30, "the rollout is reported", || async {
+        (get(&c, "vpn/seattle", r#"{.status.conditions[?(@.type=="Reconciling")].reason}"#).await == "RollingOut")
             .then_some(())
     })
     .await;
+    assert_eq!(get(&c, "vpn/seattle", "{.status.tunnels[0].state}").await, "UNKNOWN");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(digest(2).await, before2, "tunnel 2 is the only tunnel carrying: it waits");
+    mark("tunnel 2 still waits (tunnel 1 UNKNOWN, tunnel 2 UP)");
+    c.ok(&[
+        "annotate",
+        "pod",
+        "seattle-tunnel1-def",
+        "-n",
+        "acme",
+        "--overwrite",
+        r#"appdb.dev/tunnel-state={"state":"UP","since":"2026-11-24T06:05:00Z","message":"ESTABLISHED"}"#,
+    ])
+    .await;
+    mark("tunnel 1 reports UP");
+    eventually(30, "tunnel 2 updated after tunnel 1 carries again", || async {
+        (digest(2).await != before2).then_some(())
+    })
+    .await;
+    mark("tunnel 2's Deployment has the new configuration");
+    eprintln!("rollout timeline:\n{}", timeline.join("\n"));
 
     // The gateways own the pinghost and relay each database of the network to its stable Service.
     assert!(
@@ -371,6 +410,21 @@ async fn invalid_customer_side_and_keys_have_reasons() {
     );
     apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: own-psk, namespace: acme}\nstringData: {key: Good.key_for_tunnel_one}\n").await;
     wait_reason(&c, "ownkey", "WaitingForOutsideAddress").await;
+    // A generated key edited by hand into something that would end the configuration's `secret = "…"` line and
+    // open a section of its own: refused, never written.
+    apply(&c, &vpn("edited", "192.168.10.0/24", "")).await;
+    wait_reason(&c, "edited", "WaitingForOutsideAddress").await;
+    apply(
+        &c,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: edited-psk, namespace: acme}\nstringData: {tunnel1: \"Key_ok_12345\\\"\\n}\\nsecrets {\\n\"}\n",
+    )
+    .await;
+    wait_reason(&c, "edited", "InvalidPsk").await;
+    let message = get(&c, "vpn/edited", r#"{.status.conditions[?(@.type=="Ready")].message}"#).await;
+    assert!(
+        message.contains("edited-psk key tunnel1") && !message.contains("Key_ok"),
+        "{message}"
+    );
     apply(
         &c,
         &vpn("lost", "192.168.10.0/24", "").replace("network: prod", "network: nowhere"),

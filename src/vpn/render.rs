@@ -36,6 +36,10 @@ pub const OUTSIDE_ADDRESS_PLACEHOLDER: &str = "${APPDB_OUTSIDE_ADDRESS}";
 pub const DEVICE_FORMATS: &[(&str, &str)] = &[
     ("generic.txt", "Generic (every parameter, per tunnel)"),
     ("strongswan-swanctl.conf", "strongSwan (swanctl.conf)"),
+    (
+        "strongswan.conf",
+        "strongSwan (strongswan.conf snippet: dead-peer timing, beside swanctl.conf)",
+    ),
     ("libreswan.conf", "Libreswan (ipsec.conf and ipsec.secrets)"),
     ("cisco-ios.txt", "Cisco IOS / IOS XE (IKEv2, route-based)"),
     ("juniper-srx.txt", "Juniper SRX (Junos set commands)"),
@@ -56,17 +60,39 @@ fn customer_ts(conn: &Connection) -> String {
     joined(&conn.customer_cidrs, ",")
 }
 
-/// IKEv2 dead-peer detection is retransmission: tries such that the retransmits (2 s, growing ×1.5) span about
-/// the DPD timeout after the DPD interval.
+/// IKEv2 dead-peer detection is retransmission: after `DPD_DELAY_SECONDS` without traffic a DPD request goes out
+/// and is retransmitted `tries` times (timeouts of 2 s growing ×1.5). charon declares the peer dead once the
+/// timeout after the *last* retransmit expires, so `tries + 1` timeouts must fit in what the DPD timeout leaves after
+/// the interval: with the default 30 s, 3 retransmits, 2 + 3 + 4.5 + 6.75 = 16.25 s, dead after at most 26.25 s.
 pub fn retransmit_tries(dpd_timeout_seconds: u32) -> u32 {
     let budget = f64::from(dpd_timeout_seconds.saturating_sub(DPD_DELAY_SECONDS).max(2));
-    let (mut total, mut wait, mut tries) = (0.0, 2.0, 0);
-    while total + wait <= budget && tries < 10 {
+    let (mut total, mut wait, mut timeouts) = (0.0, RETRANSMIT_TIMEOUT, 0u32);
+    while total + wait <= budget && timeouts < 11 {
         total += wait;
-        wait *= 1.5;
-        tries += 1;
+        wait *= RETRANSMIT_BASE;
+        timeouts += 1;
     }
-    tries.max(1)
+    timeouts.saturating_sub(1)
+}
+
+/// The first retransmit timeout and its growth, the same on both sides.
+pub const RETRANSMIT_TIMEOUT: f64 = 2.0;
+pub const RETRANSMIT_BASE: f64 = 1.5;
+
+/// Seconds until a side that stopped answering is declared dead: the DPD interval plus every retransmit's timeout.
+pub fn dead_peer_seconds(dpd_timeout_seconds: u32) -> f64 {
+    let tries = retransmit_tries(dpd_timeout_seconds);
+    f64::from(DPD_DELAY_SECONDS) + (0..=tries).map(|k| RETRANSMIT_TIMEOUT * RETRANSMIT_BASE.powi(k as i32)).sum::<f64>()
+}
+
+/// The `charon { … }` retransmit settings, shared by the gateway's and the customer's `strongswan.conf`.
+fn retransmit_settings(tunnels: &[&Tunnel]) -> String {
+    // One charon serves both tunnels on the customer's side: the shorter timeout wins, so neither detects late.
+    let timeout = tunnels.iter().map(|t| t.dpd_timeout_seconds).min().unwrap_or(super::model::DEFAULT_DPD_TIMEOUT_SECONDS);
+    format!(
+        "\x20   retransmit_tries = {}\n\x20   retransmit_timeout = {RETRANSMIT_TIMEOUT:.1}\n\x20   retransmit_base = {RETRANSMIT_BASE:.1}\n",
+        retransmit_tries(timeout)
+    )
 }
 
 /// Plugins charon loads: exactly these (no `bypass-lan`, which would bypass the tunnel for local subnets).
@@ -87,9 +113,7 @@ pub fn gateway_strongswan_conf(tunnel: &Tunnel, datapath: DataPath, vici_socket:
          \x20           ike = 2\n\
          \x20       }}\n\
          \x20   }}\n\
-         \x20   retransmit_tries = {tries}\n\
-         \x20   retransmit_timeout = 2.0\n\
-         \x20   retransmit_base = 1.5\n\
+         {retransmits}\
          \x20   plugins {{\n\
          \x20       vici {{\n\
          \x20           socket = unix://{vici_socket}\n\
@@ -102,7 +126,7 @@ pub fn gateway_strongswan_conf(tunnel: &Tunnel, datapath: DataPath, vici_socket:
          \x20       }}\n\
          \x20   }}\n\
          }}\n",
-        tries = retransmit_tries(tunnel.dpd_timeout_seconds),
+        retransmits = retransmit_settings(&[tunnel]),
         libipsec = if userspace { "yes" } else { "no" },
         libipsec_plugin = if userspace { " kernel-libipsec" } else { "" },
     )
@@ -117,7 +141,24 @@ struct Ends {
     remote_ts: String,
 }
 
-fn swanctl_connection(out: &mut String, name: &str, ends: &Ends, t: &Tunnel, start: bool) {
+/// What one side does to keep a tunnel up.
+#[derive(Clone, Copy)]
+struct Keepalive {
+    /// Initiate when the configuration is loaded.
+    start: bool,
+    /// Re-initiate a tunnel that died (DPD) or was closed by the peer (DELETE), and never give up retrying.
+    persistent: bool,
+}
+
+/// The customer's device keeps its tunnels up by itself: it starts them, restarts them after dead-peer detection
+/// or the peer's DELETE (a gateway that stopped or rolled), and retries forever, so a gateway that comes back after
+/// any outage finds the device knocking within one retransmit timeout.
+const CUSTOMER_SIDE: Keepalive = Keepalive {
+    start: true,
+    persistent: true,
+};
+
+fn swanctl_connection(out: &mut String, name: &str, ends: &Ends, t: &Tunnel, keep: Keepalive) {
     let _ = write!(
         out,
         "    {name} {{\n\
@@ -129,6 +170,7 @@ fn swanctl_connection(out: &mut String, name: &str, ends: &Ends, t: &Tunnel, sta
          \x20       mobike = no\n\
          \x20       dpd_delay = {DPD_DELAY_SECONDS}s\n\
          \x20       rekey_time = {ike_rekey}s\n\
+         \x20       keyingtries = {keyingtries}\n\
          \x20       local {{\n\
          \x20           auth = psk\n\
          \x20           id = {local_id}\n\
@@ -144,7 +186,8 @@ fn swanctl_connection(out: &mut String, name: &str, ends: &Ends, t: &Tunnel, sta
          \x20               esp_proposals = {esp}\n\
          \x20               rekey_time = {esp_rekey}s\n\
          \x20               life_time = {ESP_LIFETIME_SECONDS}s\n\
-         \x20               dpd_action = restart\n\
+         \x20               dpd_action = {dpd_action}\n\
+         \x20               close_action = {close_action}\n\
          \x20               start_action = {start_action}\n\
          \x20           }}\n\
          \x20       }}\n\
@@ -153,7 +196,11 @@ fn swanctl_connection(out: &mut String, name: &str, ends: &Ends, t: &Tunnel, sta
         esp = t.esp_proposals.join(","),
         ike_rekey = IKE_LIFETIME_SECONDS - REKEY_MARGIN_SECONDS,
         esp_rekey = ESP_LIFETIME_SECONDS - REKEY_MARGIN_SECONDS,
-        start_action = if start { "start" } else { "none" },
+        start_action = if keep.start { "start" } else { "none" },
+        dpd_action = if keep.persistent { "restart" } else { "clear" },
+        close_action = if keep.persistent { "start" } else { "none" },
+        // 0: retry forever.
+        keyingtries = if keep.persistent { 0 } else { 1 },
         local_id = ends.local_id,
         remote_addr = ends.remote_addr,
         remote_id = ends.remote_id,
@@ -202,7 +249,14 @@ pub fn gateway_swanctl(conn: &Connection, number: u8) -> String {
         local_ts: conn.platform_cidr.to_string(),
         remote_ts: customer_ts(conn),
     };
-    swanctl_connection(&mut out, &name, &ends, t, t.initiator == Initiator::Both);
+    // By default the customer's device initiates and the gateway waits (a device behind NAT cannot be reached);
+    // with `startupAction: start` the gateway also starts the tunnel and keeps it up as the device does.
+    let both = t.initiator == Initiator::Both;
+    let keep = Keepalive {
+        start: both,
+        persistent: both,
+    };
+    swanctl_connection(&mut out, &name, &ends, t, keep);
     out.push_str("}\nsecrets {\n");
     swanctl_secret(
         &mut out,
@@ -229,7 +283,7 @@ pub fn customer_swanctl(conn: &Connection) -> String {
             local_ts: customer_ts(conn),
             remote_ts: conn.platform_cidr.to_string(),
         };
-        swanctl_connection(&mut out, &tunnel_name(conn, t), &ends, t, true);
+        swanctl_connection(&mut out, &tunnel_name(conn, t), &ends, t, CUSTOMER_SIDE);
     }
     out.push_str("}\nsecrets {\n");
     for t in &conn.tunnels {
@@ -243,6 +297,23 @@ pub fn customer_swanctl(conn: &Connection) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// The customer's `strongswan.conf` snippet (`/etc/strongswan.d/appdb-vpn.conf`): the retransmit timing that makes
+/// dead-peer detection take the DPD timeout the gateway uses, rather than strongSwan's default of 165 s. It applies
+/// to every connection of that charon; the key names are strongSwan's own.
+pub fn customer_strongswan_conf(conn: &Connection) -> String {
+    let tunnels: Vec<&Tunnel> = conn.tunnels.iter().collect();
+    let timeout = tunnels.iter().map(|t| t.dpd_timeout_seconds).min().unwrap_or_default();
+    format!(
+        "# appdb-operator VPN configuration for {} (strongSwan, strongswan.conf).\n\
+         # Install as /etc/strongswan.d/appdb-vpn.conf beside the swanctl.conf, then restart charon.\n\
+         # A silent peer is declared dead after at most {:.0} s (DPD timeout {timeout} s), and the tunnel restarted.\n\
+         charon {{\n{}}}\n",
+        conn.name,
+        dead_peer_seconds(timeout),
+        retransmit_settings(&tunnels)
+    )
 }
 
 /// The Generic file: every parameter, per tunnel, as `key: value` lines.
@@ -316,7 +387,22 @@ pub fn generic(conn: &Connection) -> String {
         let _ = writeln!(out, "DPD interval seconds: {DPD_DELAY_SECONDS}");
         let _ = writeln!(out, "DPD timeout seconds: {}", t.dpd_timeout_seconds);
         let _ = writeln!(out, "DPD action: restart");
-        let _ = writeln!(out, "Initiator: customer");
+        let _ = writeln!(
+            out,
+            "DPD retransmits: {} (first after {RETRANSMIT_TIMEOUT:.0} s, each wait x{RETRANSMIT_BASE}; peer dead after {:.2} s)",
+            retransmit_tries(t.dpd_timeout_seconds),
+            dead_peer_seconds(t.dpd_timeout_seconds)
+        );
+        let _ = writeln!(out, "When the platform closes the tunnel: initiate it again");
+        let _ = writeln!(out, "Retries: unlimited (the tunnel is kept up)");
+        let _ = writeln!(
+            out,
+            "Initiator: {}",
+            match t.initiator {
+                Initiator::Customer => "customer",
+                Initiator::Both => "customer and platform",
+            }
+        );
         let _ = writeln!(out, "Tunnel MTU: {TUNNEL_MTU}");
         let _ = writeln!(out, "TCP MSS: {TCP_MSS}");
         let _ = writeln!(out, "Route: {} via tunnel {}", conn.platform_cidr, t.number);
@@ -367,13 +453,15 @@ pub fn libreswan(conn: &Connection) -> String {
             .join(",");
         let _ = write!(
             out,
-            "conn {name}\n    ikev2=insist\n    authby=secret\n    left=%defaultroute\n    leftid={cgw}\n    leftsubnets={{{local}}}\n    right={remote}\n    rightid={remote}\n    rightsubnet={platform}\n    ike={ike}\n    esp={esp}\n    pfs=yes\n    ikelifetime={IKE_LIFETIME_SECONDS}s\n    salifetime={ESP_LIFETIME_SECONDS}s\n    encapsulation=yes\n    dpddelay={DPD_DELAY_SECONDS}\n    dpdtimeout={dpd}\n    dpdaction=restart\n    auto=start\n\n",
+            "conn {name}\n    ikev2=insist\n    authby=secret\n    left=%defaultroute\n    leftid={cgw}\n    leftsubnets={{{local}}}\n    right={remote}\n    rightid={remote}\n    rightsubnet={platform}\n    ike={ike}\n    esp={esp}\n    pfs=yes\n    ikelifetime={IKE_LIFETIME_SECONDS}s\n    salifetime={ESP_LIFETIME_SECONDS}s\n    encapsulation=yes\n    dpddelay={DPD_DELAY_SECONDS}\n    dpdtimeout={dpd}\n    dpdaction=restart\n    retransmit-timeout={retransmit}s\n    keyingtries=%forever\n    auto=start\n\n",
             name = tunnel_name(conn, t),
             cgw = conn.customer_gateway,
             local = joined(&conn.customer_cidrs, " "),
             remote = t.platform_address,
             platform = conn.platform_cidr,
             dpd = t.dpd_timeout_seconds,
+            // IKEv2 liveness in Libreswan fails when an exchange's retransmits exceed this.
+            retransmit = t.dpd_timeout_seconds.saturating_sub(DPD_DELAY_SECONDS),
         );
     }
     out.push_str("# /etc/ipsec.d/appdb.secrets\n");
@@ -391,7 +479,50 @@ fn netmask(prefix: u8) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0))
 }
 
-/// Cisco IOS / IOS XE: IKEv2 with a virtual tunnel interface per tunnel.
+/// A device's DPD settings derived from the tunnel's DPD timeout: probes every [`DPD_DELAY_SECONDS`] when idle, and
+/// the peer is dead after `retries` unanswered retries `retry_seconds` apart, so that
+/// `DPD_DELAY_SECONDS + retries × retry_seconds` is the DPD timeout (never less than one retry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceDpd {
+    pub retries: u32,
+    pub retry_seconds: u32,
+}
+
+/// DPD for devices whose retries come every `retry_seconds` (Juniper, FortiGate, MikroTik: the DPD interval).
+pub fn device_dpd_every(timeout: u32, retry_seconds: u32) -> DeviceDpd {
+    DeviceDpd {
+        retries: (timeout.saturating_sub(DPD_DELAY_SECONDS) / retry_seconds).clamp(1, 10),
+        retry_seconds,
+    }
+}
+
+/// DPD for devices with a fixed number of retries and a settable retry interval (Cisco IOS: 5 retries).
+pub fn device_dpd_spread(timeout: u32, retries: u32) -> DeviceDpd {
+    DeviceDpd {
+        retries,
+        retry_seconds: (timeout.saturating_sub(DPD_DELAY_SECONDS) / retries).max(2),
+    }
+}
+
+fn aes_bits(a: &Algorithms) -> u32 {
+    if a.encryption.contains("128") { 128 } else { 256 }
+}
+
+fn is_aead(a: &Algorithms) -> bool {
+    a.encryption.contains("GCM")
+}
+
+/// The ESP proposals a device with a single PFS group per tunnel can offer: those with the first proposal's group.
+fn esp_with_first_group(esp: &[Algorithms]) -> Vec<Algorithms> {
+    let group = esp.first().and_then(|a| a.dh_group);
+    esp.iter().filter(|a| a.dh_group == group).cloned().collect()
+}
+
+/// Cisco IOS / IOS XE: IKEv2 with a static virtual tunnel interface per tunnel. One IKEv2 proposal per gateway
+/// proposal (RFC 7296 §3.3 forbids AEAD and non-AEAD transforms in one proposal), one transform set per ESP
+/// proposal sharing the profile's single PFS group. A VTI proposes 0.0.0.0/0 selectors; the gateway narrows them
+/// to the customer's networks and the platform range (RFC 7296 §2.9), and the route below sends only the platform
+/// range into the tunnel.
 pub fn cisco_ios(conn: &Connection) -> String {
     let mut out = format!(
         "! appdb-operator VPN configuration for {} (Cisco IOS / IOS XE, IKEv2).\n! Replace <outside-interface> with your Internet-facing interface.\n",
@@ -400,62 +531,62 @@ pub fn cisco_ios(conn: &Connection) -> String {
     for t in &conn.tunnels {
         let n = format!("appdb-{}-t{}", conn.name, t.number);
         let ike = algorithms(&t.ike_proposals);
-        let esp = algorithms(&t.esp_proposals);
-        let _ = writeln!(out, "crypto ikev2 proposal {n}");
-        for a in &ike {
-            let enc = a
-                .encryption
-                .to_lowercase()
-                .replace("aes-128-cbc", "aes-cbc-128")
-                .replace("aes-256-cbc", "aes-cbc-256")
-                .replace("aes-128-gcm-16", "aes-gcm-128")
-                .replace("aes-256-gcm-16", "aes-gcm-256");
-            let _ = writeln!(out, " encryption {enc}");
-            if let Some(i) = &a.integrity {
-                let i = i.to_lowercase().replace("sha2-", "sha");
-                let keyword = if a.encryption.contains("GCM") {
-                    "prf"
-                } else {
-                    "integrity"
-                };
-                let _ = writeln!(out, " {keyword} {i}");
+        let esp = esp_with_first_group(&algorithms(&t.esp_proposals));
+        let hash = |i: &str| i.to_lowercase().replace("sha2-", "sha");
+        let mut proposals = Vec::new();
+        for (i, a) in ike.iter().enumerate() {
+            let name = format!("{n}-{}", i + 1);
+            let _ = writeln!(out, "crypto ikev2 proposal {name}");
+            if is_aead(a) {
+                let _ = writeln!(out, " encryption aes-gcm-{}", aes_bits(a));
+                let _ = writeln!(out, " prf {}", hash(a.integrity.as_deref().unwrap_or("SHA2-256")));
+            } else {
+                let _ = writeln!(out, " encryption aes-cbc-{}", aes_bits(a));
+                let _ = writeln!(out, " integrity {}", hash(a.integrity.as_deref().unwrap_or("SHA2-256")));
             }
             if let Some(g) = a.dh_group {
                 let _ = writeln!(out, " group {g}");
             }
+            proposals.push(name);
         }
-        let _ = writeln!(out, "crypto ikev2 policy {n}\n proposal {n}");
+        let _ = writeln!(out, "crypto ikev2 policy {n}");
+        for p in &proposals {
+            let _ = writeln!(out, " proposal {p}");
+        }
         let _ = writeln!(
             out,
             "crypto ikev2 keyring {n}\n peer {n}\n  address {}\n  pre-shared-key {}",
             t.platform_address, t.psk.0
         );
+        let dpd = device_dpd_spread(t.dpd_timeout_seconds, 5);
         let _ = writeln!(
             out,
-            "crypto ikev2 profile {n}\n match identity remote address {} 255.255.255.255\n identity local address {}\n authentication remote pre-share\n authentication local pre-share\n keyring local {n}\n lifetime {IKE_LIFETIME_SECONDS}\n dpd {DPD_DELAY_SECONDS} 3 periodic",
-            t.platform_address, conn.customer_gateway
+            "crypto ikev2 profile {n}\n match identity remote address {} 255.255.255.255\n identity local address {}\n authentication remote pre-share\n authentication local pre-share\n keyring local {n}\n lifetime {IKE_LIFETIME_SECONDS}\n dpd {DPD_DELAY_SECONDS} {} periodic",
+            t.platform_address, conn.customer_gateway, dpd.retry_seconds
         );
-        let transform = match esp.first() {
-            Some(a) if a.encryption.contains("GCM") => {
-                format!("esp-gcm {}", if a.encryption.contains("128") { 128 } else { 256 })
-            }
-            Some(a) => format!(
-                "esp-aes {} esp-{}-hmac",
-                if a.encryption.contains("128") { 128 } else { 256 },
-                a.integrity
-                    .as_deref()
-                    .unwrap_or("SHA2-256")
-                    .to_lowercase()
-                    .replace("sha2-", "sha")
-            ),
-            None => "esp-gcm 256".into(),
-        };
-        let _ = writeln!(out, "crypto ipsec transform-set {n} {transform}\n mode tunnel");
-        let pfs = esp.first().and_then(|a| a.dh_group).unwrap_or(19);
+        let mut sets = Vec::new();
+        for (i, a) in esp.iter().enumerate() {
+            let name = format!("{n}-{}", i + 1);
+            let transform = if is_aead(a) {
+                format!("esp-gcm {}", aes_bits(a))
+            } else {
+                format!(
+                    "esp-aes {} esp-{}-hmac",
+                    aes_bits(a),
+                    hash(a.integrity.as_deref().unwrap_or("SHA2-256"))
+                )
+            };
+            let _ = writeln!(out, "crypto ipsec transform-set {name} {transform}\n mode tunnel");
+            sets.push(name);
+        }
         let _ = writeln!(
             out,
-            "crypto ipsec profile {n}\n set transform-set {n}\n set pfs group{pfs}\n set ikev2-profile {n}\n set security-association lifetime seconds {ESP_LIFETIME_SECONDS}"
+            "crypto ipsec profile {n}\n set transform-set {}\n set ikev2-profile {n}\n set security-association lifetime seconds {ESP_LIFETIME_SECONDS}",
+            sets.join(" ")
         );
+        if let Some(g) = esp.first().and_then(|a| a.dh_group) {
+            let _ = writeln!(out, " set pfs group{g}");
+        }
         let _ = writeln!(
             out,
             "interface Tunnel{}\n ip unnumbered <outside-interface>\n ip mtu {TUNNEL_MTU}\n ip tcp adjust-mss {TCP_MSS}\n tunnel source <outside-interface>\n tunnel mode ipsec ipv4\n tunnel destination {}\n tunnel protection ipsec profile {n}",
@@ -473,128 +604,161 @@ pub fn cisco_ios(conn: &Connection) -> String {
     out
 }
 
-/// Juniper SRX: Junos `set` commands, route-based with st0 units.
+/// Junos keywords for an encryption algorithm.
+fn junos_encryption(a: &Algorithms) -> String {
+    format!("aes-{}-{}", aes_bits(a), if is_aead(a) { "gcm" } else { "cbc" })
+}
+
+/// Junos IKE `authentication-algorithm` (a hash) and IPsec `authentication-algorithm` (an HMAC) keywords.
+fn junos_ike_hash(integrity: &str) -> &'static str {
+    match integrity {
+        "SHA1" => "sha1",
+        "SHA2-384" => "sha-384",
+        "SHA2-512" => "sha-512",
+        _ => "sha-256",
+    }
+}
+fn junos_esp_hmac(integrity: &str) -> &'static str {
+    match integrity {
+        "SHA1" => "hmac-sha1-96",
+        "SHA2-384" => "hmac-sha-384",
+        "SHA2-512" => "hmac-sha-512",
+        _ => "hmac-sha-256-128",
+    }
+}
+
+/// Juniper SRX: Junos `set` commands, route-based with an st0 unit per tunnel, one IKE and IPsec proposal per
+/// gateway proposal, explicit traffic selectors (one per customer network, so the SRX proposes exactly what the
+/// gateway accepts), and the zone and policies that let premises traffic into st0 and back.
 pub fn juniper_srx(conn: &Connection) -> String {
     let mut out = format!(
-        "# appdb-operator VPN configuration for {} (Juniper SRX).\n# Replace <external-interface> with your Internet-facing interface.\n",
+        "# appdb-operator VPN configuration for {} (Juniper SRX).\n# Replace <external-interface> with your Internet-facing interface and <trust-zone> with the zone of your\n# premises networks.\n",
         conn.name
     );
+    let zone = "appdb-vpn";
     for t in &conn.tunnels {
         let n = format!("appdb-{}-t{}", conn.name, t.number);
         let ike = algorithms(&t.ike_proposals);
         let esp = algorithms(&t.esp_proposals);
-        let first_ike = ike.first().cloned().unwrap_or(Algorithms {
-            encryption: "AES-256-GCM-16".into(),
-            integrity: Some("SHA2-256".into()),
-            dh_group: Some(19),
-        });
-        let enc = |a: &Algorithms| match a.encryption.as_str() {
-            "AES-128-GCM-16" => "aes-128-gcm",
-            "AES-256-GCM-16" => "aes-256-gcm",
-            "AES-128-CBC" => "aes-128-cbc",
-            _ => "aes-256-cbc",
-        };
-        let auth = |a: &Algorithms| match a.integrity.as_deref() {
-            Some("SHA1") => "sha1",
-            Some("SHA2-384") => "sha-384",
-            _ => "sha-256",
-        };
-        let _ = writeln!(
-            out,
-            "set security ike proposal {n} authentication-method pre-shared-keys"
-        );
-        let _ = writeln!(
-            out,
-            "set security ike proposal {n} dh-group group{}",
-            first_ike.dh_group.unwrap_or(19)
-        );
-        let _ = writeln!(
-            out,
-            "set security ike proposal {n} encryption-algorithm {}",
-            enc(&first_ike)
-        );
-        if !first_ike.encryption.contains("GCM") {
+        let mut ike_names = Vec::new();
+        for (i, a) in ike.iter().enumerate() {
+            let p = format!("{n}-{}", i + 1);
+            let _ = writeln!(out, "set security ike proposal {p} authentication-method pre-shared-keys");
+            let _ = writeln!(out, "set security ike proposal {p} dh-group group{}", a.dh_group.unwrap_or(19));
+            let _ = writeln!(out, "set security ike proposal {p} encryption-algorithm {}", junos_encryption(a));
+            // With AES-GCM the hash is IKE's PRF; Junos names both with authentication-algorithm.
             let _ = writeln!(
                 out,
-                "set security ike proposal {n} authentication-algorithm {}",
-                auth(&first_ike)
+                "set security ike proposal {p} authentication-algorithm {}",
+                junos_ike_hash(a.integrity.as_deref().unwrap_or("SHA2-256"))
             );
+            let _ = writeln!(out, "set security ike proposal {p} lifetime-seconds {IKE_LIFETIME_SECONDS}");
+            ike_names.push(p);
         }
-        let _ = writeln!(
-            out,
-            "set security ike proposal {n} lifetime-seconds {IKE_LIFETIME_SECONDS}"
-        );
-        let _ = writeln!(out, "set security ike policy {n} proposals {n}");
-        let _ = writeln!(
-            out,
-            "set security ike policy {n} pre-shared-key ascii-text \"{}\"",
-            t.psk.0
-        );
+        let _ = writeln!(out, "set security ike policy {n} proposals [ {} ]", ike_names.join(" "));
+        let _ = writeln!(out, "set security ike policy {n} pre-shared-key ascii-text \"{}\"", t.psk.0);
         let _ = writeln!(out, "set security ike gateway {n} ike-policy {n}");
         let _ = writeln!(out, "set security ike gateway {n} address {}", t.platform_address);
+        let dpd = device_dpd_every(t.dpd_timeout_seconds, DPD_DELAY_SECONDS);
         let _ = writeln!(
             out,
-            "set security ike gateway {n} dead-peer-detection interval {DPD_DELAY_SECONDS} threshold 3"
+            "set security ike gateway {n} dead-peer-detection probe-idle-tunnel interval {} threshold {}",
+            dpd.retry_seconds, dpd.retries
         );
-        let _ = writeln!(
-            out,
-            "set security ike gateway {n} local-identity inet {}",
-            conn.customer_gateway
-        );
-        let _ = writeln!(
-            out,
-            "set security ike gateway {n} remote-identity inet {}",
-            t.platform_address
-        );
-        let _ = writeln!(
-            out,
-            "set security ike gateway {n} external-interface <external-interface>"
-        );
+        let _ = writeln!(out, "set security ike gateway {n} local-identity inet {}", conn.customer_gateway);
+        let _ = writeln!(out, "set security ike gateway {n} remote-identity inet {}", t.platform_address);
+        let _ = writeln!(out, "set security ike gateway {n} external-interface <external-interface>");
         let _ = writeln!(out, "set security ike gateway {n} version v2-only");
-        let first_esp = esp.first().cloned().unwrap_or(Algorithms {
-            encryption: "AES-256-GCM-16".into(),
-            integrity: None,
-            dh_group: Some(19),
-        });
-        let _ = writeln!(out, "set security ipsec proposal {n} protocol esp");
-        let _ = writeln!(
-            out,
-            "set security ipsec proposal {n} encryption-algorithm {}",
-            enc(&first_esp)
-        );
-        if !first_esp.encryption.contains("GCM") {
-            let _ = writeln!(
-                out,
-                "set security ipsec proposal {n} authentication-algorithm hmac-{}-128",
-                auth(&first_esp).replace("sha1", "sha1-96")
-            );
+        // Junos has one PFS group per IPsec policy: the proposals sharing the first one's group.
+        let mut esp_names = Vec::new();
+        for (i, a) in esp_with_first_group(&esp).iter().enumerate() {
+            let p = format!("{n}-{}", i + 1);
+            let _ = writeln!(out, "set security ipsec proposal {p} protocol esp");
+            let _ = writeln!(out, "set security ipsec proposal {p} encryption-algorithm {}", junos_encryption(a));
+            if !is_aead(a) {
+                let _ = writeln!(
+                    out,
+                    "set security ipsec proposal {p} authentication-algorithm {}",
+                    junos_esp_hmac(a.integrity.as_deref().unwrap_or("SHA2-256"))
+                );
+            }
+            let _ = writeln!(out, "set security ipsec proposal {p} lifetime-seconds {ESP_LIFETIME_SECONDS}");
+            esp_names.push(p);
         }
-        let _ = writeln!(
-            out,
-            "set security ipsec proposal {n} lifetime-seconds {ESP_LIFETIME_SECONDS}"
-        );
-        let _ = writeln!(
-            out,
-            "set security ipsec policy {n} perfect-forward-secrecy keys group{}",
-            first_esp.dh_group.unwrap_or(19)
-        );
-        let _ = writeln!(out, "set security ipsec policy {n} proposals {n}");
+        if let Some(g) = esp.first().and_then(|a| a.dh_group) {
+            let _ = writeln!(out, "set security ipsec policy {n} perfect-forward-secrecy keys group{g}");
+        }
+        let _ = writeln!(out, "set security ipsec policy {n} proposals [ {} ]", esp_names.join(" "));
+        let unit = format!("st0.{}", t.number);
         let _ = writeln!(out, "set interfaces st0 unit {} family inet mtu {TUNNEL_MTU}", t.number);
-        let _ = writeln!(out, "set security ipsec vpn {n} bind-interface st0.{}", t.number);
+        let _ = writeln!(out, "set security zones security-zone {zone} interfaces {unit}");
+        let _ = writeln!(out, "set security ipsec vpn {n} bind-interface {unit}");
         let _ = writeln!(out, "set security ipsec vpn {n} ike gateway {n}");
         let _ = writeln!(out, "set security ipsec vpn {n} ike ipsec-policy {n}");
+        for (i, c) in conn.customer_cidrs.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "set security ipsec vpn {n} traffic-selector ts{} local-ip {c} remote-ip {}",
+                i + 1,
+                conn.platform_cidr
+            );
+        }
         let _ = writeln!(out, "set security ipsec vpn {n} establish-tunnels immediately");
-        let _ = writeln!(out, "set security flow tcp-mss ipsec-vpn mss {TCP_MSS}");
         let _ = writeln!(
             out,
-            "set routing-options static route {} next-hop st0.{}",
-            conn.platform_cidr, t.number
+            "set routing-options static route {} next-hop {unit} preference {}",
+            conn.platform_cidr,
+            t.number * 5
         );
+    }
+    let _ = writeln!(out, "set security flow tcp-mss ipsec-vpn mss {TCP_MSS}");
+    let _ = writeln!(out, "set security zones security-zone {zone} host-inbound-traffic system-services ping");
+    let _ = writeln!(out, "set security address-book global address appdb-platform {}", conn.platform_cidr);
+    for (i, c) in conn.customer_cidrs.iter().enumerate() {
+        let _ = writeln!(out, "set security address-book global address appdb-premises-{} {c}", i + 1);
+    }
+    let premises: Vec<String> = (1..=conn.customer_cidrs.len()).map(|i| format!("appdb-premises-{i}")).collect();
+    let premises = format!("[ {} ]", premises.join(" "));
+    for (from, to, source, destination) in [
+        ("<trust-zone>", zone, premises.as_str(), "appdb-platform"),
+        (zone, "<trust-zone>", "appdb-platform", premises.as_str()),
+    ] {
+        let rule = format!("set security policies from-zone {from} to-zone {to} policy appdb-vpn");
+        let _ = writeln!(out, "{rule} match source-address {source}");
+        let _ = writeln!(out, "{rule} match destination-address {destination}");
+        let _ = writeln!(out, "{rule} match application any");
+        let _ = writeln!(out, "{rule} then permit");
     }
     out
 }
 
-/// Fortinet FortiGate: route-based phase1/phase2 interfaces.
+/// FortiOS keywords: phase 1 names the PRF after AES-GCM (`aes256gcm-prfsha256`), phase 2 AES-GCM takes no
+/// integrity algorithm (`aes256gcm`), CBC names the HMAC in both (`aes256-sha256`).
+fn fortios_proposal(a: &Algorithms, phase1: bool) -> String {
+    let hash = match a.integrity.as_deref() {
+        Some("SHA1") => "sha1",
+        Some("SHA2-384") => "sha384",
+        Some("SHA2-512") => "sha512",
+        _ => "sha256",
+    };
+    match (is_aead(a), phase1) {
+        (true, true) => format!("aes{}gcm-prf{hash}", aes_bits(a)),
+        (true, false) => format!("aes{}gcm", aes_bits(a)),
+        (false, _) => format!("aes{}-{hash}", aes_bits(a)),
+    }
+}
+
+fn dh_groups(list: &[Algorithms]) -> String {
+    let mut groups: Vec<u32> = Vec::new();
+    for g in list.iter().filter_map(|a| a.dh_group) {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    joined(groups, " ")
+}
+
+/// Fortinet FortiGate: route-based phase1/phase2 interfaces, a phase 2 selector for every customer network.
 pub fn fortigate(conn: &Connection) -> String {
     let mut out = format!(
         "# appdb-operator VPN configuration for {} (FortiOS CLI).\n# Replace \"wan1\" with your Internet-facing interface.\n",
@@ -602,70 +766,42 @@ pub fn fortigate(conn: &Connection) -> String {
     );
     for t in &conn.tunnels {
         let n = format!("appdb-t{}", t.number);
-        let fmt = |a: &Algorithms| {
-            let enc = match a.encryption.as_str() {
-                "AES-128-GCM-16" => "aes128gcm",
-                "AES-256-GCM-16" => "aes256gcm",
-                "AES-128-CBC" => "aes128",
-                _ => "aes256",
-            };
-            let integ = match a.integrity.as_deref() {
-                Some("SHA1") => "sha1",
-                Some("SHA2-384") => "sha384",
-                Some("SHA2-512") => "sha512",
-                _ => "sha256",
-            };
-            format!("{enc}-{integ}")
-        };
         let ike = algorithms(&t.ike_proposals);
         let esp = algorithms(&t.esp_proposals);
-        let groups = joined(
-            ike.iter()
-                .filter_map(|a| a.dh_group)
-                .collect::<std::collections::BTreeSet<_>>(),
-            " ",
-        );
+        let dpd = device_dpd_every(t.dpd_timeout_seconds, DPD_DELAY_SECONDS);
         let _ = writeln!(
             out,
             "config vpn ipsec phase1-interface\n    edit \"{n}\"\n        set interface \"wan1\"\n        set ike-version 2\n        set peertype any\n        set net-device disable"
         );
         let _ = writeln!(
             out,
-            "        set proposal {}\n        set dhgrp {groups}\n        set remote-gw {}\n        set localid \"{}\"\n        set psksecret \"{}\"",
-            joined(ike.iter().map(fmt), " "),
+            "        set proposal {}\n        set dhgrp {}\n        set remote-gw {}\n        set localid \"{}\"\n        set psksecret \"{}\"",
+            joined(ike.iter().map(|a| fortios_proposal(a, true)), " "),
+            dh_groups(&ike),
             t.platform_address,
             conn.customer_gateway,
             t.psk.0
         );
         let _ = writeln!(
             out,
-            "        set keylife {IKE_LIFETIME_SECONDS}\n        set dpd on-idle\n        set dpd-retryinterval {DPD_DELAY_SECONDS}\n        set nattraversal forced\n    next\nend"
+            "        set keylife {IKE_LIFETIME_SECONDS}\n        set dpd on-idle\n        set dpd-retryinterval {}\n        set dpd-retrycount {}\n        set auto-negotiate enable\n        set nattraversal forced\n    next\nend",
+            dpd.retry_seconds, dpd.retries
         );
-        let pfs = joined(
-            esp.iter()
-                .filter_map(|a| a.dh_group)
-                .collect::<std::collections::BTreeSet<_>>(),
-            " ",
-        );
-        let _ = writeln!(
-            out,
-            "config vpn ipsec phase2-interface\n    edit \"{n}\"\n        set phase1name \"{n}\"\n        set proposal {}\n        set dhgrp {pfs}\n        set keylifeseconds {ESP_LIFETIME_SECONDS}",
-            joined(esp.iter().map(fmt), " ")
-        );
-        let _ = writeln!(
-            out,
-            "        set src-subnet {} {}\n        set dst-subnet {} {}\n    next\nend",
-            conn.customer_cidrs
-                .first()
-                .map(|c| c.network().to_string())
-                .unwrap_or_default(),
-            conn.customer_cidrs
-                .first()
-                .map(|c| netmask(c.prefix_len()).to_string())
-                .unwrap_or_default(),
-            conn.platform_cidr.network(),
-            netmask(conn.platform_cidr.prefix_len())
-        );
+        let _ = writeln!(out, "config vpn ipsec phase2-interface");
+        for (i, c) in conn.customer_cidrs.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "    edit \"{n}-{}\"\n        set phase1name \"{n}\"\n        set proposal {}\n        set pfs enable\n        set dhgrp {}\n        set keylifeseconds {ESP_LIFETIME_SECONDS}\n        set auto-negotiate enable\n        set src-subnet {} {}\n        set dst-subnet {} {}\n    next",
+                i + 1,
+                joined(esp.iter().map(|a| fortios_proposal(a, false)), " "),
+                dh_groups(&esp),
+                c.network(),
+                netmask(c.prefix_len()),
+                conn.platform_cidr.network(),
+                netmask(conn.platform_cidr.prefix_len())
+            );
+        }
+        let _ = writeln!(out, "end");
         let _ = writeln!(
             out,
             "config system interface\n    edit \"{n}\"\n        set mtu-override enable\n        set mtu {TUNNEL_MTU}\n        set tcp-mss {TCP_MSS}\n    next\nend"
@@ -681,48 +817,53 @@ pub fn fortigate(conn: &Connection) -> String {
     out
 }
 
-/// MikroTik RouterOS v7 script.
+/// RouterOS keywords.
+fn routeros_encryption(a: &Algorithms) -> String {
+    format!("aes-{}{}", aes_bits(a), if is_aead(a) { "-gcm" } else { "" })
+}
+fn routeros_hash(integrity: Option<&str>) -> &'static str {
+    match integrity {
+        Some("SHA1") => "sha1",
+        Some("SHA2-384") => "sha384",
+        Some("SHA2-512") => "sha512",
+        _ => "sha256",
+    }
+}
+fn routeros_group(group: Option<u32>) -> &'static str {
+    match group {
+        Some(2) => "modp1024",
+        Some(5) => "modp1536",
+        Some(14) => "modp2048",
+        Some(15) => "modp3072",
+        Some(16) => "modp4096",
+        Some(20) => "ecp384",
+        Some(21) => "ecp521",
+        _ => "ecp256",
+    }
+}
+
+/// MikroTik RouterOS v7 script. A profile offers every combination of its algorithms, so it names exactly one of
+/// the gateway's IKE proposals: the first in CBC mode with an HMAC (every RouterOS v7 release has those), else the
+/// first. The IPsec proposal likewise names the first ESP proposal.
 pub fn mikrotik(conn: &Connection) -> String {
-    let mut out = format!(
-        "# appdb-operator VPN configuration for {} (MikroTik RouterOS v7).\n",
-        conn.name
-    );
+    let mut out = format!("# appdb-operator VPN configuration for {} (MikroTik RouterOS v7).\n", conn.name);
     for t in &conn.tunnels {
         let n = format!("appdb-t{}", t.number);
         let ike = algorithms(&t.ike_proposals);
         let esp = algorithms(&t.esp_proposals);
-        let first = ike.first().cloned().unwrap_or(Algorithms {
-            encryption: "AES-256-CBC".into(),
-            integrity: Some("SHA2-256".into()),
-            dh_group: Some(14),
-        });
-        let enc = |a: &Algorithms| match a.encryption.as_str() {
-            "AES-128-GCM-16" => "aes-128-gcm",
-            "AES-256-GCM-16" => "aes-256-gcm",
-            "AES-128-CBC" => "aes-128",
-            _ => "aes-256",
+        let Some(profile) = ike.iter().find(|a| !is_aead(a)).or(ike.first()) else {
+            continue;
         };
-        let hash = |a: &Algorithms| match a.integrity.as_deref() {
-            Some("SHA1") => "sha1",
-            Some("SHA2-384") => "sha384",
-            Some("SHA2-512") => "sha512",
-            _ => "sha256",
-        };
-        let group = |g: Option<u32>| match g {
-            Some(14) => "modp2048",
-            Some(15) => "modp3072",
-            Some(20) => "ecp384",
-            Some(21) => "ecp521",
-            Some(2) => "modp1024",
-            _ => "ecp256",
-        };
+        let dpd = device_dpd_every(t.dpd_timeout_seconds, DPD_DELAY_SECONDS);
         let _ = writeln!(
             out,
-            "/ip ipsec profile add name={n} enc-algorithm={} hash-algorithm={} dh-group={} lifetime={}h nat-traversal=yes dpd-interval={DPD_DELAY_SECONDS}s dpd-maximum-failures=3",
-            enc(&first).replace("-gcm", ""),
-            hash(&first),
-            group(first.dh_group),
-            IKE_LIFETIME_SECONDS / 3600
+            "/ip ipsec profile add name={n} enc-algorithm={} hash-algorithm={} dh-group={} lifetime={}h nat-traversal=yes dpd-interval={}s dpd-maximum-failures={}",
+            routeros_encryption(profile),
+            routeros_hash(profile.integrity.as_deref()),
+            routeros_group(profile.dh_group),
+            IKE_LIFETIME_SECONDS / 3600,
+            dpd.retry_seconds,
+            dpd.retries
         );
         let _ = writeln!(
             out,
@@ -734,21 +875,19 @@ pub fn mikrotik(conn: &Connection) -> String {
             "/ip ipsec identity add peer={n} auth-method=pre-shared-key secret=\"{}\" my-id=address:{} remote-id=address:{}",
             t.psk.0, conn.customer_gateway, t.platform_address
         );
-        let first_esp = esp.first().cloned().unwrap_or(Algorithms {
-            encryption: "AES-256-GCM-16".into(),
-            integrity: None,
-            dh_group: Some(19),
-        });
-        let auth = if first_esp.encryption.contains("GCM") {
-            "null".to_owned()
+        let Some(first_esp) = esp.first() else {
+            continue;
+        };
+        let auth = if is_aead(first_esp) {
+            "null"
         } else {
-            hash(&first_esp).to_owned()
+            routeros_hash(first_esp.integrity.as_deref())
         };
         let _ = writeln!(
             out,
             "/ip ipsec proposal add name={n} enc-algorithms={} auth-algorithms={auth} pfs-group={} lifetime={}h",
-            enc(&first_esp),
-            group(first_esp.dh_group),
+            routeros_encryption(first_esp),
+            first_esp.dh_group.map_or("none", |g| routeros_group(Some(g))),
             ESP_LIFETIME_SECONDS / 3600
         );
         for c in &conn.customer_cidrs {
@@ -772,6 +911,7 @@ pub fn device(conn: &Connection, key: &str) -> Option<String> {
     Some(match key {
         "generic.txt" => generic(conn),
         "strongswan-swanctl.conf" => customer_swanctl(conn),
+        "strongswan.conf" => customer_strongswan_conf(conn),
         "libreswan.conf" => libreswan(conn),
         "cisco-ios.txt" => cisco_ios(conn),
         "juniper-srx.txt" => juniper_srx(conn),
@@ -931,7 +1071,7 @@ mod tests {
     fn every_device_format_names_both_tunnels_and_keys() {
         let conn = connection();
         assert!(DEVICE_FORMATS.len() >= 7);
-        for (key, _) in DEVICE_FORMATS {
+        for (key, _) in DEVICE_FORMATS.iter().filter(|(k, _)| *k != "strongswan.conf") {
             let text = device(&conn, key).unwrap_or_else(|| panic!("{key} not rendered"));
             for t in &conn.tunnels {
                 assert!(
@@ -976,8 +1116,48 @@ mod tests {
 
     #[test]
     fn retransmits_span_the_dpd_timeout() {
-        assert_eq!(retransmit_tries(30), 4);
+        // 10 s interval, then timeouts of 2, 3, 4.5 and 6.75 s: the 4th timeout follows the 3rd retransmit.
+        assert_eq!(retransmit_tries(30), 3);
+        assert_eq!(dead_peer_seconds(30), 26.25);
+        for timeout in [30, 31, 45, 60, 90, 120, 300] {
+            let dead = dead_peer_seconds(timeout);
+            assert!(dead <= f64::from(timeout), "{timeout}: dead after {dead}");
+            assert!(dead > f64::from(timeout) / 2.0, "{timeout}: dead after only {dead}");
+        }
         assert!(retransmit_tries(120) > retransmit_tries(30));
-        assert_eq!(retransmit_tries(5), 1);
+        assert_eq!(retransmit_tries(5), 0, "one timeout, no retransmit");
+    }
+
+    #[test]
+    fn the_customer_keeps_its_tunnels_up_and_the_gateway_waits_unless_asked() {
+        let mut conn = connection();
+        let customer = parse_swanctl(&customer_swanctl(&conn));
+        let snippet = customer_strongswan_conf(&conn);
+        assert!(snippet.contains("retransmit_tries = 3") && snippet.contains("retransmit_timeout = 2.0"));
+        assert!(snippet.contains("at most 26 s"), "{snippet}");
+        let gateway = parse_swanctl(&gateway_swanctl(&conn, 1));
+        for n in [1, 2] {
+            let c = format!("connections.acme-seattle-tunnel{n}");
+            let child = format!("{c}.children.acme-seattle-tunnel{n}");
+            assert_eq!(customer[&format!("{c}.keyingtries")], "0", "retry forever");
+            assert_eq!(customer[&format!("{child}.dpd_action")], "restart");
+            assert_eq!(customer[&format!("{child}.close_action")], "start", "re-initiate after a DELETE");
+        }
+        let child = "connections.acme-seattle-tunnel1.children.acme-seattle-tunnel1";
+        assert_eq!(gateway[&format!("{child}.dpd_action")], "clear");
+        assert_eq!(gateway[&format!("{child}.close_action")], "none");
+        conn.tunnels[0].initiator = Initiator::Both;
+        let gateway = parse_swanctl(&gateway_swanctl(&conn, 1));
+        assert_eq!(gateway[&format!("{child}.start_action")], "start");
+        assert_eq!(gateway[&format!("{child}.dpd_action")], "restart");
+        assert_eq!(gateway["connections.acme-seattle-tunnel1.keyingtries"], "0");
+    }
+
+    #[test]
+    fn device_dpd_adds_up_to_the_timeout() {
+        assert_eq!(device_dpd_spread(30, 5), DeviceDpd { retries: 5, retry_seconds: 4 });
+        assert_eq!(device_dpd_every(30, 10), DeviceDpd { retries: 2, retry_seconds: 10 });
+        assert_eq!(device_dpd_every(300, 10).retries, 10, "devices allow at most 10");
+        assert_eq!(device_dpd_every(30, 30).retries, 1);
     }
 }

@@ -120,6 +120,136 @@ pub async fn watch(
     }
 }
 
+/// How often the agent checks that the state on record is charon's.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The agent's gateway pod, whose annotation holds the report.
+pub struct PodRecord {
+    pub api: kube::Api<k8s_openapi::api::core::v1::Pod>,
+    pub name: String,
+}
+
+/// Where the agent keeps the tunnel's state on record.
+pub struct Record {
+    pub file: Option<std::path::PathBuf>,
+    pub pod: Option<PodRecord>,
+    /// Touched whenever the record is known to hold the current state: the readiness probe's evidence.
+    pub ready_file: Option<std::path::PathBuf>,
+}
+
+impl Record {
+    /// Writes `report` wherever it is kept; true when every write succeeded.
+    async fn write(&self, report: &Report) -> bool {
+        let json = serde_json::to_string(report).unwrap_or_default();
+        let mut ok = true;
+        if let Some(path) = &self.file {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, &json).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
+                tracing::warn!(path = %path.display(), "cannot write the state report");
+                ok = false;
+            }
+        }
+        if let Some(pod) = &self.pod {
+            let patch = serde_json::json!({"metadata": {"annotations": {crate::names::ANNOTATION_TUNNEL_STATE: json}}});
+            if let Err(e) = pod
+                .api
+                .patch(&pod.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot report the state on the pod");
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Reads the report on record back: the pod's annotation (else the file). `Err` when it cannot be read.
+    async fn on_record(&self) -> Result<Option<Report>, String> {
+        if let Some(pod) = &self.pod {
+            let live = pod.api.get(&pod.name).await.map_err(|e| e.to_string())?;
+            return Ok(live
+                .metadata
+                .annotations
+                .and_then(|a| a.get(crate::names::ANNOTATION_TUNNEL_STATE).cloned())
+                .and_then(|a| serde_json::from_str(&a).ok()));
+        }
+        if let Some(path) = &self.file {
+            return Ok(std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()));
+        }
+        Ok(None)
+    }
+
+    fn touch_ready(&self) {
+        if let Some(path) = &self.ready_file
+            && std::fs::write(path, jiff::Timestamp::now().to_string()).is_err()
+        {
+            tracing::warn!(path = %path.display(), "cannot touch the ready file");
+        }
+    }
+}
+
+/// Follows charon forever (reconnecting when its socket goes away) and keeps `record` equal to charon's state:
+/// every change is written at once, and every [`RECHECK`] the record is read back and rewritten if it differs
+/// (a lost or overwritten annotation). The ready file is touched only while the record is known to be right, so
+/// the agent's readiness says whether the reported state can be trusted.
+pub async fn report_forever(socket: String, record: Record) -> std::io::Result<()> {
+    loop {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = watch(&socket, std::time::Duration::from_secs(2), move |r| {
+            let _ = tx.send(r.clone());
+        });
+        let reporter = async {
+            let mut last: Option<Report> = None;
+            let mut recheck = tokio::time::interval(RECHECK);
+            loop {
+                tokio::select! {
+                    report = rx.recv() => {
+                        let Some(report) = report else { return };
+                        tracing::info!(state = %report.state, message = %report.message, "tunnel state");
+                        if record.write(&report).await {
+                            record.touch_ready();
+                        }
+                        last = Some(report);
+                    }
+                    _ = recheck.tick() => {
+                        let Some(current) = &last else { continue };
+                        match record.on_record().await {
+                            Ok(Some(r)) if &r == current => record.touch_ready(),
+                            Ok(_) => {
+                                if record.write(current).await {
+                                    record.touch_ready();
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot read the state on record"),
+                        }
+                    }
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(watcher, reporter);
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "lost charon's vici socket; reconnecting");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// The readiness check: `file` was touched within `max_age`.
+pub fn fresh(file: &std::path::Path, max_age: std::time::Duration) -> Result<(), String> {
+    let modified = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let age = modified.elapsed().unwrap_or_default();
+    if age > max_age {
+        return Err(format!(
+            "the tunnel state was last confirmed {} s ago (more than {} s)",
+            age.as_secs(),
+            max_age.as_secs()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +270,18 @@ mod tests {
                 .contains("no proposal")
         );
         assert_eq!(failure_reason("sending DPD request"), None);
+    }
+
+    #[test]
+    fn freshness_of_the_ready_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ready");
+        assert!(fresh(&file, std::time::Duration::from_secs(90)).is_err(), "never touched");
+        std::fs::write(&file, "now").unwrap();
+        assert_eq!(fresh(&file, std::time::Duration::from_secs(90)), Ok(()));
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(old).unwrap();
+        let stale = fresh(&file, std::time::Duration::from_secs(90)).unwrap_err();
+        assert!(stale.contains("more than 90 s"), "{stale}");
     }
 }

@@ -115,6 +115,9 @@ pub fn tunnel_service(vpn: &VpnConnection, tunnel: u8, exposure: Exposure) -> Se
             external_traffic_policy: (exposure == Exposure::LoadBalancer).then(|| "Local".into()),
             selector: Some(tunnel_labels(vpn, tunnel)),
             ports: Some(vec![port("ike", 500), port("nat-t", 4500)]),
+            // Readiness reports on the tunnel (charon loaded, state on record) and gates rollouts; it must never
+            // cut the customer off: a gateway whose agent cannot reach the API server still carries the tunnel.
+            publish_not_ready_addresses: Some(true),
             ..Default::default()
         }),
         status: None,
@@ -212,6 +215,39 @@ pub fn gateway_rbac(
 ///   node's `ip_unprivileged_port_start` says, and then nothing listens for IKE at all.
 pub const GATEWAY_CAPABILITIES: [&str; 2] = ["NET_ADMIN", "NET_BIND_SERVICE"];
 
+/// Where the agent records that the tunnel state on the pod is current; its readiness probe reads the file's age.
+pub const AGENT_READY_FILE: &str = "/run/appdb/agent-ready";
+/// The agent confirms the state every 20 s ([`crate::vpn::state::RECHECK`]); older than this, it is not trusted.
+pub const AGENT_REPORT_MAX_AGE_SECONDS: u64 = 90;
+
+/// The name of tunnel `tunnel`'s connection in the gateway's swanctl.conf (`<namespace>-<name>-tunnel<n>`).
+pub fn gateway_connection_name(vpn: &VpnConnection, tunnel: u8) -> String {
+    format!(
+        "{}-{}-tunnel{tunnel}",
+        vpn.namespace().unwrap_or_default(),
+        vpn.name_any()
+    )
+}
+
+/// charon is ready when its IKE sockets exist (the socket-default plugin loaded: without `NET_BIND_SERVICE` it
+/// does not, and nothing listens) and the tunnel's connection is loaded.
+pub fn charon_ready_check(connection: &str) -> String {
+    format!(
+        "swanctl --stats --uri unix://{VICI_SOCKET} | grep -q ' socket-default' && \
+         swanctl --list-conns --uri unix://{VICI_SOCKET} | grep -q '^{connection}:'"
+    )
+}
+
+fn exec_probe(command: Vec<String>) -> k8s_openapi::api::core::v1::Probe {
+    k8s_openapi::api::core::v1::Probe {
+        exec: Some(k8s_openapi::api::core::v1::ExecAction { command: Some(command) }),
+        period_seconds: Some(5),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(2),
+        ..Default::default()
+    }
+}
+
 /// The gateway container's shell: set up, start the loader in the background, then become charon (PID 1).
 pub fn gateway_script(own_addresses: &str, fill: &str) -> String {
     // The set-up list ends with `|| exit 1;` before the loader: a trailing `&` would send the whole list, mkdir
@@ -291,6 +327,8 @@ pub fn gateway(
         VICI_SOCKET.into(),
         "--report-pod".into(),
         "$(POD_NAMESPACE)/$(POD_NAME)".into(),
+        "--ready-file".into(),
+        AGENT_READY_FILE.into(),
     ];
     for relay in &serving.relays {
         agent_args.push("--forward".into());
@@ -321,6 +359,14 @@ pub fn gateway(
             mount_path: "/run".into(),
             ..Default::default()
         }]),
+        readiness_probe: Some(exec_probe(vec![
+            "appdb-operator".into(),
+            "vpn-agent-ready".into(),
+            "--file".into(),
+            AGENT_READY_FILE.into(),
+            "--max-age".into(),
+            AGENT_REPORT_MAX_AGE_SECONDS.to_string(),
+        ])),
         ..Default::default()
     };
     let mut volumes = vec![
@@ -446,6 +492,11 @@ pub fn gateway(
                                 ..Default::default()
                             }),
                             volume_mounts: Some(mounts),
+                            readiness_probe: Some(exec_probe(vec![
+                                "sh".into(),
+                                "-c".into(),
+                                charon_ready_check(&gateway_connection_name(vpn, tunnel)),
+                            ])),
                             ..Default::default()
                         },
                         agent,

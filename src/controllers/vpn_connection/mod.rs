@@ -287,7 +287,17 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                     .as_ref()
                     .and_then(|s| secret_value(s, &format!("tunnel{}", i + 1)))
                 {
-                    Some(v) => v,
+                    // A generated key edited by hand is checked as a customer's would be: a quote or a line break
+                    // in it would otherwise end the `secret = "…"` line of every configuration it is written into.
+                    Some(v) => {
+                        if let Err(e) = validate_psk(&v) {
+                            return Ok(Err(Problem::stalled(
+                                "InvalidPsk",
+                                format!("Secret {} key tunnel{}: {e}", psk_secret_name(vpn), i + 1),
+                            )));
+                        }
+                        v
+                    }
                     None => {
                         return Ok(Err(Problem::stalled(
                             "SecretKeyNotFound",
@@ -322,18 +332,52 @@ struct ReportedState {
     message: Option<String>,
 }
 
-fn tunnel_status(outside: Option<Ipv4Addr>, pods: &[Pod], tunnel: u8, previous: Option<&TunnelStatus>) -> TunnelStatus {
-    let pod = pods
+/// Whether container `name` of `pod` reports ready; `None` before the kubelet reported it.
+fn container_ready(pod: &Pod, name: &str) -> Option<bool> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
         .iter()
-        .find(|p| p.labels().get(LABEL_TUNNEL).map(String::as_str) == Some(&tunnel.to_string()));
+        .find(|c| c.name == name)
+        .map(|c| c.ready)
+}
+
+/// The tunnel's state as far as the operator can trust it. The gateway's own report counts only while its pod
+/// runs, is not being deleted, and its containers are ready: charon loaded with its IKE sockets, and the agent
+/// having confirmed the report within its readiness window. Otherwise the report may be minutes old (a dead
+/// node, a stopped agent), and the status says why instead of repeating it.
+fn tunnel_status(outside: Option<Ipv4Addr>, pods: &[Pod], tunnel: u8, previous: Option<&TunnelStatus>) -> TunnelStatus {
+    let of_tunnel: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.labels().get(LABEL_TUNNEL).map(String::as_str) == Some(&tunnel.to_string()))
+        .collect();
+    // During a rollout the old pod terminates while the new one starts: the new one speaks for the tunnel.
+    let pod = of_tunnel
+        .iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .or(of_tunnel.first())
+        .copied();
     let reported = pod
         .and_then(|p| p.annotations().get(ANNOTATION_TUNNEL_STATE))
         .and_then(|a| serde_json::from_str::<ReportedState>(a).ok());
+    let down = |why: &str| (TunnelState::Down, None, Some(why.to_owned()));
     let (state, since, message) = match (pod, reported) {
-        (None, _) => (
-            TunnelState::Down,
+        (None, _) => down("the gateway pod is not running"),
+        (Some(p), _) if p.metadata.deletion_timestamp.is_some() => down("the gateway pod is terminating"),
+        (Some(p), _) if p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") => {
+            down("the gateway pod is not running yet")
+        }
+        (Some(p), _) if container_ready(p, "charon") == Some(false) => {
+            down("charon is not ready: its configuration is not loaded or it has no IKE socket")
+        }
+        (Some(p), _) if container_ready(p, "agent") == Some(false) => (
+            TunnelState::Unknown,
             None,
-            Some("the gateway pod is not running".to_owned()),
+            Some(format!(
+                "the gateway has not confirmed its tunnel's state for {} s",
+                build::AGENT_REPORT_MAX_AGE_SECONDS
+            )),
         ),
         (Some(_), None) => (
             TunnelState::Unknown,
@@ -527,6 +571,7 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     let serving = serving(ctx, &ns, &vpn.spec.network, &conn).await?;
     // Tunnel 2 changes only once tunnel 1 runs its current configuration: never both down for an update.
     let mut tunnel1_settled = true;
+    let mut tunnel2_held = false;
     for n in [1u8, 2] {
         let config = gateway_config(&vpn, &conn, n, ctx.config.vpn_datapath, ctx.config.vpn_exposure);
         apply_child(&secrets, &config, "a gateway configuration").await?;
@@ -545,14 +590,17 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
             .get_opt(&desired.name_any())
             .await
             .map_err(read("a gateway Deployment"))?;
-        if n == 2 && live.is_some() && !tunnel1_settled {
+        if n == 2 && !tunnel1_settled && let Some(live) = &live {
+            tunnel2_held = template_digest(live) != template_digest(&desired);
             continue;
         }
         let changed = apply_if_changed(&deployments, &desired, live.as_ref())
             .await
             .map_err(applying("a gateway Deployment"))?;
         if n == 1 {
-            tunnel1_settled = !changed && live.as_ref().is_some_and(deployment_available);
+            tunnel1_settled = !changed
+                && live.as_ref().is_some_and(deployment_available)
+                && may_roll_tunnel2(&tunnels);
         }
     }
     if outside.iter().any(Option::is_none) {
@@ -567,7 +615,18 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
     apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
-    write_status(ctx, &vpn, Ok(()), tunnels, Some(customer_config_name(&vpn))).await?;
+    let outcome = if tunnel2_held {
+        Err(Problem {
+            reason: "RollingOut",
+            message: "tunnel 1's gateway runs the new configuration; tunnel 2's follows once tunnel 1 is ready and up \
+                      again, so the two are never down at once"
+                .into(),
+            transient: true,
+        })
+    } else {
+        Ok(())
+    };
+    write_status(ctx, &vpn, outcome.as_ref().map(|_| ()), tunnels, Some(customer_config_name(&vpn))).await?;
     Ok(Action::requeue(if tunnel1_settled {
         crate::controllers::spread(Duration::from_secs(300), vpn.uid().as_deref())
     } else {
@@ -604,6 +663,17 @@ async fn serving(ctx: &Context, ns: &str, network: &str, conn: &Connection) -> R
         ));
     }
     Ok(serving)
+}
+
+fn template_digest(d: &Deployment) -> Option<&String> {
+    d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get(crate::names::ANNOTATION_CONFIG_DIGEST)
+}
+
+/// Tunnel 2 may take its new configuration once tunnel 1 carries again, or when tunnel 2 carries nothing anyway:
+/// rolling it then cannot take the last working tunnel down.
+fn may_roll_tunnel2(tunnels: &[TunnelStatus]) -> bool {
+    let up = |i: usize| tunnels.get(i).is_some_and(|t| t.state == TunnelState::Up);
+    up(0) || !up(1)
 }
 
 fn deployment_available(d: &Deployment) -> bool {
@@ -744,4 +814,98 @@ fn error_policy(vpn: Arc<VpnConnection>, error: &Error, ctx: Arc<Context>) -> Ac
     ctx.metrics.count_error(NAME, error.metric_label());
     warn!(namespace = %vpn.namespace().unwrap_or_default(), name = %vpn.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(tunnel: u8, json: serde_json::Value) -> Pod {
+        let mut pod: Pod = serde_json::from_value(json).expect("pod");
+        pod.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(LABEL_TUNNEL.into(), tunnel.to_string());
+        pod
+    }
+
+    fn reporting(tunnel: u8, state: &str, extra: serde_json::Value) -> Pod {
+        let mut json = serde_json::json!({
+            "metadata": {
+                "name": format!("gw{tunnel}"),
+                "annotations": {ANNOTATION_TUNNEL_STATE: format!(r#"{{"state":"{state}","since":"2026-12-01T00:00:00Z","message":"m"}}"#)}
+            },
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "charon", "ready": true, "restartCount": 0, "image": "g", "imageID": ""},
+                {"name": "agent", "ready": true, "restartCount": 0, "image": "a", "imageID": ""}
+            ]}
+        });
+        json_merge(&mut json, extra);
+        pod(tunnel, json)
+    }
+
+    fn json_merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+        match (base, extra) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+                for (k, v) in e {
+                    json_merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, e) => *b = e,
+        }
+    }
+
+    fn state_of(pods: &[Pod]) -> (TunnelState, String) {
+        let s = tunnel_status(None, pods, 1, None);
+        (s.state, s.message.unwrap_or_default())
+    }
+
+    #[test]
+    fn a_report_counts_only_from_a_running_ready_pod() {
+        assert_eq!(state_of(&[reporting(1, "UP", serde_json::json!({}))]).0, TunnelState::Up);
+        let (state, why) = state_of(&[]);
+        assert_eq!((state, why.as_str()), (TunnelState::Down, "the gateway pod is not running"));
+        let terminating = reporting(1, "UP", serde_json::json!({"metadata": {"deletionTimestamp": "2026-12-01T00:00:01Z"}}));
+        let (state, why) = state_of(&[terminating.clone()]);
+        assert_eq!((state, why.as_str()), (TunnelState::Down, "the gateway pod is terminating"));
+        let charon_unready = reporting(1, "UP", serde_json::json!({}));
+        let mut charon_unready = charon_unready;
+        charon_unready.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].ready = false;
+        let (state, why) = state_of(&[charon_unready]);
+        assert_eq!(state, TunnelState::Down);
+        assert!(why.contains("no IKE socket"), "{why}");
+        let mut silent = reporting(1, "UP", serde_json::json!({}));
+        silent.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[1].ready = false;
+        let (state, why) = state_of(&[silent]);
+        assert_eq!(state, TunnelState::Unknown, "a report not confirmed lately is not trusted");
+        assert!(why.contains("has not confirmed"), "{why}");
+        let pending = reporting(1, "UP", serde_json::json!({"status": {"phase": "Pending"}}));
+        assert_eq!(state_of(&[pending]).0, TunnelState::Down);
+    }
+
+    #[test]
+    fn during_a_rollout_the_new_pod_speaks_for_the_tunnel() {
+        let old = reporting(1, "UP", serde_json::json!({"metadata": {"deletionTimestamp": "2026-12-01T00:00:01Z"}}));
+        let mut new = reporting(1, "DOWN", serde_json::json!({"metadata": {"name": "gw1-new"}}));
+        assert_eq!(state_of(&[old.clone(), new.clone()]).0, TunnelState::Down);
+        new.metadata.annotations = None;
+        let (state, why) = state_of(&[old, new]);
+        assert_eq!((state, why.as_str()), (TunnelState::Unknown, "waiting for the gateway to report"));
+    }
+
+    #[test]
+    fn tunnel_2_rolls_only_when_it_would_not_take_the_last_tunnel_down() {
+        let t = |state| TunnelStatus {
+            outside_address: None,
+            state,
+            last_change: None,
+            message: None,
+        };
+        use TunnelState::{Down, Unknown, Up};
+        assert!(may_roll_tunnel2(&[t(Up), t(Up)]));
+        assert!(!may_roll_tunnel2(&[t(Down), t(Up)]), "tunnel 2 is the only one carrying");
+        assert!(!may_roll_tunnel2(&[t(Unknown), t(Up)]));
+        assert!(may_roll_tunnel2(&[t(Down), t(Down)]), "nothing to protect");
+        assert!(may_roll_tunnel2(&[t(Unknown), t(Unknown)]));
+    }
 }
