@@ -14,6 +14,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_apt+=(iputils-ping)
 # The pod runner's node: load balancer addresses (and later Services and NetworkPolicies) are nftables rules.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+# kube-proxy deletes the connection tracking of UDP translations to a removed endpoint; the runner does too.
+command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
 command -v lua5.1 >/dev/null 2>&1 || need_apt+=(lua5.1)
 command -v kubectl >/dev/null 2>&1 || {
   echo "kubectl is required (the tests drive the project's test API server with the real kubectl)." >&2

@@ -13,6 +13,7 @@ mod real_cluster;
 mod netns;
 
 #[path = "support/charon.rs"]
+#[allow(dead_code)]
 mod charon;
 
 use std::{net::SocketAddr, time::Duration};
@@ -543,40 +544,36 @@ async fn the_vpn_runs_as_its_pods_and_premises_reach_the_pinghost_and_the_databa
         "100.64.0.2",
     ]);
 
-    // The download, exactly as the customer gets it.
-    let download = eventually(60, "the VPN configuration", || async {
-        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-appdb"))
-            .parent()?
-            .to_owned();
-        let out = tokio::process::Command::new("kubectl")
-            .args([
-                "appdb",
-                "vpn-config",
-                "seattle",
-                "-n",
-                "acme",
-                "--device",
-                "strongswan-swanctl.conf",
-            ])
-            .env(
-                "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-            )
-            .env("KUBECONFIG", c.kubeconfig())
-            .env("HOME", c.dir.path())
-            .output()
-            .await
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-    .await;
+    // The downloads, exactly as the customer gets them: the connections and the dead-peer timing.
+    let download = |device: &'static str| {
+        let c = &c;
+        eventually(60, "the VPN configuration", move || async move {
+            let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-appdb"))
+                .parent()?
+                .to_owned();
+            let out = tokio::process::Command::new("kubectl")
+                .args(["appdb", "vpn-config", "seattle", "-n", "acme", "--device", device])
+                .env(
+                    "PATH",
+                    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+                )
+                .env("KUBECONFIG", c.kubeconfig())
+                .env("HOME", c.dir.path())
+                .output()
+                .await
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+    };
     let swanctl = rc.dir.path().join("customer-swanctl.conf");
-    std::fs::write(&swanctl, &download).expect("the download");
+    std::fs::write(&swanctl, download("strongswan-swanctl.conf").await).expect("the download");
+    let timing = rc.dir.path().join("customer-download-strongswan.conf");
+    std::fs::write(&timing, download("strongswan.conf").await).expect("the download");
     let vici = rc.dir.path().join("customer.vici");
     let conf = rc.dir.path().join("customer-strongswan.conf");
-    std::fs::write(&conf, charon::customer_strongswan_conf(&vici)).expect("strongswan.conf");
+    std::fs::write(&conf, charon::customer_strongswan_conf(&vici, &timing)).expect("strongswan.conf");
     let device = charon::Charon::start(&premises, &conf, vici, &rc.dir.path().join("customer.log"));
     device.load(&swanctl);
     charon::wait_until(60, "tunnel 1 up", || charon::established(&device, 1));
@@ -614,6 +611,16 @@ async fn the_vpn_runs_as_its_pods_and_premises_reach_the_pinghost_and_the_databa
     charon::wait_until(30, "MySQL answers over tunnel 2", || {
         premises_query(&premises, &address).is_ok_and(|h| h == "orders-0")
     });
+    // The Deployment makes a new gateway pod behind the same load balancer address; the device, told to keep its
+    // tunnels up, finds it without anyone touching the premises.
+    let back = charon::wait_until(90, "tunnel 1 re-established to the new gateway pod", || {
+        charon::established(&device, 1)
+    });
+    println!("tunnel 1 back {:.1} s after its gateway pod was deleted", back.as_secs_f64());
+    eventually(60, "status shows both tunnels UP", || async {
+        (get(c, "vpn/seattle", "{.status.tunnels[*].state}").await == "UP UP").then_some(())
+    })
+    .await;
     drop(device);
     rc.shutdown().await;
 }

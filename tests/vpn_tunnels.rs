@@ -22,9 +22,9 @@ use std::{
 
 use appdb_operator::vpn::{
     model::{Connection, Psk, Tunnel},
-    render::{DataPath, customer_swanctl, gateway_strongswan_conf, gateway_swanctl},
+    render::{self, DataPath, customer_swanctl, gateway_strongswan_conf, gateway_swanctl},
 };
-use charon::{Charon, customer_strongswan_conf, established, wait_until};
+use charon::{Charon, carrying_tunnel, customer_strongswan_conf, established, wait_until};
 use netns::{Netns, link};
 
 fn connection(psk2: &str) -> Connection {
@@ -124,7 +124,8 @@ impl Lab {
 
     fn start_customer(&self, conn: &Connection) -> Charon {
         let vici = self.dir.path().join("customer.vici");
-        let conf = self.write("customer-strongswan.conf", &customer_strongswan_conf(&vici));
+        let timing = self.write("customer-download-strongswan.conf", &render::customer_strongswan_conf(conn));
+        let conf = self.write("customer-strongswan.conf", &customer_strongswan_conf(&vici, &timing));
         let charon = Charon::start(&self.customer, &conf, vici, &self.dir.path().join("customer.log"));
         charon.load(&self.write("customer-swanctl.conf", &customer_swanctl(conn)));
         charon
@@ -152,32 +153,6 @@ impl Drop for Lab {
             }
         }
     }
-}
-
-/// The tunnel whose CHILD_SA has sent packets from the customer's side (the one carrying the traffic).
-fn carrying_tunnel(customer: &Charon) -> Option<u8> {
-    let sas = customer.swanctl(&["--list-sas"]);
-    let mut current = None;
-    for line in sas.lines() {
-        if let Some(n) = ["1", "2"]
-            .iter()
-            .find(|n| line.starts_with(&format!("acme-seattle-tunnel{n}:")))
-        {
-            current = n.parse::<u8>().ok();
-        }
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("out ") && trimmed.contains(" packets") {
-            let packets: u64 = trimmed
-                .split(',')
-                .find(|f| f.contains("packets"))
-                .and_then(|f| f.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0);
-            if packets > 0 {
-                return current;
-            }
-        }
-    }
-    None
 }
 
 #[test]
@@ -520,7 +495,9 @@ async fn after_a_migration_premises_reach_the_database_on_its_new_address_only()
     // The customer's device has both downloads (the new VpnConnection was added before the migration).
     let vici = dir.path().join("customer.vici");
     let conf = dir.path().join("customer-strongswan.conf");
-    std::fs::write(&conf, customer_strongswan_conf(&vici)).unwrap();
+    let timing = dir.path().join("customer-download-strongswan.conf");
+    std::fs::write(&timing, render::customer_strongswan_conf(&old)).unwrap();
+    std::fs::write(&conf, customer_strongswan_conf(&vici, &timing)).unwrap();
     let device = Charon::start(&customer, &conf, vici, &dir.path().join("customer.log"));
     let both = dir.path().join("customer-swanctl.conf");
     std::fs::write(&both, format!("{}{}", customer_swanctl(&old), customer_swanctl(&new))).unwrap();

@@ -89,11 +89,15 @@ impl Drop for Charon {
     }
 }
 
-pub fn customer_strongswan_conf(vici: &Path) -> String {
-    // The customer's own charon: ours for the test, with the userspace data path.
+/// The customer's `strongswan.conf`: what this machine needs to run a charon at all (the plugins, with the
+/// userspace data path because this kernel has no ESP; a vici socket and a log of its own), plus the download's
+/// `strongswan.conf` snippet included as the customer installs it. No timing of the test's own: dead-peer
+/// detection and retries are exactly what the download sets.
+pub fn customer_strongswan_conf(vici: &Path, download: &Path) -> String {
     format!(
-        "charon {{\n    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey kdf gcm aes sha1 sha2 hmac gmp kernel-libipsec kernel-netlink socket-default vici updown\n    retransmit_tries = 3\n    retransmit_timeout = 2.0\n    retransmit_base = 1.5\n    filelog {{\n        stderr {{\n            default = 1\n            ike = 2\n        }}\n    }}\n    plugins {{\n        vici {{\n            socket = unix://{}\n        }}\n    }}\n}}\n",
-        vici.display()
+        "charon {{\n    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey kdf gcm aes sha1 sha2 hmac gmp kernel-libipsec kernel-netlink socket-default vici updown\n    filelog {{\n        stderr {{\n            default = 1\n            ike = 2\n        }}\n    }}\n    plugins {{\n        vici {{\n            socket = unix://{}\n        }}\n    }}\n}}\ninclude {}\n",
+        vici.display(),
+        download.display()
     )
 }
 
@@ -106,6 +110,32 @@ pub fn established(customer: &Charon, tunnel: u8) -> bool {
         && sas
             .lines()
             .any(|l| l.contains(&format!("acme-seattle-tunnel{tunnel}:")) && l.contains("INSTALLED"))
+}
+
+/// The tunnel whose CHILD_SA has sent packets from the customer's side (the one carrying the traffic).
+pub fn carrying_tunnel(customer: &Charon) -> Option<u8> {
+    let sas = customer.swanctl(&["--list-sas"]);
+    let mut current = None;
+    for line in sas.lines() {
+        if let Some(n) = ["1", "2"]
+            .iter()
+            .find(|n| line.starts_with(&format!("acme-seattle-tunnel{n}:")))
+        {
+            current = n.parse::<u8>().ok();
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("out ") && trimmed.contains(" packets") {
+            let packets: u64 = trimmed
+                .split(',')
+                .find(|f| f.contains("packets"))
+                .and_then(|f| f.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            if packets > 0 {
+                return current;
+            }
+        }
+    }
+    None
 }
 
 pub fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) -> Duration {

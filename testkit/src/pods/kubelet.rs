@@ -133,6 +133,8 @@ pub struct PodKubelet {
     access: ApiAccess,
     /// The Service rules every pod's namespace holds, and the DNS records, as last written.
     services: Mutex<String>,
+    /// The Service rules loaded last, to find UDP translations that became stale.
+    service_rules: Mutex<Vec<ServiceRule>>,
     dns_records: Mutex<String>,
 }
 
@@ -162,6 +164,7 @@ impl PodKubelet {
             load_balancers: AtomicU64::new(0),
             access,
             services: Mutex::new(String::new()),
+            service_rules: Mutex::new(Vec::new()),
             dns_records: Mutex::new(String::new()),
         });
         kubelet
@@ -284,12 +287,17 @@ impl PodKubelet {
             );
             drop(records);
             namespaces.dedup();
+            let stale = services::stale_udp(&self.service_rules.lock().await, &rules);
             for netns in namespaces {
                 if let Err(e) = super::sandbox::nft(&netns, &script).await {
                     tracing::warn!(error = %e, "pod kubelet: Service rules not loaded");
                 }
+                for (address, port, backend) in &stale {
+                    super::sandbox::forget_udp_translation(&netns, *address, *port, Some(*backend)).await;
+                }
             }
             *current = script;
+            *self.service_rules.lock().await = rules;
         }
         drop(current);
         let records = dns_records(&list, pods);

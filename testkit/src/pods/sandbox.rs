@@ -123,15 +123,28 @@ impl Node {
     /// A LoadBalancer address as a cloud's network load balancer gives it with `externalTrafficPolicy: Local`:
     /// UDP to `address` on `ports` reaches `pod`, with the client's source address kept.
     pub async fn expose_load_balancer(&self, address: Ipv4Addr, pod: Ipv4Addr, ports: &[u16]) -> Result<(), String> {
-        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let port_list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        // One chain per address, so that exposing it again (a new pod behind it) replaces the translation.
+        let chain = format!("lb_{}", address.to_string().replace('.', "_"));
         nft(
             &self.netns,
             &format!(
-                "add rule ip {LB_TABLE} prerouting ip daddr {address} udp dport {{ {} }} dnat to {pod}",
-                ports.join(", ")
+                "add chain ip {LB_TABLE} {chain}\nflush chain ip {LB_TABLE} {chain}\n\
+                 add rule ip {LB_TABLE} {chain} udp dport {{ {} }} dnat to {pod}",
+                port_list.join(", ")
             ),
         )
-        .await
+        .await?;
+        let jump = format!("ip daddr {address} jump {chain}");
+        let listed = nft_output(&self.netns, &format!("list chain ip {LB_TABLE} prerouting")).await?;
+        if !listed.contains(&jump) {
+            nft(&self.netns, &format!("add rule ip {LB_TABLE} prerouting {jump}")).await?;
+        }
+        // The previous pod's translations go, as kube-proxy deletes them for a removed endpoint.
+        for port in ports {
+            forget_udp_translation(&self.netns, address, *port, None).await;
+        }
+        Ok(())
     }
 
     /// A pod's network namespace on this node, with its address.
@@ -201,12 +214,47 @@ async fn in_netns(netns: &str, args: &[&str]) -> Result<(), String> {
 }
 
 /// Applies an nftables rule set (or one command) inside a namespace.
+/// Deletes the connection-tracking entries in `netns` that translate UDP to `address:port` into `backend`, as
+/// kube-proxy does when an endpoint leaves (needs `conntrack`; scripts/test.sh installs it). Nothing to delete is
+/// not an error.
+pub(crate) async fn forget_udp_translation(netns: &str, address: Ipv4Addr, port: u16, backend: Option<Ipv4Addr>) {
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args(["netns", "exec", netns, "conntrack", "-D", "-p", "udp"])
+        .args(["--orig-dst", &address.to_string(), "--dport", &port.to_string()]);
+    if let Some(backend) = backend {
+        command.args(["--dst-nat", &backend.to_string()]);
+    }
+    let result = command.output().await;
+    match result {
+        Err(e) => tracing::warn!(error = %e, "conntrack is needed to forget stale UDP translations"),
+        Ok(out) if !out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("0 flow entries") => {
+            tracing::warn!(stderr = %String::from_utf8_lossy(&out.stderr), "conntrack -D failed")
+        }
+        Ok(_) => {}
+    }
+}
+
 pub(crate) async fn nft(netns: &str, rules: &str) -> Result<(), String> {
     let path = std::env::temp_dir().join(unique("appdb-nft-"));
     std::fs::write(&path, format!("{rules}\n")).map_err(|e| e.to_string())?;
     let result = in_netns(netns, &["nft", "-f", &path.display().to_string()]).await;
     let _ = std::fs::remove_file(&path);
     result
+}
+
+/// What `nft` prints for `command` in `netns`.
+async fn nft_output(netns: &str, command: &str) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "nft"])
+        .args(command.split_whitespace())
+        .output()
+        .await
+        .map_err(|e| format!("nft: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("nft {command}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// For `Drop`, which cannot wait on a task: removes a network namespace synchronously.

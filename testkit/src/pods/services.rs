@@ -71,10 +71,13 @@ pub fn rules(services: &[Service], pods: &[Pod]) -> Vec<ServiceRule> {
             continue;
         };
         let namespace = service.namespace();
+        // `publishNotReadyAddresses` makes every running pod an endpoint, ready or not, as the EndpointSlice
+        // controller does (it marks them ready).
+        let any_readiness = spec.publish_not_ready_addresses == Some(true);
         let endpoints: Vec<&Pod> = pods
             .iter()
             .filter(|p| p.namespace() == namespace && p.metadata.deletion_timestamp.is_none())
-            .filter(|p| selects(selector, p.labels()) && is_ready(p) && pod_ip(p).is_some())
+            .filter(|p| selects(selector, p.labels()) && (any_readiness || is_ready(p)) && pod_ip(p).is_some())
             .collect();
         for port in spec.ports.iter().flatten() {
             let backends: Vec<(Ipv4Addr, u16)> = endpoints
@@ -146,6 +149,26 @@ pub fn render(rules: &[ServiceRule]) -> String {
     )
 }
 
+/// UDP translations that lead to a backend no longer behind their Service address: (address, port, backend).
+/// Their connection-tracking entries must go, as kube-proxy deletes them: a UDP peer that keeps sending (an IKE
+/// device retransmitting) would otherwise keep its entry alive, and be sent to the old pod forever.
+pub fn stale_udp(previous: &[ServiceRule], current: &[ServiceRule]) -> Vec<(Ipv4Addr, u16, Ipv4Addr)> {
+    let mut stale = Vec::new();
+    for old in previous.iter().filter(|r| r.protocol == "udp") {
+        let now = current
+            .iter()
+            .find(|r| (r.ip, r.port, &r.protocol, r.external) == (old.ip, old.port, &old.protocol, old.external));
+        for (backend, _) in &old.backends {
+            if !now.is_some_and(|r| r.backends.iter().any(|(b, _)| b == backend)) {
+                stale.push((old.ip, old.port, *backend));
+            }
+        }
+    }
+    stale.sort();
+    stale.dedup();
+    stale
+}
+
 /// The table's name in each namespace.
 pub const TABLE: &str = "appdb_services";
 
@@ -194,6 +217,27 @@ mod tests {
             super::rules(&[service("None", json!(3306))], &pods).is_empty(),
             "headless: DNS only"
         );
+    }
+
+    #[test]
+    fn udp_translations_to_a_removed_backend_are_stale() {
+        let rule = |backends: &[[u8; 4]]| ServiceRule {
+            ip: Ipv4Addr::new(203, 0, 113, 11),
+            port: 4500,
+            protocol: "udp".into(),
+            backends: backends.iter().map(|b| (Ipv4Addr::from(*b), 4500)).collect(),
+            external: true,
+        };
+        let (old, new) = ([10, 244, 0, 5], [10, 244, 0, 9]);
+        assert_eq!(
+            stale_udp(&[rule(&[old])], &[rule(&[new])]),
+            [(Ipv4Addr::new(203, 0, 113, 11), 4500, Ipv4Addr::from(old))]
+        );
+        assert!(stale_udp(&[rule(&[old])], &[rule(&[old, new])]).is_empty());
+        assert_eq!(stale_udp(&[rule(&[old])], &[]).len(), 1, "the Service went away");
+        let mut tcp = rule(&[old]);
+        tcp.protocol = "tcp".into();
+        assert!(stale_udp(&[tcp], &[]).is_empty(), "TCP connections end by themselves");
     }
 
     #[test]
