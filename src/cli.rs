@@ -166,6 +166,10 @@ pub struct RunArgs {
     /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
     #[arg(long, env = "APPDB_ALLOW_DOCUMENTATION_GATEWAYS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_documentation_gateways: bool,
+    /// Where the API server answers (IP:PORT, comma-separated), for the VPN gateways' egress policy. Default: read
+    /// at start-up from the `default/kubernetes` Service and its EndpointSlices.
+    #[arg(long, env = "APPDB_API_SERVER_ENDPOINTS", value_delimiter = ',')]
+    pub api_server_endpoints: Vec<std::net::SocketAddrV4>,
 }
 
 /// `--vpn-exposure` values.
@@ -203,7 +207,10 @@ impl RunArgs {
                 ExposureArg::LoadBalancer => crate::vpn::render::Exposure::LoadBalancer,
                 ExposureArg::HostNetwork => crate::vpn::render::Exposure::HostNetwork,
             },
-            ..OperatorConfig::default()
+            isolation: crate::netpol::IsolationConfig {
+                api_server: self.api_server_endpoints.clone(),
+                ..Default::default()
+            },
         }
     }
 

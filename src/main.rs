@@ -69,8 +69,20 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let mut config = args.operator_config();
+            if config.isolation.api_server.is_empty() {
+                match appdb_operator::netpol::discover_api_server(&client).await {
+                    Ok(found) => config.isolation.api_server = found,
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot read the API server's addresses from default/kubernetes; VPN gateways may not report \
+                         their tunnels where NetworkPolicies are enforced (set --api-server-endpoints)"
+                    ),
+                }
+            }
+            tracing::info!(endpoints = ?config.isolation.api_server, "API server endpoints for the gateways' egress");
             let mut metrics = Metrics::default();
-            let controllers = match controllers::all(Arc::new(args.operator_config()), &mut metrics) {
+            let controllers = match controllers::all(Arc::new(config), &mut metrics) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "invalid address pool");

@@ -82,6 +82,7 @@ fn compare(
                 ("UDP", 4500),
                 ("TCP", 8080),
                 ("TCP", 443),
+                ("TCP", 6443),
             ] {
                 let evaluator = cluster.allows(&endpoint(from), &endpoint(to), protocol, port);
                 let runner = connection_allowed(
@@ -167,7 +168,11 @@ fn points() -> Vec<Point> {
 
 #[test]
 fn the_operators_policies_compile_to_what_the_evaluator_says() {
-    let config = IsolationConfig::default();
+    // The gateways' way to the API server: one outside address and port.
+    let config = IsolationConfig {
+        api_server: vec!["172.20.1.1:6443".parse().unwrap()],
+        ..Default::default()
+    };
     let owner = OwnerReference::default();
     let mut policies = customer_policies("acme", &[], &config);
     policies.extend(customer_policies("globex", &[], &config));

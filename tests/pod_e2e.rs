@@ -505,6 +505,15 @@ async fn the_vpn_runs_as_its_pods_and_premises_reach_the_pinghost_and_the_databa
     c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/30-vpn.yaml")])
         .await;
     for n in [1, 2] {
+        // The operator creates each gateway once the load balancer gave its Service an address.
+        eventually(60, "the gateway Deployment", || async {
+            c.kubectl(&["get", &format!("deployment/seattle-tunnel{n}"), "-n", "acme"])
+                .await
+                .status
+                .success()
+                .then_some(())
+        })
+        .await;
         c.ok(&[
             "rollout",
             "status",
@@ -616,11 +625,82 @@ async fn the_vpn_runs_as_its_pods_and_premises_reach_the_pinghost_and_the_databa
     let back = charon::wait_until(90, "tunnel 1 re-established to the new gateway pod", || {
         charon::established(&device, 1)
     });
-    println!("tunnel 1 back {:.1} s after its gateway pod was deleted", back.as_secs_f64());
+    println!(
+        "tunnel 1 back {:.1} s after its gateway pod was deleted",
+        back.as_secs_f64()
+    );
     eventually(60, "status shows both tunnels UP", || async {
         (get(c, "vpn/seattle", "{.status.tunnels[*].state}").await == "UP UP").then_some(())
     })
     .await;
+
+    // A change to both gateways' configuration (a longer DPD timeout): both roll, one after the other, and the
+    // device never sees both tunnels down. The timeline is sampled from the device every 200 ms.
+    let digest = |n: u8| {
+        let c = &c;
+        async move {
+            get(
+                c,
+                &format!("deploy/seattle-tunnel{n}"),
+                "{.spec.template.metadata.annotations.appdb\\.dev/config-digest}",
+            )
+            .await
+        }
+    };
+    let before = [digest(1).await, digest(2).await];
+    c.ok(&[
+        "patch",
+        "vpn",
+        "seattle",
+        "-n",
+        "acme",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"tunnelOptions":[{"dpdTimeoutSeconds":40},{"dpdTimeoutSeconds":40}]}}"#,
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let mut timeline: Vec<String> = Vec::new();
+    let mut last = String::new();
+    let mut both_down_samples = 0;
+    loop {
+        let up = [charon::established(&device, 1), charon::established(&device, 2)];
+        let rolled = [digest(1).await != before[0], digest(2).await != before[1]];
+        let reported = get(c, "vpn/seattle", "{.status.tunnels[*].state}").await;
+        let sample = format!(
+            "tunnel 1 {} (gateway {}), tunnel 2 {} (gateway {}); status {reported}",
+            if up[0] { "up" } else { "DOWN" },
+            if rolled[0] { "new" } else { "old" },
+            if up[1] { "up" } else { "DOWN" },
+            if rolled[1] { "new" } else { "old" },
+        );
+        if sample != last {
+            timeline.push(format!("{:>6.1} s  {sample}", started.elapsed().as_secs_f64()));
+            last = sample;
+        }
+        if !up[0] && !up[1] {
+            both_down_samples += 1;
+        }
+        if rolled[0] && rolled[1] && up[0] && up[1] && reported == "UP UP" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(240),
+            "the rollout did not finish:\n{}",
+            timeline.join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    println!(
+        "rollout of both gateways, as the device saw it:\n{}",
+        timeline.join("\n")
+    );
+    assert_eq!(
+        both_down_samples,
+        0,
+        "both tunnels were down at once during the rollout:\n{}",
+        timeline.join("\n")
+    );
     drop(device);
     rc.shutdown().await;
 }

@@ -383,9 +383,11 @@ async fn the_downloaded_files_fail_over_within_the_dpd_timeout_and_recover_after
     let clean_failover = wait_until(30, "traffic over the returned tunnel", || lab.ping_pinghost());
     let returned_clean = std::time::Instant::now();
     gateways[slot(survivor)] = Some(lab.start_gateway_generation(survivor, 1).await);
-    wait_until(60, "the re-created gateway's tunnel re-established by the device", || {
-        established(&customer, survivor)
-    });
+    wait_until(
+        60,
+        "the re-created gateway's tunnel re-established by the device",
+        || established(&customer, survivor),
+    );
     let recovered_clean = returned_clean.elapsed();
     assert!(established(&customer, dead), "both tunnels up again");
     println!(

@@ -272,11 +272,15 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
     let (before1, before2) = (digest(1).await, digest(2).await);
     apply(&c, &vpn("seattle", "192.168.10.0/24, 192.168.20.0/24", "")).await;
     mark("spec changed (a second customer network)");
-    eventually(30, "tunnel 1 updated", || async { (digest(1).await != before1).then_some(()) }).await;
+    eventually(30, "tunnel 1 updated", || async {
+        (digest(1).await != before1).then_some(())
+    })
+    .await;
     mark("tunnel 1's Deployment has the new configuration; tunnel 2's keeps the old");
     assert_eq!(digest(2).await, before2, "tunnel 2 waits");
     // Recreate: the old gateway goes, the new one starts and becomes available, but its tunnel is not up yet.
-    c.ok(&["delete", "pod", "seattle-tunnel1-abc", "-n", "acme", "--wait=false"]).await;
+    c.ok(&["delete", "pod", "seattle-tunnel1-abc", "-n", "acme", "--wait=false"])
+        .await;
     gateway_pod(&c, 1, "def", None).await;
     let generation = get(&c, "deploy/seattle-tunnel1", "{.metadata.generation}").await;
     let status = format!(
@@ -296,13 +300,23 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
     .await;
     mark("tunnel 1's new gateway is available; its tunnel is not up yet");
     eventually(30, "the rollout is reported", || async {
-        (get(&c, "vpn/seattle", r#"{.status.conditions[?(@.type=="Reconciling")].reason}"#).await == "RollingOut")
+        (get(
+            &c,
+            "vpn/seattle",
+            r#"{.status.conditions[?(@.type=="Reconciling")].reason}"#,
+        )
+        .await
+            == "RollingOut")
             .then_some(())
     })
     .await;
     assert_eq!(get(&c, "vpn/seattle", "{.status.tunnels[0].state}").await, "UNKNOWN");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(digest(2).await, before2, "tunnel 2 is the only tunnel carrying: it waits");
+    assert_eq!(
+        digest(2).await,
+        before2,
+        "tunnel 2 is the only tunnel carrying: it waits"
+    );
     mark("tunnel 2 still waits (tunnel 1 UNKNOWN, tunnel 2 UP)");
     c.ok(&[
         "annotate",

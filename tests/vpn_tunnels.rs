@@ -124,7 +124,10 @@ impl Lab {
 
     fn start_customer(&self, conn: &Connection) -> Charon {
         let vici = self.dir.path().join("customer.vici");
-        let timing = self.write("customer-download-strongswan.conf", &render::customer_strongswan_conf(conn));
+        let timing = self.write(
+            "customer-download-strongswan.conf",
+            &render::customer_strongswan_conf(conn),
+        );
         let conf = self.write("customer-strongswan.conf", &customer_strongswan_conf(&vici, &timing));
         let charon = Charon::start(&self.customer, &conf, vici, &self.dir.path().join("customer.log"));
         charon.load(&self.write("customer-swanctl.conf", &customer_swanctl(conn)));

@@ -191,7 +191,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn cluster() -> Cluster {
-        let config = IsolationConfig::default();
+        let config = IsolationConfig {
+            api_server: vec!["172.18.0.2:6443".parse().unwrap(), "10.96.0.1:443".parse().unwrap()],
+            ..Default::default()
+        };
         let owner = OwnerReference::default();
         let mut policies = customer_policies("acme", &[], &config);
         policies.extend(customer_policies("globex", &[], &config));
@@ -375,6 +378,30 @@ mod tests {
                 "UDP",
                 500,
                 true,
+            ),
+            (
+                "VPN gateway's agent reports to the API server",
+                gateway("acme"),
+                ext("172.18.0.2"),
+                "TCP",
+                6443,
+                true,
+            ),
+            (
+                "VPN gateway reaches the API server only on its port",
+                gateway("acme"),
+                ext("172.18.0.2"),
+                "TCP",
+                22,
+                false,
+            ),
+            (
+                "a session cannot reach the API server through the gateways' rule",
+                session("acme"),
+                ext("172.18.0.2"),
+                "TCP",
+                6443,
+                false,
             ),
             (
                 "operator job reaches the database",

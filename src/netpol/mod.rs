@@ -41,6 +41,10 @@ pub struct IsolationConfig {
     pub dns_pod_labels: BTreeMap<String, String>,
     /// Destinations sessions and gateways may never reach by address.
     pub denied_destinations: Vec<Ipv4Net>,
+    /// Where the Kubernetes API server answers (its endpoints, and the `kubernetes` Service's address): the VPN
+    /// gateways' agents report their tunnel's state there. Empty: no such egress (the reports then fail wherever
+    /// NetworkPolicies are enforced, and the tunnels show UNKNOWN).
+    pub api_server: Vec<std::net::SocketAddrV4>,
 }
 
 impl Default for IsolationConfig {
@@ -58,6 +62,7 @@ impl Default for IsolationConfig {
                 net("127.0.0.0/8"),
                 net("0.0.0.0/8"),
             ],
+            api_server: Vec::new(),
         }
     }
 }
@@ -102,6 +107,59 @@ fn internet(config: &IsolationConfig) -> NetworkPolicyPeer {
         }),
         ..Default::default()
     }
+}
+
+/// The gateway agents' way to the API server: exactly its addresses and ports, one rule per address so that no
+/// address is allowed another's port.
+fn api_server_rules(config: &IsolationConfig) -> Vec<NetworkPolicyEgressRule> {
+    config
+        .api_server
+        .iter()
+        .map(|endpoint| NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: format!("{}/32", endpoint.ip()),
+                    except: None,
+                }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![port("TCP", i32::from(endpoint.port()))]),
+        })
+        .collect()
+}
+
+/// Where the API server answers, as the cluster publishes it: the `default/kubernetes` Service's address and
+/// port, and its EndpointSlices' addresses and ports (what most CNIs match after translating the Service).
+pub async fn discover_api_server(client: &kube::Client) -> Result<Vec<std::net::SocketAddrV4>, kube::Error> {
+    use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+    let mut found = Vec::new();
+    let service = kube::Api::<Service>::namespaced(client.clone(), "default")
+        .get("kubernetes")
+        .await?;
+    if let Some(spec) = &service.spec
+        && let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok())
+    {
+        for p in spec.ports.iter().flatten() {
+            found.push(std::net::SocketAddrV4::new(ip, p.port as u16));
+        }
+    }
+    let slices = kube::Api::<EndpointSlice>::namespaced(client.clone(), "default")
+        .list(&kube::api::ListParams::default().labels("kubernetes.io/service-name=kubernetes"))
+        .await?;
+    for slice in slices.items.iter().filter(|s| s.address_type == "IPv4") {
+        for endpoint in slice.endpoints.iter().flatten() {
+            for address in endpoint.addresses.iter().filter_map(|a| a.parse().ok()) {
+                for p in slice.ports.iter().flatten() {
+                    if let Some(port) = p.port {
+                        found.push(std::net::SocketAddrV4::new(address, port as u16));
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
 }
 
 fn dns_rule(config: &IsolationConfig) -> NetworkPolicyEgressRule {
@@ -192,14 +250,19 @@ pub fn customer_policies(namespace: &str, owners: &[OwnerReference], config: &Is
                     from: None,
                     ports: Some(vec![port("UDP", 500), port("UDP", 4500)]),
                 }]),
-                egress: Some(vec![
-                    database_rule(),
-                    dns_rule(config),
-                    NetworkPolicyEgressRule {
-                        to: Some(vec![internet(config)]),
-                        ports: Some(vec![port("UDP", 500), port("UDP", 4500)]),
-                    },
-                ]),
+                egress: Some(
+                    [
+                        database_rule(),
+                        dns_rule(config),
+                        NetworkPolicyEgressRule {
+                            to: Some(vec![internet(config)]),
+                            ports: Some(vec![port("UDP", 500), port("UDP", 4500)]),
+                        },
+                    ]
+                    .into_iter()
+                    .chain(api_server_rules(config))
+                    .collect(),
+                ),
             },
         ),
     ]

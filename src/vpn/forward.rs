@@ -34,7 +34,24 @@ impl std::str::FromStr for Rule {
 
 /// Relays every connection accepted on `rule.listen` to `rule.target` until `shutdown`.
 pub async fn forward(rule: Rule, shutdown: CancellationToken) -> std::io::Result<()> {
-    let listener = TcpListener::bind(rule.listen).await?;
+    // The charon container puts the database addresses on the pod's loopback when it starts; the agent starts
+    // beside it and may be first, so a missing address is waited for (30 s) instead of failing the container.
+    let mut waited = std::time::Duration::ZERO;
+    let listener = loop {
+        match TcpListener::bind(rule.listen).await {
+            Ok(l) => break l,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable && waited < std::time::Duration::from_secs(30) =>
+            {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                }
+                waited += std::time::Duration::from_millis(250);
+            }
+            Err(e) => return Err(e),
+        }
+    };
     loop {
         let (mut inbound, peer) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -82,13 +82,20 @@ pub const RETRANSMIT_BASE: f64 = 1.5;
 /// Seconds until a side that stopped answering is declared dead: the DPD interval plus every retransmit's timeout.
 pub fn dead_peer_seconds(dpd_timeout_seconds: u32) -> f64 {
     let tries = retransmit_tries(dpd_timeout_seconds);
-    f64::from(DPD_DELAY_SECONDS) + (0..=tries).map(|k| RETRANSMIT_TIMEOUT * RETRANSMIT_BASE.powi(k as i32)).sum::<f64>()
+    f64::from(DPD_DELAY_SECONDS)
+        + (0..=tries)
+            .map(|k| RETRANSMIT_TIMEOUT * RETRANSMIT_BASE.powi(k as i32))
+            .sum::<f64>()
 }
 
 /// The `charon { … }` retransmit settings, shared by the gateway's and the customer's `strongswan.conf`.
 fn retransmit_settings(tunnels: &[&Tunnel]) -> String {
     // One charon serves both tunnels on the customer's side: the shorter timeout wins, so neither detects late.
-    let timeout = tunnels.iter().map(|t| t.dpd_timeout_seconds).min().unwrap_or(super::model::DEFAULT_DPD_TIMEOUT_SECONDS);
+    let timeout = tunnels
+        .iter()
+        .map(|t| t.dpd_timeout_seconds)
+        .min()
+        .unwrap_or(super::model::DEFAULT_DPD_TIMEOUT_SECONDS);
     format!(
         "\x20   retransmit_tries = {}\n\x20   retransmit_timeout = {RETRANSMIT_TIMEOUT:.1}\n\x20   retransmit_base = {RETRANSMIT_BASE:.1}\n",
         retransmit_tries(timeout)
@@ -643,20 +650,38 @@ pub fn juniper_srx(conn: &Connection) -> String {
         let mut ike_names = Vec::new();
         for (i, a) in ike.iter().enumerate() {
             let p = format!("{n}-{}", i + 1);
-            let _ = writeln!(out, "set security ike proposal {p} authentication-method pre-shared-keys");
-            let _ = writeln!(out, "set security ike proposal {p} dh-group group{}", a.dh_group.unwrap_or(19));
-            let _ = writeln!(out, "set security ike proposal {p} encryption-algorithm {}", junos_encryption(a));
+            let _ = writeln!(
+                out,
+                "set security ike proposal {p} authentication-method pre-shared-keys"
+            );
+            let _ = writeln!(
+                out,
+                "set security ike proposal {p} dh-group group{}",
+                a.dh_group.unwrap_or(19)
+            );
+            let _ = writeln!(
+                out,
+                "set security ike proposal {p} encryption-algorithm {}",
+                junos_encryption(a)
+            );
             // With AES-GCM the hash is IKE's PRF; Junos names both with authentication-algorithm.
             let _ = writeln!(
                 out,
                 "set security ike proposal {p} authentication-algorithm {}",
                 junos_ike_hash(a.integrity.as_deref().unwrap_or("SHA2-256"))
             );
-            let _ = writeln!(out, "set security ike proposal {p} lifetime-seconds {IKE_LIFETIME_SECONDS}");
+            let _ = writeln!(
+                out,
+                "set security ike proposal {p} lifetime-seconds {IKE_LIFETIME_SECONDS}"
+            );
             ike_names.push(p);
         }
         let _ = writeln!(out, "set security ike policy {n} proposals [ {} ]", ike_names.join(" "));
-        let _ = writeln!(out, "set security ike policy {n} pre-shared-key ascii-text \"{}\"", t.psk.0);
+        let _ = writeln!(
+            out,
+            "set security ike policy {n} pre-shared-key ascii-text \"{}\"",
+            t.psk.0
+        );
         let _ = writeln!(out, "set security ike gateway {n} ike-policy {n}");
         let _ = writeln!(out, "set security ike gateway {n} address {}", t.platform_address);
         let dpd = device_dpd_every(t.dpd_timeout_seconds, DPD_DELAY_SECONDS);
@@ -665,16 +690,31 @@ pub fn juniper_srx(conn: &Connection) -> String {
             "set security ike gateway {n} dead-peer-detection probe-idle-tunnel interval {} threshold {}",
             dpd.retry_seconds, dpd.retries
         );
-        let _ = writeln!(out, "set security ike gateway {n} local-identity inet {}", conn.customer_gateway);
-        let _ = writeln!(out, "set security ike gateway {n} remote-identity inet {}", t.platform_address);
-        let _ = writeln!(out, "set security ike gateway {n} external-interface <external-interface>");
+        let _ = writeln!(
+            out,
+            "set security ike gateway {n} local-identity inet {}",
+            conn.customer_gateway
+        );
+        let _ = writeln!(
+            out,
+            "set security ike gateway {n} remote-identity inet {}",
+            t.platform_address
+        );
+        let _ = writeln!(
+            out,
+            "set security ike gateway {n} external-interface <external-interface>"
+        );
         let _ = writeln!(out, "set security ike gateway {n} version v2-only");
         // Junos has one PFS group per IPsec policy: the proposals sharing the first one's group.
         let mut esp_names = Vec::new();
         for (i, a) in esp_with_first_group(&esp).iter().enumerate() {
             let p = format!("{n}-{}", i + 1);
             let _ = writeln!(out, "set security ipsec proposal {p} protocol esp");
-            let _ = writeln!(out, "set security ipsec proposal {p} encryption-algorithm {}", junos_encryption(a));
+            let _ = writeln!(
+                out,
+                "set security ipsec proposal {p} encryption-algorithm {}",
+                junos_encryption(a)
+            );
             if !is_aead(a) {
                 let _ = writeln!(
                     out,
@@ -682,13 +722,23 @@ pub fn juniper_srx(conn: &Connection) -> String {
                     junos_esp_hmac(a.integrity.as_deref().unwrap_or("SHA2-256"))
                 );
             }
-            let _ = writeln!(out, "set security ipsec proposal {p} lifetime-seconds {ESP_LIFETIME_SECONDS}");
+            let _ = writeln!(
+                out,
+                "set security ipsec proposal {p} lifetime-seconds {ESP_LIFETIME_SECONDS}"
+            );
             esp_names.push(p);
         }
         if let Some(g) = esp.first().and_then(|a| a.dh_group) {
-            let _ = writeln!(out, "set security ipsec policy {n} perfect-forward-secrecy keys group{g}");
+            let _ = writeln!(
+                out,
+                "set security ipsec policy {n} perfect-forward-secrecy keys group{g}"
+            );
         }
-        let _ = writeln!(out, "set security ipsec policy {n} proposals [ {} ]", esp_names.join(" "));
+        let _ = writeln!(
+            out,
+            "set security ipsec policy {n} proposals [ {} ]",
+            esp_names.join(" ")
+        );
         let unit = format!("st0.{}", t.number);
         let _ = writeln!(out, "set interfaces st0 unit {} family inet mtu {TUNNEL_MTU}", t.number);
         let _ = writeln!(out, "set security zones security-zone {zone} interfaces {unit}");
@@ -712,12 +762,25 @@ pub fn juniper_srx(conn: &Connection) -> String {
         );
     }
     let _ = writeln!(out, "set security flow tcp-mss ipsec-vpn mss {TCP_MSS}");
-    let _ = writeln!(out, "set security zones security-zone {zone} host-inbound-traffic system-services ping");
-    let _ = writeln!(out, "set security address-book global address appdb-platform {}", conn.platform_cidr);
+    let _ = writeln!(
+        out,
+        "set security zones security-zone {zone} host-inbound-traffic system-services ping"
+    );
+    let _ = writeln!(
+        out,
+        "set security address-book global address appdb-platform {}",
+        conn.platform_cidr
+    );
     for (i, c) in conn.customer_cidrs.iter().enumerate() {
-        let _ = writeln!(out, "set security address-book global address appdb-premises-{} {c}", i + 1);
+        let _ = writeln!(
+            out,
+            "set security address-book global address appdb-premises-{} {c}",
+            i + 1
+        );
     }
-    let premises: Vec<String> = (1..=conn.customer_cidrs.len()).map(|i| format!("appdb-premises-{i}")).collect();
+    let premises: Vec<String> = (1..=conn.customer_cidrs.len())
+        .map(|i| format!("appdb-premises-{i}"))
+        .collect();
     let premises = format!("[ {} ]", premises.join(" "));
     for (from, to, source, destination) in [
         ("<trust-zone>", zone, premises.as_str(), "appdb-platform"),
@@ -846,7 +909,10 @@ fn routeros_group(group: Option<u32>) -> &'static str {
 /// the gateway's IKE proposals: the first in CBC mode with an HMAC (every RouterOS v7 release has those), else the
 /// first. The IPsec proposal likewise names the first ESP proposal.
 pub fn mikrotik(conn: &Connection) -> String {
-    let mut out = format!("# appdb-operator VPN configuration for {} (MikroTik RouterOS v7).\n", conn.name);
+    let mut out = format!(
+        "# appdb-operator VPN configuration for {} (MikroTik RouterOS v7).\n",
+        conn.name
+    );
     for t in &conn.tunnels {
         let n = format!("appdb-t{}", t.number);
         let ike = algorithms(&t.ike_proposals);
@@ -1141,7 +1207,11 @@ mod tests {
             let child = format!("{c}.children.acme-seattle-tunnel{n}");
             assert_eq!(customer[&format!("{c}.keyingtries")], "0", "retry forever");
             assert_eq!(customer[&format!("{child}.dpd_action")], "restart");
-            assert_eq!(customer[&format!("{child}.close_action")], "start", "re-initiate after a DELETE");
+            assert_eq!(
+                customer[&format!("{child}.close_action")],
+                "start",
+                "re-initiate after a DELETE"
+            );
         }
         let child = "connections.acme-seattle-tunnel1.children.acme-seattle-tunnel1";
         assert_eq!(gateway[&format!("{child}.dpd_action")], "clear");
@@ -1155,8 +1225,20 @@ mod tests {
 
     #[test]
     fn device_dpd_adds_up_to_the_timeout() {
-        assert_eq!(device_dpd_spread(30, 5), DeviceDpd { retries: 5, retry_seconds: 4 });
-        assert_eq!(device_dpd_every(30, 10), DeviceDpd { retries: 2, retry_seconds: 10 });
+        assert_eq!(
+            device_dpd_spread(30, 5),
+            DeviceDpd {
+                retries: 5,
+                retry_seconds: 4
+            }
+        );
+        assert_eq!(
+            device_dpd_every(30, 10),
+            DeviceDpd {
+                retries: 2,
+                retry_seconds: 10
+            }
+        );
         assert_eq!(device_dpd_every(300, 10).retries, 10, "devices allow at most 10");
         assert_eq!(device_dpd_every(30, 30).retries, 1);
     }

@@ -144,7 +144,10 @@ impl Record {
         let mut ok = true;
         if let Some(path) = &self.file {
             let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, &json).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
+            if std::fs::write(&tmp, &json)
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .is_err()
+            {
                 tracing::warn!(path = %path.display(), "cannot write the state report");
                 ok = false;
             }
@@ -153,7 +156,11 @@ impl Record {
             let patch = serde_json::json!({"metadata": {"annotations": {crate::names::ANNOTATION_TUNNEL_STATE: json}}});
             if let Err(e) = pod
                 .api
-                .patch(&pod.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+                .patch(
+                    &pod.name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "cannot report the state on the pod");
@@ -276,11 +283,19 @@ mod tests {
     fn freshness_of_the_ready_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ready");
-        assert!(fresh(&file, std::time::Duration::from_secs(90)).is_err(), "never touched");
+        assert!(
+            fresh(&file, std::time::Duration::from_secs(90)).is_err(),
+            "never touched"
+        );
         std::fs::write(&file, "now").unwrap();
         assert_eq!(fresh(&file, std::time::Duration::from_secs(90)), Ok(()));
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
-        std::fs::File::options().write(true).open(&file).unwrap().set_modified(old).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let stale = fresh(&file, std::time::Duration::from_secs(90)).unwrap_err();
         assert!(stale.contains("more than 90 s"), "{stale}");
     }

@@ -590,7 +590,10 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
             .get_opt(&desired.name_any())
             .await
             .map_err(read("a gateway Deployment"))?;
-        if n == 2 && !tunnel1_settled && let Some(live) = &live {
+        if n == 2
+            && !tunnel1_settled
+            && let Some(live) = &live
+        {
             tunnel2_held = template_digest(live) != template_digest(&desired);
             continue;
         }
@@ -598,9 +601,7 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
             .await
             .map_err(applying("a gateway Deployment"))?;
         if n == 1 {
-            tunnel1_settled = !changed
-                && live.as_ref().is_some_and(deployment_available)
-                && may_roll_tunnel2(&tunnels);
+            tunnel1_settled = !changed && live.as_ref().is_some_and(deployment_available) && may_roll_tunnel2(&tunnels);
         }
     }
     if outside.iter().any(Option::is_none) {
@@ -626,7 +627,14 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     } else {
         Ok(())
     };
-    write_status(ctx, &vpn, outcome.as_ref().map(|_| ()), tunnels, Some(customer_config_name(&vpn))).await?;
+    write_status(
+        ctx,
+        &vpn,
+        outcome.as_ref().map(|_| ()),
+        tunnels,
+        Some(customer_config_name(&vpn)),
+    )
+    .await?;
     Ok(Action::requeue(if tunnel1_settled {
         crate::controllers::spread(Duration::from_secs(300), vpn.uid().as_deref())
     } else {
@@ -666,7 +674,13 @@ async fn serving(ctx: &Context, ns: &str, network: &str, conn: &Connection) -> R
 }
 
 fn template_digest(d: &Deployment) -> Option<&String> {
-    d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get(crate::names::ANNOTATION_CONFIG_DIGEST)
+    d.spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(crate::names::ANNOTATION_CONFIG_DIGEST)
 }
 
 /// Tunnel 2 may take its new configuration once tunnel 1 carries again, or when tunnel 2 carries nothing anyway:
@@ -862,22 +876,46 @@ mod tests {
 
     #[test]
     fn a_report_counts_only_from_a_running_ready_pod() {
-        assert_eq!(state_of(&[reporting(1, "UP", serde_json::json!({}))]).0, TunnelState::Up);
+        assert_eq!(
+            state_of(&[reporting(1, "UP", serde_json::json!({}))]).0,
+            TunnelState::Up
+        );
         let (state, why) = state_of(&[]);
-        assert_eq!((state, why.as_str()), (TunnelState::Down, "the gateway pod is not running"));
-        let terminating = reporting(1, "UP", serde_json::json!({"metadata": {"deletionTimestamp": "2026-12-01T00:00:01Z"}}));
-        let (state, why) = state_of(&[terminating.clone()]);
-        assert_eq!((state, why.as_str()), (TunnelState::Down, "the gateway pod is terminating"));
+        assert_eq!(
+            (state, why.as_str()),
+            (TunnelState::Down, "the gateway pod is not running")
+        );
+        let terminating = reporting(
+            1,
+            "UP",
+            serde_json::json!({"metadata": {"deletionTimestamp": "2026-12-01T00:00:01Z"}}),
+        );
+        let (state, why) = state_of(std::slice::from_ref(&terminating));
+        assert_eq!(
+            (state, why.as_str()),
+            (TunnelState::Down, "the gateway pod is terminating")
+        );
         let charon_unready = reporting(1, "UP", serde_json::json!({}));
         let mut charon_unready = charon_unready;
-        charon_unready.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].ready = false;
+        charon_unready
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .ready = false;
         let (state, why) = state_of(&[charon_unready]);
         assert_eq!(state, TunnelState::Down);
         assert!(why.contains("no IKE socket"), "{why}");
         let mut silent = reporting(1, "UP", serde_json::json!({}));
         silent.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[1].ready = false;
         let (state, why) = state_of(&[silent]);
-        assert_eq!(state, TunnelState::Unknown, "a report not confirmed lately is not trusted");
+        assert_eq!(
+            state,
+            TunnelState::Unknown,
+            "a report not confirmed lately is not trusted"
+        );
         assert!(why.contains("has not confirmed"), "{why}");
         let pending = reporting(1, "UP", serde_json::json!({"status": {"phase": "Pending"}}));
         assert_eq!(state_of(&[pending]).0, TunnelState::Down);
@@ -885,12 +923,19 @@ mod tests {
 
     #[test]
     fn during_a_rollout_the_new_pod_speaks_for_the_tunnel() {
-        let old = reporting(1, "UP", serde_json::json!({"metadata": {"deletionTimestamp": "2026-12-01T00:00:01Z"}}));
+        let old = reporting(
+            1,
+            "UP",
+            serde_json::json!({"metadata": {"deletionTimestamp": "2026-12-01T00:00:01Z"}}),
+        );
         let mut new = reporting(1, "DOWN", serde_json::json!({"metadata": {"name": "gw1-new"}}));
         assert_eq!(state_of(&[old.clone(), new.clone()]).0, TunnelState::Down);
         new.metadata.annotations = None;
         let (state, why) = state_of(&[old, new]);
-        assert_eq!((state, why.as_str()), (TunnelState::Unknown, "waiting for the gateway to report"));
+        assert_eq!(
+            (state, why.as_str()),
+            (TunnelState::Unknown, "waiting for the gateway to report")
+        );
     }
 
     #[test]
@@ -903,7 +948,10 @@ mod tests {
         };
         use TunnelState::{Down, Unknown, Up};
         assert!(may_roll_tunnel2(&[t(Up), t(Up)]));
-        assert!(!may_roll_tunnel2(&[t(Down), t(Up)]), "tunnel 2 is the only one carrying");
+        assert!(
+            !may_roll_tunnel2(&[t(Down), t(Up)]),
+            "tunnel 2 is the only one carrying"
+        );
         assert!(!may_roll_tunnel2(&[t(Unknown), t(Up)]));
         assert!(may_roll_tunnel2(&[t(Down), t(Down)]), "nothing to protect");
         assert!(may_roll_tunnel2(&[t(Unknown), t(Unknown)]));

@@ -197,6 +197,15 @@ const BUILTINS: &[Builtin] = &[
         status: true,
     },
     Builtin {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        plural: "endpointslices",
+        namespaced: true,
+        short: &[],
+        status: false,
+    },
+    Builtin {
         group: "networking.k8s.io",
         version: "v1",
         kind: "NetworkPolicy",

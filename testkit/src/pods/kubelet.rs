@@ -149,7 +149,7 @@ impl PodKubelet {
         api_server: std::net::SocketAddr,
     ) -> Result<Arc<PodKubelet>, String> {
         let node = Node::start().await?;
-        let access = ApiAccess::start(&node.netns, node.gateway, api_server).await?;
+        let access = ApiAccess::start(&node.netns, node.address, api_server).await?;
         std::fs::create_dir_all(dir.join("dns")).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("dns/records"), "").map_err(|e| e.to_string())?;
         let kubelet = Arc::new(PodKubelet {
@@ -192,6 +192,20 @@ impl PodKubelet {
                     "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver"}},
                     "spec": {"clusterIP": KUBERNETES_SERVICE_IP.to_string(),
                         "ports": [{"name": "https", "port": 443, "targetPort": NODE_API_PORT, "protocol": "TCP"}]}})),
+            )
+            .await?;
+        // The API server's own endpoint, as a cluster publishes it: the node's address, where the relay to the test
+        // API server listens (what a gateway's egress policy must allow).
+        Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(self.client.clone(), "default")
+            .patch(
+                "kubernetes",
+                &apply,
+                &Patch::Apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": "kubernetes", "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [self.node.address.to_string()], "conditions": {"ready": true}}],
+                    "ports": [{"name": "https", "port": NODE_API_PORT, "protocol": "TCP"}]})),
             )
             .await?;
         Api::<Service>::namespaced(self.client.clone(), "kube-system")
@@ -270,7 +284,7 @@ impl PodKubelet {
             ip: KUBERNETES_SERVICE_IP,
             port: 443,
             protocol: "tcp".into(),
-            backends: vec![(self.node.gateway, NODE_API_PORT)],
+            backends: vec![(self.node.address, NODE_API_PORT)],
             external: false,
         });
         rules.sort();

@@ -113,6 +113,11 @@ pub fn image_config(image: Image, programs: &Programs) -> Result<ImageConfig, St
             entrypoint: vec![operator],
             cmd: vec!["run".into()],
             user: 65532,
+            // The image's binary is on its PATH (/usr/local/bin): exec probes name it `appdb-operator`.
+            env: vec![(
+                "PATH".into(),
+                format!("{IMAGE_ROOT}/operator:{}", super::sandbox::IMAGE_PATH),
+            )],
             binds: vec![operator_bind],
             ..base
         }),

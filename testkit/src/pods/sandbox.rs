@@ -57,11 +57,16 @@ async fn ip(args: &[&str]) -> Result<(), String> {
 pub struct Node {
     pub netns: String,
     pub gateway: Ipv4Addr,
+    /// The node's own address outside the pod range, as a kind node has on its Docker network: where the API
+    /// server answers, so that policies can allow it by ipBlock as on a real cluster (ipBlock never matches pods).
+    pub address: Ipv4Addr,
     next_host: AtomicU32,
 }
 
 impl Node {
     pub const BRIDGE: &'static str = "cni0";
+    /// kind's first node address.
+    pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 
     pub async fn start() -> Result<Node, String> {
         let netns = unique("appdb-node-");
@@ -69,11 +74,13 @@ impl Node {
         let node = Node {
             netns,
             gateway: Ipv4Addr::new(10, 244, 0, 1),
+            address: Self::ADDRESS,
             next_host: AtomicU32::new(2),
         };
         let ns = node.netns.as_str();
         for args in [
             &["-n", ns, "link", "set", "lo", "up"][..],
+            &["-n", ns, "addr", "add", "172.18.0.2/32", "dev", "lo"],
             &["-n", ns, "link", "add", Self::BRIDGE, "type", "bridge"],
             &["-n", ns, "addr", "add", "10.244.0.1/24", "dev", Self::BRIDGE],
             &["-n", ns, "link", "set", Self::BRIDGE, "up"],
@@ -252,7 +259,10 @@ async fn nft_output(netns: &str, command: &str) -> Result<String, String> {
         .await
         .map_err(|e| format!("nft: {e}"))?;
     if !out.status.success() {
-        return Err(format!("nft {command}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "nft {command}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
