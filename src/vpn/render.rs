@@ -577,11 +577,12 @@ pub fn cisco_ios(conn: &Connection) -> String {
             let transform = if is_aead(a) {
                 format!("esp-gcm {}", aes_bits(a))
             } else {
-                format!(
-                    "esp-aes {} esp-{}-hmac",
-                    aes_bits(a),
-                    hash(a.integrity.as_deref().unwrap_or("SHA2-256"))
-                )
+                // IOS names HMAC-SHA1 `esp-sha-hmac`.
+                let hmac = match a.integrity.as_deref() {
+                    Some("SHA1") => "sha".to_owned(),
+                    other => hash(other.unwrap_or("SHA2-256")),
+                };
+                format!("esp-aes {} esp-{hmac}-hmac", aes_bits(a))
             };
             let _ = writeln!(out, "crypto ipsec transform-set {name} {transform}\n mode tunnel");
             sets.push(name);
@@ -880,9 +881,14 @@ pub fn fortigate(conn: &Connection) -> String {
     out
 }
 
-/// RouterOS keywords.
-fn routeros_encryption(a: &Algorithms) -> String {
-    format!("aes-{}{}", aes_bits(a), if is_aead(a) { "-gcm" } else { "" })
+/// RouterOS keywords: a profile names CBC `aes-256`, a proposal `aes-256-cbc`; both name GCM `aes-256-gcm`.
+fn routeros_encryption(a: &Algorithms, in_proposal: bool) -> String {
+    let mode = match (is_aead(a), in_proposal) {
+        (true, _) => "-gcm",
+        (false, true) => "-cbc",
+        (false, false) => "",
+    };
+    format!("aes-{}{mode}", aes_bits(a))
 }
 fn routeros_hash(integrity: Option<&str>) -> &'static str {
     match integrity {
@@ -924,7 +930,7 @@ pub fn mikrotik(conn: &Connection) -> String {
         let _ = writeln!(
             out,
             "/ip ipsec profile add name={n} enc-algorithm={} hash-algorithm={} dh-group={} lifetime={}h nat-traversal=yes dpd-interval={}s dpd-maximum-failures={}",
-            routeros_encryption(profile),
+            routeros_encryption(profile, false),
             routeros_hash(profile.integrity.as_deref()),
             routeros_group(profile.dh_group),
             IKE_LIFETIME_SECONDS / 3600,
@@ -952,7 +958,7 @@ pub fn mikrotik(conn: &Connection) -> String {
         let _ = writeln!(
             out,
             "/ip ipsec proposal add name={n} enc-algorithms={} auth-algorithms={auth} pfs-group={} lifetime={}h",
-            routeros_encryption(first_esp),
+            routeros_encryption(first_esp, true),
             first_esp.dh_group.map_or("none", |g| routeros_group(Some(g))),
             ESP_LIFETIME_SECONDS / 3600
         );
