@@ -33,6 +33,19 @@ fi
 # MySQL and MariaDB.
 ./scripts/install-mysql.sh
 
+# Libreswan's own configuration parser (addconn) checks the Libreswan device file. Installing libreswan would remove
+# strongSwan, so its package is only extracted, into /opt/appdb-libreswan.
+if [ ! -x /opt/appdb-libreswan/usr/libexec/ipsec/addconn ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  libreswan_deb=$(mktemp -d)
+  (cd "$libreswan_deb" && apt-get download libreswan >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download libreswan; })
+  $SUDO mkdir -p /opt/appdb-libreswan
+  $SUDO dpkg-deb -x "$libreswan_deb"/libreswan_*.deb /opt/appdb-libreswan
+  # addconn's libraries (the package's dependencies apt did not install).
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libunbound8 libevent-2.1-7
+  rm -rf "$libreswan_deb"
+fi
+
 # kubernetes-validate checks rendered objects against the oldest supported Kubernetes version's schemas.
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet kubernetes-validate==1.37.0
 

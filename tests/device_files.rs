@@ -582,3 +582,46 @@ fn juniper_binds_its_tunnels_into_a_zone_with_policies_and_selectors() {
         );
     }
 }
+
+/// Libreswan's own parser, `addconn --checkconfig` from the Debian package (extracted, not installed: installing
+/// libreswan would remove strongSwan; scripts/test.sh extracts it to /opt/appdb-libreswan). addconn checks the
+/// file's structure and keywords (not algorithm values: the consistency tests above do). The download is split
+/// where its own comments say (the connections for /etc/ipsec.d, the secrets for ipsec.secrets) and included from
+/// a minimal ipsec.conf, as a customer installs it.
+#[test]
+fn libreswan_accepts_its_file() {
+    const ADDCONN: &str = "/opt/appdb-libreswan/usr/libexec/ipsec/addconn";
+    assert!(
+        std::path::Path::new(ADDCONN).exists(),
+        "{ADDCONN} is required: scripts/test.sh extracts the libreswan package there"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for conn in [
+        connection(None),
+        connection(Some(TunnelOptions {
+            ike_proposals: vec![Proposal("aes128-sha1-modp2048".into())],
+            esp_proposals: vec![Proposal("aes128-sha1-modp2048".into())],
+            ..Default::default()
+        })),
+    ] {
+        let text = device(&conn, "libreswan.conf").unwrap();
+        let (conns, secrets) = text
+            .split_once("# /etc/ipsec.d/appdb.secrets")
+            .expect("the secrets part");
+        assert!(secrets.contains(": PSK \""), "secrets lines");
+        let included = dir.path().join("appdb.conf");
+        std::fs::write(&included, conns).unwrap();
+        let main = dir.path().join("ipsec.conf");
+        std::fs::write(&main, format!("config setup\n\ninclude {}\n", included.display())).unwrap();
+        let out = std::process::Command::new(ADDCONN)
+            .args(["--checkconfig", "--config", &main.display().to_string()])
+            .output()
+            .expect("run addconn");
+        assert!(
+            out.status.success(),
+            "addconn refuses the Libreswan file:\n{}{}\n{conns}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

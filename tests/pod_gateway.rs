@@ -407,3 +407,47 @@ async fn the_downloaded_files_fail_over_within_the_dpd_timeout_and_recover_after
         g.stop().await;
     }
 }
+
+/// Route-based devices (Cisco IOS with a virtual tunnel interface, Juniper st0 without traffic selectors) propose
+/// 0.0.0.0/0 on both sides. A charon plays such a device: the downloaded strongSwan file with both selectors
+/// widened to 0.0.0.0/0, which is what the Cisco file's VTI proposes (not a tuned copy of a customer's file).
+/// The gateway narrows them to the customer's network and the platform range (RFC 7296 §2.9), the device
+/// accepts the narrowing, and traffic flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_based_device_proposing_any_to_any_is_narrowed_to_the_connections_networks() {
+    let lab = Lab::new("gwvti").await;
+    let mut gw1 = lab.start_gateway(1).await;
+    let download = customer_config(&vpn(), &connection());
+    let swanctl = String::from_utf8(
+        download.data.as_ref().expect("data")["strongswan-swanctl.conf"]
+            .0
+            .clone(),
+    )
+    .expect("text");
+    let vti = swanctl
+        .replace("local_ts = 192.168.10.0/24", "local_ts = 0.0.0.0/0")
+        .replace("remote_ts = 10.20.30.64/26", "remote_ts = 0.0.0.0/0");
+    assert_ne!(vti, swanctl, "the selectors were widened");
+    let (conf_path, timing) = (
+        lab.dir.path().join("vti-swanctl.conf"),
+        lab.dir.path().join("vti-timing.conf"),
+    );
+    std::fs::write(&conf_path, vti).expect("write");
+    std::fs::write(&timing, &download.data.as_ref().expect("data")["strongswan.conf"].0).expect("write");
+    let vici = lab.dir.path().join("customer.vici");
+    let conf = lab.dir.path().join("customer-strongswan.conf");
+    std::fs::write(&conf, customer_strongswan_conf(&vici, &timing)).expect("write strongswan.conf");
+    let device = Charon::start(&lab.premises, &conf, vici, &lab.dir.path().join("customer.log"));
+    device.load(&conf_path);
+    wait_until(30, "tunnel 1 ESTABLISHED", || established(&device, 1));
+    let sas = device.swanctl(&["--list-sas"]);
+    assert!(
+        sas.contains("local  192.168.10.0/24") && sas.contains("remote 10.20.30.64/26"),
+        "the CHILD_SA carries exactly the connection's networks:\n{sas}"
+    );
+    assert!(!sas.contains("0.0.0.0/0"), "nothing wider was installed:\n{sas}");
+    wait_until(20, "the pinghost answers through the narrowed tunnel", || {
+        lab.ping_pinghost()
+    });
+    gw1.stop().await;
+}
