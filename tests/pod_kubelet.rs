@@ -165,8 +165,72 @@ async fn jobs_deployments_and_pods_report_what_their_processes_do() {
             .then_some(())
     })
     .await;
-    let log = rc.kubelet.logs("acme", "crash", "main").await.unwrap_or_default();
+    // kubectl logs, through the API server's pods/log, shows the container's output across its restarts.
+    let log = c.ok(&["logs", "crash", "-n", "acme"]).await;
     assert!(log.matches("started").count() >= 2, "{log}");
+
+    // httpGet readiness probes, on a named port: a server answering 200 makes its container ready, a 404 does not.
+    // With two containers, kubectl logs takes -c.
+    let server = |path: &str| {
+        format!(
+            "command: [sh, -c, 'echo serving; exec /usr/bin/python3 -m http.server 8080 --bind 0.0.0.0']\n    ports: [{{name: http, containerPort: 8080}}]\n    readinessProbe:\n      httpGet: {{path: {path}, port: http}}\n      periodSeconds: 1"
+        )
+    };
+    apply(
+        c,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pair, namespace: acme}}\nspec:\n  containers:\n  - name: first\n    image: {SESSION}\n    command: [sh, -c, 'echo one; echo two; exec sleep 3600']\n  - name: web\n    image: {SESSION}\n    {}\n",
+            server("/")
+        ),
+    )
+    .await;
+    apply(
+        c,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing, namespace: acme}}\nspec:\n  containers:\n  - name: web\n    image: {SESSION}\n    {}\n",
+            server("/no-such-page")
+        ),
+    )
+    .await;
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/pair",
+        "-n",
+        "acme",
+        "--timeout=60s",
+    ])
+    .await;
+    eventually(30, "the 404 server is probed", || async {
+        let log = c.kubectl(&["logs", "missing", "-n", "acme"]).await;
+        String::from_utf8_lossy(&log.stdout)
+            .contains("GET /no-such-page")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        rc.jsonpath("acme", "pod/missing", "{.status.containerStatuses[0].ready}")
+            .await,
+        "false",
+        "a 404 is a failed probe"
+    );
+    // Without -c, kubectl picks the first container and says so.
+    let default = c.kubectl(&["logs", "pair", "-n", "acme"]).await;
+    assert!(default.status.success());
+    assert_eq!(String::from_utf8_lossy(&default.stdout), "one\ntwo\n");
+    assert!(String::from_utf8_lossy(&default.stderr).contains("Defaulted container \"first\""));
+    assert_eq!(
+        c.ok(&["logs", "pair", "-n", "acme", "-c", "first", "--tail=1"])
+            .await
+            .trim(),
+        "two"
+    );
+    let web = c.ok(&["logs", "pair", "-n", "acme", "-c", "web"]).await;
+    assert!(
+        web.contains("serving") && web.contains("\"GET / HTTP/1.1\" 200"),
+        "{web}"
+    );
 
     // A Deployment with a readiness probe: Ready only once the probe passes; a Recreate rollout stops the old pod
     // (SIGTERM to its PID 1) before the new one starts.

@@ -34,6 +34,7 @@ impl RealCluster {
         .await
         .expect("the node");
         c.server.dial_port_forwards(kubelet.port_forward_dialer());
+        c.server.read_logs_with(kubelet.log_reader());
         let stop = CancellationToken::new();
         let done = Some(tokio::spawn(kubelet.clone().run(stop.clone())));
         RealCluster {

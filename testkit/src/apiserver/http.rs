@@ -30,6 +30,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
             "/api/v1/namespaces/{namespace}/pods/{pod}/portforward",
             axum::routing::get(super::portforward::handle).post(super::portforward::handle),
         )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{pod}/log",
+            axum::routing::get(super::logs::handle),
+        )
         .fallback(handle)
         .with_state(state)
 }

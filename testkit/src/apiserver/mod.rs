@@ -3,6 +3,7 @@
 
 pub mod faults;
 mod http;
+pub mod logs;
 pub mod portforward;
 pub mod resources;
 pub mod ssa;
@@ -160,6 +161,8 @@ pub struct ServerState {
     pub port_forwards: Mutex<std::collections::HashMap<(String, String), portforward::Target>>,
     /// Dials pods that have no fixed mapping.
     pub port_forward_dialer: Mutex<Option<portforward::Dialer>>,
+    /// Reads `pods/log` (the pod runner's kubelet).
+    pub log_reader: Mutex<Option<logs::LogReader>>,
     /// Bumped to cut every open port-forward.
     pub forward_cut: tokio::sync::watch::Sender<u64>,
     /// Faults to inject (none by default) and how many were.
@@ -186,6 +189,7 @@ impl TestApiServer {
             denied: Mutex::new(Vec::new()),
             port_forwards: Mutex::new(Default::default()),
             port_forward_dialer: Mutex::new(None),
+            log_reader: Mutex::new(None),
             forward_cut: tokio::sync::watch::channel(0).0,
             faults: Mutex::new(faults::Faults::default()),
             fault_counts: faults::FaultCounts::default(),
@@ -274,6 +278,11 @@ impl TestApiServer {
     /// own network namespace), for pods without a fixed mapping.
     pub fn dial_port_forwards(&self, dial: portforward::Dialer) {
         *self.state.port_forward_dialer.lock().unwrap_or_else(|e| e.into_inner()) = Some(dial);
+    }
+
+    /// `pods/log` is answered by `read(namespace, pod, container)` (the pod runner's kubelet: the container's output).
+    pub fn read_logs_with(&self, read: logs::LogReader) {
+        *self.state.log_reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
     }
 
     /// Closes every open port-forward (as a dropped connection or an API server restart would).

@@ -378,6 +378,34 @@ impl PodKubelet {
         })
     }
 
+    /// How the API server's `pods/log` reads a container's output: the log file the runner writes for each
+    /// container of the pod (`<dir>/pods/<namespace>_<pod>/<container>.log`), as `kubectl logs` shows it.
+    pub fn log_reader(&self) -> crate::apiserver::logs::LogReader {
+        use crate::apiserver::logs::LogError;
+        let pods = self.dir.join("pods");
+        Arc::new(move |namespace: &str, name: &str, container: Option<&str>| {
+            let dir = pods.join(format!("{namespace}_{name}"));
+            let mut containers: Vec<String> = std::fs::read_dir(&dir)
+                .map_err(|_| LogError::NotFound(format!("pods \"{name}\" not found")))?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log").map(str::to_owned))
+                .collect();
+            containers.sort();
+            let chosen = match (container, containers.as_slice()) {
+                (Some(c), _) => c.to_owned(),
+                (None, [only]) => only.clone(),
+                (None, many) => {
+                    return Err(LogError::BadRequest(format!(
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        many.join(" ")
+                    )));
+                }
+            };
+            std::fs::read_to_string(dir.join(format!("{chosen}.log")))
+                .map_err(|_| LogError::BadRequest(format!("container {chosen} is not valid for pod {name}")))
+        })
+    }
+
     /// A command in a running pod's container (`kubectl exec`).
     pub async fn exec(
         &self,

@@ -377,6 +377,8 @@ pub struct RunningPod {
     pub volumes: PodVolumes,
     grace: Duration,
     pub dir: PathBuf,
+    /// (container, port name, number): what named probe ports resolve to.
+    named_ports: Vec<(String, String, u16)>,
 }
 
 impl RunningPod {
@@ -433,6 +435,16 @@ impl RunningPod {
             volumes,
             grace: Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64),
             dir,
+            named_ports: spec
+                .containers
+                .iter()
+                .flat_map(|c| {
+                    c.ports
+                        .iter()
+                        .flatten()
+                        .filter_map(|p| Some((c.name.clone(), p.name.clone()?, p.container_port as u16)))
+                })
+                .collect(),
         };
         for container in &spec.containers {
             let started = async {
@@ -535,10 +547,7 @@ impl RunningPod {
             return Ok(c.exec(command).await?.status.success());
         }
         if let Some(tcp) = &probe.tcp_socket {
-            let port = match &tcp.port {
-                IntOrString::Int(p) => p.to_string(),
-                IntOrString::String(name) => return Err(format!("named probe port {name} is not resolved yet")),
-            };
+            let port = self.probe_port(container, &tcp.port)?;
             let host = tcp.host.clone().unwrap_or_else(|| self.ip.to_string());
             let out = tokio::process::Command::new("ip")
                 .args(["netns", "exec", self.netns(), "timeout", "1", "bash", "-c"])
@@ -548,7 +557,46 @@ impl RunningPod {
                 .map_err(|e| e.to_string())?;
             return Ok(out.status.success());
         }
-        Err("httpGet probes are not run by the pod runner yet".into())
+        if let Some(http) = &probe.http_get {
+            let port = self.probe_port(container, &http.port)?;
+            let host = http.host.clone().unwrap_or_else(|| self.ip.to_string());
+            let path = http.path.clone().unwrap_or_else(|| "/".into());
+            let scheme = http.scheme.as_deref().unwrap_or("HTTP");
+            if scheme != "HTTP" {
+                return Err(format!("httpGet with scheme {scheme} is not run by the pod runner"));
+            }
+            let headers: String = http
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|h| format!("{}: {}\r\n", h.name, h.value))
+                .collect();
+            let request = http_probe_request(&host, port, &path, &headers);
+            let out = tokio::process::Command::new("ip")
+                .args(["netns", "exec", self.netns(), "timeout", "2", "bash", "-c"])
+                .arg(format!(
+                    "exec 3<>/dev/tcp/{host}/{port} && printf %s {} >&3 && head -c 256 <&3",
+                    shell_quote(&request)
+                ))
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(http_probe_passed(&String::from_utf8_lossy(&out.stdout)));
+        }
+        Err("the probe has no handler (exec, tcpSocket or httpGet)".into())
+    }
+
+    /// A probe's port: a number, or the name of one of the container's ports.
+    fn probe_port(&self, container: &str, port: &IntOrString) -> Result<u16, String> {
+        match port {
+            IntOrString::Int(p) => Ok(*p as u16),
+            IntOrString::String(name) => self
+                .named_ports
+                .iter()
+                .find(|(c, n, _)| c == container && n == name)
+                .map(|(_, _, number)| *number)
+                .ok_or_else(|| format!("container {container} has no port named {name}")),
+        }
     }
 
     /// Runs a command in a container (`kubectl exec`).
@@ -597,9 +645,42 @@ impl RunningPod {
     }
 }
 
+/// The request an httpGet probe sends, as the kubelet does (HTTP/1.1, its User-Agent, the probe's headers).
+pub fn http_probe_request(host: &str, port: u16, path: &str, headers: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\n{headers}Connection: close\r\n\r\n"
+    )
+}
+
+/// The kubelet's verdict on an HTTP response: success for a status from 200 to 399.
+pub fn http_probe_passed(response: &str) -> bool {
+    response
+        .lines()
+        .next()
+        .and_then(|status| status.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|code| (200..400).contains(&code))
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_probes_pass_on_2xx_and_3xx_only() {
+        assert!(http_probe_passed("HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(http_probe_passed("HTTP/1.0 302 Found\r\nLocation: /x\r\n"));
+        assert!(!http_probe_passed("HTTP/1.1 404 Not Found\r\n"));
+        assert!(!http_probe_passed("HTTP/1.1 500 Internal Server Error\r\n"));
+        assert!(!http_probe_passed(""), "no answer fails");
+        let request = http_probe_request("10.244.0.5", 8080, "/healthz", "X-Probe: yes\r\n");
+        assert!(request.starts_with("GET /healthz HTTP/1.1\r\nHost: 10.244.0.5:8080\r\n"));
+        assert!(request.contains("X-Probe: yes\r\n") && request.ends_with("\r\n\r\n"));
+    }
 
     #[test]
     fn command_and_args_replace_entrypoint_and_cmd_as_docker_defines() {
