@@ -354,6 +354,43 @@ async fn pods_reach_services_by_dns_name_and_the_api_server_with_their_service_a
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The Service's EndpointSlice lists both pods, ready, on their container port (targetPort by name).
+    let slice = |path: &'static str| {
+        let c = &c;
+        async move {
+            c.ok(&[
+                "get",
+                "endpointslices.discovery.k8s.io",
+                "-n",
+                "acme",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                &format!("jsonpath={path}"),
+            ])
+            .await
+        }
+    };
+    let pod_ips = c
+        .ok(&[
+            "get",
+            "pods",
+            "-n",
+            "acme",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.podIP}",
+        ])
+        .await;
+    let mut expected: Vec<&str> = pod_ips.split_whitespace().collect();
+    expected.sort();
+    let listed = slice("{.items[0].endpoints[*].addresses[0]}").await;
+    let mut listed: Vec<&str> = listed.split_whitespace().collect();
+    listed.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(slice("{.items[0].endpoints[*].conditions.ready}").await, "true true");
+    assert_eq!(slice("{.items[0].ports[0].port}").await, "8080");
     // A Service whose pods are gone refuses at once.
     c.ok(&[
         "patch",
@@ -373,6 +410,14 @@ async fn pods_reach_services_by_dns_name_and_the_api_server_with_their_service_a
             .ok()?;
         String::from_utf8_lossy(&out.stderr)
             .contains("Connection refused")
+            .then_some(())
+    })
+    .await;
+    eventually(30, "the EndpointSlice follows: no endpoints", || async {
+        slice("{.items[0].endpoints[*].addresses[0]}")
+            .await
+            .trim()
+            .is_empty()
             .then_some(())
     })
     .await;

@@ -135,6 +135,8 @@ pub struct PodKubelet {
     services: Mutex<String>,
     /// The Service rules loaded last, to find UDP translations that became stale.
     service_rules: Mutex<Vec<ServiceRule>>,
+    /// The EndpointSlices written last, by (namespace, name): written again only when they change.
+    endpoint_slices: Mutex<std::collections::BTreeMap<(String, String), serde_json::Value>>,
     dns_records: Mutex<String>,
 }
 
@@ -165,6 +167,7 @@ impl PodKubelet {
             access,
             services: Mutex::new(String::new()),
             service_rules: Mutex::new(Vec::new()),
+            endpoint_slices: Mutex::new(std::collections::BTreeMap::new()),
             dns_records: Mutex::new(String::new()),
         });
         kubelet
@@ -271,6 +274,50 @@ impl PodKubelet {
         }
     }
 
+    /// The endpoint slice controller: each Service's EndpointSlice written when it changed, and removed with its
+    /// Service.
+    async fn write_endpoint_slices(&self, list: &[k8s_openapi::api::core::v1::Service], pods: &[Pod]) {
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let desired: std::collections::BTreeMap<(String, String), serde_json::Value> = list
+            .iter()
+            .filter_map(|service| {
+                let slice = services::endpoint_slice(service, pods)?;
+                let key = (
+                    slice["metadata"]["namespace"].as_str()?.to_owned(),
+                    slice["metadata"]["name"].as_str()?.to_owned(),
+                );
+                Some((key, slice))
+            })
+            .collect();
+        let mut written = self.endpoint_slices.lock().await;
+        let apply = PatchParams::apply("endpointslice-controller").force();
+        for ((namespace, name), slice) in &desired {
+            if written.get(&(namespace.clone(), name.clone())) == Some(slice) {
+                continue;
+            }
+            let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
+            match api.patch(name, &apply, &Patch::Apply(slice)).await {
+                Ok(_) => {
+                    written.insert((namespace.clone(), name.clone()), slice.clone());
+                }
+                Err(e) => tracing::debug!(error = %e, "pod kubelet: EndpointSlice not written"),
+            }
+        }
+        let gone: Vec<(String, String)> = written.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
+        for (namespace, name) in gone {
+            let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &namespace);
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => {
+                    written.remove(&(namespace, name));
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    written.remove(&(namespace, name));
+                }
+                Err(e) => tracing::debug!(error = %e, "pod kubelet: EndpointSlice not removed"),
+            }
+        }
+    }
+
     /// Service rules into every namespace and DNS records into the DNS pod's file, when they changed.
     async fn follow_services(&self, pods: &[Pod]) -> Result<(), kube::Error> {
         use k8s_openapi::api::core::v1::Service;
@@ -279,6 +326,7 @@ impl PodKubelet {
             .await?
             .items;
         self.give_load_balancer_addresses(&list).await;
+        self.write_endpoint_slices(&list, pods).await;
         let mut rules = services::rules(&list, pods);
         rules.push(ServiceRule {
             ip: KUBERNETES_SERVICE_IP,

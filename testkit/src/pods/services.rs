@@ -149,6 +149,78 @@ pub fn render(rules: &[ServiceRule]) -> String {
     )
 }
 
+/// The EndpointSlice the endpoint slice controller keeps for a Service with a selector (headless ones included):
+/// one IPv4 slice named `<service>-runner`, every selected running pod with its readiness (`ready` also for
+/// not-ready pods when the Service publishes them), and the ports with their target resolved per the first
+/// endpoint (a named `targetPort` becomes that pod's container port). `None` for a Service without a selector.
+pub fn endpoint_slice(service: &Service, pods: &[Pod]) -> Option<serde_json::Value> {
+    let spec = service.spec.as_ref()?;
+    let selector = spec.selector.as_ref().filter(|s| !s.is_empty())?;
+    let namespace = service.namespace();
+    let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
+    let mut selected: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.namespace() == namespace && p.metadata.deletion_timestamp.is_none())
+        .filter(|p| selects(selector, p.labels()) && pod_ip(p).is_some())
+        .collect();
+    selected.sort_by_key(|p| p.name_any());
+    let endpoints: Vec<serde_json::Value> = selected
+        .iter()
+        .map(|p| {
+            let ready = is_ready(p);
+            let hostname = p
+                .spec
+                .as_ref()
+                .filter(|s| s.subdomain.as_deref() == Some(service.name_any().as_str()))
+                .map(|s| s.hostname.clone().unwrap_or_else(|| p.name_any()));
+            let mut endpoint = serde_json::json!({
+                "addresses": [pod_ip(p).map(|ip| ip.to_string())],
+                "conditions": {"ready": ready || publish_not_ready, "serving": ready, "terminating": false},
+                "targetRef": {"kind": "Pod", "namespace": p.namespace(), "name": p.name_any(), "uid": p.uid()},
+            });
+            if let Some(h) = hostname {
+                endpoint["hostname"] = serde_json::Value::String(h);
+            }
+            endpoint
+        })
+        .collect();
+    let ports: Vec<serde_json::Value> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|port| {
+            let target = match &port.target_port {
+                None => Some(port.port as u16),
+                Some(IntOrString::Int(n)) => Some(*n as u16),
+                Some(IntOrString::String(name)) => selected.iter().find_map(|p| named_port(p, name)),
+            };
+            serde_json::json!({
+                "name": port.name.clone().unwrap_or_default(),
+                "port": target,
+                "protocol": port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            })
+        })
+        .collect();
+    let name = service.name_any();
+    Some(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{name}-runner"),
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": name,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name, "uid": service.uid(),
+                "controller": true, "blockOwnerDeletion": true}],
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    }))
+}
+
 /// UDP translations that lead to a backend no longer behind their Service address: (address, port, backend).
 /// Their connection-tracking entries must go, as kube-proxy deletes them: a UDP peer that keeps sending (an IKE
 /// device retransmitting) would otherwise keep its entry alive, and be sent to the old pod forever.
@@ -217,6 +289,57 @@ mod tests {
             super::rules(&[service("None", json!(3306))], &pods).is_empty(),
             "headless: DNS only"
         );
+    }
+
+    #[test]
+    fn endpoint_slices_list_selected_pods_with_readiness_and_resolved_ports() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "acme", "uid": "s1"},
+            "spec": {"clusterIP": "None", "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+        }))
+        .unwrap();
+        let pod = |name: &str, ip: &str, ready: &str, extra: serde_json::Value| -> Pod {
+            let mut v = serde_json::json!({
+                "metadata": {"name": name, "namespace": "acme", "labels": {"app": "web"}},
+                "spec": {"subdomain": "web", "containers": [{"name": "main", "ports": [{"name": "http", "containerPort": 8080}]}]},
+                "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]}
+            });
+            if let (Some(m), serde_json::Value::Object(e)) = (v["metadata"].as_object_mut(), extra) {
+                m.extend(e);
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let pods = [
+            pod("web-1", "10.244.0.6", "False", serde_json::json!({})),
+            pod("web-0", "10.244.0.5", "True", serde_json::json!({})),
+            pod(
+                "gone",
+                "10.244.0.7",
+                "True",
+                serde_json::json!({"deletionTimestamp": "2026-12-03T00:00:00Z"}),
+            ),
+        ];
+        let slice = endpoint_slice(&service, &pods).unwrap();
+        assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "web");
+        assert_eq!(slice["ports"][0]["port"], 8080, "named targetPort resolved");
+        let endpoints = slice["endpoints"].as_array().unwrap();
+        assert_eq!(endpoints.len(), 2, "terminating pods are left out");
+        assert_eq!(endpoints[0]["addresses"][0], "10.244.0.5");
+        assert_eq!(endpoints[0]["conditions"]["ready"], true);
+        assert_eq!(
+            endpoints[0]["hostname"], "web-0",
+            "pods of the Service's subdomain get a hostname"
+        );
+        assert_eq!(endpoints[1]["conditions"]["ready"], false);
+        let mut published = service.clone();
+        published.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
+        let slice = endpoint_slice(&published, &pods).unwrap();
+        assert_eq!(slice["endpoints"][1]["conditions"]["ready"], true);
+        assert_eq!(slice["endpoints"][1]["conditions"]["serving"], false);
+        let mut no_selector = service;
+        no_selector.spec.as_mut().unwrap().selector = None;
+        assert!(endpoint_slice(&no_selector, &pods).is_none());
     }
 
     #[test]
