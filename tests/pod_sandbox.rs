@@ -225,3 +225,78 @@ async fn volumes_and_tmp_stay_inside_the_container() {
     sandbox.remove().await;
     node.stop().await;
 }
+
+/// A mount point that does not exist on this machine is made for the container and removed again once the last
+/// container holding it is gone: a runtime makes mount points in the image's root file system, so nothing should
+/// be left on the machine.
+#[tokio::test]
+async fn mount_points_made_on_the_machine_are_removed_with_their_last_container() {
+    use appdb_testkit::pods::volumes::Mount;
+    let dir = tempfile::tempdir().expect("dir");
+    let node = Node::start().await.expect("node");
+    let sandbox = node.sandbox().await.expect("sandbox");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::write(data.join("file"), "x").expect("file");
+    let top = std::path::PathBuf::from(format!("/appdb-mount-point-{}", std::process::id()));
+    assert!(!top.exists());
+    let launch = |hostname: &'static str| Launch {
+        netns: &sandbox.netns,
+        hostname,
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("cat {0}/deep/folder/inner && exec sleep 30", top.display()),
+        ],
+        env: vec![],
+        privileges: privileges(None, None, 0).expect("privileges"),
+        workdir: None,
+        mounts: vec![
+            Mount {
+                source: data.clone(),
+                target: format!("{}/deep/folder", top.display()),
+                read_only: false,
+            },
+            // Under the volume above: made inside it, never on the machine.
+            Mount {
+                source: data.join("file"),
+                target: format!("{}/deep/folder/inner", top.display()),
+                read_only: true,
+            },
+        ],
+        log: dir.path().join(format!("{hostname}.log")),
+    };
+    let mut first = Container::start(launch("first")).expect("first");
+    let mut second = Container::start(launch("second")).expect("second");
+    first.wait_for_pid1(Duration::from_secs(5)).await.expect("first runs");
+    second.wait_for_pid1(Duration::from_secs(5)).await.expect("second runs");
+    let started = std::time::Instant::now();
+    while !(log(&first).contains('x') && log(&second).contains('x')) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} / {}",
+            log(&first),
+            log(&second)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        top.join("deep/folder").is_dir(),
+        "the mount point exists while containers use it"
+    );
+    assert!(
+        !top.join("deep/folder/inner").exists(),
+        "nested mount points are made inside the volume"
+    );
+    first.stop(Duration::from_secs(1)).await;
+    drop(first);
+    assert!(top.join("deep/folder").is_dir(), "the second container still holds it");
+    second.stop(Duration::from_secs(1)).await;
+    drop(second);
+    assert!(
+        !top.exists(),
+        "the last container's end removes every folder the runner made"
+    );
+    sandbox.remove().await;
+    node.stop().await;
+}

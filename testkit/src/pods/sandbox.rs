@@ -310,6 +310,8 @@ pub struct Launch<'a> {
 /// A running container.
 pub struct Container {
     launcher: Child,
+    /// Mount points on the machine this container holds (released, and removed by the last holder, on drop).
+    mount_points: Vec<PathBuf>,
     pub log: PathBuf,
     /// What an `exec` into the container runs with (probes, `kubectl exec`).
     privileges: Privileges,
@@ -335,6 +337,7 @@ impl Container {
             );
         }
         let err = log.try_clone().map_err(|e| e.to_string())?;
+        let mount_points = claim_mount_points(&launch.mounts)?;
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", launch.netns])
@@ -370,13 +373,20 @@ impl Container {
         // The image's working directory is `/` unless `workingDir` says otherwise (never the test's own, which the
         // container's private /tmp may hide).
         command.current_dir(launch.workdir.unwrap_or(Path::new("/")));
-        let launcher = command.spawn().map_err(|e| format!("starting the container: {e}"))?;
+        let launcher = match command.spawn() {
+            Ok(l) => l,
+            Err(e) => {
+                release_mount_points(&mount_points);
+                return Err(format!("starting the container: {e}"));
+            }
+        };
         let mut env = launch.env;
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), IMAGE_PATH.into()));
         }
         Ok(Container {
             launcher,
+            mount_points,
             log: launch.log,
             privileges: launch.privileges,
             env,
@@ -456,6 +466,85 @@ impl Container {
     }
 }
 
+impl Drop for Container {
+    fn drop(&mut self) {
+        // The launcher is killed with the container (kill_on_drop), and the mount namespace goes with its last
+        // process; a mount point another container still holds stays.
+        release_mount_points(&self.mount_points);
+    }
+}
+
+/// Mount points the runner made on this machine, with the number of containers holding each. A runtime makes
+/// mount points inside the image's root file system; the runner's containers share the machine's, so what it
+/// makes there it removes again once no container of this process uses it.
+static MADE_MOUNT_POINTS: std::sync::Mutex<std::collections::BTreeMap<PathBuf, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Makes the missing mount points of `mounts` on the machine (folders; an empty file for a file source) and
+/// returns every made path this container now holds. Targets under another mount's target are left to the mount
+/// script: they are made inside that volume, not on the machine.
+pub fn claim_mount_points(mounts: &[Mount]) -> Result<Vec<PathBuf>, String> {
+    let mut made = MADE_MOUNT_POINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    for m in mounts {
+        let target = Path::new(&m.target);
+        let nested = mounts
+            .iter()
+            .any(|other| other.target != m.target && target.starts_with(&other.target));
+        if nested || !target.is_absolute() {
+            continue;
+        }
+        let mut path = PathBuf::from("/");
+        let components: Vec<_> = target.components().skip(1).collect();
+        for (i, component) in components.iter().enumerate() {
+            path.push(component);
+            let last = i + 1 == components.len();
+            if let Some(count) = made.get_mut(&path) {
+                *count += 1;
+                held.push(path.clone());
+                continue;
+            }
+            if path.symlink_metadata().is_ok() {
+                continue;
+            }
+            let result = if last && !m.source.is_dir() {
+                std::fs::File::create(&path).map(drop)
+            } else {
+                std::fs::create_dir(&path)
+            };
+            if let Err(e) = result {
+                drop(made);
+                release_mount_points(&held);
+                return Err(format!("the mount point {}: {e}", path.display()));
+            }
+            made.insert(path.clone(), 1);
+            held.push(path.clone());
+        }
+    }
+    Ok(held)
+}
+
+/// Gives up `held` mount points; the last holder removes them, deepest first, if they are still empty.
+pub fn release_mount_points(held: &[PathBuf]) {
+    let mut made = MADE_MOUNT_POINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ordered: Vec<&PathBuf> = held.iter().collect();
+    ordered.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for path in ordered {
+        let Some(count) = made.get_mut(path) else { continue };
+        *count -= 1;
+        if *count == 0 {
+            made.remove(path);
+            let _ = if path.is_dir() {
+                std::fs::remove_dir(path)
+            } else if path.metadata().is_ok_and(|m| m.len() == 0) {
+                std::fs::remove_file(path)
+            } else {
+                Ok(())
+            };
+        }
+    }
+}
+
 /// Quotes a word for `sh`.
 fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
@@ -463,8 +552,8 @@ fn quote(word: &str) -> String {
 
 /// The shell steps that bind each volume at its path (creating the mount point: a folder for a folder, a file for
 /// a file), read-only where the mount says so. They run as root in the container's new mount namespace, before
-/// its privileges are dropped, so nothing is mounted on the machine itself. Mount points that did not exist are
-/// created on the machine's file system and stay there, empty.
+/// its privileges are dropped, so nothing is mounted on the machine itself. Mount points that did not exist on the
+/// machine were made by [`claim_mount_points`] before, and are removed when no container holds them any more.
 pub fn mount_script(mounts: &[Mount]) -> String {
     // Every source is first bound under a private staging tmpfs, before any target is mounted: a volume on /tmp
     // must not hide a source that lies under this machine's /tmp (a runtime resolves sources on the host).
