@@ -48,6 +48,8 @@ fi
 
 # kubernetes-validate checks rendered objects against the oldest supported Kubernetes version's schemas.
 python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet kubernetes-validate==1.37.0
+# The real Helm 4 engine (its Go SDK behind a C ABI, no helm binary) renders and lints the chart (tests/chart.rs).
+python3 -c 'import helm_python' 2>/dev/null || python3 -m pip install --quiet helm-python-sdk==0.2.2
 
 # Build the binaries the end-to-end tests start as separate processes, then run every test of the workspace.
 cargo build --locked --workspace --bins --examples

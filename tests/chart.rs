@@ -1,0 +1,282 @@
+//! The chart as Helm renders it: the real Helm 4 engine (helm-python-sdk, which embeds Helm's Go SDK; pinned by
+//! scripts/test.sh) renders and lints `charts/appdb-operator` strictly for the default values and every value set in
+//! `charts/appdb-operator/ci/`. The rendered objects must validate against the Kubernetes schemas, have no
+//! duplicate keys in the lists a real API server merges by key (server-side apply refuses those, and it is Helm 4's,
+//! Argo CD's and Flux's way of applying), apply to the test API server with server-side apply, and the operator
+//! started exactly as the rendered Deployment says (its arguments and environment) must run.
+
+mod support;
+
+use std::{collections::BTreeSet, process::Command};
+
+use serde_json::Value;
+use support::{Cluster, apply, eventually, free_port};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/appdb-operator");
+
+struct Rendered {
+    lint: Value,
+    manifests: Vec<String>,
+    objects: Vec<Value>,
+}
+
+fn render(values: Option<&std::path::Path>) -> Rendered {
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm-render.py"))
+        .arg(CHART);
+    if let Some(v) = values {
+        command.arg(v);
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("python3 with helm-python-sdk is required (scripts/test.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "Helm refused the chart with {values:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).expect("JSON from helm-render.py");
+    Rendered {
+        lint: all["lint"].clone(),
+        manifests: all["manifests"]
+            .as_object()
+            .expect("manifests")
+            .values()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect(),
+        objects: all["objects"].as_array().expect("objects").clone(),
+    }
+}
+
+fn value_sets() -> Vec<Option<std::path::PathBuf>> {
+    let mut sets: Vec<Option<std::path::PathBuf>> = vec![None];
+    let mut files: Vec<_> = std::fs::read_dir(format!("{CHART}/ci"))
+        .expect("charts/appdb-operator/ci")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "documented value sets in charts/appdb-operator/ci");
+    sets.extend(files.into_iter().map(Some));
+    sets
+}
+
+/// The keys of the associative lists a real API server merges by key (`x-kubernetes-list-map-keys` of the
+/// built-in types the chart renders), by the field that holds the list.
+fn list_keys(field: &str) -> Option<&'static [&'static str]> {
+    Some(match field {
+        "containers" | "initContainers" | "env" | "volumes" | "imagePullSecrets" => &["name"],
+        "volumeMounts" => &["mountPath"],
+        "ports" => &["containerPort", "protocol"],
+        "conditions" => &["type"],
+        // Atomic lists (tolerations, RBAC rules and subjects) may repeat entries.
+        _ => return None,
+    })
+}
+
+/// Every duplicate key in an associative list under `value`, as a real server reports it.
+fn duplicate_keys(value: &Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (field, child) in map {
+                let here = format!("{path}.{field}");
+                if let (Some(keys), Value::Array(items)) = (list_keys(field), child) {
+                    // A Service's ports are keyed by port and protocol, a container's by containerPort and protocol.
+                    let keys: &[&str] = if field == "ports" && items.iter().any(|i| i.get("port").is_some()) {
+                        &["port", "protocol"]
+                    } else {
+                        keys
+                    };
+                    let mut seen = BTreeSet::new();
+                    for item in items {
+                        let key: Vec<String> = keys
+                            .iter()
+                            .map(|k| match (item.get(*k), *k) {
+                                (Some(v), _) => v.to_string(),
+                                (None, "protocol") => "\"TCP\"".into(),
+                                (None, _) => "null".into(),
+                            })
+                            .collect();
+                        if !seen.insert(key.clone()) {
+                            found.push(format!("{here}: duplicate entries for key [{}]", key.join(",")));
+                        }
+                    }
+                }
+                duplicate_keys(child, &here, found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                duplicate_keys(item, &format!("{path}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_duplicate_key_check_finds_what_a_server_refuses() {
+    let deployment = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "operator", "env": [{"name": "APPDB_POOL", "value": "a"}, {"name": "APPDB_POOL", "value": "a"}],
+         "ports": [{"containerPort": 8080}, {"containerPort": 8080, "protocol": "UDP"}]}]}}}});
+    let mut found = Vec::new();
+    duplicate_keys(&deployment, "", &mut found);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("env: duplicate entries for key [\"APPDB_POOL\"]"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn helm_renders_and_lints_every_value_set_into_valid_objects_without_duplicate_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    for values in value_sets() {
+        let rendered = render(values.as_deref());
+        let label = values
+            .as_ref()
+            .map_or("default values".into(), |p| p.display().to_string());
+        let lint = &rendered.lint;
+        assert_eq!(
+            lint["errors"],
+            serde_json::json!([]),
+            "{label}: helm lint --strict: {lint}"
+        );
+        let findings: Vec<&Value> = lint["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["severity"].as_u64().unwrap_or(0) >= 2)
+            .collect();
+        assert!(findings.is_empty(), "{label}: helm lint --strict: {findings:?}");
+        assert!(
+            rendered.objects.iter().any(|o| o["kind"] == "Deployment"),
+            "{label}: no Deployment rendered"
+        );
+        let mut duplicates = Vec::new();
+        for object in &rendered.objects {
+            let name = format!("{}/{}", object["kind"], object["metadata"]["name"]);
+            duplicate_keys(object, &name, &mut duplicates);
+        }
+        assert!(duplicates.is_empty(), "{label}: {duplicates:#?}");
+        // Built-in kinds against the Kubernetes schemas (the ServiceMonitor is the Prometheus Operator's).
+        let built_in: Vec<&String> = rendered
+            .manifests
+            .iter()
+            .filter(|m| !m.contains("kind: ServiceMonitor") && !m.trim().is_empty())
+            .collect();
+        let file = dir.path().join("rendered.yaml");
+        std::fs::write(
+            &file,
+            built_in.iter().map(|m| format!("---\n{m}\n")).collect::<String>(),
+        )
+        .expect("write");
+        let out = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "-k", "1.33.0"])
+            .arg(&file)
+            .output()
+            .expect("kubernetes-validate (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{label}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The default rendering applied with server-side apply, and the operator started from the rendered Deployment's
+/// own arguments and environment (the test only points it at the test cluster and a free port): it becomes ready
+/// and allocates a network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_chart_applies_and_its_deployment_runs_the_operator() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: appdb-system}\n").await;
+    let rendered = render(None);
+    for object in rendered.objects.iter().filter(|o| o["kind"] != "ServiceMonitor") {
+        let mut object = object.clone();
+        if object["metadata"].get("namespace").is_none()
+            && !object["kind"].as_str().unwrap_or("").starts_with("Cluster")
+        {
+            object["metadata"]["namespace"] = "appdb-system".into();
+        }
+        let yaml = serde_saphyr::to_string(&object).expect("YAML");
+        let out = c
+            .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&yaml))
+            .await;
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            object["kind"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deployment = rendered
+        .objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("the operator's Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string").to_owned())
+        .collect();
+    let port = free_port();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appdb-operator"));
+    command.args(&args).env_clear();
+    for var in container["env"].as_array().expect("env") {
+        let name = var["name"].as_str().expect("name");
+        let value = match (&var["value"], &var["valueFrom"]["fieldRef"]["fieldPath"]) {
+            (Value::String(v), _) => v.clone(),
+            (_, Value::String(path)) if path == "metadata.name" => "appdb-operator-7d9f8c6b5-x2k4p".into(),
+            (_, Value::String(path)) if path == "metadata.namespace" => "appdb-system".into(),
+            other => panic!("{name}: unexpected source {other:?}"),
+        };
+        command.env(name, value);
+    }
+    let log = c.dir.path().join("operator.log");
+    let mut operator = command
+        .env("APPDB_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KUBECONFIG", c.kubeconfig())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(c.dir.path().join("operator.err")).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the operator");
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    if ready.is_err() {
+        let _ = operator.kill().await;
+        panic!(
+            "the operator started from the rendered Deployment never became ready:\n{}{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(c.dir.path().join("operator.err")).unwrap_or_default()
+        );
+    }
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(
+        &c,
+        "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {}\n",
+    )
+    .await;
+    eventually(60, "the network gets a range from the chart's pool", || async {
+        let cidr = support::get(&c, "pnet/prod", "{.status.cidr}").await;
+        (!cidr.is_empty()).then_some(cidr)
+    })
+    .await;
+    let _ = operator.kill().await;
+}
