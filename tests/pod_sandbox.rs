@@ -300,3 +300,46 @@ async fn mount_points_made_on_the_machine_are_removed_with_their_last_container(
     sandbox.remove().await;
     node.stop().await;
 }
+
+/// A container dropped while it runs (its test failed before stopping it) dies with its whole PID namespace, also
+/// when its PID 1 runs as another user (the kernel clears the launcher's parent-death signal when setpriv changes
+/// the user; MySQL pods of failed end-to-end runs were seen outliving their test).
+#[tokio::test]
+async fn a_container_dropped_without_a_stop_dies_even_as_another_user() {
+    let dir = tempfile::tempdir().expect("dir");
+    let node = Node::start().await.expect("node");
+    let sandbox = node.sandbox().await.expect("sandbox");
+    let c = start(
+        &sandbox,
+        "orphan",
+        privileges(None, Some(&context(json!({"runAsUser": 999, "runAsGroup": 999}))), 0).expect("privileges"),
+        "exec sleep 300",
+        dir.path(),
+    );
+    let pid = c.wait_for_pid1(Duration::from_secs(5)).await.expect("PID 1");
+    let status = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while !status(pid).contains("Uid:\t999") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "PID 1 never ran as 999:\n{}",
+            status(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(c);
+    let started = std::time::Instant::now();
+    loop {
+        let s = status(pid);
+        if s.is_empty() || s.contains("State:\tZ") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the container outlived its drop:\n{s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sandbox.remove().await;
+    node.stop().await;
+}

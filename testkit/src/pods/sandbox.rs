@@ -468,8 +468,18 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        // The launcher is killed with the container (kill_on_drop), and the mount namespace goes with its last
-        // process; a mount point another container still holds stays.
+        // A container dropped while it runs (a test that failed, a pod never stopped) is killed through its PID 1,
+        // which takes its whole PID namespace along, instead of relying on the launcher's death alone: `unshare
+        // --kill-child` arms a parent-death signal that the kernel clears when PID 1 changes its user (setpriv to
+        // the pod's runAsUser). MySQL pods of failed end-to-end runs were seen outliving their test (uid 999, PID 1
+        // of their own namespace, reparented to init).
+        if self.launcher.id().is_some()
+            && self.try_exit_code().is_none()
+            && let Some(pid) = self.pid1()
+        {
+            signal(pid, "KILL");
+        }
+        // The mount namespace goes with its last process; a mount point another container still holds stays.
         release_mount_points(&self.mount_points);
     }
 }
