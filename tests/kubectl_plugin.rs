@@ -345,7 +345,12 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
 
     let out = run(&c, &["vpn-config", "seattle", "--list-devices"]).await;
     let devices = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(devices.lines().count(), 7, "{devices}");
+    assert_eq!(
+        devices.lines().count(),
+        appdb_operator::vpn::render::DEVICE_FORMATS.len(),
+        "{devices}"
+    );
+    assert!(devices.contains("strongswan.conf ") && devices.contains("mikrotik.rsc"), "{devices}");
     let config = eventually(30, "the VPN configuration", || async {
         let out = run(
             &c,
