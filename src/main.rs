@@ -74,6 +74,8 @@ async fn main() -> ExitCode {
                 match appdb_operator::netpol::discover_api_server(&client).await {
                     Ok(found) => config.isolation.api_server = found,
                     Err(e) => tracing::warn!(
+                        namespace = "default",
+                        name = "kubernetes",
                         error = %e,
                         "cannot read the API server's addresses from default/kubernetes; VPN gateways may not report \
                          their tunnels where NetworkPolicies are enforced (set --api-server-endpoints)"
