@@ -350,7 +350,10 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
         appdb_operator::vpn::render::DEVICE_FORMATS.len(),
         "{devices}"
     );
-    assert!(devices.contains("strongswan.conf ") && devices.contains("mikrotik.rsc"), "{devices}");
+    assert!(
+        devices.contains("strongswan.conf ") && devices.contains("mikrotik.rsc"),
+        "{devices}"
+    );
     let config = eventually(30, "the VPN configuration", || async {
         let out = run(
             &c,
