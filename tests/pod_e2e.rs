@@ -525,33 +525,8 @@ async fn the_vpn_runs_as_its_pods_and_premises_reach_the_pinghost_and_the_databa
         .await;
     }
     // The premises: the device's public address and its LAN host, on the node's outside segment.
-    let premises = netns::Netns::new(&format!("appdb-vpne2e-{}-prem", std::process::id()));
-    let node = rc.kubelet.node();
-    node.attach_outside(&premises.name, "100.64.0.1/24", "100.64.0.2/24")
-        .await
-        .expect("the outside segment");
-    premises.add_address("198.51.100.7/32");
-    premises.add_address("192.168.10.10/32");
-    premises.exec(&[
-        "ip",
-        "route",
-        "add",
-        "203.0.113.0/24",
-        "via",
-        "100.64.0.1",
-        "src",
-        "198.51.100.7",
-    ]);
-    netns::run(&[
-        "ip",
-        "-n",
-        &node.netns,
-        "route",
-        "add",
-        "198.51.100.7/32",
-        "via",
-        "100.64.0.2",
-    ]);
+    let premises =
+        charon::premises_behind(rc.kubelet.node(), &format!("appdb-vpne2e-{}-prem", std::process::id())).await;
 
     // The downloads, exactly as the customer gets them: the connections and the dead-peer timing.
     let download = |device: &'static str| {

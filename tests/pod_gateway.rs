@@ -31,7 +31,7 @@ use appdb_testkit::pods::{
     pod::{ClusterSetup, Programs, RunningPod},
     sandbox::Node,
 };
-use charon::{Charon, carrying_tunnel, customer_strongswan_conf, established, wait_until};
+use charon::{Charon, carrying_tunnel, customer_strongswan_conf, established, premises_behind, wait_until};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use netns::Netns;
 use serde_json::json;
@@ -127,33 +127,7 @@ impl Lab {
     async fn new(tag: &str) -> Lab {
         let dir = tempfile::tempdir().expect("temp dir");
         let node = Node::start().await.expect("the node");
-        let premises = Netns::new(&format!("appdb-{tag}-{}-prem", std::process::id()));
-        node.attach_outside(&premises.name, "100.64.0.1/24", "100.64.0.2/24")
-            .await
-            .expect("the outside segment");
-        // The device's public address and its LAN host; the "Internet" is the segment to the node.
-        premises.add_address("198.51.100.7/32");
-        premises.add_address("192.168.10.10/32");
-        premises.exec(&[
-            "ip",
-            "route",
-            "add",
-            "203.0.113.0/24",
-            "via",
-            "100.64.0.1",
-            "src",
-            "198.51.100.7",
-        ]);
-        netns::run(&[
-            "ip",
-            "-n",
-            &node.netns,
-            "route",
-            "add",
-            "198.51.100.7/32",
-            "via",
-            "100.64.0.2",
-        ]);
+        let premises = premises_behind(&node, &format!("appdb-{tag}-{}-prem", std::process::id())).await;
         Lab {
             dir,
             node,

@@ -9,6 +9,7 @@ mod support;
 mod netns;
 
 #[path = "support/charon.rs"]
+#[allow(dead_code)]
 mod charon;
 
 use appdb_testkit::dbserver::{DbServer, Engine};

@@ -93,6 +93,39 @@ impl Drop for Charon {
 /// userspace data path because this kernel has no ESP; a vici socket and a log of its own), plus the download's
 /// `strongswan.conf` snippet included as the customer installs it. No timing of the test's own: dead-peer
 /// detection and retries are exactly what the download sets.
+/// The customer's premises on `node`'s outside segment, as the VPN tests lay them out: the device's public address
+/// 198.51.100.7 and its LAN host 192.168.10.10, the "Internet" (the load balancer range 203.0.113.0/24) through
+/// the node.
+pub async fn premises_behind(node: &appdb_testkit::pods::sandbox::Node, name: &str) -> Netns {
+    let premises = Netns::new(name);
+    node.attach_outside(&premises.name, "100.64.0.1/24", "100.64.0.2/24")
+        .await
+        .expect("the outside segment");
+    premises.add_address("198.51.100.7/32");
+    premises.add_address("192.168.10.10/32");
+    premises.exec(&[
+        "ip",
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "via",
+        "100.64.0.1",
+        "src",
+        "198.51.100.7",
+    ]);
+    super::netns::run(&[
+        "ip",
+        "-n",
+        &node.netns,
+        "route",
+        "add",
+        "198.51.100.7/32",
+        "via",
+        "100.64.0.2",
+    ]);
+    premises
+}
+
 pub fn customer_strongswan_conf(vici: &Path, download: &Path) -> String {
     format!(
         "charon {{\n    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey kdf gcm aes sha1 sha2 hmac gmp kernel-libipsec kernel-netlink socket-default vici updown\n    filelog {{\n        stderr {{\n            default = 1\n            ike = 2\n        }}\n    }}\n    plugins {{\n        vici {{\n            socket = unix://{}\n        }}\n    }}\n}}\ninclude {}\n",

@@ -9,9 +9,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 
-use super::ServerState;
+use super::{ServerState, portforward::status};
 
 /// Why a log cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,16 +30,6 @@ pub struct LogQuery {
     #[serde(rename = "tailLines")]
     tail_lines: Option<usize>,
     previous: Option<bool>,
-}
-
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
-    (
-        code,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// The last `n` lines of `text` (all of it when `n` is `None`).

@@ -40,7 +40,8 @@ pub struct Ports {
     ports: Option<String>,
 }
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
+/// A failed request's `Status` body, as a real API server answers it.
+pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
     (
         code,
