@@ -266,9 +266,25 @@ impl DbServer {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         // The template's root has no password (MySQL) or logs in by socket (MariaDB).
+        let mut port_retries = 0;
         while server.sql_over_socket(None, "SELECT 1").await.is_err() {
             if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
-                panic!("{engine} exited ({status}) at start: {}", server.error_log());
+                // The free port was taken by a concurrent test between choosing it and binding: another port.
+                let log = server.error_log();
+                if log.contains("Address already in use") && port_retries < 3 {
+                    port_retries += 1;
+                    let _ = std::fs::remove_file(server.dir.path().join("error.log"));
+                    server.port = free_port();
+                    let port_arg = format!("--port={}", server.port);
+                    for arg in server.launch.iter_mut() {
+                        if arg.to_string_lossy().starts_with("--port=") {
+                            *arg = port_arg.clone().into();
+                        }
+                    }
+                    server.child = Some(spawn(&server.launch));
+                    continue;
+                }
+                panic!("{engine} exited ({status}) at start: {log}");
             }
             assert!(
                 std::time::Instant::now() < deadline,
