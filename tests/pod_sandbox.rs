@@ -313,7 +313,7 @@ async fn a_container_dropped_without_a_stop_dies_even_as_another_user() {
         &sandbox,
         "orphan",
         privileges(None, Some(&context(json!({"runAsUser": 999, "runAsGroup": 999}))), 0).expect("privileges"),
-        "exec sleep 300",
+        "import time\ntime.sleep(300)",
         dir.path(),
     );
     let pid = c.wait_for_pid1(Duration::from_secs(5)).await.expect("PID 1");
@@ -322,8 +322,9 @@ async fn a_container_dropped_without_a_stop_dies_even_as_another_user() {
     while !status(pid).contains("Uid:\t999") {
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "PID 1 never ran as 999:\n{}",
-            status(pid)
+            "PID 1 never ran as 999:\n{}\nits log:\n{}",
+            status(pid),
+            log(&c)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
