@@ -3,8 +3,9 @@
 
 Usage: helm-render.py CHART [VALUES.yaml ...]
 
-Prints one JSON document: {"lint": <helm lint --strict report>, "manifests": {template path: rendered text},
-"objects": [every rendered object, parsed by Helm's own YAML reader]}.
+Prints one JSON document: {"lint": <helm lint --strict report>, "manifests": {template path: rendered text, NOTES.txt
+included}, "objects": [every rendered object, parsed by Helm's own YAML reader]}. A chart or values error exits 1
+with Helm's message on stderr.
 Values files are merged in order, as `helm template -f a.yaml -f b.yaml` merges them.
 """
 import json
@@ -25,6 +26,8 @@ def main() -> int:
     manifests = chart.render(values, name="appdb-operator", namespace="appdb-system", is_install=True)
     objects = []
     for path in sorted(manifests):
+        if path.endswith("NOTES.txt"):
+            continue
         for document in manifests[path].split("\n---"):
             parsed = helm.values_from_yaml(document)
             if parsed:
@@ -44,4 +47,9 @@ def merge(base: dict, overlay: dict) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except helm.errors.HelmError as e:
+        # What `helm install` prints: the chart's own message (schema violations, `fail` in templates).
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)

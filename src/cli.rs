@@ -170,6 +170,10 @@ pub struct RunArgs {
     /// at start-up from the `default/kubernetes` Service and its EndpointSlices.
     #[arg(long, env = "APPDB_API_SERVER_ENDPOINTS", value_delimiter = ',')]
     pub api_server_endpoints: Vec<std::net::SocketAddrV4>,
+    /// Node selector, tolerations, affinity and priority class (JSON, the pod spec's field names) added to every
+    /// pod the operator creates: database servers, VPN gateways, Jobs. The Helm chart sets it from `workloads.*`.
+    #[arg(long, env = "APPDB_WORKLOAD_PLACEMENT", value_parser = crate::placement::parse, default_value = "{}")]
+    pub workload_placement: crate::placement::WorkloadPlacement,
 }
 
 /// `--vpn-exposure` values.
@@ -211,6 +215,7 @@ impl RunArgs {
                 api_server: self.api_server_endpoints.clone(),
                 ..Default::default()
             },
+            placement: self.workload_placement.clone(),
         }
     }
 

@@ -33,6 +33,8 @@ pub struct OperatorConfig {
     pub rollback_window: Duration,
     /// Test-only: accept documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) as customer gateways.
     pub allow_documentation_gateways: bool,
+    /// Node selector, tolerations and affinity of every pod the operator creates.
+    pub placement: crate::placement::WorkloadPlacement,
 }
 
 impl Default for OperatorConfig {
@@ -51,6 +53,7 @@ impl Default for OperatorConfig {
             allow_documentation_gateways: false,
             rollback_window: Duration::from_secs(24 * 3600),
             vpn_exposure: crate::vpn::render::Exposure::LoadBalancer,
+            placement: Default::default(),
         }
     }
 }

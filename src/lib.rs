@@ -16,6 +16,7 @@ pub mod migration;
 pub mod mysql;
 pub mod names;
 pub mod netpol;
+pub mod placement;
 pub mod plugin;
 pub mod telemetry;
 pub mod vpn;

@@ -66,19 +66,28 @@ fn health_check_matches_every_test_case() {
     }
 }
 
+/// Both ways of installing the check, the argocd-cm snippet and the argo-cd chart's values, carry health.lua as it
+/// is, for every kind.
 #[test]
-fn the_argocd_cm_snippet_embeds_the_same_script_for_every_kind() {
+fn the_argocd_cm_snippet_and_the_argo_cd_chart_values_embed_the_same_script_for_every_kind() {
     let script = std::fs::read_to_string(Path::new(DIR).join("health.lua")).unwrap();
-    let cm: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(Path::new(DIR).join("argocd-cm.yaml")).unwrap()).unwrap();
+    let read = |file: &str| -> Value {
+        serde_saphyr::from_str(&std::fs::read_to_string(Path::new(DIR).join(file)).unwrap()).unwrap()
+    };
+    let cm = read("argocd-cm.yaml");
+    let chart_values = read("argo-cd-values.yaml");
     for kind in ["PrivateNetwork", "AppDatabase", "VpnConnection", "DatabaseMigration"] {
-        let embedded = cm["data"][format!("resource.customizations.health.appdb.dev_{kind}")]
-            .as_str()
-            .unwrap_or_else(|| panic!("{kind} missing"));
-        assert_eq!(
-            embedded.trim_end(),
-            script.trim_end(),
-            "{kind}: argocd-cm.yaml drifted from health.lua"
-        );
+        let key = format!("resource.customizations.health.appdb.dev_{kind}");
+        for (file, embedded) in [
+            ("argocd-cm.yaml", &cm["data"][&key]),
+            ("argo-cd-values.yaml", &chart_values["configs"]["cm"][&key]),
+        ] {
+            let embedded = embedded.as_str().unwrap_or_else(|| panic!("{file}: {kind} missing"));
+            assert_eq!(
+                embedded.trim_end(),
+                script.trim_end(),
+                "{kind}: {file} drifted from health.lua"
+            );
+        }
     }
 }

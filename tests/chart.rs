@@ -16,11 +16,17 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/appdb-operator"
 
 struct Rendered {
     lint: Value,
-    manifests: Vec<String>,
+    /// (template path, rendered text), NOTES.txt included.
+    manifests: Vec<(String, String)>,
     objects: Vec<Value>,
 }
 
 fn render(values: Option<&std::path::Path>) -> Rendered {
+    try_render(values).unwrap_or_else(|e| panic!("Helm refused the chart with {values:?}:\n{e}"))
+}
+
+/// Helm's rendering, or Helm's message when it refuses the values (as `helm install` prints it).
+fn try_render(values: Option<&std::path::Path>) -> Result<Rendered, String> {
     let mut command = Command::new("python3");
     command
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm-render.py"))
@@ -31,22 +37,142 @@ fn render(values: Option<&std::path::Path>) -> Rendered {
     let out = command
         .output()
         .unwrap_or_else(|e| panic!("python3 with helm-python-sdk is required (scripts/test.sh installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "Helm refused the chart with {values:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let all: Value = serde_json::from_slice(&out.stdout).expect("JSON from helm-render.py");
-    Rendered {
+    Ok(Rendered {
         lint: all["lint"].clone(),
         manifests: all["manifests"]
             .as_object()
             .expect("manifests")
-            .values()
-            .filter_map(|m| m.as_str().map(str::to_owned))
+            .iter()
+            .filter_map(|(path, m)| Some((path.clone(), m.as_str()?.to_owned())))
             .collect(),
         objects: all["objects"].as_array().expect("objects").clone(),
+    })
+}
+
+fn ci_values(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(CHART).join("ci").join(name)
+}
+
+fn kind<'a>(rendered: &'a Rendered, kind: &str) -> Vec<&'a Value> {
+    rendered.objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn env_value<'a>(deployment: &'a Value, name: &str) -> Option<&'a str> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+/// Typos fail at install with Helm's message naming the value: values.schema.json for types and enums, the
+/// templates for an extraEnv entry that would duplicate a variable the chart sets.
+#[test]
+fn typos_in_values_fail_at_install_with_a_message_naming_the_value() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cases = [
+        ("replicaCount: two\n", "/replicaCount"),
+        ("vpn:\n  datapath: bogus\n", "/vpn/datapath"),
+        ("vpn:\n  exposure: nodeport\n", "/vpn/exposure"),
+        ("ipam:\n  pool: [10.0.0.0]\n", "/ipam/pool/0"),
+        ("replicas: 2\n", "replicas"),
+        ("workloads:\n  nodeSelectors: {pool: tenants}\n", "nodeSelectors"),
+        (
+            "extraEnv:\n  - {name: APPDB_POOL, value: 10.0.0.0/8}\n",
+            "extraEnv: APPDB_POOL is set by the chart",
+        ),
+        (
+            "extraEnv:\n  - {name: HTTPS_PROXY, value: a}\n  - {name: HTTPS_PROXY, value: b}\n",
+            "extraEnv: HTTPS_PROXY is listed twice",
+        ),
+    ];
+    for (i, (values, expected)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("case-{i}.yaml"));
+        std::fs::write(&file, values).expect("write");
+        match try_render(Some(&file)) {
+            Ok(_) => panic!("Helm accepted {values:?}"),
+            Err(message) => assert!(
+                message.contains(expected),
+                "{values:?}: the message should name {expected:?}:\n{message}"
+            ),
+        }
     }
+}
+
+/// One replica: no budget, no spread. Several: a PodDisruptionBudget that keeps all but one through drains and a
+/// spread over nodes. The platform's placement reaches the operator's flag for the pods it creates, merged with the
+/// operator's own, and parses as the operator parses it.
+#[test]
+fn replicas_bring_a_budget_and_a_spread_and_placement_reaches_the_operator() {
+    let single = render(None);
+    assert!(kind(&single, "PodDisruptionBudget").is_empty());
+    let deployment = kind(&single, "Deployment")[0];
+    assert!(deployment["spec"]["template"]["spec"]["topologySpreadConstraints"].is_null());
+    assert_eq!(env_value(deployment, "APPDB_WORKLOAD_PLACEMENT"), Some("{}"));
+
+    let placed = render(Some(&ci_values("placement-values.yaml")));
+    let budget = kind(&placed, "PodDisruptionBudget");
+    assert_eq!(budget.len(), 1);
+    assert_eq!(budget[0]["spec"]["maxUnavailable"], 1);
+    let deployment = kind(&placed, "Deployment")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        budget[0]["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        pod["nodeSelector"]["node-pool"], "platform",
+        "the operator's own placement"
+    );
+    assert_eq!(
+        pod["containers"][0]["args"],
+        serde_json::json!(["run", "--rollback-window-seconds=3600"])
+    );
+    assert_eq!(
+        env_value(deployment, "HTTPS_PROXY"),
+        Some("http://proxy.platform.svc:3128")
+    );
+    let placement = appdb_operator::placement::parse(env_value(deployment, "APPDB_WORKLOAD_PLACEMENT").expect("set"))
+        .expect("the operator parses the chart's placement");
+    assert_eq!(
+        placement.node_selector["node-pool"], "tenants",
+        "workloads.* wins over the inherited key"
+    );
+    assert_eq!(placement.tolerations.len(), 1);
+    assert_eq!(placement.priority_class_name.as_deref(), Some("tenant-workloads"));
+
+    let dashboard = kind(&placed, "ConfigMap");
+    assert_eq!(dashboard.len(), 1, "the dashboard ConfigMap");
+    assert_eq!(dashboard[0]["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboard[0]["metadata"]["annotations"]["grafana_folder"], "Platform");
+    let json: Value = serde_json::from_str(dashboard[0]["data"]["appdb-operator.json"].as_str().expect("data"))
+        .expect("the dashboard JSON survives the template");
+    assert!(json["panels"].as_array().is_some_and(|p| !p.is_empty()));
+}
+
+/// NOTES.txt, what `helm install` prints: how to check the operator and the first customer, with this release's
+/// names and ranges.
+#[test]
+fn the_install_notes_name_this_release() {
+    let dir = tempfile::tempdir().expect("dir");
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, "ipam:\n  reserved: [10.42.0.0/16]\n").expect("write");
+    let rendered = try_render(Some(&values)).expect("render");
+    let (_, notes) = rendered
+        .manifests
+        .iter()
+        .find(|(path, _)| path.ends_with("templates/NOTES.txt"))
+        .expect("NOTES.txt rendered");
+    assert!(notes.contains("rollout status deployment/appdb-operator"), "{notes}");
+    assert!(notes.contains("never overlap 10.42.0.0/16"), "{notes}");
 }
 
 fn value_sets() -> Vec<Option<std::path::PathBuf>> {
@@ -165,7 +291,10 @@ fn helm_renders_and_lints_every_value_set_into_valid_objects_without_duplicate_k
         let built_in: Vec<&String> = rendered
             .manifests
             .iter()
-            .filter(|m| !m.contains("kind: ServiceMonitor") && !m.trim().is_empty())
+            .filter(|(path, m)| {
+                !path.ends_with("NOTES.txt") && !m.contains("kind: ServiceMonitor") && !m.trim().is_empty()
+            })
+            .map(|(_, m)| m)
             .collect();
         let file = dir.path().join("rendered.yaml");
         std::fs::write(
@@ -193,9 +322,55 @@ fn helm_renders_and_lints_every_value_set_into_valid_objects_without_duplicate_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_chart_applies_and_its_deployment_runs_the_operator() {
     let c = Cluster::start().await;
+    let mut operator = install_and_run(&c, None).await;
+    let _ = operator.kill().await;
+}
+
+/// With the dedicated-nodes value set, the database server the operator creates carries the platform's node
+/// selector, toleration and priority class (the operator's own pod stays on its pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platforms_placement_reaches_the_database_pods_the_operator_creates() {
+    let c = Cluster::start().await;
+    let mut operator = install_and_run(&c, Some(&ci_values("placement-values.yaml"))).await;
+    apply(
+        &c,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: change-me-Secur3!}\n",
+    )
+    .await;
+    apply(
+        &c,
+        "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  engine: MySQL\n  version: \"8.4\"\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n",
+    )
+    .await;
+    let pod = eventually(60, "the database StatefulSet", || async {
+        let out = c.kubectl(&["-n", "acme", "get", "statefulsets", "-o", "json"]).await;
+        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+        list["items"]
+            .as_array()?
+            .first()
+            .map(|s| s["spec"]["template"]["spec"].clone())
+    })
+    .await;
+    let _ = operator.kill().await;
+    assert_eq!(
+        pod["nodeSelector"],
+        serde_json::json!({"node-pool": "tenants"}),
+        "{pod}"
+    );
+    assert_eq!(
+        pod["tolerations"],
+        serde_json::json!([{"key": "dedicated", "operator": "Equal", "value": "tenants", "effect": "NoSchedule"}])
+    );
+    assert_eq!(pod["priorityClassName"], "tenant-workloads");
+}
+
+/// Applies the chart's rendering (with `values`) by server-side apply, starts the operator exactly as the rendered
+/// Deployment says (the test only points it at the test cluster and a free port), and waits until it allocated a
+/// network for `acme/prod`.
+async fn install_and_run(c: &Cluster, values: Option<&std::path::Path>) -> tokio::process::Child {
     c.install_crds().await;
-    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: appdb-system}\n").await;
-    let rendered = render(None);
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: appdb-system}\n").await;
+    let rendered = render(values);
     for object in rendered.objects.iter().filter(|o| o["kind"] != "ServiceMonitor") {
         let mut object = object.clone();
         if object["metadata"].get("namespace").is_none()
@@ -274,9 +449,9 @@ async fn the_rendered_chart_applies_and_its_deployment_runs_the_operator() {
     )
     .await;
     eventually(60, "the network gets a range from the chart's pool", || async {
-        let cidr = support::get(&c, "pnet/prod", "{.status.cidr}").await;
+        let cidr = support::get(c, "pnet/prod", "{.status.cidr}").await;
         (!cidr.is_empty()).then_some(cidr)
     })
     .await;
-    let _ = operator.kill().await;
+    operator
 }

@@ -280,12 +280,15 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         jiff::Timestamp::now(),
         ctx.config.rollback_window,
     );
-    let desired = build(&BuildInputs {
+    let mut desired = build(&BuildInputs {
         db: &db,
         network: &valid.network,
         servers: &plan.run,
         serving: &plan.serving.name,
     });
+    for server in &mut desired.servers {
+        ctx.config.placement.place(&mut server.statefulset.spec.template);
+    }
     let mut ready = false;
     for server in &desired.servers {
         apply_child(
@@ -409,12 +412,15 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
                 let job_name = rotation_job_name(&db, &valid.secret_revision);
                 match jobs.get_opt(&job_name).await.map_err(read("the rotation Job"))? {
                     None => {
-                        let job = rotation_job(
+                        let mut job = rotation_job(
                             &db,
                             &valid.secret_revision,
                             &ctx.config.operator_image,
                             &ctx.config.cluster_domain,
                         );
+                        if let Some(spec) = job.spec.as_mut() {
+                            ctx.config.placement.place(&mut spec.template);
+                        }
                         match jobs.create(&PostParams::default(), &job).await {
                             Ok(_) => {}
                             Err(kube::Error::Api(s)) if s.code == 409 => {}

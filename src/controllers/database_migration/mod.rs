@@ -496,7 +496,7 @@ async fn start_copy_job(
         .map(ServerPlan::from_status)
         .unwrap_or_else(|| ServerPlan::from_spec(db));
     let target = copy_server_plan(db, &source, &copy.server, m.spec.target.as_ref());
-    let job = copy::job(&copy::JobInputs {
+    let mut job = copy::job(&copy::JobInputs {
         migration: m,
         database: db,
         source: &source,
@@ -511,6 +511,9 @@ async fn start_copy_job(
         cluster_domain: &ctx.config.cluster_domain,
         rollback,
     });
+    if let Some(spec) = job.spec.as_mut() {
+        ctx.config.placement.place(&mut spec.template);
+    }
     let jobs =
         Api::<k8s_openapi::api::batch::v1::Job>::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
     match jobs.create(&kube::api::PostParams::default(), &job).await {

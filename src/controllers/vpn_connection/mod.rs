@@ -575,7 +575,7 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     for n in [1u8, 2] {
         let config = gateway_config(&vpn, &conn, n, ctx.config.vpn_datapath, ctx.config.vpn_exposure);
         apply_child(&secrets, &config, "a gateway configuration").await?;
-        let desired = gateway(
+        let mut desired = gateway(
             &vpn,
             &vpn.spec.network,
             n,
@@ -586,6 +586,7 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
             &serving,
             ctx.config.vpn_exposure,
         );
+        ctx.config.placement.place(&mut desired.spec.template);
         let live = deployments
             .get_opt(&desired.name_any())
             .await
