@@ -8,7 +8,7 @@ use appdb_testkit::apiserver::TestApiServer;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    Api, Client, Config,
+    Api, Client,
     api::{Patch, PatchParams, PostParams},
     runtime::watcher,
 };
@@ -42,7 +42,7 @@ fn configmap(i: usize) -> ConfigMap {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = TestApiServer::start("127.0.0.1:0".parse()?).await?;
-    let config = Config::new(server.url().parse()?);
+    let config = server.admin_config();
     let client = Client::try_from(config)?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 

@@ -26,7 +26,7 @@ use appdb_testkit::{
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, Client, Config,
+    Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
 };
 use serde_json::{Value, json};
@@ -197,7 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         steady,
     } = args();
     let server = TestApiServer::start("127.0.0.1:0".parse()?).await?;
-    let mut config = Config::new(server.url().parse()?);
+    let mut config = server.admin_config();
     config.headers.push((http::header::USER_AGENT, BENCH_AGENT.parse()?));
     let client = Client::try_from(config)?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

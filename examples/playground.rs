@@ -12,7 +12,7 @@ use appdb_operator::api::{AppDatabase, DatabaseMigration, PrivateNetwork, VpnCon
 use appdb_testkit::apiserver::TestApiServer;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service};
 use kube::{
-    Api, Client, Config, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DynamicObject, ListParams, Patch, PatchParams},
     core::GroupVersionKind,
     discovery::Discovery,
@@ -32,7 +32,7 @@ thread_local! {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     START.with(|_| ());
     let server = TestApiServer::start("127.0.0.1:0".parse()?).await?;
-    let client = Client::try_from(Config::new(server.url().parse()?))?;
+    let client = Client::try_from(server.admin_config())?;
     let ssa = PatchParams::apply("playground").force();
     for crd in all_crds() {
         Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(

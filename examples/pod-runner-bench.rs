@@ -24,7 +24,7 @@ use appdb_testkit::{
     },
 };
 use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, Client, Config, api::PostParams};
+use kube::{Api, Client, api::PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -123,10 +123,16 @@ async fn main() {
     let server = TestApiServer::start("127.0.0.1:0".parse().unwrap())
         .await
         .expect("server");
-    let client = Client::try_from(Config::new(server.url().parse().unwrap())).expect("client");
-    let kubelet = PodKubelet::start(client.clone(), programs, dir.path().join("kubelet"), server.addr())
-        .await
-        .expect("kubelet");
+    let client = Client::try_from(server.admin_config()).expect("client");
+    let kubelet = PodKubelet::start(
+        client.clone(),
+        programs,
+        dir.path().join("kubelet"),
+        server.addr(),
+        server.ca_der(),
+    )
+    .await
+    .expect("kubelet");
     let stop = CancellationToken::new();
     let running = tokio::spawn(kubelet.clone().run(stop.clone()));
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());

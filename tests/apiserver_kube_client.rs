@@ -7,7 +7,7 @@ use std::time::Duration;
 use appdb_operator::api::{PrivateNetwork, PrivateNetworkSpec};
 use futures::StreamExt;
 use kube::{
-    Api, Client, Config,
+    Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::watcher,
 };
@@ -24,7 +24,7 @@ async fn next(stream: &mut Events) -> watcher::Event<PrivateNetwork> {
 }
 
 async fn client(c: &Cluster) -> Client {
-    Client::try_from(Config::new(c.server.url().parse().unwrap())).expect("client")
+    Client::try_from(c.server.admin_config()).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

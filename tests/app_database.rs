@@ -10,12 +10,13 @@ use tokio::process::Child;
 const PASSWORD: &str = "first-Secret-9";
 const NEW_PASSWORD: &str = "second-Secret-9";
 
-fn start_operator(c: &Cluster) -> Child {
+async fn start_operator(c: &Cluster) -> Child {
     spawn_operator(
         c,
         free_port(),
         &["--operator-image", "registry.example/appdb-operator:test"],
     )
+    .await
 }
 
 fn secret(name: &str, key: &str, value: &str) -> String {
@@ -33,7 +34,7 @@ fn database(name: &str, network: &str, secret: &str, extra: &str) -> String {
 /// CRDs, the operator, a namespace and a ready network.
 async fn setup(c: &Cluster) -> Child {
     c.install_crds().await;
-    let operator = start_operator(c);
+    let operator = start_operator(c).await;
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     c.ok(&[

@@ -109,7 +109,7 @@ async fn fifty_sigkills_during_creation_deletion_and_migration_leave_nothing_beh
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS);
     for round in 0..rounds {
-        let mut op = spawn_operator(&c, free_port(), &["--release-cooldown-seconds", "0"]);
+        let mut op = spawn_operator(&c, free_port(), &["--release-cooldown-seconds", "0"]).await;
         // One action per round, and the cluster's part.
         match round % 5 {
             0..=2 => {
@@ -137,7 +137,7 @@ async fn fifty_sigkills_during_creation_deletion_and_migration_leave_nothing_beh
         let _ = op.wait().await;
     }
     // The last restart: everything converges.
-    let _op = spawn_operator(&c, free_port(), &["--release-cooldown-seconds", "0"]);
+    let _op = spawn_operator(&c, free_port(), &["--release-cooldown-seconds", "0"]).await;
     let alive: Vec<usize> = (0..created).filter(|i| !deleted.contains(i)).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {

@@ -365,8 +365,8 @@ async fn the_platforms_placement_reaches_the_database_pods_the_operator_creates(
 }
 
 /// Applies the chart's rendering (with `values`) by server-side apply, starts the operator exactly as the rendered
-/// Deployment says (the test only points it at the test cluster and a free port), and waits until it allocated a
-/// network for `acme/prod`.
+/// Deployment says, as its service account under the rendered RBAC (the test only points it at the test cluster
+/// and a free port), and waits until it allocated a network for `acme/prod`.
 async fn install_and_run(c: &Cluster, values: Option<&std::path::Path>) -> tokio::process::Child {
     c.install_crds().await;
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: appdb-system}\n").await;
@@ -414,10 +414,20 @@ async fn install_and_run(c: &Cluster, values: Option<&std::path::Path>) -> tokio
         };
         command.env(name, value);
     }
+    // As the rendered Deployment's service account, under the rendered RBAC.
+    let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName");
+    let kubeconfig = c.dir.path().join("operator-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        c.server.service_account_kubeconfig("appdb-system", account),
+    )
+    .expect("kubeconfig");
     let log = c.dir.path().join("operator.log");
     let mut operator = command
         .env("APPDB_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KUBECONFIG", c.kubeconfig())
+        .env("KUBECONFIG", &kubeconfig)
         .stdout(std::fs::File::create(&log).expect("log"))
         .stderr(std::fs::File::create(c.dir.path().join("operator.err")).expect("log"))
         .kill_on_drop(true)
@@ -442,9 +452,9 @@ async fn install_and_run(c: &Cluster, values: Option<&std::path::Path>) -> tokio
             std::fs::read_to_string(c.dir.path().join("operator.err")).unwrap_or_default()
         );
     }
-    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(
-        &c,
+        c,
         "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {}\n",
     )
     .await;

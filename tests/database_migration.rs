@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use appdb_operator::api::PrivateNetwork;
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use support::{Cluster, apply, eventually, free_port, get, mark_statefulset_ready, spawn_operator, try_get};
 use tokio::process::Child;
 
@@ -23,7 +23,8 @@ async fn setup(c: &Cluster) -> Child {
             "--rollback-window-seconds",
             "3",
         ],
-    );
+    )
+    .await;
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod-2026, namespace: acme}\nspec: {}\n").await;
@@ -116,7 +117,7 @@ async fn scheduled_readdress_moves_the_database_and_removes_the_source() {
     );
 
     // Watch both networks closely while it runs: each must show "Migration In Progress".
-    let client = Client::try_from(Config::new(c.server.url().parse().unwrap())).unwrap();
+    let client = Client::try_from(c.server.admin_config()).unwrap();
     let networks: Api<PrivateNetwork> = Api::namespaced(client, "acme");
     let mut seen = (false, false, false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
@@ -258,7 +259,7 @@ async fn unmet_preconditions_wait_with_reasons_and_cancellation_changes_nothing(
 async fn an_operator_killed_mid_migration_finishes_it_after_restart() {
     let c = Cluster::start().await;
     let mut op = setup(&c).await;
-    let client = Client::try_from(Config::new(c.server.url().parse().unwrap())).unwrap();
+    let client = Client::try_from(c.server.admin_config()).unwrap();
     let migrations: Api<appdb_operator::api::DatabaseMigration> = Api::namespaced(client, "acme");
     // The target network has a VPN connection whose gateways must relay the database before the migration ends;
     // its load balancer has not given it addresses yet, so the migration stays in progress.
@@ -289,7 +290,8 @@ async fn an_operator_killed_mid_migration_finishes_it_after_restart() {
             "--release-cooldown-seconds",
             "0",
         ],
-    );
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         get(&c, "dbmig/move", "{.status.state}").await,

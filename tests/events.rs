@@ -12,7 +12,7 @@ use support::Cluster;
 async fn repeats_become_a_series_and_a_deleted_event_is_published_anew() {
     let c = Cluster::start().await;
     support::apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
-    let client = kube::Client::try_from(kube::Config::new(c.server.url().parse().expect("url"))).expect("client");
+    let client = kube::Client::try_from(c.server.admin_config()).expect("client");
     let recorder = Recorder::new(client.clone(), "appdb-operator", Some("appdb-operator-0".into()));
     let network = ObjectReference {
         api_version: Some("appdb.dev/v1alpha1".into()),

@@ -92,7 +92,7 @@ async fn everything_converges_through_api_faults_without_double_allocation_or_ne
             .kill_on_drop(true)
             .spawn()
             .expect("start the operator"),
-        None => spawn_operator(&c, free_port(), &[]),
+        None => spawn_operator(&c, free_port(), &[]).await,
     };
     c.server.set_faults(Faults {
         server_errors: 0.03,

@@ -61,7 +61,7 @@ async fn every_invalid_manifest_is_refused_or_stalls_with_its_reason() {
     let c = Cluster::start().await;
     c.install_crds().await;
     let port = free_port();
-    let mut op = spawn_operator(&c, port, &[]);
+    let mut op = spawn_operator(&c, port, &[]).await;
     apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod-2026, namespace: acme}\nspec: {}\n").await;

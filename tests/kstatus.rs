@@ -122,7 +122,8 @@ async fn every_written_status_follows_kstatus() {
             "--release-cooldown-seconds",
             "0",
         ],
-    );
+    )
+    .await;
     let apply = |yaml: String| {
         let c = &c;
         async move { c.ok_stdin(&["apply", "--server-side", "-f", "-"], &yaml).await }

@@ -20,8 +20,9 @@ use tokio::io::AsyncBufReadExt;
 
 const ROOT: &str = "TunnelRootPassw0rd";
 
-/// kubectl with the plugin's folder first on PATH, as a user who installed it would have.
-fn kubectl_appdb(c: &Cluster, args: &[&str]) -> tokio::process::Command {
+/// kubectl with the plugin's folder first on PATH, as a user who installed it would have, with the given
+/// kubeconfig (the administrator's, or a person's own identity).
+fn kubectl_appdb_as(c: &Cluster, kubeconfig: &std::path::Path, args: &[&str]) -> tokio::process::Command {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-appdb"))
         .parent()
         .expect("bin dir")
@@ -31,7 +32,7 @@ fn kubectl_appdb(c: &Cluster, args: &[&str]) -> tokio::process::Command {
     cmd.arg("appdb")
         .args(args)
         .env("PATH", path)
-        .env("KUBECONFIG", c.kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .env("HOME", c.dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -40,7 +41,11 @@ fn kubectl_appdb(c: &Cluster, args: &[&str]) -> tokio::process::Command {
 }
 
 async fn run(c: &Cluster, args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(60), kubectl_appdb(c, args).output())
+    run_as(c, &c.kubeconfig(), args).await
+}
+
+async fn run_as(c: &Cluster, kubeconfig: &std::path::Path, args: &[&str]) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), kubectl_appdb_as(c, kubeconfig, args).output())
         .await
         .expect("kubectl appdb finished")
         .expect("run kubectl appdb")
@@ -48,7 +53,11 @@ async fn run(c: &Cluster, args: &[&str]) -> Output {
 
 /// Starts a tunnel and waits until it says where to connect.
 async fn start_tunnel(c: &Cluster, args: &[&str]) -> (tokio::process::Child, String) {
-    let mut child = kubectl_appdb(c, args).spawn().expect("start the tunnel");
+    start_tunnel_as(c, &c.kubeconfig(), args).await
+}
+
+async fn start_tunnel_as(c: &Cluster, kubeconfig: &std::path::Path, args: &[&str]) -> (tokio::process::Child, String) {
+    let mut child = kubectl_appdb_as(c, kubeconfig, args).spawn().expect("start the tunnel");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
         .await
@@ -96,7 +105,7 @@ fn engine_and_image(engine: Engine) -> (&'static str, &'static str) {
 async fn setup(c: &Cluster, engine: Engine) -> (tokio::process::Child, DbServer) {
     let (engine_name, image) = engine_and_image(engine);
     c.install_crds().await;
-    let op = spawn_operator(c, free_port(), &["--allow-documentation-gateways", "true"]);
+    let op = spawn_operator(c, free_port(), &["--allow-documentation-gateways", "true"]).await;
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
@@ -151,9 +160,12 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
     .await
     .expect("seed");
 
+    // A person with the chart's appdb-tunnel-user role in acme, and nothing else.
+    let alice = support::person_kubeconfig(&c, "alice@example.com", "acme", "appdb-tunnel-user", "alice-tunnel").await;
     let port = free_port();
-    let (mut tunnel, line) = start_tunnel(
+    let (mut tunnel, line) = start_tunnel_as(
         &c,
+        &alice,
         &["tunnel", "orders", "-n", "acme", "--local-port", &port.to_string()],
     )
     .await;
@@ -276,10 +288,11 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
         "{stderr}"
     );
 
-    // The user may not port-forward: "Access denied", naming the missing permission.
-    c.server.deny("create", "", "pods/portforward", "acme");
-    let out = run(
+    // Alice's RoleBinding is removed: "Access denied", naming the missing permission.
+    c.ok(&["delete", "rolebinding", "alice-tunnel", "-n", "acme"]).await;
+    let out = run_as(
         &c,
+        &alice,
         &[
             "tunnel",
             "orders",

@@ -43,7 +43,7 @@ async fn acme(rc: &RealCluster, engine: Engine) -> tokio::process::Child {
 async fn acme_with(rc: &RealCluster, engine: Engine, operator_flags: &[&str]) -> tokio::process::Child {
     let c = &rc.c;
     c.install_crds().await;
-    let operator = spawn_operator(c, free_port(), operator_flags);
+    let operator = spawn_operator(c, free_port(), operator_flags).await;
     for file in ["00-namespace.yaml", "10-network.yaml"] {
         c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/{file}")])
             .await;

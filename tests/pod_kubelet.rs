@@ -29,7 +29,7 @@ async fn the_acme_database_runs_as_a_real_pod_and_is_ready_to_use(engine: Engine
     let rc = RealCluster::start().await;
     let c = &rc.c;
     c.install_crds().await;
-    let _operator = spawn_operator(c, free_port(), &[]);
+    let _operator = spawn_operator(c, free_port(), &[]).await;
     c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/00-namespace.yaml")])
         .await;
     c.ok(&["apply", "--server-side", "-f", &format!("{EXAMPLES}/10-network.yaml")])
@@ -341,8 +341,27 @@ async fn pods_reach_services_by_dns_name_and_the_api_server_with_their_service_a
         .expect("exec");
     let cluster_ip = rc.jsonpath("acme", "svc/web", "{.spec.clusterIP}").await;
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&cluster_ip), "{out:?}");
-    // The API server at https://kubernetes.default.svc with the service account's CA and token.
-    let api = "import ssl, urllib.request\nd='/var/run/secrets/kubernetes.io/serviceaccount/'\nctx=ssl.create_default_context(cafile=d+'ca.crt')\nreq=urllib.request.Request('https://kubernetes.default.svc/api/v1/namespaces/acme/pods/client', headers={'Authorization': 'Bearer '+open(d+'token').read()})\nprint(urllib.request.urlopen(req, context=ctx, timeout=5).read().decode())";
+    // The API server at https://kubernetes.default.svc with the service account's CA and token (from TokenRequest):
+    // the namespace's default account may do nothing until a Role says so.
+    let api = "import ssl, urllib.request, urllib.error\nd='/var/run/secrets/kubernetes.io/serviceaccount/'\nctx=ssl.create_default_context(cafile=d+'ca.crt')\nreq=urllib.request.Request('https://kubernetes.default.svc/api/v1/namespaces/acme/pods/client', headers={'Authorization': 'Bearer '+open(d+'token').read()})\ntry:\n    print(urllib.request.urlopen(req, context=ctx, timeout=5).read().decode())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())";
+    let out = rc
+        .kubelet
+        .exec("acme", "client", "main", &["python3", "-c", api])
+        .await
+        .expect("exec");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "User \\\"system:serviceaccount:acme:default\\\" cannot get resource \\\"pods\\\" in API group \\\"\\\" in the namespace \\\"acme\\\""
+        ),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    apply(
+        c,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: pod-reader, namespace: acme}\nrules:\n- {apiGroups: [\"\"], resources: [pods], verbs: [get]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: default-reads-pods, namespace: acme}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}\nsubjects:\n- {kind: ServiceAccount, name: default}\n",
+    )
+    .await;
     let out = rc
         .kubelet
         .exec("acme", "client", "main", &["python3", "-c", api])

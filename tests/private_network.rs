@@ -6,15 +6,15 @@ use std::{collections::BTreeSet, time::Duration};
 
 use appdb_operator::api::{NetworkAllocation, PrivateNetwork, PrivateNetworkSpec};
 use futures::StreamExt;
-use kube::{Api, Client, Config, api::PostParams};
+use kube::{Api, Client, api::PostParams};
 use support::{Cluster, eventually, free_port, spawn_operator};
 use tokio::process::Child;
 
-fn start_operator(c: &Cluster, extra: &[&str]) -> Child {
-    start_operator_on(c, free_port(), extra)
+async fn start_operator(c: &Cluster, extra: &[&str]) -> Child {
+    start_operator_on(c, free_port(), extra).await
 }
 
-fn start_operator_on(c: &Cluster, port: u16, extra: &[&str]) -> Child {
+async fn start_operator_on(c: &Cluster, port: u16, extra: &[&str]) -> Child {
     let mut flags = vec![
         "--pool",
         "10.0.0.0/8,172.16.0.0/12",
@@ -28,7 +28,7 @@ fn start_operator_on(c: &Cluster, port: u16, extra: &[&str]) -> Child {
         "1",
     ]);
     flags.extend_from_slice(extra);
-    spawn_operator(c, port, &flags)
+    spawn_operator(c, port, &flags).await
 }
 
 fn network_yaml(ns: &str, name: &str, cidr: Option<&str>) -> String {
@@ -79,7 +79,7 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     let c = Cluster::start().await;
     c.install_crds().await;
     let port = free_port();
-    let _op = start_operator_on(&c, port, &[]);
+    let _op = start_operator_on(&c, port, &[]).await;
     namespace(&c, "acme").await;
     namespace(&c, "globex").await;
 
@@ -241,7 +241,7 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
 async fn without_cooldown_deletion_frees_the_range_and_type_follows_the_database() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let _op = start_operator(&c, &["--release-cooldown-seconds", "0"]);
+    let _op = start_operator(&c, &["--release-cooldown-seconds", "0"]).await;
     namespace(&c, "acme").await;
     c.ok_stdin(
         &["apply", "--server-side", "-f", "-"],
@@ -290,7 +290,7 @@ async fn without_cooldown_deletion_frees_the_range_and_type_follows_the_database
 async fn allocations_outliving_their_network_are_collected() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let _op = start_operator(&c, &["--release-cooldown-seconds", "2"]);
+    let _op = start_operator(&c, &["--release-cooldown-seconds", "2"]).await;
     let orphan = "apiVersion: appdb.dev/v1alpha1\nkind: NetworkAllocation\nmetadata: {name: 10-9-9-0-26}\nspec:\n  cidr: 10.9.9.0/26\n  network: {namespace: gone, name: gone, uid: 00000000-0000-0000-0000-000000000000}\n";
     c.ok_stdin(&["create", "-f", "-"], orphan).await;
     eventually(
@@ -306,9 +306,9 @@ async fn two_operators_without_leader_election_never_overlap() {
     const NETWORKS: usize = 200;
     let c = Cluster::start().await;
     c.install_crds().await;
-    let _a = start_operator(&c, &[]);
-    let _b = start_operator(&c, &[]);
-    let client = Client::try_from(Config::new(c.server.url().parse().unwrap())).unwrap();
+    let _a = start_operator(&c, &[]).await;
+    let _b = start_operator(&c, &[]).await;
+    let client = Client::try_from(c.server.admin_config()).unwrap();
     for n in 0..10 {
         namespace(&c, &format!("customer-{n}")).await;
     }

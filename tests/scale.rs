@@ -50,8 +50,8 @@ async fn customers_become_ready_without_a_reconcile_storm_and_a_quiet_cluster_ge
     let c = Cluster::start().await;
     c.install_crds().await;
     let port = free_port();
-    let _operator = spawn_operator(&c, port, &[]);
-    let client = kube::Client::try_from(kube::Config::new(c.server.url().parse().expect("url"))).expect("client");
+    let _operator = spawn_operator(&c, port, &[]).await;
+    let client = kube::Client::try_from(c.server.admin_config()).expect("client");
     let stop = CancellationToken::new();
     let _stop_kubelet = stop.clone().drop_guard();
     tokio::spawn(Kubelet::new(client).run(stop));

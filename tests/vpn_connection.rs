@@ -5,11 +5,11 @@ mod support;
 use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
 use tokio::process::Child;
 
-fn start_operator_on(c: &Cluster, port: u16) -> Child {
-    start_operator_with(c, port, &[])
+async fn start_operator_on(c: &Cluster, port: u16) -> Child {
+    start_operator_with(c, port, &[]).await
 }
 
-fn start_operator_with(c: &Cluster, port: u16, extra: &[&str]) -> Child {
+async fn start_operator_with(c: &Cluster, port: u16, extra: &[&str]) -> Child {
     let mut flags = vec![
         "--allow-documentation-gateways",
         "true",
@@ -17,7 +17,7 @@ fn start_operator_with(c: &Cluster, port: u16, extra: &[&str]) -> Child {
         "registry.example/appdb-vpn-gateway:test",
     ];
     flags.extend_from_slice(extra);
-    spawn_operator(c, port, &flags)
+    spawn_operator(c, port, &flags).await
 }
 
 fn vpn(name: &str, cidrs: &str, extra: &str) -> String {
@@ -30,7 +30,7 @@ fn vpn(name: &str, cidrs: &str, extra: &str) -> String {
 async fn setup(c: &Cluster) -> (Child, u16) {
     c.install_crds().await;
     let port = free_port();
-    let op = start_operator_on(c, port);
+    let op = start_operator_on(c, port).await;
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     c.ok(&[
@@ -468,7 +468,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 async fn host_network_gateways_use_their_nodes_address() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let _op = start_operator_with(&c, free_port(), &["--vpn-exposure", "host-network"]);
+    let _op = start_operator_with(&c, free_port(), &["--vpn-exposure", "host-network"]).await;
     apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     c.ok(&[

@@ -125,9 +125,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts the real operator binary against `cluster` with leader election off, probes and metrics on `port`, and the
-/// given extra flags. Killed when the returned child is dropped.
-pub fn spawn_operator(cluster: &Cluster, port: u16, flags: &[&str]) -> tokio::process::Child {
+/// Starts the real operator binary against `cluster` as its service account under the chart's RBAC, with leader
+/// election off, probes and metrics on `port`, and the given extra flags. Killed when the returned child is dropped.
+pub async fn spawn_operator(cluster: &Cluster, port: u16, flags: &[&str]) -> tokio::process::Child {
+    let kubeconfig = operator_kubeconfig(cluster).await;
     tokio::process::Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
         .args([
             "run",
@@ -137,7 +138,7 @@ pub fn spawn_operator(cluster: &Cluster, port: u16, flags: &[&str]) -> tokio::pr
             "false",
         ])
         .args(flags)
-        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -227,4 +228,80 @@ pub async fn wait_ready_to_use(c: &Cluster, name: &str) {
         (get(c, &format!("adb/{name}"), "{.status.state}").await == "Ready To Use").then_some(())
     })
     .await;
+}
+
+/// The chart's objects as Helm renders them with the default values (release `appdb-operator` in `appdb-system`),
+/// rendered once per test binary with the real Helm engine (scripts/helm-render.py).
+pub fn chart_objects() -> &'static [serde_json::Value] {
+    static OBJECTS: std::sync::OnceLock<Vec<serde_json::Value>> = std::sync::OnceLock::new();
+    OBJECTS.get_or_init(|| {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm-render.py"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/appdb-operator"))
+            .output()
+            .unwrap_or_else(|e| panic!("python3 with helm-python-sdk is required (scripts/test.sh installs it): {e}"));
+        assert!(
+            out.status.success(),
+            "Helm refused the chart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from helm-render.py");
+        all["objects"].as_array().expect("objects").clone()
+    })
+}
+
+/// Applies the chart's objects of the given kinds (as an administrator), in the release namespace where namespaced.
+pub async fn apply_chart(c: &Cluster, kinds: &[&str]) {
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: appdb-system}\n").await;
+    for object in chart_objects().iter().filter(|o| kinds.iter().any(|k| o["kind"] == *k)) {
+        let mut object = object.clone();
+        if object["metadata"].get("namespace").is_none()
+            && !object["kind"].as_str().unwrap_or("").starts_with("Cluster")
+        {
+            object["metadata"]["namespace"] = "appdb-system".into();
+        }
+        apply(c, &serde_json::to_string(&object).expect("JSON")).await;
+    }
+}
+
+/// A kubeconfig for the operator's service account under the chart's own RBAC (its ServiceAccount, ClusterRole,
+/// leader-election Role and their bindings are applied first): a missing permission fails a test as it would fail
+/// in a cluster.
+pub async fn operator_kubeconfig(c: &Cluster) -> PathBuf {
+    let path = c.dir.path().join("operator-kubeconfig");
+    if !path.exists() {
+        apply_chart(
+            c,
+            &[
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ],
+        )
+        .await;
+        std::fs::write(
+            &path,
+            c.server.service_account_kubeconfig("appdb-system", "appdb-operator"),
+        )
+        .expect("write the operator's kubeconfig");
+    }
+    path
+}
+
+/// A kubeconfig for person `user`, bound in `namespace` to the chart's ClusterRole `cluster_role` with a RoleBinding
+/// named `binding`.
+pub async fn person_kubeconfig(c: &Cluster, user: &str, namespace: &str, cluster_role: &str, binding: &str) -> PathBuf {
+    apply_chart(c, &["ClusterRole"]).await;
+    apply(
+        c,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {binding}, namespace: {namespace}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {cluster_role}}}\nsubjects:\n- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: \"{user}\"}}\n"
+        ),
+    )
+    .await;
+    let path = c.dir.path().join(format!("kubeconfig-{binding}"));
+    std::fs::write(&path, c.server.user_kubeconfig(user, &[])).expect("write kubeconfig");
+    path
 }

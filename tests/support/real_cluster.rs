@@ -21,7 +21,7 @@ pub struct RealCluster {
 impl RealCluster {
     pub async fn start() -> RealCluster {
         let c = Cluster::start().await;
-        let client = kube::Client::try_from(kube::Config::new(c.server.url().parse().expect("url"))).expect("client");
+        let client = kube::Client::try_from(c.server.admin_config()).expect("client");
         let dir = tempfile::tempdir().expect("temp dir");
         let kubelet = PodKubelet::start(
             client,
@@ -30,6 +30,7 @@ impl RealCluster {
             },
             dir.path().to_owned(),
             c.server.addr(),
+            c.server.ca_der(),
         )
         .await
         .expect("the node");

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, ServerState,
+    auth::{self, Attributes, UserInfo},
     resources::{ResourceType, json_path},
     ssa::ManagedFields,
     store::{Store, WatchEvent, now},
@@ -80,6 +81,10 @@ async fn handle(
             counts.0 += 1;
         }
     }
+    let user = match authenticate(&state, &headers) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
     let path = uri.path().trim_end_matches('/').to_owned();
     let q = query(&uri);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -109,9 +114,11 @@ async fn handle(
         ["openapi", "v3"] => Ok(json_response(StatusCode::OK, &openapi_index(&state))),
         ["openapi", "v3", rest @ ..] => openapi_document(&state, rest),
         ["openapi", "v2"] => Err(ApiError::not_found_path(&path)),
-        ["api", "v1", rest @ ..] => faulty_resource_request(&state, "", "v1", rest, &method, q, &headers, body).await,
+        ["api", "v1", rest @ ..] => {
+            faulty_resource_request(&state, &user, "", "v1", rest, &method, q, &headers, body).await
+        }
         ["apis", group, version, rest @ ..] => {
-            faulty_resource_request(&state, group, version, rest, &method, q, &headers, body).await
+            faulty_resource_request(&state, &user, group, version, rest, &method, q, &headers, body).await
         }
         _ => Err(ApiError::not_found_path(&path)),
     };
@@ -120,6 +127,56 @@ async fn handle(
 
 fn store(state: &ServerState) -> std::sync::MutexGuard<'_, Store> {
     state.store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The request's user: its bearer token's (401 for an unknown one), then impersonation.
+pub(crate) fn authenticate(state: &ServerState, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    let requester = state
+        .tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .authenticate(headers)?;
+    auth::impersonate(&store(state), requester, headers)
+}
+
+/// Authentication and RBAC of a pod subresource served by its own route (`log`, `portforward`).
+pub(crate) fn authorize_pod_subresource(
+    state: &ServerState,
+    headers: &HeaderMap,
+    method: &Method,
+    namespace: &str,
+    pod: &str,
+    subresource: &str,
+) -> Result<(), ApiError> {
+    let user = authenticate(state, headers)?;
+    let attrs = Attributes {
+        verb: Attributes::verb_for(method, true, false, subresource).into(),
+        group: String::new(),
+        resource: "pods".into(),
+        subresource: subresource.into(),
+        namespace: Some(namespace.into()),
+        name: Some(pod.into()),
+    };
+    authorize(state, &user, &attrs)
+}
+
+/// RBAC for one request; counted in the audit when allowed.
+pub(crate) fn authorize(state: &ServerState, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
+    auth::allowed(&store(state), user, attrs).map_err(|_| attrs.forbidden(user))?;
+    let key = (
+        user.name.clone(),
+        attrs.verb.clone(),
+        attrs.group.clone(),
+        attrs.full_resource(),
+        attrs.namespace.is_some(),
+    );
+    *state
+        .audit
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default() += 1;
+    Ok(())
 }
 
 // ---- discovery -----------------------------------------------------------------------------------------------
@@ -379,6 +436,7 @@ fn wants_table(headers: &HeaderMap) -> bool {
 #[allow(clippy::too_many_arguments)]
 async fn faulty_resource_request(
     state: &Arc<ServerState>,
+    user: &UserInfo,
     group: &str,
     version: &str,
     rest: &[&str],
@@ -415,7 +473,7 @@ async fn faulty_resource_request(
     if let Some(seconds) = d.watch_seconds {
         q.insert("timeoutSeconds".into(), seconds.to_string());
     }
-    let response = resource_request(state, group, version, rest, method, &q, headers, body).await?;
+    let response = resource_request(state, user, group, version, rest, method, &q, headers, body).await?;
     if d.error_after && response.status().is_success() {
         return Err(ApiError {
             code: 500,
@@ -430,6 +488,7 @@ async fn faulty_resource_request(
 #[allow(clippy::too_many_arguments)]
 async fn resource_request(
     state: &Arc<ServerState>,
+    user: &UserInfo,
     group: &str,
     version: &str,
     rest: &[&str],
@@ -445,11 +504,39 @@ async fn resource_request(
     } else {
         String::new()
     };
+    let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let subresource_name = target.subresource.clone().unwrap_or_default();
+    let attrs = Attributes {
+        verb: Attributes::verb_for(method, target.name.is_some(), watching, &subresource_name).into(),
+        group: rt.group.clone(),
+        resource: rt.plural.clone(),
+        subresource: subresource_name.clone(),
+        namespace: target.namespace.clone().filter(|_| rt.namespaced),
+        name: target.name.clone(),
+    };
+    authorize(state, user, &attrs)?;
+    if rt.group == "rbac.authorization.k8s.io"
+        && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && subresource_name.is_empty()
+    {
+        refuse_escalation(
+            state,
+            user,
+            &rt,
+            attrs.namespace.as_deref(),
+            target.name.as_deref(),
+            headers,
+            &body,
+        )?;
+    }
+    if rt.plural == "serviceaccounts" && subresource_name == "token" && *method == Method::POST {
+        return token_request(state, &ns, target.name.as_deref().unwrap_or_default());
+    }
     let strict = q.get("fieldValidation").map(String::as_str) == Some("Strict");
     let dry_run = q.contains_key("dryRun");
     if rt.create_only {
         return match (method, &target.name) {
-            (&Method::POST, None) => self_subject_access_review(state, parse_body(headers, &body)?),
+            (&Method::POST, None) => self_subject_access_review(state, user, parse_body(headers, &body)?),
             _ => Err(ApiError::method_not_allowed()),
         };
     }
@@ -683,34 +770,112 @@ fn conflict_error(rt: &ResourceType, name: &str, conflicts: Vec<super::ssa::Conf
     e
 }
 
-fn self_subject_access_review(state: &ServerState, review: Value) -> Result<Response, ApiError> {
+fn self_subject_access_review(state: &ServerState, user: &UserInfo, review: Value) -> Result<Response, ApiError> {
     let attrs = review.pointer("/spec/resourceAttributes").cloned().unwrap_or(json!({}));
     let field = |k: &str| attrs[k].as_str().unwrap_or_default().to_owned();
-    let (verb, group, resource, ns) = (field("verb"), field("group"), field("resource"), field("namespace"));
-    let resource_full = match attrs["subresource"].as_str() {
-        Some(sub) if !sub.is_empty() => format!("{resource}/{sub}"),
-        _ => resource,
+    let namespace = field("namespace");
+    let name = field("name");
+    let asked = Attributes {
+        verb: field("verb"),
+        group: field("group"),
+        resource: field("resource"),
+        subresource: field("subresource"),
+        namespace: (!namespace.is_empty()).then_some(namespace),
+        name: (!name.is_empty()).then_some(name),
     };
-    let denied = state
-        .denied
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|(v, g, r, n)| {
-            (v == &verb || v == "*")
-                && (g == &group || g == "*")
-                && (r == &resource_full || r == "*")
-                && (n == &ns || n == "*")
-        });
     let mut out = review;
-    out["status"] = if denied {
-        json!({"allowed": false, "denied": true, "reason": "denied by the test access policy"})
-    } else {
-        json!({"allowed": true, "reason": "allowed by the test access policy"})
+    out["status"] = match auth::allowed(&store(state), user, &asked) {
+        Ok(origin) => json!({"allowed": true, "reason": format!("RBAC: allowed by {origin}")}),
+        Err(_) => json!({"allowed": false}),
     };
     out["apiVersion"] = json!("authorization.k8s.io/v1");
     out["kind"] = json!("SelfSubjectAccessReview");
     Ok(json_response(StatusCode::CREATED, &out))
+}
+
+/// TokenRequest (`serviceaccounts/<name>/token`), as the kubelet asks for each pod: a token for the service account,
+/// which must exist (`default` always does, as a real cluster's controller makes it in every namespace).
+fn token_request(state: &ServerState, namespace: &str, name: &str) -> Result<Response, ApiError> {
+    if name != "default" {
+        let s = store(state);
+        let rt = s
+            .find_type_version("", "v1", "serviceaccounts")
+            .ok_or_else(|| ApiError::not_found_path("serviceaccounts"))?;
+        if s.get(&rt, namespace, name).is_none() {
+            return Err(ApiError::not_found(&rt, name));
+        }
+    }
+    let token = state
+        .tokens
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .mint(UserInfo::service_account(namespace, name));
+    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"audiences": [], "expirationSeconds": 3600},
+            "status": {"token": token, "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}),
+    ))
+}
+
+/// RBAC's escalation prevention on writes of Roles, ClusterRoles and their bindings: nobody grants permissions they
+/// do not hold themselves, unless they may `escalate` (roles) or `bind` (bindings).
+fn refuse_escalation(
+    state: &ServerState,
+    user: &UserInfo,
+    rt: &ResourceType,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(), ApiError> {
+    let Ok(object) = parse_body(headers, body) else {
+        return Ok(());
+    };
+    let name = name
+        .or(object["metadata"]["name"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let s = store(state);
+    let (role, bypass_verb, bypass_resource) = match rt.plural.as_str() {
+        "roles" | "clusterroles" => (object.clone(), "escalate", rt.plural.clone()),
+        "rolebindings" | "clusterrolebindings" => {
+            if object.get("roleRef").is_none() {
+                return Ok(());
+            }
+            let role_plural = if object["roleRef"]["kind"] == "Role" {
+                "roles"
+            } else {
+                "clusterroles"
+            };
+            let Some(role) = auth::referenced_role(&s, &object, namespace) else {
+                return Ok(());
+            };
+            (role, "bind", role_plural.to_owned())
+        }
+        _ => return Ok(()),
+    };
+    let bypass = Attributes {
+        verb: bypass_verb.into(),
+        group: "rbac.authorization.k8s.io".into(),
+        resource: bypass_resource,
+        subresource: String::new(),
+        namespace: namespace.map(str::to_owned),
+        name: role["metadata"]["name"].as_str().map(str::to_owned),
+    };
+    match auth::escalation(&s, user, &role, namespace, &bypass) {
+        None => Ok(()),
+        Some(missing) => Err(ApiError::forbidden(
+            rt,
+            &name,
+            &format!(
+                "user \"{}\" (groups={:?}) is attempting to grant RBAC permissions not currently held: {missing}",
+                user.name, user.groups
+            ),
+        )),
+    }
 }
 
 // ---- list, selectors, tables ---------------------------------------------------------------------------------

@@ -47,8 +47,13 @@ pub async fn handle(
     State(state): State<Arc<ServerState>>,
     Path((namespace, pod)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     state.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Err(e) = super::http::authorize_pod_subresource(&state, &headers, &method, &namespace, &pod, "log") {
+        return e.into_response();
+    }
     if query.previous == Some(true) {
         return status(
             StatusCode::BAD_REQUEST,

@@ -1,6 +1,7 @@
 //! An in-memory Kubernetes API server for tests, honest enough for the unmodified `kubectl` and the unmodified
 //! operator binary. See `testkit/README.md` for exactly what it implements and what it does not.
 
+pub mod auth;
 pub mod faults;
 mod http;
 pub mod logs;
@@ -8,6 +9,7 @@ pub mod portforward;
 pub mod resources;
 pub mod ssa;
 pub mod store;
+pub mod tls;
 
 use std::{
     net::SocketAddr,
@@ -146,6 +148,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// One kind of authorised request: (user, verb, API group, resource[/subresource], namespaced).
+pub type AuditKey = (String, String, String, String, bool);
+
+/// The user of the tests' own kubeconfig (`TestApiServer::kubeconfig`): a cluster administrator.
+pub const ADMIN_TOKEN: &str = "testkit";
+pub const ADMIN_USER: &str = "testkit-admin";
+
 /// Shared state of a running server.
 pub struct ServerState {
     pub store: Mutex<Store>,
@@ -155,8 +164,10 @@ pub struct ServerState {
     pub writes: AtomicU64,
     /// Requests by User-Agent header ("" when none): (reads, writes), to tell the operator's traffic from a test's.
     pub by_agent: Mutex<std::collections::HashMap<String, (u64, u64)>>,
-    /// Access policy answered to SelfSubjectAccessReviews: (verb, group, resource, namespace) denied.
-    pub denied: Mutex<Vec<(String, String, String, String)>>,
+    /// Bearer tokens and their users.
+    pub tokens: Mutex<auth::Tokens>,
+    /// Authorised resource requests per (user, verb, group, resource[/subresource], namespaced), for RBAC audits.
+    pub audit: Mutex<std::collections::BTreeMap<AuditKey, u64>>,
     /// Where `pods/portforward` of (namespace, pod) leads: a local address standing in for the pod.
     pub port_forwards: Mutex<std::collections::HashMap<(String, String), portforward::Target>>,
     /// Dials pods that have no fixed mapping.
@@ -170,9 +181,10 @@ pub struct ServerState {
     pub fault_counts: faults::FaultCounts,
 }
 
-/// A running test API server on loopback.
+/// A running test API server on loopback (HTTPS, with its own CA).
 pub struct TestApiServer {
     addr: SocketAddr,
+    certificates: tls::Certificates,
     state: Arc<ServerState>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -186,7 +198,12 @@ impl TestApiServer {
             requests: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             by_agent: Mutex::default(),
-            denied: Mutex::new(Vec::new()),
+            tokens: Mutex::new({
+                let mut tokens = auth::Tokens::default();
+                tokens.insert(ADMIN_TOKEN, auth::UserInfo::new(ADMIN_USER, &[auth::MASTERS]));
+                tokens
+            }),
+            audit: Mutex::default(),
             port_forwards: Mutex::new(Default::default()),
             port_forward_dialer: Mutex::new(None),
             log_reader: Mutex::new(None),
@@ -196,22 +213,66 @@ impl TestApiServer {
         });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let certificates = tls::certificates(
+            "appdb test API server CA",
+            &["localhost"],
+            &[std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+        )
+        .map_err(std::io::Error::other)?;
+        let acceptor = tls::acceptor(&certificates).map_err(std::io::Error::other)?;
         let stop = CancellationToken::new();
         let app = http::router(state.clone());
         let task = {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let (stream, _) = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok(accepted) => accepted,
+                            Err(_) => continue,
+                        },
+                    };
+                    let acceptor = acceptor.clone();
+                    let app = app.clone();
+                    connections.spawn(async move {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let service =
+                            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                                use tower::ServiceExt;
+                                app.clone().oneshot(request.map(axum::body::Body::new))
+                            });
+                        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
+                            .await;
+                    });
+                    // Reap finished connections so that the set does not grow with every request.
+                    while connections.try_join_next().is_some() {}
+                }
+                // Open watches and port-forwards end with the server, as when a real one stops.
+                connections.shutdown().await;
             })
         };
         Ok(Self {
             addr,
+            certificates,
             state,
             stop,
             task: Some(task),
         })
+    }
+
+    /// The CA that signed the server's certificate (PEM), as kubeconfigs carry it.
+    pub fn ca_pem(&self) -> &str {
+        &self.certificates.ca_pem
+    }
+
+    /// The CA (DER), for TLS clients in process.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.certificates.ca_der
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -219,7 +280,7 @@ impl TestApiServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     pub fn state(&self) -> &Arc<ServerState> {
@@ -245,11 +306,17 @@ impl TestApiServer {
             .unwrap_or(0)
     }
 
-    /// A kubeconfig for this server (no credentials: it authenticates nobody and authorises everything).
+    /// A kubeconfig for this server as the tests' administrator (`system:masters`).
     pub fn kubeconfig(&self) -> String {
+        self.kubeconfig_with("testkit", ADMIN_TOKEN)
+    }
+
+    fn kubeconfig_with(&self, user: &str, token: &str) -> String {
+        use base64::Engine;
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: testkit\n  cluster:\n    server: {}\ncontexts:\n- name: testkit\n  context:\n    cluster: testkit\n    user: testkit\n    namespace: default\ncurrent-context: testkit\nusers:\n- name: testkit\n  user:\n    token: testkit\n",
-            self.url()
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: testkit\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: testkit\n  context:\n    cluster: testkit\n    user: {user}\n    namespace: default\ncurrent-context: testkit\nusers:\n- name: {user}\n  user:\n    token: {token}\n",
+            self.url(),
+            base64::engine::general_purpose::STANDARD.encode(self.ca_pem())
         )
     }
 
@@ -290,15 +357,39 @@ impl TestApiServer {
         self.state.forward_cut.send_modify(|n| *n += 1);
     }
 
-    /// Answers SelfSubjectAccessReviews for (verb, group, resource[/subresource], namespace) with "denied", and
-    /// refuses port-forwards accordingly. `*` matches anything.
-    pub fn deny(&self, verb: &str, group: &str, resource: &str, namespace: &str) {
-        self.state.denied.lock().unwrap_or_else(|e| e.into_inner()).push((
-            verb.to_owned(),
-            group.to_owned(),
-            resource.to_owned(),
-            namespace.to_owned(),
-        ));
+    /// A kubeconfig for a person: a new bearer token for `user` in `groups` (RBAC decides what they may do).
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> String {
+        let token = self
+            .state
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mint(auth::UserInfo::new(user, groups));
+        self.kubeconfig_with(user, &token)
+    }
+
+    /// A kubeconfig for service account `namespace/name` (as its pods get from TokenRequest).
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> String {
+        let token = self
+            .state
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mint(auth::UserInfo::service_account(namespace, name));
+        self.kubeconfig_with(&format!("{namespace}-{name}"), &token)
+    }
+
+    /// A kube client configuration as the tests' administrator.
+    pub fn admin_config(&self) -> kube::Config {
+        let mut config = kube::Config::new(self.url().parse().expect("the server's URL"));
+        config.auth_info.token = Some(ADMIN_TOKEN.to_owned().into());
+        config.root_cert = Some(vec![self.ca_der().to_vec()]);
+        config
+    }
+
+    /// Authorised resource requests so far: (user, verb, group, resource[/subresource], namespaced) → count.
+    pub fn audit(&self) -> std::collections::BTreeMap<AuditKey, u64> {
+        self.state.audit.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Forgets the watch history: watches from older resource versions now get `410 Gone`.

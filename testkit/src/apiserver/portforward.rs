@@ -55,28 +55,13 @@ pub async fn handle(
     State(state): State<Arc<ServerState>>,
     Path((namespace, pod)): Path<(String, String)>,
     Query(ports): Query<Ports>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     state.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let denied = state
-        .denied
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|(v, g, r, n)| {
-            (v == "create" || v == "*")
-                && g.is_empty()
-                && (r == "pods/portforward" || r == "*")
-                && (n == &namespace || n == "*")
-        });
-    if denied {
-        return status(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!(
-                "pods \"{pod}\" is forbidden: cannot create resource \"pods/portforward\" in namespace \"{namespace}\""
-            ),
-        );
+    if let Err(e) = super::http::authorize_pod_subresource(&state, &headers, &method, &namespace, &pod, "portforward") {
+        return e.into_response();
     }
     let target = state
         .port_forwards

@@ -141,17 +141,18 @@ pub struct PodKubelet {
 }
 
 impl PodKubelet {
-    /// A node of its own; pods' folders and claims under `dir`. `api_server` is the test API server's address,
-    /// which pods reach as `https://10.96.0.1` (the `default/kubernetes` Service). Creates what every cluster has:
+    /// A node of its own; pods' folders and claims under `dir`. `api_server` is the test API server's address and
+    /// `api_server_ca` its CA (DER); pods reach it as `https://10.96.0.1` (the `default/kubernetes` Service). Creates what every cluster has:
     /// `kube-system`, the `kubernetes` and `kube-dns` Services and the DNS Deployment (`coredns`).
     pub async fn start(
         client: Client,
         programs: Programs,
         dir: PathBuf,
         api_server: std::net::SocketAddr,
+        api_server_ca: &[u8],
     ) -> Result<Arc<PodKubelet>, String> {
         let node = Node::start().await?;
-        let access = ApiAccess::start(&node.netns, node.address, api_server).await?;
+        let access = ApiAccess::start(&node.netns, node.address, api_server, api_server_ca).await?;
         std::fs::create_dir_all(dir.join("dns")).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("dns/records"), "").map_err(|e| e.to_string())?;
         let kubelet = Arc::new(PodKubelet {
@@ -239,17 +240,42 @@ impl PodKubelet {
         Ok(())
     }
 
-    /// What the next pod gets from the cluster.
-    async fn setup(&self) -> ClusterSetup {
-        ClusterSetup {
+    /// What the next pod gets from the cluster: its service account's token comes from TokenRequest, as a real
+    /// kubelet's projected token does, so the pod acts with exactly its account's RBAC permissions.
+    async fn setup(&self, pod: &Pod) -> Result<ClusterSetup, String> {
+        let spec = pod.spec.as_ref();
+        let token = if spec.and_then(|s| s.automount_service_account_token) == Some(false) {
+            self.access.token.clone()
+        } else {
+            let account = spec
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            let request = k8s_openapi::api::authentication::v1::TokenRequest {
+                spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            accounts
+                .create_token_request(&account, &Default::default(), &request)
+                .await
+                .map_err(|e| format!("the service account {account}'s token: {e}"))?
+                .status
+                .and_then(|s| s.token)
+                .ok_or_else(|| format!("the service account {account}'s token: no token in the answer"))?
+        };
+        Ok(ClusterSetup {
             nft: vec![self.services.lock().await.clone()]
                 .into_iter()
                 .filter(|s| !s.is_empty())
                 .collect(),
             dns: Some(DNS_SERVICE_IP),
             cluster_domain: CLUSTER_DOMAIN.into(),
-            api: Some((self.access.ca_pem.clone(), self.access.token.clone())),
-        }
+            api: Some((self.access.ca_pem.clone(), token)),
+        })
     }
 
     /// The cloud's load balancer controller: each LoadBalancer Service without an address gets the next one of
@@ -668,7 +694,14 @@ impl PodKubelet {
                 return;
             }
             let sources = self.sources(&namespace).await;
-            let mut setup = self.setup().await;
+            let mut setup = match self.setup(&record.pod).await {
+                Ok(setup) => setup,
+                Err(e) => {
+                    record.waiting = Some(("CreateContainerConfigError".to_owned(), e));
+                    record.next_try = Instant::now() + Duration::from_secs(1);
+                    return;
+                }
+            };
             // Its NetworkPolicy is in force before its first process starts.
             if let Some(inputs) = inputs
                 && record.pod.spec.as_ref().and_then(|s| s.host_network) != Some(true)
