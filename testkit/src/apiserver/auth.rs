@@ -385,6 +385,21 @@ pub fn escalation(
     if user.is_master() || allowed(store, user, bypass).is_ok() {
         return None;
     }
+    for wanted in expand(role, namespace) {
+        if allowed(store, user, &wanted).is_err() {
+            return Some(format!(
+                "{} on {} in API group \"{}\"",
+                wanted.verb,
+                wanted.full_resource(),
+                wanted.group
+            ));
+        }
+    }
+    None
+}
+
+/// Every permission a role's rules grant, one per verb, group, resource and name.
+pub fn expand(role: &Value, namespace: Option<&str>) -> Vec<Attributes> {
     let strings = |rule: &Value, field: &str| -> Vec<String> {
         rule[field]
             .as_array()
@@ -393,8 +408,14 @@ pub fn escalation(
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect()
     };
+    let mut out = Vec::new();
     for rule in role["rules"].as_array().into_iter().flatten() {
         let names = strings(rule, "resourceNames");
+        let each_name: Vec<Option<String>> = if names.is_empty() {
+            vec![None]
+        } else {
+            names.iter().cloned().map(Some).collect()
+        };
         for verb in strings(rule, "verbs") {
             for group in strings(rule, "apiGroups") {
                 for resource in strings(rule, "resources") {
@@ -402,34 +423,21 @@ pub fn escalation(
                         Some((r, s)) => (r.to_owned(), s.to_owned()),
                         None => (resource.clone(), String::new()),
                     };
-                    let each_name: Vec<Option<String>> = if names.is_empty() {
-                        vec![None]
-                    } else {
-                        names.iter().cloned().map(Some).collect()
-                    };
-                    for name in each_name {
-                        let wanted = Attributes {
+                    for name in &each_name {
+                        out.push(Attributes {
                             verb: verb.clone(),
                             group: group.clone(),
                             resource: resource.clone(),
                             subresource: subresource.clone(),
                             namespace: namespace.map(str::to_owned),
-                            name,
-                        };
-                        if allowed(store, user, &wanted).is_err() {
-                            return Some(format!(
-                                "{} on {} in API group \"{}\"",
-                                wanted.verb,
-                                wanted.full_resource(),
-                                wanted.group
-                            ));
-                        }
+                            name: name.clone(),
+                        });
                     }
                 }
             }
         }
     }
-    None
+    out
 }
 
 #[cfg(test)]

@@ -515,6 +515,25 @@ async fn resource_request(
         name: target.name.clone(),
     };
     authorize(state, user, &attrs)?;
+    // A server-side apply that creates its object needs `create` as well, as a real server checks it.
+    if *method == Method::PATCH
+        && subresource_name.is_empty()
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/apply-patch"))
+        && let Some(name) = &target.name
+        && store(state).get(&rt, &ns, name).is_none()
+    {
+        authorize(
+            state,
+            user,
+            &Attributes {
+                verb: "create".into(),
+                ..attrs.clone()
+            },
+        )?;
+    }
     if rt.group == "rbac.authorization.k8s.io"
         && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
         && subresource_name.is_empty()
@@ -866,7 +885,22 @@ fn refuse_escalation(
         name: role["metadata"]["name"].as_str().map(str::to_owned),
     };
     match auth::escalation(&s, user, &role, namespace, &bypass) {
-        None => Ok(()),
+        None => {
+            // Granting a permission uses it: the audit counts what the writer needed to hold.
+            drop(s);
+            let mut audit = state.audit.lock().unwrap_or_else(|e| e.into_inner());
+            for held in auth::expand(&role, namespace) {
+                let key = (
+                    user.name.clone(),
+                    held.verb.clone(),
+                    held.group.clone(),
+                    held.full_resource(),
+                    held.namespace.is_some(),
+                );
+                *audit.entry(key).or_default() += 1;
+            }
+            Ok(())
+        }
         Some(missing) => Err(ApiError::forbidden(
             rt,
             &name,
