@@ -404,7 +404,11 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(ct));
+        return super::protobuf::decode(body).map_err(|e| {
+            let mut error = ApiError::unsupported_media_type(ct);
+            error.message = format!("{}: {e}", error.message);
+            error
+        });
     }
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     if ct.contains("yaml") {

@@ -6,6 +6,7 @@ pub mod faults;
 mod http;
 pub mod logs;
 pub mod portforward;
+pub mod protobuf;
 pub mod resources;
 pub mod ssa;
 pub mod store;
