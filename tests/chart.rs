@@ -316,6 +316,43 @@ fn helm_renders_and_lints_every_value_set_into_valid_objects_without_duplicate_k
     }
 }
 
+/// What broke `helm install` with Helm 4 (server-side apply): the Deployment as the chart once rendered it, with
+/// environment variables listed twice, is refused by the test API server as a real one refuses it; the chart's
+/// rendering as it is now applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_refuses_the_duplicated_env_the_chart_once_had() {
+    let c = Cluster::start().await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: appdb-system}\n").await;
+    let rendered = render(None);
+    let deployment = kind(&rendered, "Deployment")[0].clone();
+    let mut old = deployment.clone();
+    old["metadata"]["namespace"] = "appdb-system".into();
+    let env = old["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .expect("env");
+    let again: Vec<Value> = env
+        .iter()
+        .filter(|e| e["name"] == "APPDB_POOL" || e["name"] == "APPDB_CONCURRENCY")
+        .cloned()
+        .collect();
+    env.extend(again);
+    let refused = c
+        .fails(
+            &["apply", "--server-side", "-f", "-"],
+            Some(&serde_json::to_string(&old).expect("JSON")),
+        )
+        .await;
+    assert!(
+        refused.contains(
+            ".spec.template.spec.containers[name=\"operator\"].env: duplicate entries for key [name=\"APPDB_POOL\"]"
+        ),
+        "{refused}"
+    );
+    let mut now = deployment;
+    now["metadata"]["namespace"] = "appdb-system".into();
+    apply(&c, &serde_json::to_string(&now).expect("JSON")).await;
+}
+
 /// The default rendering applied with server-side apply, and the operator started from the rendered Deployment's
 /// own arguments and environment (the test only points it at the test cluster and a free port): it becomes ready
 /// and allocates a network.

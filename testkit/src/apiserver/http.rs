@@ -676,6 +676,23 @@ fn patch(
             ));
         }
         let config = parse_body(headers, body)?;
+        // Building the typed object of an apply refuses repeated keys in associative lists (built-in kinds; a
+        // custom resource's lists are atomic unless its schema says otherwise).
+        if rt.validator.is_none()
+            && let Some(duplicate) = super::lists::first_duplicate(&config)
+        {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                format!(
+                    "failed to create typed patch object ({}{name}; {}, Kind={}): {duplicate}",
+                    if ns.is_empty() { String::new() } else { format!("{ns}/") },
+                    rt.api_version(),
+                    rt.kind
+                ),
+                None,
+            ));
+        }
         let force = q.get("force").is_some_and(|f| f == "true");
         let time = now();
         return match existing {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod faults;
 mod http;
+pub mod lists;
 pub mod logs;
 pub mod portforward;
 pub mod protobuf;
