@@ -7,6 +7,7 @@ pub mod customers;
 pub mod dbserver;
 pub mod faulty;
 pub mod kubelet;
+pub mod pod_security;
 pub mod pods;
 pub mod relay;
 pub mod schema;
