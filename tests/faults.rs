@@ -85,7 +85,7 @@ async fn everything_converges_through_api_faults_without_double_allocation_or_ne
                 "--leader-election",
                 "false",
             ])
-            .env("KUBECONFIG", c.kubeconfig())
+            .env("KUBECONFIG", support::operator_kubeconfig(&c).await)
             .env("RUST_LOG", "info,kube_runtime=debug")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(path).expect("log file"))

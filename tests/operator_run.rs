@@ -13,11 +13,13 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(c: &Cluster, identity: &str, extra: &[&str]) -> Operator {
-        Self::start_logging(c, identity, extra, Stdio::null())
+    async fn start(c: &Cluster, identity: &str, extra: &[&str]) -> Operator {
+        Self::start_logging(c, identity, extra, Stdio::null()).await
     }
 
-    fn start_logging(c: &Cluster, identity: &str, extra: &[&str], stderr: Stdio) -> Operator {
+    /// As the chart runs it: its service account under the chart's RBAC, the Lease in the release namespace.
+    async fn start_logging(c: &Cluster, identity: &str, extra: &[&str], stderr: Stdio) -> Operator {
+        let kubeconfig = support::operator_kubeconfig(c).await;
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_appdb-operator"))
             .args([
@@ -25,12 +27,12 @@ impl Operator {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--lease-namespace",
-                "default",
+                "appdb-system",
                 "--identity",
                 identity,
             ])
             .args(extra)
-            .env("KUBECONFIG", c.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -74,7 +76,7 @@ async fn lease_holder(c: &Cluster) -> String {
             "lease",
             "appdb-operator",
             "-n",
-            "default",
+            "appdb-system",
             "-o",
             "jsonpath={.spec.holderIdentity}",
         ])
@@ -85,7 +87,7 @@ async fn lease_holder(c: &Cluster) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_crds_then_is_ready_holds_the_lease_and_exits_cleanly_on_sigterm() {
     let c = Cluster::start().await;
-    let op = Operator::start(&c, "replica-a", &[]);
+    let op = Operator::start(&c, "replica-a", &[]).await;
     let (code, body) = eventually(20, "probe server answers", || op.readyz()).await;
     assert_eq!(code, 503, "not ready before the CRDs exist");
     assert!(body.contains("CustomResourceDefinitions"), "{body}");
@@ -114,12 +116,12 @@ async fn waits_for_crds_then_is_ready_holds_the_lease_and_exits_cleanly_on_sigte
 async fn only_one_replica_leads_and_the_other_takes_over() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let a = Operator::start(&c, "replica-a", &[]);
+    let a = Operator::start(&c, "replica-a", &[]).await;
     eventually(20, "replica-a leads", || async {
         (lease_holder(&c).await == "replica-a").then_some(())
     })
     .await;
-    let b = Operator::start(&c, "replica-b", &[]);
+    let b = Operator::start(&c, "replica-b", &[]).await;
     eventually(20, "replica-b is ready while it waits", || async {
         b.readyz().await.filter(|(code, _)| *code == 200)
     })
@@ -146,13 +148,15 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
 async fn without_leader_election_no_lease_is_taken() {
     let c = Cluster::start().await;
     c.install_crds().await;
-    let op = Operator::start(&c, "solo", &["--leader-election", "false"]);
+    let op = Operator::start(&c, "solo", &["--leader-election", "false"]).await;
     eventually(20, "ready", || async {
         op.readyz().await.filter(|(code, _)| *code == 200)
     })
     .await;
     assert!(op.metrics().await.contains("appdb_leader 1"));
-    let out = c.kubectl(&["get", "lease", "appdb-operator", "-n", "default"]).await;
+    let out = c
+        .kubectl(&["get", "lease", "appdb-operator", "-n", "appdb-system"])
+        .await;
     assert!(!out.status.success(), "no Lease with leader election off");
     assert!(op.terminate().await.success());
 }
@@ -163,7 +167,7 @@ async fn json_logs_are_one_object_per_line() {
     c.install_crds().await;
     let log_path = c.dir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let op = Operator::start_logging(&c, "json", &["--log-format", "json"], Stdio::from(log));
+    let op = Operator::start_logging(&c, "json", &["--log-format", "json"], Stdio::from(log)).await;
     // Readiness comes before leadership (a waiting replica is ready too): wait for the Lease itself.
     eventually(20, "the operator leads", || async {
         (lease_holder(&c).await == "json").then_some(())
@@ -196,7 +200,7 @@ async fn json_log_lines_about_objects_name_them() {
     c.install_crds().await;
     let log_path = c.dir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let op = Operator::start_logging(&c, "json", &["--log-format", "json"], Stdio::from(log));
+    let op = Operator::start_logging(&c, "json", &["--log-format", "json"], Stdio::from(log)).await;
     eventually(20, "the operator leads", || async {
         (lease_holder(&c).await == "json").then_some(())
     })
@@ -277,7 +281,7 @@ async fn a_standby_never_reconciles_until_it_holds_the_lease() {
     // Renewed every 5 s, valid for 20 s: a frozen holder's Lease stays valid at least 15 s, so the check below is
     // always inside that window.
     let lease = ["--lease-duration-seconds", "20", "--lease-grace-seconds", "15"];
-    let mut a = Operator::start(&c, "replica-a", &lease);
+    let mut a = Operator::start(&c, "replica-a", &lease).await;
     eventually(20, "replica-a leads", || async {
         (lease_holder(&c).await == "replica-a").then_some(())
     })
@@ -298,7 +302,7 @@ async fn a_standby_never_reconciles_until_it_holds_the_lease() {
     ])
     .await;
     signal(&a, "-STOP");
-    let b = Operator::start(&c, "replica-b", &lease);
+    let b = Operator::start(&c, "replica-b", &lease).await;
     eventually(20, "replica-b is up (ready, not leading)", || async {
         b.readyz().await.filter(|(code, _)| *code == 200)
     })

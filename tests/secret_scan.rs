@@ -47,7 +47,7 @@ async fn no_password_or_key_reaches_logs_events_or_any_other_object() {
             "--log-format",
             "json",
         ])
-        .env("KUBECONFIG", c.kubeconfig())
+        .env("KUBECONFIG", support::operator_kubeconfig(&c).await)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
