@@ -7,7 +7,7 @@
 //! default ClusterRoles of a real cluster (only what tests apply exists, plus system:basic-user's self-reviews),
 //! `impersonate` of uids and extras.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::http::{HeaderMap, Method};
 use serde_json::Value;
@@ -257,42 +257,42 @@ pub fn allowed(store: &Store, user: &UserInfo, attrs: &Attributes) -> Result<Str
 
 /// The rules of the role a binding refers to (`roleRef`), as a value with `rules`, or `None` when it does not exist.
 pub fn referenced_role(store: &Store, binding: &Value, namespace: Option<&str>) -> Option<Value> {
-    let name = binding["roleRef"]["name"].as_str()?.to_owned();
+    let name = binding["roleRef"]["name"].as_str()?;
     match (binding["roleRef"]["kind"].as_str()?, namespace) {
-        ("Role", Some(ns)) => objects(store, "roles").get(&(ns.to_owned(), name)).cloned(),
-        ("ClusterRole", _) => objects(store, "clusterroles").get(&(String::new(), name)).cloned(),
+        ("Role", Some(ns)) => lookup(store, "roles", ns, name).cloned(),
+        ("ClusterRole", _) => lookup(store, "clusterroles", "", name).cloned(),
         _ => None,
     }
 }
 
 /// Every rule that applies to `user` in `namespace` (`None`: only cluster-wide ones), with where it comes from.
+/// Reads the stored objects in place (it runs for every request of a user outside `system:masters`) and copies only
+/// the rules that apply.
 pub fn rules_for(store: &Store, user: &UserInfo, namespace: Option<&str>) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let cluster_roles = objects(store, "clusterroles");
     let rules_of =
         |role: Option<&Value>| -> Vec<Value> { role.and_then(|r| r["rules"].as_array()).cloned().unwrap_or_default() };
-    for binding in objects(store, "clusterrolebindings").values() {
+    for (_, binding) in stored(store, "clusterrolebindings") {
         if binding["roleRef"]["kind"] == "ClusterRole" && binds(binding, user, None) {
             let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
-            for rule in rules_of(cluster_roles.get(&(String::new(), role.to_owned()))) {
+            for rule in rules_of(lookup(store, "clusterroles", "", role)) {
                 out.push((format!("ClusterRoleBinding {}", name(binding)), rule));
             }
         }
     }
     if let Some(ns) = namespace {
-        let roles = objects(store, "roles");
-        for ((binding_ns, _), binding) in objects(store, "rolebindings") {
-            if binding_ns != ns || !binds(&binding, user, Some(ns)) {
+        for ((binding_ns, _), binding) in stored(store, "rolebindings") {
+            if binding_ns != ns || !binds(binding, user, Some(ns)) {
                 continue;
             }
-            let role = binding["roleRef"]["name"].as_str().unwrap_or_default().to_owned();
+            let role = binding["roleRef"]["name"].as_str().unwrap_or_default();
             let rules = match binding["roleRef"]["kind"].as_str() {
-                Some("Role") => rules_of(roles.get(&(ns.to_owned(), role))),
-                Some("ClusterRole") => rules_of(cluster_roles.get(&(String::new(), role))),
+                Some("Role") => rules_of(lookup(store, "roles", ns, role)),
+                Some("ClusterRole") => rules_of(lookup(store, "clusterroles", "", role)),
                 _ => Vec::new(),
             };
             for rule in rules {
-                out.push((format!("RoleBinding {ns}/{}", name(&binding)), rule));
+                out.push((format!("RoleBinding {ns}/{}", name(binding)), rule));
             }
         }
     }
@@ -303,27 +303,22 @@ fn name(object: &Value) -> &str {
     object["metadata"]["name"].as_str().unwrap_or_default()
 }
 
-/// Stored objects of an RBAC kind by (namespace, name).
-fn objects(store: &Store, plural: &str) -> BTreeMap<(String, String), Value> {
+/// The stored objects of an RBAC kind, by (namespace, name), read in place.
+fn stored<'a>(store: &'a Store, plural: &str) -> impl Iterator<Item = (&'a (String, String), &'a Value)> {
     store
         .objects
         .get(&("rbac.authorization.k8s.io".to_owned(), plural.to_owned()))
-        .map(|objects| {
-            objects
-                .values()
-                .map(|o| {
-                    let v = o.object();
-                    (
-                        (
-                            v["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
-                            name(v).to_owned(),
-                        ),
-                        v.clone(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|objects| objects.iter().map(|(key, o)| (key, o.object())))
+}
+
+/// One stored RBAC object (`namespace` empty for cluster-scoped kinds).
+fn lookup<'a>(store: &'a Store, plural: &str, namespace: &str, name: &str) -> Option<&'a Value> {
+    store
+        .objects
+        .get(&("rbac.authorization.k8s.io".to_owned(), plural.to_owned()))?
+        .get(&(namespace.to_owned(), name.to_owned()))
+        .map(|o| o.object())
 }
 
 /// Whether one of the binding's subjects is `user`. A ServiceAccount subject without a namespace means the
