@@ -760,7 +760,110 @@ async fn replicate_seeds_by_clone_where_the_servers_allow_it(engine: Engine) {
     assert_completed_without_loss(source, target, writer, &run).await;
 }
 
+const OWNER_ALL_PASSWORD: &str = "Owner-all-passw0rd";
+
+/// A client that reaches the source itself rather than the Service (a node whose routes still lead there), as an
+/// account that `read_only` does not hold (`ALL PRIVILEGES`, as the operator's own admin account has), with a new
+/// connection for each write: every write the source acknowledges reaches the target, and once the fence is up
+/// the source acknowledges none. Then that account cannot log in to the retired source and logs in to the target.
+async fn stale_route(engine: Engine, strategy: &str) {
+    let (source, target) = servers(engine, 100).await;
+    let mut s = root(&source, SOURCE_ROOT).await;
+    for statement in [
+        format!("CREATE USER 'owner_all'@'%' IDENTIFIED BY '{OWNER_ALL_PASSWORD}'"),
+        "GRANT ALL PRIVILEGES ON *.* TO 'owner_all'@'%' WITH GRANT OPTION".to_owned(),
+    ] {
+        s.query_drop(&statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    drop(s);
+    let relay = Relay::start(source.port).await;
+    let writer = Writer::start(relay.port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stale = tokio::spawn({
+        let stop = stop.clone();
+        let port = source.port;
+        async move {
+            let mut acknowledged = Vec::new();
+            let mut id: u64 = 1_000_000;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let write = async {
+                    let mut c = connect(port, "owner_all", OWNER_ALL_PASSWORD).await?;
+                    c.query_drop(format!("INSERT INTO shop.writes VALUES ({id}, 0)"))
+                        .await?;
+                    let _ = c.disconnect().await;
+                    Ok::<_, mysql_async::Error>(())
+                };
+                if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(10), write).await {
+                    acknowledged.push(id);
+                }
+                id += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            acknowledged
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let run = run_engine(&source, &target, &relay, strategy, None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "engine failed: {:?} {}", run.reports, run.stderr);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acknowledged = stale.await.expect("the stale writer");
+    assert!(!acknowledged.is_empty(), "the stale writer wrote before the fence");
+    let mut t = root(&target, TARGET_ROOT).await;
+    let present: std::collections::BTreeSet<u64> = t
+        .query::<u64, _>("SELECT id FROM shop.writes WHERE id >= 1000000")
+        .await
+        .expect("read the target")
+        .into_iter()
+        .collect();
+    let lost: Vec<u64> = acknowledged
+        .iter()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} writes the source acknowledged through the stale route are not on the target: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+    let refused = connect(source.port, "owner_all", OWNER_ALL_PASSWORD)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.to_lowercase().contains("locked"),
+        "the account cannot log in to the retired source: {refused:?}"
+    );
+    connect(target.port, "owner_all", OWNER_ALL_PASSWORD)
+        .await
+        .expect("the account logs in to the target");
+    let recorded: Option<String> = root(&source, SOURCE_ROOT)
+        .await
+        .query_first("SELECT locked FROM appdb_migration.retired")
+        .await
+        .expect("the retirement record");
+    assert!(
+        recorded.as_deref().is_some_and(|l| l.contains("'owner_all'@'%'")),
+        "the record names the locked account: {recorded:?}"
+    );
+    assert_completed_without_loss(source, target, writer, &run).await;
+}
+
+async fn a_stale_route_to_the_source_loses_no_write_while_replicating(engine: Engine) {
+    stale_route(engine, "replicate").await;
+}
+
+async fn a_stale_route_to_the_source_loses_no_write_in_a_dump_and_restore(engine: Engine) {
+    stale_route(engine, "dump-restore").await;
+}
+
 on_both_engines!(
+    a_stale_route_to_the_source_loses_no_write_while_replicating,
+    a_stale_route_to_the_source_loses_no_write_in_a_dump_and_restore,
     replicate_seeds_by_clone_where_the_servers_allow_it,
     a_copy_that_differs_is_caught_before_the_fence_and_copied_again,
     every_statement_failing_once_leaves_the_database_writable,

@@ -210,14 +210,19 @@ impl Dialect {
     }
 
     /// Accounts (as `'user'@'host'`) that `read_only` does not hold: on MariaDB those with `READ ONLY ADMIN` or
-    /// `SUPER`; on MySQL none, since `super_read_only` holds everybody.
-    pub fn read_only_bypass_query(self) -> Option<&'static str> {
+    /// `SUPER` (an application's `ALL PRIVILEGES` account among them); on MySQL those with `SUPER` or
+    /// `CONNECTION_ADMIN`, which `super_read_only` holds but plain `read_only` does not (the engine lifts
+    /// `super_read_only` for its own bookkeeping on a retired source).
+    pub fn read_only_bypass_query(self) -> &'static str {
         match self {
-            Dialect::MariaDb => Some(
+            Dialect::MariaDb => {
                 "SELECT DISTINCT GRANTEE FROM information_schema.USER_PRIVILEGES \
-                 WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN') ORDER BY GRANTEE",
-            ),
-            Dialect::MySql => None,
+                 WHERE PRIVILEGE_TYPE IN ('SUPER', 'READ_ONLY ADMIN') ORDER BY GRANTEE"
+            }
+            Dialect::MySql => {
+                "SELECT DISTINCT GRANTEE FROM information_schema.USER_PRIVILEGES \
+                 WHERE PRIVILEGE_TYPE IN ('SUPER', 'CONNECTION_ADMIN') ORDER BY GRANTEE"
+            }
         }
     }
 

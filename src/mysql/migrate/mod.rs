@@ -265,6 +265,11 @@ const PROGRESS_TABLE: &str = "CREATE TABLE appdb_migration.progress (id TINYINT 
 const RETIRED_TABLE: &str = "CREATE TABLE appdb_migration.retired (id TINYINT PRIMARY KEY, target VARCHAR(255) NOT \
      NULL, retired_at VARCHAR(40) NOT NULL, locked TEXT NOT NULL) ENGINE=InnoDB";
 
+/// On the source: the accounts the engine locked for the switch, one row each, written before each lock (so a run
+/// that dies in between still knows to unlock it). Not binary-logged, like everything the engine writes there.
+const LOCKED_TABLE: &str = "CREATE TABLE IF NOT EXISTS appdb_migration.locked_accounts (grantee VARCHAR(512) \
+     PRIMARY KEY) ENGINE=InnoDB";
+
 mod progress_phase {
     pub const SEEDING: &str = "seeding";
     pub const SEEDED: &str = "seeded";
@@ -305,6 +310,8 @@ struct Session {
     copy_diverged: bool,
     /// Why a `Replicate` target was copied logically rather than cloned (said in the snapshot's report).
     logical_seed_note: Option<String>,
+    /// The source's accounts this run locked before its fence ([`lock_bypassing_accounts`]).
+    locked_accounts: Vec<String>,
 }
 
 /// Runs (or resumes) a migration. Reports go to `reports` as phases end.
@@ -489,7 +496,8 @@ async fn retired_to(source: &mut Conn) -> Result<Option<String>, MigrateError> {
         .map_err(sql("reading the retirement record"))
 }
 
-/// Makes the source take writes again: clears `read_only` (an older engine's fence, or a rollback's) and any lock.
+/// Makes the source take writes again: clears `read_only` (an older engine's fence, or a rollback's) and any lock,
+/// and unlocks the accounts the engine locked for the switch.
 async fn open_source(source: &mut Conn, dialect: Dialect) -> Result<(), MigrateError> {
     for s in dialect.accept_writes() {
         source
@@ -498,7 +506,89 @@ async fn open_source(source: &mut Conn, dialect: Dialect) -> Result<(), MigrateE
             .map_err(sql("making the source writable again"))?;
     }
     let _ = source.query_drop("UNLOCK TABLES").await;
+    unlock_accounts(source, dialect).await?;
     Ok(())
+}
+
+/// Locks, on the source, the accounts its write refusal does not hold ([`Dialect::read_only_bypass_query`]),
+/// root, the replication account and the engine's own account aside. This happens before the fence because it
+/// cannot happen after: the fence's global read lock refuses `ALTER USER`, and once the lock is released a session
+/// of such an account (a client that reached the source through a stale route after its connections were closed)
+/// would write where nobody reads any more. Locked first, such an account cannot log in from here on; its
+/// sessions from before are closed while the lock still holds. Returns the locked accounts.
+async fn lock_bypassing_accounts(
+    source: &mut Conn,
+    dialect: Dialect,
+    engine_user: &str,
+) -> Result<Vec<String>, MigrateError> {
+    let listed: Vec<String> = source
+        .query(dialect.read_only_bypass_query())
+        .await
+        .map_err(sql("listing accounts that bypass read_only"))?;
+    let locked: Vec<String> = listed
+        .into_iter()
+        .filter(|grantee| lockable(grantee, engine_user))
+        .collect();
+    let mut statements = vec![
+        "SET SESSION sql_log_bin = 0".to_owned(),
+        "CREATE DATABASE IF NOT EXISTS appdb_migration".to_owned(),
+        LOCKED_TABLE.to_owned(),
+    ];
+    for grantee in &locked {
+        statements.push(format!(
+            "INSERT IGNORE INTO appdb_migration.locked_accounts VALUES ({})",
+            quote_literal(grantee)
+        ));
+        statements.push(format!("ALTER USER IF EXISTS {grantee} ACCOUNT LOCK"));
+    }
+    statements.push("SET SESSION sql_log_bin = 1".to_owned());
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    as_admin(source, dialect, &statements)
+        .await
+        .map_err(sql("locking the accounts that bypass read_only"))?;
+    Ok(locked)
+}
+
+/// Whether the engine locks `grantee` (`'user'@'host'`) for the switch: not root, the replication account or the
+/// engine's own account, and not a MariaDB role (no `@host`; roles do not log in).
+fn lockable(grantee: &str, engine_user: &str) -> bool {
+    grantee.contains("'@'")
+        && ["root", catalog::REPLICATION_USER, engine_user]
+            .iter()
+            .all(|user| !grantee.starts_with(&format!("'{user}'@")))
+}
+
+/// The accounts [`lock_bypassing_accounts`] locked and nobody unlocked yet.
+async fn locked_accounts(source: &mut Conn) -> Result<Vec<String>, MigrateError> {
+    if !table_exists(source, "appdb_migration", "locked_accounts").await? {
+        return Ok(Vec::new());
+    }
+    source
+        .query("SELECT grantee FROM appdb_migration.locked_accounts ORDER BY grantee")
+        .await
+        .map_err(sql("reading the locked accounts"))
+}
+
+/// Unlocks what [`lock_bypassing_accounts`] locked (a rollback, or a run that died before the switch). Returns how
+/// many accounts it unlocked.
+async fn unlock_accounts(source: &mut Conn, dialect: Dialect) -> Result<usize, MigrateError> {
+    let locked = locked_accounts(source).await?;
+    if locked.is_empty() {
+        return Ok(0);
+    }
+    let mut statements = vec!["SET SESSION sql_log_bin = 0".to_owned()];
+    statements.extend(
+        locked
+            .iter()
+            .map(|grantee| format!("ALTER USER IF EXISTS {grantee} ACCOUNT UNLOCK")),
+    );
+    statements.push("DELETE FROM appdb_migration.locked_accounts".to_owned());
+    statements.push("SET SESSION sql_log_bin = 1".to_owned());
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    as_admin(source, dialect, &statements)
+        .await
+        .map_err(sql("unlocking the accounts locked for the switch"))?;
+    Ok(locked.len())
 }
 
 /// A rollback that needs only the source: the target cannot be reached (or is not needed). Refused on a source
@@ -601,6 +691,7 @@ impl Session {
             copy_diverged: false,
             logical_seed_note: None,
             fence: None,
+            locked_accounts: Vec::new(),
         })
     }
 
@@ -608,10 +699,14 @@ impl Session {
         let _ = self.reports.send(report);
     }
 
-    /// An interrupted run of an older engine could leave the source `read_only`; this engine's fence never
-    /// outlives it. Unless the source was retired (or is being switched away from), it takes writes again.
+    /// An interrupted run could leave the source `read_only` (an older engine's fence) or accounts locked for a
+    /// switch that never happened (a run that died between locking them and its fence). Unless the source was
+    /// retired (or is being switched away from), it takes writes, and those accounts log in, again.
     async fn heal_source(&mut self, progress: &Progress) -> Result<bool, MigrateError> {
         if progress.phase == progress_phase::DONE || progress.phase == progress_phase::PROMOTED {
+            return Ok(false);
+        }
+        if retired_to(&mut self.source).await?.is_some() {
             return Ok(false);
         }
         let read_only: Option<i64> = self
@@ -619,11 +714,11 @@ impl Session {
             .query_first("SELECT @@GLOBAL.read_only")
             .await
             .map_err(sql("reading the source's state"))?;
-        if read_only != Some(1) || retired_to(&mut self.source).await?.is_some() {
-            return Ok(false);
+        if read_only == Some(1) {
+            open_source(&mut self.source, self.source_dialect).await?;
+            return Ok(true);
         }
-        open_source(&mut self.source, self.source_dialect).await?;
-        Ok(true)
+        Ok(unlock_accounts(&mut self.source, self.source_dialect).await? > 0)
     }
 
     async fn read_progress(&mut self) -> Result<Progress, MigrateError> {
@@ -961,6 +1056,19 @@ impl Session {
         )
         .await?;
         copy::setup(&mut self.target, copy::LOAD_SETUP).await?;
+        // A copy made inside the fence (`DumpRestore`) read the accounts this run locked on the source as locked:
+        // on the target, where the clients go, they log in.
+        if !self.locked_accounts.is_empty() {
+            let unlock: Vec<String> = self
+                .locked_accounts
+                .iter()
+                .map(|grantee| format!("ALTER USER IF EXISTS {grantee} ACCOUNT UNLOCK"))
+                .collect();
+            let unlock: Vec<&str> = unlock.iter().map(String::as_str).collect();
+            as_admin(&mut self.target, self.target_dialect, &unlock)
+                .await
+                .map_err(sql("unlocking the copied accounts on the target"))?;
+        }
         if self.plan.strategy == Strategy::Replicate {
             let _ = self.target.query_drop(self.target_dialect.stop_replica()).await;
             for s in self.target_dialect.seed_position(&position) {
@@ -1273,6 +1381,8 @@ impl Session {
     /// than fail; if this process dies, the server closes the connection and the source takes writes again.
     async fn fence(&mut self, progress: &mut Progress) -> Result<(), MigrateError> {
         let phase = Phase::begin("fence");
+        self.locked_accounts =
+            lock_bypassing_accounts(&mut self.source, self.source_dialect, &self.plan.source.user).await?;
         let mut fence = self.plan.source.connect("source").await?;
         fence
             .query_drop(format!(
@@ -1451,20 +1561,9 @@ impl Session {
             source.query_drop(s).await.map_err(sql("retiring the source"))?;
         }
         let _ = source.query_drop("UNLOCK TABLES").await;
-        // MariaDB's read_only does not hold accounts with READ ONLY ADMIN (or SUPER): those are locked.
-        let bypassing: Vec<String> = match self.source_dialect.read_only_bypass_query() {
-            None => Vec::new(),
-            Some(q) => source
-                .query(q)
-                .await
-                .map_err(sql("listing accounts that bypass read_only"))?,
-        };
-        let bypassing: Vec<String> = bypassing
-            .into_iter()
-            .filter(|grantee| {
-                !grantee.starts_with("'root'@") && !grantee.starts_with(&format!("'{}'@", catalog::REPLICATION_USER))
-            })
-            .collect();
+        // The accounts the fence's preparation locked stay locked: the record names them for whoever reopens the
+        // source by hand (docs/copying-migration.md), and the bookkeeping table goes.
+        let locked = locked_accounts(&mut source).await?;
         let mut record = vec![
             "SET SESSION sql_log_bin = 0".to_owned(),
             "CREATE DATABASE IF NOT EXISTS appdb_migration".to_owned(),
@@ -1473,14 +1572,12 @@ impl Session {
                 "REPLACE INTO appdb_migration.retired VALUES (1, {}, {}, {})",
                 quote_literal(&format!("{}:{}", self.plan.target.host, self.plan.target.port)),
                 quote_literal(&jiff::Timestamp::now().to_string()),
-                quote_literal(&bypassing.join(", "))
+                quote_literal(&locked.join(", "))
             ),
         ];
-        record.extend(
-            bypassing
-                .iter()
-                .map(|grantee| format!("ALTER USER {grantee} ACCOUNT LOCK")),
-        );
+        if !locked.is_empty() {
+            record.push("DELETE FROM appdb_migration.locked_accounts".to_owned());
+        }
         let record: Vec<&str> = record.iter().map(String::as_str).collect();
         as_admin(&mut source, self.source_dialect, &record)
             .await
@@ -1606,12 +1703,13 @@ async fn restore_target_account(conn: &mut Conn, target: &Server) -> Result<(), 
     conn.query_drop("SET SESSION sql_log_bin = 1").await
 }
 
-/// Closes every client connection except this one and the servers' own threads. Returns how many.
+/// Closes every client connection except this one and the servers' own threads, sessions still logging in too
+/// (one could otherwise finish logging in and write once the lock is gone). Returns how many.
 async fn close_clients(conn: &mut Conn) -> Result<usize, MigrateError> {
     let ids: Vec<u64> = conn
         .query(format!(
             "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
-             AND USER NOT IN ('system user', 'event_scheduler', 'unauthenticated user', {}) \
+             AND USER NOT IN ('system user', 'event_scheduler', {}) \
              AND COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID')",
             quote_literal(catalog::REPLICATION_USER)
         ))
