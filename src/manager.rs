@@ -284,10 +284,19 @@ pub async fn run_until(
     let result = lead_and_reconcile(client, &config, &metrics, &readiness, controllers, &shutdown).await;
 
     server_stop.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => error!(error = %e, "probe server failed"),
-        Err(e) => error!(error = %e, "probe server task failed"),
+    // Graceful: open probe and scrape connections finish their request, but none may hold the exit up.
+    let server_abort = server.abort_handle();
+    match tokio::time::timeout(STOP_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!(error = %e, "probe server failed"),
+        Ok(Err(e)) => error!(error = %e, "probe server task failed"),
+        Err(_) => {
+            warn!(
+                seconds = STOP_GRACE.as_secs(),
+                "probe server connections still open; closed"
+            );
+            server_abort.abort();
+        }
     }
     info!("stopped");
     result
@@ -351,12 +360,40 @@ async fn lead_and_reconcile(
     readiness.leading.store(false, Ordering::Release);
     // Closing the channel makes the lease task release the Lease so that a successor need not wait for expiry.
     drop(leading);
-    match lease_task.await {
-        Ok(Ok(_)) => info!("released the leader Lease"),
-        Ok(Err(e)) => warn!(error = %e, "could not release the leader Lease; it expires by itself"),
-        Err(e) => warn!(error = %e, "lease task failed"),
+    let lease_abort = lease_task.abort_handle();
+    match tokio::time::timeout(STOP_GRACE, lease_task).await {
+        Ok(Ok(Ok(_))) => info!("released the leader Lease"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "could not release the leader Lease; it expires by itself"),
+        Ok(Err(e)) => warn!(error = %e, "lease task failed"),
+        Err(_) => {
+            warn!(
+                seconds = STOP_GRACE.as_secs(),
+                "the API server did not answer the Lease release in time; it expires by itself"
+            );
+            lease_abort.abort();
+        }
     }
     result
+}
+
+/// How long each step of stopping may take: running reconciles finishing, the Lease release, the probe server's
+/// open connections. Three steps stay well inside a pod's default 30 s termination grace, so the operator exits
+/// by itself rather than being killed, whatever the API server does meanwhile.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Waits up to `grace` for every task to end, then aborts the rest. `names` has each task's name by its id;
+/// returns the names of the aborted ones.
+async fn drain(
+    mut tasks: tokio::task::JoinSet<&'static str>,
+    mut names: BTreeMap<tokio::task::Id, &'static str>,
+    grace: Duration,
+) -> Vec<&'static str> {
+    let deadline = tokio::time::Instant::now() + grace;
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, tasks.join_next_with_id()).await {
+        names.remove(&done.map(|(id, _)| id).unwrap_or_else(|e| e.id()));
+    }
+    tasks.abort_all();
+    names.into_values().collect()
 }
 
 async fn run_controllers(
@@ -369,6 +406,7 @@ async fn run_controllers(
 ) -> Result<(), ManagerError> {
     let stop = shutdown.child_token();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut names = BTreeMap::new();
     for controller in controllers {
         let name = controller.name();
         let ctx = ControllerContext {
@@ -381,10 +419,11 @@ async fn run_controllers(
             shutdown: stop.clone(),
         };
         info!(controller = name, "starting controller");
-        tasks.spawn(async move {
+        let task = tasks.spawn(async move {
             controller.run(ctx).await;
             name
         });
+        names.insert(task.id(), name);
     }
     let lost_lease = async {
         match leading.as_deref_mut() {
@@ -401,11 +440,67 @@ async fn run_controllers(
         _ = shutdown.cancelled() => Ok(()),
         _ = lost_lease => Err(ManagerError::LostLeadership),
         // A controller stopping on its own is an error, unless it stopped because shutdown began meanwhile.
-        Some(done) = tasks.join_next() => {
-            if shutdown.is_cancelled() { Ok(()) } else { Err(ManagerError::ControllerExited(done.unwrap_or("unknown"))) }
+        Some(done) = tasks.join_next_with_id() => {
+            let id = done.as_ref().map(|(id, _)| *id).unwrap_or_else(|e| e.id());
+            let name = names.remove(&id).unwrap_or("unknown");
+            if shutdown.is_cancelled() { Ok(()) } else { Err(ManagerError::ControllerExited(name)) }
         }
     };
     stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    let abandoned = drain(tasks, names, STOP_GRACE).await;
+    if !abandoned.is_empty() {
+        warn!(
+            controllers = ?abandoned,
+            seconds = STOP_GRACE.as_secs(),
+            "controllers still reconciling after the grace; stopped where they were (the next leader reconciles again)"
+        );
+    }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stopping_aborts_what_outlives_the_grace_and_names_it() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut names = BTreeMap::new();
+        let finished = tasks.spawn(async { "finished" });
+        names.insert(finished.id(), "finished");
+        let stuck = tasks.spawn(async {
+            std::future::pending::<()>().await;
+            "stuck"
+        });
+        names.insert(stuck.id(), "stuck");
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let holds = tasks.spawn(async move {
+            // Dropped when the task is aborted: the receiver then sees the channel closed.
+            let _tx = dropped_tx;
+            std::future::pending::<()>().await;
+            "holds"
+        });
+        names.insert(holds.id(), "holds");
+        let mut abandoned = drain(tasks, names, Duration::from_millis(50)).await;
+        abandoned.sort();
+        assert_eq!(abandoned, ["holds", "stuck"]);
+        assert!(
+            dropped_rx.await.is_err(),
+            "an abandoned task is aborted, not left running"
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_waits_for_tasks_that_end_in_time() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut names = BTreeMap::new();
+        for name in ["a", "b"] {
+            let task = tasks.spawn(async move {
+                tokio::task::yield_now().await;
+                name
+            });
+            names.insert(task.id(), name);
+        }
+        assert!(drain(tasks, names, Duration::from_secs(60)).await.is_empty());
+    }
 }
