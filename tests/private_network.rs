@@ -132,7 +132,12 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     )
     .await;
     let why = stalled_reason(&c, "globex", "steal").await;
-    assert!(why.starts_with("CidrConflict:") && why.contains("acme/chosen"), "{why}");
+    // The conflict is named, the other customer is not: neither its namespace nor its network.
+    assert!(
+        why.starts_with("CidrConflict:") && why.contains("another namespace"),
+        "{why}"
+    );
+    assert!(!why.contains("acme") && !why.contains("chosen"), "{why}");
     c.ok_stdin(
         &["apply", "--server-side", "-f", "-"],
         &network_yaml("globex", "outside", Some("192.168.1.0/26")),
@@ -164,6 +169,20 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     assert!(
         events.contains("CidrConflict") && events.contains("Reserved"),
         "{events}"
+    );
+    let notes = c
+        .ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "globex",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ])
+        .await;
+    assert!(
+        !notes.contains("acme"),
+        "globex's Events name the other customer: {notes}"
     );
 
     // Pool usage is exported per range.

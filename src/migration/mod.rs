@@ -10,6 +10,10 @@ pub enum ScheduleError {
     Unparsable(String),
     #[error("scheduledAt {0:?} has no time zone offset; write Z or ±hh:mm, for example 2026-12-05T22:00:00+01:00")]
     NoOffset(String),
+    #[error(
+        "scheduledAt {0:?} is a valid date and time but outside the supported range (years 0001 to 9999, before 9999-12-30)"
+    )]
+    OutOfRange(String),
 }
 
 /// The instant `scheduled_at` names, in any time zone (the offset is required: a local time alone is ambiguous).
@@ -23,8 +27,21 @@ pub fn parse_schedule(scheduled_at: &str) -> Result<Timestamp, ScheduleError> {
     if !has_offset {
         return Err(ScheduleError::NoOffset(scheduled_at.to_owned()));
     }
-    text.parse::<Timestamp>()
-        .map_err(|_| ScheduleError::Unparsable(scheduled_at.to_owned()))
+    text.parse::<Timestamp>().map_err(|_| {
+        // The text may be a well-formed date and time that no instant can hold (jiff's range, like most, ends just
+        // before year 10000): say that, not "not a date".
+        let without_offset = text.trim_end_matches(['Z', 'z']);
+        let without_offset = if without_offset.len() == text.len() {
+            text.get(..text.len().saturating_sub(6)).unwrap_or("")
+        } else {
+            without_offset
+        };
+        if without_offset.parse::<jiff::civil::DateTime>().is_ok() {
+            ScheduleError::OutOfRange(scheduled_at.to_owned())
+        } else {
+            ScheduleError::Unparsable(scheduled_at.to_owned())
+        }
+    })
 }
 
 /// What the migration controller observed about the objects a migration involves.
@@ -185,6 +202,29 @@ mod tests {
         assert!(matches!(parse_schedule("soon"), Err(ScheduleError::NoOffset(_))));
         assert!(parse_schedule("2026-12-05T22:00:00+01:0é").is_err());
         assert!(parse_schedule("é").is_err());
+    }
+
+    #[test]
+    fn a_schedule_beyond_the_supported_range_says_so() {
+        // Well formed, but no instant can hold it: not "not a date" (the year-9999 case).
+        for text in ["9999-12-31T23:00:00+00:00", "9999-12-31T23:59:59Z"] {
+            assert_eq!(
+                parse_schedule(text),
+                Err(ScheduleError::OutOfRange(text.into())),
+                "{text}"
+            );
+            assert!(
+                parse_schedule(text)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("outside the supported range")
+            );
+        }
+        assert!(parse_schedule("9999-06-01T00:00:00Z").is_ok());
+        assert!(matches!(
+            parse_schedule("9999-02-30T00:00:00Z"),
+            Err(ScheduleError::Unparsable(_))
+        ));
     }
 
     #[test]

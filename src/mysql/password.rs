@@ -1,12 +1,18 @@
 //! The administrator password rule of the platform (seed 002): longer than 8 characters, printable ASCII, and none of
 //! space, `/`, `"` or `@`. The password lives in a Secret, so no CRD rule can see it; the AppDatabase controller calls
 //! this before using it.
+//!
+//! The rule also has an upper bound, [`MAX_LENGTH`]: the password reaches the database pod as an environment value, and
+//! a node refuses to start a container whose environment string is over 128 KiB, so an unbounded password would be
+//! "Ready To Use" here and never start there. 128 characters is far above any password manager's default.
 
 /// Why a password is refused. Messages never contain the password itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
     #[error("the password must be longer than 8 characters (it has {0})")]
     TooShort(usize),
+    #[error("the password must be at most 128 characters (it has {0})")]
+    TooLong(usize),
     #[error("the password may contain only printable ASCII characters (character {position} is not)")]
     NotPrintableAscii { position: usize },
     #[error("the password must not contain {forbidden} (character {position})")]
@@ -16,8 +22,16 @@ pub enum PasswordError {
 /// The shortest accepted password: "longer than 8 characters".
 pub const MIN_LENGTH: usize = 9;
 
+/// The longest accepted password. Keep in step with the `TooLong` message.
+pub const MAX_LENGTH: usize = 128;
+
 /// Checks `password` against the platform's rule. Positions in errors are 1-based character positions.
 pub fn validate_admin_password(password: &str) -> Result<(), PasswordError> {
+    // Checked first and in bytes, so a huge value is refused without walking it; for the printable ASCII the rule
+    // allows, bytes are characters.
+    if password.len() > MAX_LENGTH {
+        return Err(PasswordError::TooLong(password.chars().count()));
+    }
     for (index, c) in password.chars().enumerate() {
         let position = index + 1;
         let forbidden = match c {
@@ -52,10 +66,21 @@ mod tests {
             "S3cure!pass",
             "~`!#$%^&*()_+-={}[]|\\:;'<>,.?",
             "123456789",
-            "x".repeat(200).as_str(),
+            "x".repeat(MAX_LENGTH).as_str(),
         ] {
             assert_eq!(validate_admin_password(ok), Ok(()), "{ok:?}");
         }
+    }
+
+    #[test]
+    fn length_has_an_upper_bound() {
+        assert_eq!(
+            validate_admin_password(&"x".repeat(129)),
+            Err(PasswordError::TooLong(129))
+        );
+        // The case the issue found: a 200 KiB password was accepted.
+        let huge = "x".repeat(200 * 1024);
+        assert_eq!(validate_admin_password(&huge), Err(PasswordError::TooLong(200 * 1024)));
     }
 
     #[test]

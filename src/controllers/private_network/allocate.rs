@@ -42,8 +42,10 @@ const MAX_CANDIDATES: usize = 64;
 pub enum AllocationError {
     #[error("{0}")]
     Block(#[from] BlockError),
-    #[error("{block} is already allocated to PrivateNetwork {holder}")]
-    Conflict { block: Ipv4Net, holder: String },
+    /// `own_holder` names the holder only when it is in the claimant's own namespace: another customer's namespace
+    /// and object names are theirs, and this message reaches the claimant's status and Events.
+    #[error("{block} is already allocated to {}", own_holder.as_ref().map_or_else(|| "another namespace's network; choose another range".to_owned(), |n| format!("PrivateNetwork {n} in this namespace")))]
+    Conflict { block: Ipv4Net, own_holder: Option<String> },
     #[error("{block} was released on {released_at} and is cooling down until {until}; choose another range")]
     CoolingDown {
         block: Ipv4Net,
@@ -346,9 +348,10 @@ pub async fn ensure_allocation(
                         });
                     }
                 } else {
+                    let own = existing.spec.network.namespace == network.namespace().unwrap_or_default();
                     return Err(AllocationError::Conflict {
                         block,
-                        holder: format!("{}/{}", existing.spec.network.namespace, existing.spec.network.name),
+                        own_holder: own.then(|| existing.spec.network.name.clone()),
                     });
                 }
             }
@@ -511,4 +514,32 @@ pub async fn preview(client: &Client, pool: &PoolConfig) -> Result<String, Box<d
         None => out.push_str("next automatic assignment: none (pool exhausted)\n"),
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_names_the_holder_only_inside_the_own_namespace() {
+        let block: Ipv4Net = "10.20.30.64/26".parse().unwrap();
+        let theirs = AllocationError::Conflict {
+            block,
+            own_holder: None,
+        }
+        .to_string();
+        assert_eq!(
+            theirs,
+            "10.20.30.64/26 is already allocated to another namespace's network; choose another range"
+        );
+        let ours = AllocationError::Conflict {
+            block,
+            own_holder: Some("staging".into()),
+        }
+        .to_string();
+        assert_eq!(
+            ours,
+            "10.20.30.64/26 is already allocated to PrivateNetwork staging in this namespace"
+        );
+    }
 }
