@@ -23,8 +23,9 @@ fn offer(strongswan: &str) -> Offer {
 }
 
 fn connection(options: Option<TunnelOptions>) -> Connection {
-    let tunnel =
-        |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk(psk.into()), options.as_ref()).expect("tunnel");
+    let tunnel = |n: u8, addr: Ipv4Addr, psk: &str| {
+        Tunnel::new(n, addr, Psk::new(psk).unwrap(), options.as_ref()).expect("tunnel")
+    };
     Connection {
         name: "acme-seattle".into(),
         description: Some("Seattle office".into()),

@@ -52,7 +52,7 @@ fn connection(name: String, description: Option<String>) -> Connection {
         Tunnel::new(
             n,
             Ipv4Addr::new(203, 0, 113, last),
-            Psk("abcdefgh12345678".into()),
+            Psk::new("abcdefgh12345678").unwrap(),
             None,
         )
         .unwrap()

@@ -136,7 +136,7 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
             vpn::render::{DataPath, Exposure},
         };
         let t = |n: u8, ip: [u8; 4]| {
-            Tunnel::new(n, ip.into(), Psk("Key.for_tunnel_0123456789abcdef".into()), None).unwrap()
+            Tunnel::new(n, ip.into(), Psk::new("Key.for_tunnel_0123456789abcdef").unwrap(), None).unwrap()
         };
         let conn = Connection {
             name: "acme-seattle".into(),

@@ -51,7 +51,7 @@ fn vpn() -> VpnConnection {
 }
 
 fn connection() -> Connection {
-    let tunnel = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk(psk.into()), None).expect("tunnel");
+    let tunnel = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk::new(psk).unwrap(), None).expect("tunnel");
     Connection {
         name: "acme-seattle".into(),
         description: Some("Seattle office".into()),

@@ -29,7 +29,7 @@ use charon::{Charon, carrying_tunnel, customer_strongswan_conf, established, wai
 use netns::{Netns, link};
 
 fn connection(psk2: &str) -> Connection {
-    let tunnel = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk(psk.into()), None).expect("tunnel");
+    let tunnel = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk::new(psk).unwrap(), None).expect("tunnel");
     Connection {
         name: "acme-seattle".into(),
         description: Some("Seattle office".into()),
@@ -184,7 +184,7 @@ fn a_wrong_pre_shared_key_keeps_the_tunnel_down_and_says_why() {
     let _gw1 = lab.start_gateway(&conn, 1);
     // The gateway of tunnel 2 has another key than the customer's download.
     let mut wrong = conn.clone();
-    wrong.tunnels[1].psk = Psk("Not.the_same_key_0123456789abcdef".into());
+    wrong.tunnels[1].psk = Psk::new("Not.the_same_key_0123456789abcdef").unwrap();
     let _gw2 = lab.start_gateway(&wrong, 2);
     // The gateway agents report each tunnel's state from charon's vici socket.
     let reports: Vec<PathBuf> = (1..=2)

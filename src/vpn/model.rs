@@ -7,9 +7,25 @@ use ipnet::Ipv4Net;
 
 use crate::api::vpn_connection::{StartupAction, TunnelOptions};
 
-/// A pre-shared key. Its `Debug` never shows the value, so it cannot reach a log by accident.
+/// A pre-shared key that passed [`validate_psk`](crate::vpn::psk::validate_psk): the only way to make one is
+/// [`Psk::new`], so no key that could end a quoted `secret = "…"` line, or start a new section, reaches a rendered file,
+/// wherever it came from (the customer's Secret, the generated one edited by hand, a test). Its `Debug` never shows
+/// the value, so it cannot reach a log by accident.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Psk(pub String);
+pub struct Psk(String);
+
+impl Psk {
+    pub fn new(value: impl Into<String>) -> Result<Psk, crate::vpn::psk::PskError> {
+        let value = value.into();
+        crate::vpn::psk::validate_psk(&value)?;
+        Ok(Psk(value))
+    }
+
+    /// The key itself, for the files that must carry it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
 
 impl std::fmt::Debug for Psk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,12 +219,27 @@ mod tests {
 
     #[test]
     fn psk_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Psk("secretvalue1".into())), "Psk(<redacted>)");
+        assert_eq!(format!("{:?}", Psk::new("secretvalue1").unwrap()), "Psk(<redacted>)");
+        // A key that would break out of `secret = "…"` in swanctl.conf (the issue's injected section) cannot be made.
+        for hostile in [
+            "abc\"\n}\nconnections {",
+            "key with space",
+            "tab\tkey12345",
+            "0xdeadbeef",
+        ] {
+            assert!(Psk::new(hostile).is_err(), "{hostile:?}");
+        }
     }
 
     #[test]
     fn tunnel_defaults_and_options() {
-        let t = Tunnel::new(1, Ipv4Addr::new(203, 0, 113, 1), Psk("k".repeat(32)), None).unwrap();
+        let t = Tunnel::new(
+            1,
+            Ipv4Addr::new(203, 0, 113, 1),
+            Psk::new("k".repeat(32)).unwrap(),
+            None,
+        )
+        .unwrap();
         assert_eq!(t.ike_proposals, DEFAULT_IKE_PROPOSALS);
         assert_eq!((t.dpd_timeout_seconds, t.initiator), (30, Initiator::Customer));
         let options = TunnelOptions {
@@ -217,13 +248,19 @@ mod tests {
             startup_action: Some(StartupAction::Start),
             ..Default::default()
         };
-        let t = Tunnel::new(2, Ipv4Addr::new(203, 0, 113, 2), Psk("k".repeat(32)), Some(&options)).unwrap();
+        let t = Tunnel::new(
+            2,
+            Ipv4Addr::new(203, 0, 113, 2),
+            Psk::new("k".repeat(32)).unwrap(),
+            Some(&options),
+        )
+        .unwrap();
         assert_eq!(t.ike_proposals, ["aes128-sha1-modp2048"]);
         assert_eq!((t.dpd_timeout_seconds, t.initiator), (45, Initiator::Both));
         let bad = TunnelOptions {
             esp_proposals: vec![crate::api::vpn_connection::Proposal("des-md5".into())],
             ..Default::default()
         };
-        assert!(Tunnel::new(1, Ipv4Addr::LOCALHOST, Psk(String::new()), Some(&bad)).is_err());
+        assert!(Tunnel::new(1, Ipv4Addr::LOCALHOST, Psk::new("k".repeat(32)).unwrap(), Some(&bad)).is_err());
     }
 }

@@ -270,7 +270,7 @@ pub fn gateway_swanctl(conn: &Connection, number: u8) -> String {
         &name,
         &t.platform_address.to_string(),
         &conn.customer_gateway.to_string(),
-        &t.psk.0,
+        &t.psk.expose(),
     );
     out.push_str("}\n");
     out
@@ -299,7 +299,7 @@ pub fn customer_swanctl(conn: &Connection) -> String {
             &tunnel_name(conn, t),
             &conn.customer_gateway.to_string(),
             &t.platform_address.to_string(),
-            &t.psk.0,
+            &t.psk.expose(),
         );
     }
     out.push_str("}\n");
@@ -343,7 +343,7 @@ pub fn generic(conn: &Connection) -> String {
         let _ = writeln!(out, "Customer outside address: {}", conn.customer_gateway);
         let _ = writeln!(out, "IKE version: 2");
         let _ = writeln!(out, "Authentication: pre-shared key");
-        let _ = writeln!(out, "Pre-shared key: {}", t.psk.0);
+        let _ = writeln!(out, "Pre-shared key: {}", t.psk.expose());
         let _ = writeln!(out, "Local identity: {}", conn.customer_gateway);
         let _ = writeln!(out, "Remote identity: {}", t.platform_address);
         let _ = writeln!(out, "IKE proposals: {}", t.ike_proposals.join(", "));
@@ -476,7 +476,9 @@ pub fn libreswan(conn: &Connection) -> String {
         let _ = writeln!(
             out,
             "{} {} : PSK \"{}\"",
-            conn.customer_gateway, t.platform_address, t.psk.0
+            conn.customer_gateway,
+            t.platform_address,
+            t.psk.expose()
         );
     }
     out
@@ -563,7 +565,8 @@ pub fn cisco_ios(conn: &Connection) -> String {
         let _ = writeln!(
             out,
             "crypto ikev2 keyring {n}\n peer {n}\n  address {}\n  pre-shared-key {}",
-            t.platform_address, t.psk.0
+            t.platform_address,
+            t.psk.expose()
         );
         let dpd = device_dpd_spread(t.dpd_timeout_seconds, 5);
         let _ = writeln!(
@@ -681,7 +684,7 @@ pub fn juniper_srx(conn: &Connection) -> String {
         let _ = writeln!(
             out,
             "set security ike policy {n} pre-shared-key ascii-text \"{}\"",
-            t.psk.0
+            t.psk.expose()
         );
         let _ = writeln!(out, "set security ike gateway {n} ike-policy {n}");
         let _ = writeln!(out, "set security ike gateway {n} address {}", t.platform_address);
@@ -844,7 +847,7 @@ pub fn fortigate(conn: &Connection) -> String {
             dh_groups(&ike),
             t.platform_address,
             conn.customer_gateway,
-            t.psk.0
+            t.psk.expose()
         );
         let _ = writeln!(
             out,
@@ -945,7 +948,9 @@ pub fn mikrotik(conn: &Connection) -> String {
         let _ = writeln!(
             out,
             "/ip ipsec identity add peer={n} auth-method=pre-shared-key secret=\"{}\" my-id=address:{} remote-id=address:{}",
-            t.psk.0, conn.customer_gateway, t.platform_address
+            t.psk.expose(),
+            conn.customer_gateway,
+            t.platform_address
         );
         let Some(first_esp) = esp.first() else {
             continue;
@@ -1001,7 +1006,7 @@ mod tests {
     use crate::vpn::model::{Psk, Tunnel};
 
     fn connection() -> Connection {
-        let t = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk(psk.into()), None).unwrap();
+        let t = |n: u8, addr: Ipv4Addr, psk: &str| Tunnel::new(n, addr, Psk::new(psk).unwrap(), None).unwrap();
         Connection {
             name: "acme-seattle".into(),
             description: Some("Seattle\noffice".into()),
@@ -1151,7 +1156,7 @@ mod tests {
                     "{key} lacks tunnel {}'s address",
                     t.number
                 );
-                assert!(text.contains(&t.psk.0), "{key} lacks tunnel {}'s key", t.number);
+                assert!(text.contains(&t.psk.expose()), "{key} lacks tunnel {}'s key", t.number);
             }
             assert!(text.contains("10.20.30.64"), "{key} lacks the platform network");
         }

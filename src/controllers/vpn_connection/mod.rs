@@ -43,7 +43,7 @@ use crate::{
     },
     vpn::{
         model::{Connection, Psk, Tunnel},
-        psk::{generate_psk, validate_psk},
+        psk::generate_psk,
         render::Exposure,
         validate::{customer_cidrs, customer_gateway},
     },
@@ -264,10 +264,10 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                         format!("Secret {} has no key {}", r.name, r.key),
                     )));
                 };
-                if let Err(e) = validate_psk(&value) {
-                    return Ok(Err(Problem::stalled("InvalidPsk", format!("tunnel {}: {e}", i + 1))));
+                match Psk::new(value) {
+                    Ok(key) => key,
+                    Err(e) => return Ok(Err(Problem::stalled("InvalidPsk", format!("tunnel {}: {e}", i + 1)))),
                 }
-                value
             }
             None => {
                 if generated.is_none() {
@@ -289,15 +289,15 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                 {
                     // A generated key edited by hand is checked as a customer's would be: a quote or a line break
                     // in it would otherwise end the `secret = "…"` line of every configuration it is written into.
-                    Some(v) => {
-                        if let Err(e) = validate_psk(&v) {
+                    Some(v) => match Psk::new(v) {
+                        Ok(key) => key,
+                        Err(e) => {
                             return Ok(Err(Problem::stalled(
                                 "InvalidPsk",
                                 format!("Secret {} key tunnel{}: {e}", psk_secret_name(vpn), i + 1),
                             )));
                         }
-                        v
-                    }
+                    },
                     None => {
                         return Ok(Err(Problem::stalled(
                             "SecretKeyNotFound",
@@ -307,7 +307,7 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                 }
             }
         };
-        out.push(Psk(key));
+        out.push(key);
     }
     let [a, b]: [Psk; 2] = out.try_into().expect("two tunnels");
     Ok(Ok([a, b]))
