@@ -268,6 +268,55 @@ async fn database_becomes_ready_to_use_and_rotates_its_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_the_operator_did_not_make_are_never_adopted() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    apply(&c, &secret("seeded-admin", "password", PASSWORD)).await;
+    // A customer pre-seeds the root Secret's name with a password of its choosing, and the client Service's name with
+    // an extra selector that would send the database's clients to its own pod.
+    apply(&c, &secret("seeded-root", "root-password", "customer-chosen-9")).await;
+    apply(
+        &c,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: seeded, namespace: acme}\nspec:\n  selector: {app: customer-pod}\n  ports: [{port: 3306}]\n",
+    )
+    .await;
+    apply(&c, &database("seeded", "prod", "seeded-admin", "")).await;
+    wait_reason(&c, "seeded", "NameInUse").await;
+    let message = get(&c, "adb/seeded", r#"{.status.conditions[?(@.type=="Ready")].message}"#).await;
+    assert!(message.contains("Secret seeded-root already exists"), "{message}");
+    assert_eq!(
+        get(&c, "adb/seeded", r#"{.status.conditions[?(@.type=="Stalled")].status}"#).await,
+        "True"
+    );
+    // Never written, never read as the operator's: no owner added, and nothing was built from it.
+    assert_eq!(get(&c, "secret/seeded-root", "{.metadata.ownerReferences}").await, "");
+    assert!(
+        c.kubectl(&["get", "sts", "seeded", "-n", "acme"]).await.status.code() != Some(0),
+        "a StatefulSet was built with the customer's root password"
+    );
+
+    c.ok(&["delete", "secret", "seeded-root", "-n", "acme"]).await;
+    eventually(90, "the Service is named next", || async {
+        let message = get(&c, "adb/seeded", r#"{.status.conditions[?(@.type=="Ready")].message}"#).await;
+        message.contains("Service seeded already exists").then_some(())
+    })
+    .await;
+    assert_eq!(get(&c, "svc/seeded", "{.spec.selector.app}").await, "customer-pod");
+    assert_eq!(get(&c, "svc/seeded", "{.metadata.ownerReferences}").await, "");
+
+    c.ok(&["delete", "service", "seeded", "-n", "acme"]).await;
+    eventually(90, "the database proceeds once the names are free", || async {
+        (reason(&c, "seeded").await == "Creating").then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "secret/seeded-root", "{.metadata.ownerReferences[0].kind}").await,
+        "AppDatabase"
+    );
+    assert_eq!(get(&c, "svc/seeded", "{.spec.selector.app}").await, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_input_has_its_reason_and_recovers() {
     let c = Cluster::start().await;
     let _op = setup(&c).await;

@@ -439,6 +439,21 @@ async fn invalid_customer_side_and_keys_have_reasons() {
         message.contains("edited-psk key tunnel1") && !message.contains("Key_ok"),
         "{message}"
     );
+    // A Secret with the generated keys' name, made by the customer (keys it chose, perhaps shared elsewhere): never
+    // taken as the operator's.
+    apply(
+        &c,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: preseed-psk, namespace: acme}\nstringData: {tunnel1: Chosen_key_one1, tunnel2: Chosen_key_two2}\n",
+    )
+    .await;
+    apply(&c, &vpn("preseed", "192.168.10.0/24", "")).await;
+    wait_reason(&c, "preseed", "NameInUse").await;
+    let message = get(&c, "vpn/preseed", r#"{.status.conditions[?(@.type=="Ready")].message}"#).await;
+    assert!(
+        message.contains("Secret preseed-psk already exists") && !message.contains("Chosen_key"),
+        "{message}"
+    );
+    assert_eq!(get(&c, "secret/preseed-psk", "{.metadata.ownerReferences}").await, "");
     apply(
         &c,
         &vpn("lost", "192.168.10.0/24", "").replace("network: prod", "network: nowhere"),

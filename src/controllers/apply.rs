@@ -27,12 +27,65 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
     }
 }
 
-/// Applies `desired` unless `live` already matches it. Returns whether a write was made.
-pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool, kube::Error>
+/// The owner that controls `object` (the owner reference with `controller: true`), by UID.
+fn controller_uid<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .owner_references
+        .as_deref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+/// An object that holds a name the operator wants for one of its own, without being controlled by the owner it is
+/// wanted for: a customer's pre-seeded Secret or Service, or another object's child. Writing it would adopt it
+/// (keeping the customer's fields, using the customer's password); the operator refuses instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name} already exists and is not managed for this object; delete or rename it")]
+pub struct NameInUse {
+    pub kind: String,
+    pub name: String,
+}
+
+/// `Err` when `live` exists and is not controlled by the owner `desired` names. Pure.
+pub fn check_owned<K: Resource>(kind: &str, desired: &K, live: Option<&K>) -> Result<(), NameInUse> {
+    let Some(live) = live else { return Ok(()) };
+    let owned = match controller_uid(desired) {
+        Some(wanted) => controller_uid(live) == Some(wanted),
+        // Shared children (a namespace's isolation policies, owned by every network in it) have owners but no
+        // controller: the live object must carry at least one of them.
+        None => {
+            let uids = |o: &K| -> Vec<String> {
+                o.meta()
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .map(|r| r.uid.clone())
+                    .collect()
+            };
+            let wanted = uids(desired);
+            wanted.is_empty() || uids(live).iter().any(|u| wanted.contains(u))
+        }
+    };
+    match owned {
+        true => Ok(()),
+        false => Err(NameInUse {
+            kind: kind.to_owned(),
+            name: live.name_any(),
+        }),
+    }
+}
+
+/// Applies `desired` unless `live` already matches it. Returns whether a write was made. Refuses (never writes) when
+/// `live` is not controlled by `desired`'s owner: see [`NameInUse`].
+pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool, ApplyError>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
     let desired_json = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
+    let kind = desired_json.get("kind").and_then(Value::as_str).unwrap_or("object");
+    check_owned(kind, desired, live)?;
     if let Some(live) = live {
         let live_json = serde_json::to_value(live).map_err(kube::Error::SerdeError)?;
         if is_subset(&desired_json, &live_json) {
@@ -48,6 +101,15 @@ where
     Ok(true)
 }
 
+/// Why [`apply_if_changed`] did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    NameInUse(#[from] NameInUse),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
 /// A step on one object that failed; the message names the object ("reading the admin Secret failed: ...").
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -55,6 +117,9 @@ pub enum StepError {
     Read { what: &'static str, source: kube::Error },
     #[error("applying {what} failed: {source}")]
     Apply { what: &'static str, source: kube::Error },
+    /// Not a failure to retry quickly: the owner reports it as `NameInUse` until the object goes.
+    #[error(transparent)]
+    NameInUse(#[from] NameInUse),
 }
 
 impl StepError {
@@ -63,6 +128,15 @@ impl StepError {
         match self {
             StepError::Read { .. } => "dereference",
             StepError::Apply { .. } => "apply",
+            StepError::NameInUse(_) => "name_in_use",
+        }
+    }
+
+    /// The object in the way, when that is what stopped the step.
+    pub fn name_in_use(&self) -> Option<&NameInUse> {
+        match self {
+            StepError::NameInUse(n) => Some(n),
+            _ => None,
         }
     }
 }
@@ -85,7 +159,34 @@ where
     let live = api.get_opt(&desired.name_any()).await.map_err(read(what))?;
     apply_if_changed(api, desired, live.as_ref())
         .await
-        .map_err(applying(what))?;
+        .map_err(applied(what))?;
+    Ok(live)
+}
+
+/// `.map_err(applied("the StatefulSet"))` for [`apply_if_changed`]: a name in use stays that, not an API failure.
+pub fn applied(what: &'static str) -> impl FnOnce(ApplyError) -> StepError {
+    move |e| match e {
+        ApplyError::NameInUse(n) => n.into(),
+        ApplyError::Kube(source) => StepError::Apply { what, source },
+    }
+}
+
+/// Reads an object the operator creates once and never rewrites (a generated password or key), refusing one that is
+/// not controlled by `owner`: a pre-seeded Secret with the generated name must never be taken as the operator's.
+pub async fn get_owned<K>(api: &Api<K>, name: &str, owner_uid: &str, what: &'static str) -> Result<Option<K>, StepError>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let live = api.get_opt(name).await.map_err(read(what))?;
+    if let Some(object) = &live
+        && controller_uid(object) != Some(owner_uid)
+    {
+        return Err(NameInUse {
+            kind: K::kind(&()).into_owned(),
+            name: name.to_owned(),
+        }
+        .into());
+    }
     Ok(live)
 }
 
@@ -93,6 +194,36 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn secret(name: &str, controller: Option<&str>) -> k8s_openapi::api::core::v1::Secret {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "ownerReferences": controller.map(|uid| vec![json!({
+                    "apiVersion": "appdb.example.com/v1alpha1", "kind": "AppDatabase", "name": "db",
+                    "uid": uid, "controller": true
+                })]),
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_owners_own_objects_are_written() {
+        let desired = secret("db-root", Some("uid-1"));
+        assert_eq!(check_owned("Secret", &desired, None), Ok(()));
+        assert_eq!(
+            check_owned("Secret", &desired, Some(&secret("db-root", Some("uid-1")))),
+            Ok(())
+        );
+        // A customer's pre-seeded Secret (no owner) and another object's child are both refused, by name.
+        let refused = check_owned("Secret", &desired, Some(&secret("db-root", None))).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "Secret db-root already exists and is not managed for this object; delete or rename it"
+        );
+        assert!(check_owned("Secret", &desired, Some(&secret("db-root", Some("uid-2")))).is_err());
+    }
 
     #[test]
     fn subset_ignores_server_added_fields() {

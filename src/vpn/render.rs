@@ -270,7 +270,7 @@ pub fn gateway_swanctl(conn: &Connection, number: u8) -> String {
         &name,
         &t.platform_address.to_string(),
         &conn.customer_gateway.to_string(),
-        &t.psk.expose(),
+        t.psk.expose(),
     );
     out.push_str("}\n");
     out
@@ -299,7 +299,7 @@ pub fn customer_swanctl(conn: &Connection) -> String {
             &tunnel_name(conn, t),
             &conn.customer_gateway.to_string(),
             &t.platform_address.to_string(),
-            &t.psk.expose(),
+            t.psk.expose(),
         );
     }
     out.push_str("}\n");
@@ -1156,7 +1156,7 @@ mod tests {
                     "{key} lacks tunnel {}'s address",
                     t.number
                 );
-                assert!(text.contains(&t.psk.expose()), "{key} lacks tunnel {}'s key", t.number);
+                assert!(text.contains(t.psk.expose()), "{key} lacks tunnel {}'s key", t.number);
             }
             assert!(text.contains("10.20.30.64"), "{key} lacks the platform network");
         }

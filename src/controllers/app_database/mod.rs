@@ -47,7 +47,7 @@ use self::{
 use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
     config::OperatorConfig,
-    controllers::apply::{StepError, apply_child, applying, read},
+    controllers::apply::{StepError, apply_child, applying, get_owned, read},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
     names::{
@@ -137,8 +137,10 @@ impl Controller for AppDatabaseController {
                     watcher::Config::default(),
                     move |secret| {
                         let ns = secret.namespace();
+                        // The root Secret's name too: one in the way (`NameInUse`) being deleted frees the database.
                         crate::controllers::related_in(&by_secret, ns, |db| {
                             db.spec.admin.password_secret_ref.name == secret.name_any()
+                                || names(db).root_secret == secret.name_any()
                         })
                     },
                 )
@@ -213,7 +215,37 @@ fn random_password() -> String {
         .collect()
 }
 
+/// Applies the database, and reports an object in the way of one of its children as `NameInUse` (no retry storm: the
+/// object has to go first, which takes a person).
 async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
+    match apply_children(db.clone(), ctx).await {
+        Err(Error::Step(StepError::NameInUse(in_use))) => {
+            let ns = db.namespace().unwrap_or_default();
+            let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
+            let dns = if db.spec.dns.is_some() {
+                Dns::Waiting
+            } else {
+                Dns::NotRequested
+            };
+            let revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
+            let servers = status::Servers::recorded(&db);
+            write_status(
+                ctx,
+                &db,
+                &Phase::Invalid(Invalid::NameInUse(in_use)),
+                host,
+                &dns,
+                revision,
+                servers,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+        other => other,
+    }
+}
+
+async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     let ns = db.namespace().unwrap_or_default();
     let client = &ctx.client;
     let networks: Api<PrivateNetwork> = Api::namespaced(client.clone(), &ns);
@@ -259,11 +291,16 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
 
     // The root password is generated once and never regenerated.
     let n = names(&db);
-    if secrets
-        .get_opt(&n.root_secret)
-        .await
-        .map_err(read("the root Secret"))?
-        .is_none()
+    // A Secret with the root Secret's name that the operator did not make (a customer's pre-seeded password) is never
+    // taken as the root password.
+    if get_owned(
+        &secrets,
+        &n.root_secret,
+        &db.uid().unwrap_or_default(),
+        "the root Secret",
+    )
+    .await?
+    .is_none()
     {
         match secrets
             .create(&PostParams::default(), &root_secret(&db, random_password()))

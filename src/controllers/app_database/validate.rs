@@ -31,6 +31,8 @@ pub enum Invalid {
     InvalidPassword { secret: String, error: PasswordError },
     #[error("PrivateNetwork {0} has no free address left for another database")]
     NoAddressLeft(String),
+    #[error("{0}")]
+    NameInUse(crate::controllers::apply::NameInUse),
 }
 
 impl Invalid {
@@ -42,6 +44,7 @@ impl Invalid {
             Invalid::SecretKeyNotFound(..) => "SecretKeyNotFound",
             Invalid::InvalidPassword { .. } => "InvalidPassword",
             Invalid::NoAddressLeft(_) => "NoAddressLeft",
+            Invalid::NameInUse(_) => "NameInUse",
         }
     }
 

@@ -173,9 +173,30 @@ impl Controller for DatabaseMigrationController {
 }
 
 async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx.metrics.measure(NAME, &*m.clone(), act(m, &ctx)).await;
+    let result = ctx.metrics.measure(NAME, &*m.clone(), act(m.clone(), &ctx)).await;
     count_states(&ctx);
-    result
+    match result {
+        // An object in the way of one the migration needs (its Job's identity): a person has to remove it; the
+        // migration keeps its state and says so instead of retrying every few seconds.
+        Err(Error::Step(StepError::NameInUse(in_use))) => {
+            let mut status = m.status.clone().unwrap_or_default();
+            let state = current_state(&m).unwrap_or(state::SCHEDULED).to_owned();
+            let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
+            write(
+                &ctx,
+                &m,
+                &mut status,
+                &state,
+                stalled,
+                "NameInUse",
+                &in_use.to_string(),
+                None,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+        other => other,
+    }
 }
 
 fn current_state(m: &DatabaseMigration) -> Option<&str> {

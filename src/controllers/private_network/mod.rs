@@ -51,8 +51,10 @@ pub enum Error {
     Allocate(#[source] kube::Error),
     #[error("releasing the range failed: {0}")]
     Release(#[source] kube::Error),
+    #[error("reading the isolation NetworkPolicies failed: {0}")]
+    ReadPolicies(#[source] kube::Error),
     #[error("applying the isolation NetworkPolicies failed: {0}")]
-    ApplyPolicies(#[source] kube::Error),
+    ApplyPolicies(#[source] crate::controllers::apply::ApplyError),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
     #[error("AppDatabase {0} still lives on this network; delete it or migrate it to another network first")]
@@ -66,7 +68,7 @@ impl Error {
         match self {
             Error::Allocate(_) => "allocate",
             Error::Release(_) => "release",
-            Error::ApplyPolicies(_) => "apply_policies",
+            Error::ReadPolicies(_) | Error::ApplyPolicies(_) => "apply_policies",
             Error::Status(_) => "status",
             Error::InUse(_) => "in_use",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -343,7 +345,7 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
             let live = policies_api
                 .get_opt(&policy.name_any())
                 .await
-                .map_err(Error::ApplyPolicies)?;
+                .map_err(Error::ReadPolicies)?;
             apply_if_changed(&policies_api, &policy, live.as_ref())
                 .await
                 .map_err(Error::ApplyPolicies)?;
@@ -460,6 +462,8 @@ fn error_policy(network: Arc<PrivateNetwork>, error: &Error, ctx: Arc<Context>) 
     warn!(namespace = %network.namespace().unwrap_or_default(), name = %network.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(match error {
         Error::InUse(_) => 30,
+        // A NetworkPolicy of someone else's holds an isolation policy's name: a person must remove it.
+        Error::ApplyPolicies(crate::controllers::apply::ApplyError::NameInUse(_)) => 30,
         _ => 5,
     }))
 }

@@ -33,7 +33,7 @@ use crate::{
         vpn_connection::{TunnelState, TunnelStatus},
     },
     config::OperatorConfig,
-    controllers::apply::{StepError, apply_child, apply_if_changed, applying, read},
+    controllers::apply::{StepError, applied, apply_child, apply_if_changed, applying, get_owned, read},
     ipam::{parse_block, pinghost},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
@@ -243,10 +243,14 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 
 /// The two keys: the customer's own (validated) where given, else the generated ones (created once).
 async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk; 2], Problem>, Error> {
-    let mut generated = secrets
-        .get_opt(&psk_secret_name(vpn))
-        .await
-        .map_err(read("the PSK Secret"))?;
+    // A Secret with the generated keys' name that the operator did not make is never taken as holding its keys.
+    let mut generated = get_owned(
+        secrets,
+        &psk_secret_name(vpn),
+        &vpn.uid().unwrap_or_default(),
+        "the PSK Secret",
+    )
+    .await?;
     let mut out = Vec::new();
     for i in 0..2 {
         let own = vpn.spec.tunnel_options.get(i).and_then(|o| o.psk_secret_ref.as_ref());
@@ -275,10 +279,8 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                     match secrets.create(&PostParams::default(), &fresh).await {
                         Ok(s) => generated = Some(s),
                         Err(kube::Error::Api(s)) if s.code == 409 => {
-                            generated = secrets
-                                .get_opt(&psk_secret_name(vpn))
-                                .await
-                                .map_err(read("the PSK Secret"))?;
+                            let uid = vpn.uid().unwrap_or_default();
+                            generated = get_owned(secrets, &psk_secret_name(vpn), &uid, "the PSK Secret").await?;
                         }
                         Err(e) => return Err(applying("the PSK Secret")(e).into()),
                     }
@@ -406,7 +408,20 @@ fn tunnel_status(outside: Option<Ipv4Addr>, pods: &[Pod], tunnel: u8, previous: 
     }
 }
 
+/// Applies the connection, and reports an object in the way of one of its children as `NameInUse`: a person has to
+/// remove it, so the connection waits instead of retrying.
 async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
+    match apply_children(vpn.clone(), ctx).await {
+        Err(Error::Step(StepError::NameInUse(in_use))) => {
+            let tunnels = vpn.status.clone().unwrap_or_default().tunnels;
+            write_status(ctx, &vpn, Err(&Problem::stalled("NameInUse", in_use)), tunnels, None).await?;
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+        other => other,
+    }
+}
+
+async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
     let ns = vpn.namespace().unwrap_or_default();
     let client = &ctx.client;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -600,7 +615,7 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
         }
         let changed = apply_if_changed(&deployments, &desired, live.as_ref())
             .await
-            .map_err(applying("a gateway Deployment"))?;
+            .map_err(applied("a gateway Deployment"))?;
         if n == 1 {
             tunnel1_settled = !changed && live.as_ref().is_some_and(deployment_available) && may_roll_tunnel2(&tunnels);
         }
