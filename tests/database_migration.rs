@@ -207,6 +207,35 @@ async fn scheduled_readdress_moves_the_database_and_removes_the_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_network_that_still_hosts_a_database_keeps_its_vpns() {
+    let c = Cluster::start().await;
+    let _op = setup(&c).await;
+    // A second database stays on prod: its premises traffic runs through seattle.
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: billing, namespace: acme}\nspec:\n  network: prod\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: move, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod-2026\n").await;
+    eventually(60, "Completed", || async {
+        (get(&c, "dbmig/move", "{.status.state}").await == "Completed").then_some(())
+    })
+    .await;
+    let message = get(&c, "dbmig/move", r#"{.status.conditions[?(@.type=="Ready")].message}"#).await;
+    assert!(
+        message.contains("PrivateNetwork prod and its VPN connections are kept")
+            && message.contains("AppDatabase billing still lives there"),
+        "{message}"
+    );
+    // Given time to do the wrong thing, the source and its VPN connection are still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&c, "vpn/seattle", "{.spec.network}").await, "prod");
+    assert_eq!(
+        try_get(&c, "pnet/prod", "{.metadata.deletionTimestamp}")
+            .await
+            .as_deref(),
+        Some("")
+    );
+    assert_eq!(get(&c, "adb/orders", "{.status.network}").await, "prod-2026");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmet_preconditions_wait_with_reasons_and_cancellation_changes_nothing() {
     let c = Cluster::start().await;
     let _op = setup(&c).await;

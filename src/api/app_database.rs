@@ -206,3 +206,13 @@ pub mod state {
     pub const MIGRATION_IN_PROGRESS: &str = "Migration In Progress";
     pub const FAILED: &str = "Failed";
 }
+
+impl AppDatabase {
+    /// The network the database lives on: where a migration moved it (`status.network`), else where it was created.
+    pub fn current_network(&self) -> &str {
+        self.status
+            .as_ref()
+            .and_then(|s| s.network.as_deref())
+            .unwrap_or(&self.spec.network)
+    }
+}

@@ -65,10 +65,7 @@ pub struct Valid {
 
 /// The network the database lives on: where a migration moved it, else where it was created.
 pub fn current_network(db: &AppDatabase) -> String {
-    db.status
-        .as_ref()
-        .and_then(|s| s.network.clone())
-        .unwrap_or_else(|| db.spec.network.clone())
+    db.current_network().to_owned()
 }
 
 pub fn validate(db: &AppDatabase, network: Option<&PrivateNetwork>, secret: Option<&Secret>) -> Result<Valid, Invalid> {

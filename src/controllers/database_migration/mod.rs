@@ -272,6 +272,8 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             status.downtime_seconds = Some(0.0);
             ctx.gauges.downtime.observe(0.0);
             status.phase_times.insert("Completed".into(), now.to_string());
+            let msg = format!("AppDatabase {} now lives on {}", m.spec.database, m.spec.target_network);
+            let (msg, delete) = source_to_delete(ctx, &m, &status, msg).await?;
             write(
                 ctx,
                 &m,
@@ -279,13 +281,11 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
                 state::COMPLETED,
                 (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False),
                 "Completed",
-                &format!("AppDatabase {} now lives on {}", m.spec.database, m.spec.target_network),
+                &msg,
                 None,
             )
             .await?;
-            if m.spec.delete_source_network
-                && let Some(source) = status.source_network.clone()
-            {
+            if let Some(source) = delete {
                 delete_source(ctx, &m, &source).await?;
             }
             return Ok(Action::await_change());
@@ -461,6 +461,49 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             Ok(Action::requeue(Duration::from_secs(10)))
         }
     }
+}
+
+/// Whether a completed migration deletes its source network (`spec.deleteSourceNetwork`), and the completion message:
+/// a source network where other databases still live is kept with its VPN connections (they still carry those
+/// databases' traffic from the premises), and the message says so.
+async fn source_to_delete(
+    ctx: &Context,
+    m: &DatabaseMigration,
+    status: &DatabaseMigrationStatus,
+    message: String,
+) -> Result<(String, Option<String>), Error> {
+    let Some(source) = status
+        .source_network
+        .clone()
+        .filter(|s| m.spec.delete_source_network && *s != m.spec.target_network)
+    else {
+        return Ok((message, None));
+    };
+    let databases = Api::<AppDatabase>::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default())
+        .list(&ListParams::default())
+        .await
+        .map_err(read("the AppDatabases"))?;
+    Ok(match still_on(&databases.items, &source, &m.spec.database) {
+        others if others.is_empty() => (message, Some(source)),
+        others => (
+            format!(
+                "{message}; PrivateNetwork {source} and its VPN connections are kept although deleteSourceNetwork is set: AppDatabase {} still lives there",
+                others.join(", ")
+            ),
+            None,
+        ),
+    })
+}
+
+/// The databases other than `moved` that live on `network`, by name. Pure.
+fn still_on(databases: &[AppDatabase], network: &str, moved: &str) -> Vec<String> {
+    let mut names: Vec<String> = databases
+        .iter()
+        .filter(|d| d.name_any() != moved && d.metadata.deletion_timestamp.is_none() && d.current_network() == network)
+        .map(|d| d.name_any())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Deletes the source network and its VPN connections (after a migration that moved the database off it).
@@ -690,6 +733,7 @@ async fn copy_progress(
             m.spec.database, copy.server
         );
         let readiness = (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False);
+        let (msg, delete) = source_to_delete(ctx, &m, &status, msg).await?;
         write(
             ctx,
             &m,
@@ -701,10 +745,7 @@ async fn copy_progress(
             None,
         )
         .await?;
-        if m.spec.delete_source_network
-            && let Some(source) = status.source_network.clone()
-            && source != m.spec.target_network
-        {
+        if let Some(source) = delete {
             delete_source(ctx, &m, &source).await?;
         }
         return Ok(Action::await_change());
@@ -863,4 +904,35 @@ fn error_policy(m: Arc<DatabaseMigration>, error: &Error, ctx: Arc<Context>) -> 
     ctx.metrics.count_error(NAME, error.metric_label());
     warn!(namespace = %m.namespace().unwrap_or_default(), name = %m.name_any(), error = %error, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_deleted_only_when_no_other_database_lives_there() {
+        let db = |name: &str, network: &str, moved_to: Option<&str>| {
+            let mut d: AppDatabase = serde_json::from_value(serde_json::json!({
+                "apiVersion": "appdb.dev/v1alpha1", "kind": "AppDatabase",
+                "metadata": {"name": name, "namespace": "acme"},
+                "spec": {"network": network, "admin": {"username": "a", "passwordSecretRef": {"name": "s", "key": "k"}},
+                         "storage": {"size": "1Gi"}}
+            }))
+            .unwrap();
+            if let Some(to) = moved_to {
+                d.status = Some(serde_json::from_value(serde_json::json!({"network": to})).unwrap());
+            }
+            d
+        };
+        let all = [
+            db("orders", "prod", Some("prod-2026")),
+            db("billing", "prod", None),
+            db("moved-in", "old", Some("prod")),
+            db("moved-out", "prod", Some("elsewhere")),
+        ];
+        assert_eq!(still_on(&all, "prod", "orders"), ["billing", "moved-in"]);
+        assert!(still_on(&all[..1], "prod", "orders").is_empty());
+        assert!(still_on(&all, "old", "orders").is_empty());
+    }
 }
