@@ -75,6 +75,88 @@ async fn stalled_reason(c: &Cluster, ns: &str, name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_lock_is_reclaimed_for_the_same_range_never_readdressed() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let mut op = start_operator(&c, &["--release-cooldown-seconds", "0"]).await;
+    namespace(&c, "acme").await;
+    let apply = |yaml: String| {
+        let c = &c;
+        async move { c.ok_stdin(&["apply", "--server-side", "-f", "-"], &yaml).await }
+    };
+    apply(network_yaml("acme", "first", None)).await;
+    wait_condition(&c, "acme", "first", "Ready").await;
+    apply(network_yaml("acme", "second", None)).await;
+    wait_condition(&c, "acme", "second", "Ready").await;
+    let low = jsonpath(&c, "acme", "first", "{.status.cidr}").await;
+    let ours = jsonpath(&c, "acme", "second", "{.status.cidr}").await;
+    let lock = ours.replace(['.', '/'], "-");
+    // The lower range becomes free, then the second network's lock is deleted (by mistake, or by a hostile hand):
+    // the next free range is now the lower one, and the network must not move there.
+    c.ok(&["delete", "pnet", "first", "-n", "acme"]).await;
+    eventually(30, "the first range freed", || async {
+        (!c.kubectl(&["get", "nalloc", &low.replace(['.', '/'], "-")])
+            .await
+            .status
+            .success())
+        .then_some(())
+    })
+    .await;
+    c.ok(&["delete", "nalloc", &lock]).await;
+    eventually(30, "the same range claimed again", || async {
+        let holder = c
+            .kubectl(&["get", "nalloc", &lock, "-o", "jsonpath={.spec.network.name}"])
+            .await;
+        (String::from_utf8_lossy(&holder.stdout) == "second").then_some(())
+    })
+    .await;
+    assert_eq!(jsonpath(&c, "acme", "second", "{.status.cidr}").await, ours);
+    assert!(
+        !c.kubectl(&["get", "nalloc", &low.replace(['.', '/'], "-")])
+            .await
+            .status
+            .success(),
+        "the network also claimed the lower range"
+    );
+
+    // The range is taken by someone else while the lock is gone (the operator is down): the network stalls with
+    // a reason, and keeps its address.
+    op.kill().await.unwrap();
+    c.ok(&["delete", "nalloc", &lock]).await;
+    apply(format!(
+        "apiVersion: appdb.dev/v1alpha1\nkind: NetworkAllocation\nmetadata: {{name: {lock}}}\nspec:\n  cidr: {ours}\n  network: {{namespace: globex, name: thief, uid: 00000000-0000-0000-0000-000000000001}}\n"
+    ))
+    .await;
+    let _op = start_operator(&c, &["--release-cooldown-seconds", "0"]).await;
+    eventually(30, "AllocationLost", || async {
+        let why = jsonpath(
+            &c,
+            "acme",
+            "second",
+            r#"{.status.conditions[?(@.type=="Stalled")].reason}"#,
+        )
+        .await;
+        (why == "AllocationLost").then_some(())
+    })
+    .await;
+    let message = jsonpath(
+        &c,
+        "acme",
+        "second",
+        r#"{.status.conditions[?(@.type=="Stalled")].message}"#,
+    )
+    .await;
+    assert!(
+        message.contains(&ours) && !message.contains("globex") && !message.contains("thief"),
+        "{message}"
+    );
+    let held = c
+        .ok(&["get", "nalloc", "-o", "jsonpath={.items[*].spec.network.name}"])
+        .await;
+    assert!(!held.contains("second"), "the network was readdressed: {held}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
     let c = Cluster::start().await;
     c.install_crds().await;

@@ -20,6 +20,9 @@ pub mod reason {
     pub const OUTSIDE_POOL: &str = "OutsidePool";
     /// The chosen range overlaps a range the platform reserves for itself.
     pub const RESERVED: &str = "Reserved";
+    /// The range the network had (`status.cidr`) lost its lock and was claimed by another network meanwhile; the network
+    /// is never given another range silently.
+    pub const ALLOCATION_LOST: &str = "AllocationLost";
     /// No free /26 is left in the pool.
     pub const POOL_EXHAUSTED: &str = "PoolExhausted";
     /// The spec cannot be used as written (admission normally refuses this first).

@@ -331,8 +331,27 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
         }),
         Ok(chosen) => {
             ctx.index.wait_until_ready().await;
-            match ensure_allocation(&ctx.client, &ctx.index, &network, chosen, ctx.config.release_cooldown).await {
+            // A network that already had a range keeps it: when its lock (the NetworkAllocation) was deleted, the
+            // same range is claimed again, never the next free one. Readdressing a network readdresses its
+            // databases and VPN selectors; that takes a migration, not a deleted object.
+            let recorded = network
+                .status
+                .as_ref()
+                .and_then(|s| s.cidr.as_deref())
+                .and_then(|c| crate::ipam::parse_block(c).ok());
+            let wanted = chosen.or(recorded);
+            match ensure_allocation(&ctx.client, &ctx.index, &network, wanted, ctx.config.release_cooldown).await {
                 Ok(block) => Ok(block),
+                Err(AllocationError::Conflict { block, .. } | AllocationError::CoolingDown { block, .. })
+                    if chosen.is_none() =>
+                {
+                    Err(Problem::Stalled {
+                        reason: reason::ALLOCATION_LOST,
+                        message: format!(
+                            "this network's range {block} lost its NetworkAllocation and is now held elsewhere; it is not readdressed automatically: migrate its databases to a new network, or delete and recreate it"
+                        ),
+                    })
+                }
                 Err(e) => Err(problem_of(e).map_err(Error::Allocate)?),
             }
         }

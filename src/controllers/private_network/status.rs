@@ -77,7 +77,12 @@ pub fn build_status(
         ),
     };
     PrivateNetworkStatus {
-        cidr: block.map(|b| b.to_string()),
+        // A range once held stays recorded while the network cannot hold it (its lock lost, a claim contended): the
+        // record is what the next reconcile claims again, and what its databases and VPNs still use. Clearing it
+        // would let the network drift to the next free range.
+        cidr: block
+            .map(|b| b.to_string())
+            .or_else(|| network.status.as_ref().and_then(|s| s.cidr.clone())),
         network_type: Some(if hosts_database {
             NetworkType::Production
         } else {
@@ -148,6 +153,27 @@ mod tests {
             ("True", "CidrConflict")
         );
         assert_eq!(find(&s.common.conditions, READY).unwrap().message, "held by acme/other");
+    }
+
+    #[test]
+    fn a_network_that_loses_its_lock_keeps_its_recorded_range() {
+        let mut n = network();
+        n.status = Some(build_status(
+            &n,
+            &Ok("10.0.5.64/26".parse().unwrap()),
+            true,
+            false,
+            at(1),
+        ));
+        let lost = Problem::Stalled {
+            reason: reason::ALLOCATION_LOST,
+            message: "lost".into(),
+        };
+        let s = build_status(&n, &Err(lost), true, false, at(2));
+        // Kept, so that the next reconcile claims the same range again instead of the next free one.
+        assert_eq!(s.cidr.as_deref(), Some("10.0.5.64/26"));
+        assert_eq!(find(&s.common.conditions, READY).unwrap().status, "False");
+        assert_eq!(s.pinghost, None);
     }
 
     #[test]
