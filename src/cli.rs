@@ -147,6 +147,11 @@ pub struct RunArgs {
     /// The cluster's DNS domain.
     #[arg(long, env = "APPDB_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// DNS domains under which every namespace may publish `AppDatabase.spec.dns.hostname` (comma-separated). A
+    /// namespace's `appdb.dev/dns-domains` annotation, set by the platform, replaces the list for that namespace.
+    /// Empty and no annotation: no name is published.
+    #[arg(long, env = "APPDB_DNS_DOMAINS", value_delimiter = ',')]
+    pub dns_domains: Vec<String>,
     /// Image of the VPN gateway pods (the Dockerfile's `vpn-gateway` target). The Helm chart sets it.
     #[arg(long, env = "APPDB_VPN_GATEWAY_IMAGE", default_value = concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")))]
     pub vpn_gateway_image: String,
@@ -200,6 +205,12 @@ impl RunArgs {
             concurrency: self.concurrency,
             operator_image: self.operator_image.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            dns_domains: self
+                .dns_domains
+                .iter()
+                .filter(|d| !d.trim().is_empty())
+                .cloned()
+                .collect(),
             vpn_gateway_image: self.vpn_gateway_image.clone(),
             vpn_datapath: match self.vpn_datapath {
                 DataPathArg::Kernel => crate::vpn::render::DataPath::Kernel,

@@ -23,6 +23,9 @@ pub struct OperatorConfig {
     pub operator_image: String,
     /// The cluster's DNS domain, for endpoint host names.
     pub cluster_domain: String,
+    /// Domains every namespace may publish database names under, unless its `appdb.dev/dns-domains` annotation says
+    /// otherwise.
+    pub dns_domains: Vec<String>,
     /// Image of the VPN gateway pods (the Dockerfile's `vpn-gateway` target).
     pub vpn_gateway_image: String,
     /// Where gateway pods run ESP.
@@ -48,6 +51,7 @@ impl Default for OperatorConfig {
             concurrency: 16,
             operator_image: concat!("ghcr.io/appdb-dev/appdb-operator:", env!("CARGO_PKG_VERSION")).into(),
             cluster_domain: "cluster.local".into(),
+            dns_domains: Vec::new(),
             vpn_gateway_image: concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")).into(),
             vpn_datapath: crate::vpn::render::DataPath::Kernel,
             allow_documentation_gateways: false,

@@ -48,3 +48,7 @@ pub const ANNOTATION_TUNNEL_STATE: &str = "appdb.dev/tunnel-state";
 pub const ANNOTATION_MIGRATION_PROGRESS: &str = "appdb.dev/migration-progress";
 /// On a gateway pod template: digest of its configuration, so that a change rolls the pod.
 pub const ANNOTATION_CONFIG_DIGEST: &str = "appdb.dev/config-digest";
+
+/// On a Namespace, set by the platform: the DNS domains (comma-separated) its AppDatabases may publish names under.
+/// Replaces the operator's `--dns-domains` for that namespace.
+pub const ANNOTATION_DNS_DOMAINS: &str = "appdb.dev/dns-domains";

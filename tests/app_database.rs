@@ -406,6 +406,27 @@ async fn dns_name_published_when_external_dns_is_installed_and_data_deleted_on_r
         ),
     )
     .await;
+    let dns_condition = || async {
+        get(
+            &c,
+            "adb/orders",
+            r#"{.status.conditions[?(@.type=="DnsPublished")].reason}: {.status.conditions[?(@.type=="DnsPublished")].message}"#,
+        )
+        .await
+    };
+    // No domain is allowed for the namespace yet: nothing is published, and the condition says who sets it.
+    eventually(30, "DNS refused without an allowed domain", || async {
+        let r = dns_condition().await;
+        (r.starts_with("DnsNameNotAllowed:") && r.contains("appdb.dev/dns-domains")).then_some(())
+    })
+    .await;
+    c.ok(&[
+        "annotate",
+        "namespace",
+        "acme",
+        "appdb.dev/dns-domains=acme.example.com",
+    ])
+    .await;
     eventually(30, "DNS condition explains the missing CRD", || async {
         let r = get(
             &c,
@@ -445,6 +466,54 @@ async fn dns_name_published_when_external_dns_is_installed_and_data_deleted_on_r
             .then_some(())
     })
     .await;
+    // Another customer asks for the same name: outside its domains it is refused; with a domain that overlaps
+    // (a platform mistake), the name stays with its holder. Neither message names the holder.
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: globex\n  annotations: {appdb.dev/dns-domains: globex.example.com}\n").await;
+    apply(
+        &c,
+        "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: net, namespace: globex}\nspec: {}\n",
+    )
+    .await;
+    apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: admin, namespace: globex}\nstringData: {password: first-Secret-9}\n").await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: stolen, namespace: globex}\nspec:\n  network: net\n  admin: {username: globex_admin, passwordSecretRef: {name: admin, key: password}}\n  storage: {size: 1Gi}\n  dns: {hostname: orders.db.acme.example.com}\n").await;
+    let stolen = || async {
+        c.ok(&[
+            "get",
+            "adb",
+            "stolen",
+            "-n",
+            "globex",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="DnsPublished")].reason}: {.status.conditions[?(@.type=="DnsPublished")].message}"#,
+        ])
+        .await
+    };
+    eventually(60, "the other customer's name refused", || async {
+        stolen().await.starts_with("DnsNameNotAllowed:").then_some(())
+    })
+    .await;
+    c.ok(&[
+        "annotate",
+        "--overwrite",
+        "namespace",
+        "globex",
+        "appdb.dev/dns-domains=example.com",
+    ])
+    .await;
+    eventually(60, "an overlapping domain does not take a published name", || async {
+        (stolen().await
+            == "DnsNameConflict: orders.db.acme.example.com is already published for another database; choose another name")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !c.kubectl(&["get", "dnsendpoints", "-n", "globex", "-o", "name"])
+            .await
+            .stdout
+            .windows(6)
+            .any(|w| w == b"stolen"),
+        "a second DNSEndpoint for the name was published"
+    );
     assert_eq!(
         get(
             &c,

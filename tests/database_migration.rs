@@ -25,7 +25,8 @@ async fn setup(c: &Cluster) -> Child {
         ],
     )
     .await;
-    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    // The platform allows the customer its DNS domain.
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: acme\n  annotations: {appdb.dev/dns-domains: acme.example.com}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod-2026, namespace: acme}\nspec: {}\n").await;
     apply(c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;

@@ -28,11 +28,13 @@ const KEPT_WITHOUT_USE: &[(&str, &str)] = &[
         "delete appdb.dev/networkallocations",
         "frees a released range once its cool-down has passed: an hour in this run (tests/private_network.rs runs without one)",
     ),
-    (
-        "patch events.k8s.io/events",
-        "a repeated Event is patched (its count and last time); this run repeats none",
-    ),
 ];
+
+/// Rules a run may or may not use, depending on timing, with why they stay.
+const USED_BY_TIMING: &[(&str, &str)] = &[(
+    "patch events.k8s.io/events",
+    "a repeated Event is patched (its count and last time); two reconciles of one change, racing the cache, repeat one in some runs and not in others",
+)];
 
 /// Every (verb, group/resource) a rule grants, expanded.
 fn granted(rules: &[Value]) -> BTreeSet<String> {
@@ -90,7 +92,7 @@ async fn every_api_call_of_a_customers_life_is_granted_and_every_chart_rule_is_u
         .spawn()
         .expect("start the operator");
 
-    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: acme\n  annotations: {appdb.dev/dns-domains: acme.example.com}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod-2026, namespace: acme}\nspec: {}\n").await;
     apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
@@ -203,9 +205,10 @@ async fn every_api_call_of_a_customers_life_is_granted_and_every_chart_rule_is_u
     let ungranted: Vec<&String> = used.iter().filter(|u| !granted.contains(*u)).collect();
     assert!(ungranted.is_empty(), "calls the chart does not grant: {ungranted:#?}");
     let kept: BTreeSet<&str> = KEPT_WITHOUT_USE.iter().map(|(rule, _)| *rule).collect();
+    let by_timing: BTreeSet<&str> = USED_BY_TIMING.iter().map(|(rule, _)| *rule).collect();
     let unused: Vec<&String> = granted
         .iter()
-        .filter(|g| !used.contains(*g) && !kept.contains(g.as_str()))
+        .filter(|g| !used.contains(*g) && !kept.contains(g.as_str()) && !by_timing.contains(g.as_str()))
         .collect();
     assert!(
         unused.is_empty(),
@@ -214,6 +217,8 @@ async fn every_api_call_of_a_customers_life_is_granted_and_every_chart_rule_is_u
     );
     let stale: Vec<&&str> = kept.iter().filter(|k| used.contains(**k)).collect();
     assert!(stale.is_empty(), "rules listed as unused that are used: {stale:?}");
+    let gone: Vec<&&str> = by_timing.iter().filter(|r| !granted.contains(**r)).collect();
+    assert!(gone.is_empty(), "USED_BY_TIMING lists rules the chart no longer grants: {gone:?}");
 }
 
 /// The engine's progress annotation with `phases` all done.

@@ -3,6 +3,7 @@
 //! status ("Ready To Use" once the server answers queries).
 
 pub mod build;
+pub mod dns;
 pub mod status;
 pub mod validate;
 
@@ -18,7 +19,7 @@ use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
         batch::v1::Job,
-        core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service},
+        core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service},
         networking::v1::NetworkPolicy,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -51,8 +52,8 @@ use crate::{
     manager::{Controller, ControllerContext},
     metrics::Metrics,
     names::{
-        ANNOTATION_SECRET_REVISION, FIELD_MANAGER, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE, LABEL_MANAGED_BY,
-        MANAGED_BY,
+        ANNOTATION_DNS_DOMAINS, ANNOTATION_SECRET_REVISION, FIELD_MANAGER, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE,
+        LABEL_MANAGED_BY, MANAGED_BY,
     },
 };
 
@@ -122,6 +123,7 @@ impl Controller for AppDatabaseController {
             let store = controller.store();
             let by_secret = store.clone();
             let by_network = store.clone();
+            let by_namespace = store.clone();
             let controller = controller
                 .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
                 .owns(Api::<Job>::all(client.clone()), managed)
@@ -141,6 +143,16 @@ impl Controller for AppDatabaseController {
                         crate::controllers::related_in(&by_secret, ns, |db| {
                             db.spec.admin.password_secret_ref.name == secret.name_any()
                                 || names(db).root_secret == secret.name_any()
+                        })
+                    },
+                )
+                // The platform changing a namespace's DNS domains: its databases' names are checked again at once.
+                .watches(
+                    Api::<Namespace>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |namespace| {
+                        crate::controllers::related_in(&by_namespace, Some(namespace.name_any()), |db| {
+                            db.spec.dns.is_some()
                         })
                     },
                 )
@@ -205,6 +217,20 @@ async fn dns_crd_installed(ctx: &Context) -> Result<bool, Error> {
         .is_some();
     *ctx.dns_crd.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), present));
     Ok(present)
+}
+
+/// Whether the database may publish its DNS name: under its namespace's allowed domains, and not held by another.
+async fn dns_permission(ctx: &Context, db: &AppDatabase) -> Result<Result<(), dns::DnsRefusal>, Error> {
+    let namespace = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&db.namespace().unwrap_or_default())
+        .await
+        .map_err(read("the Namespace"))?;
+    let annotation = namespace
+        .as_ref()
+        .and_then(|n| n.annotations().get(ANNOTATION_DNS_DOMAINS).cloned());
+    let domains = dns::allowed_domains(annotation.as_deref(), &ctx.config.dns_domains);
+    let all = ctx.databases.state();
+    Ok(dns::check(db, &domains, all.iter().map(|d| d.as_ref())))
 }
 
 fn random_password() -> String {
@@ -428,6 +454,7 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
 
     let dns = match &db.spec.dns {
         None => Dns::NotRequested,
+        Some(_) if let Err(refusal) = dns_permission(ctx, &db).await? => Dns::Refused(refusal),
         Some(_) if !dns_crd_installed(ctx).await? => Dns::CrdMissing,
         Some(_) if !ready => Dns::Waiting,
         Some(spec) => {
@@ -503,6 +530,9 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
         .map(|t| Duration::from_secs((t.as_second() - jiff::Timestamp::now().as_second()).clamp(1, 600) as u64));
     let action = match (phase, dns) {
         (_, Dns::CrdMissing) => Duration::from_secs(30),
+        // Cleared by another database giving the name up, or the platform annotating the namespace: neither is
+        // watched, so look again within a minute.
+        (_, Dns::Refused(_)) => Duration::from_secs(60),
         (Phase::Ready { rotating: false, .. }, _) => {
             crate::controllers::spread(Duration::from_secs(600), db.uid().as_deref())
         }

@@ -43,6 +43,8 @@ pub enum Dns {
     CrdMissing,
     /// Waiting for the address (database not ready yet).
     Waiting,
+    /// The name may not be published by this database (not under the namespace's domains, or held by another).
+    Refused(super::dns::DnsRefusal),
 }
 
 /// Which servers the status records (see `AppDatabaseStatus::server`).
@@ -165,6 +167,7 @@ pub fn build_status(
             "spec.dns.hostname is set but the ExternalDNS DNSEndpoint CRD (dnsendpoints.externaldns.k8s.io) is not installed",
         )),
         Dns::Waiting => conditions.push(c(DNS_PUBLISHED, ConditionStatus::False, "WaitingForAddress", "published once the database is ready")),
+        Dns::Refused(refusal) => conditions.push(c(DNS_PUBLISHED, ConditionStatus::False, refusal.reason(), &refusal.to_string())),
     }
     AppDatabaseStatus {
         endpoint,
