@@ -52,3 +52,15 @@ pub const ANNOTATION_CONFIG_DIGEST: &str = "appdb.dev/config-digest";
 /// On a Namespace, set by the platform: the DNS domains (comma-separated) its AppDatabases may publish names under.
 /// Replaces the operator's `--dns-domains` for that namespace.
 pub const ANNOTATION_DNS_DOMAINS: &str = "appdb.dev/dns-domains";
+
+/// Longest AppDatabase name: its StatefulSet is named after it, and a StatefulSet's name must leave room for the
+/// `controller-revision-hash` label value (`<name>-<10 characters>`, at most 63). Services named after it must also
+/// start with a letter (RFC 1035). The CRD's admission rule says the same.
+pub const MAX_DATABASE_NAME: usize = 52;
+/// Longest VpnConnection name: `<name>-tunnel<n>-gateway` must fit in 63 characters.
+pub const MAX_VPN_NAME: usize = 47;
+/// Longest DatabaseMigration name: `<name>-rollback` (its Job) must fit in 63 characters, without truncation that
+/// would give the copy and the rollback Job one name.
+pub const MAX_MIGRATION_NAME: usize = 54;
+/// Longest PrivateNetwork name: it is a label value on the objects that belong to the network.
+pub const MAX_NETWORK_NAME: usize = 63;

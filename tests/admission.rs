@@ -538,6 +538,59 @@ fn migration_references_immutable() {
     );
 }
 
+// ---- names ---------------------------------------------------------------------------------------------------
+
+/// Each kind's name limit, from the names its children get: at the limit admitted, one more refused with the reason,
+/// and the characters a child's kind refuses (dots everywhere, a leading digit where a Service is named after it).
+#[test]
+fn names_are_limited_per_kind_so_children_stay_valid() {
+    use appdb_operator::names::{MAX_DATABASE_NAME, MAX_MIGRATION_NAME, MAX_NETWORK_NAME, MAX_VPN_NAME};
+    let named = |mut obj: Value, name: &str| {
+        obj["metadata"]["name"] = name.into();
+        obj
+    };
+    let cases = [
+        (
+            "AppDatabase",
+            database(json!({})),
+            MAX_DATABASE_NAME,
+            "at most 52 characters",
+            true,
+        ),
+        (
+            "VpnConnection",
+            vpn(json!({})),
+            MAX_VPN_NAME,
+            "at most 47 characters",
+            true,
+        ),
+        (
+            "DatabaseMigration",
+            migration(json!({})),
+            MAX_MIGRATION_NAME,
+            "at most 54 characters",
+            false,
+        ),
+        (
+            "PrivateNetwork",
+            network(json!({})),
+            MAX_NETWORK_NAME,
+            "at most 63 characters",
+            false,
+        ),
+    ];
+    for (kind, obj, max, says, needs_letter_first) in cases {
+        assert_admitted(kind, named(obj.clone(), &format!("a{}", "b".repeat(max - 1))), None);
+        assert_refused(kind, named(obj.clone(), &format!("a{}", "b".repeat(max))), None, says);
+        assert_refused(kind, named(obj.clone(), "orders.prod"), None, says);
+        if needs_letter_first {
+            assert_refused(kind, named(obj.clone(), "9orders"), None, "starting with a letter");
+        } else {
+            assert_admitted(kind, named(obj.clone(), "2026-q4"), None);
+        }
+    }
+}
+
 // ---- NetworkAllocation ---------------------------------------------------------------------------------------
 
 #[test]

@@ -218,7 +218,10 @@ async fn every_api_call_of_a_customers_life_is_granted_and_every_chart_rule_is_u
     let stale: Vec<&&str> = kept.iter().filter(|k| used.contains(**k)).collect();
     assert!(stale.is_empty(), "rules listed as unused that are used: {stale:?}");
     let gone: Vec<&&str> = by_timing.iter().filter(|r| !granted.contains(**r)).collect();
-    assert!(gone.is_empty(), "USED_BY_TIMING lists rules the chart no longer grants: {gone:?}");
+    assert!(
+        gone.is_empty(),
+        "USED_BY_TIMING lists rules the chart no longer grants: {gone:?}"
+    );
 }
 
 /// The engine's progress annotation with `phases` all done.

@@ -25,6 +25,9 @@ use super::common::{CommonStatus, SecretKeyRef};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(
+        "size(self.metadata.name) <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("an AppDatabase's name must be at most 52 characters of lowercase letters, digits and '-', starting with a letter: its StatefulSet, Services and pods are named after it"),
+    validation = Rule::new(
         "self.spec.network == oldSelf.spec.network || (has(oldSelf.status) && has(oldSelf.status.network) && self.spec.network == oldSelf.status.network)"
     ).message("spec.network cannot be changed to move a database: create a DatabaseMigration; after it completes, spec.network may be set to the network the database now lives on (status.network)"),
 )]

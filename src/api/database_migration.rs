@@ -24,7 +24,10 @@ use super::common::CommonStatus;
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNetwork"),
     printcolumn(name = "Scheduled", type_ = "string", json_path = ".spec.scheduledAt"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(
+        "size(self.metadata.name) <= 54 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("a DatabaseMigration's name must be at most 54 characters of lowercase letters, digits and '-' (no dots): its Jobs are named <name>-copy and <name>-rollback")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseMigrationSpec {

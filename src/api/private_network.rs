@@ -23,6 +23,9 @@ use super::common::CommonStatus;
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(
+        "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("a PrivateNetwork's name must be at most 63 characters of lowercase letters, digits and '-' (no dots): it is a label value on the objects of the network"),
+    validation = Rule::new(
         "!has(oldSelf.spec.cidr) || (has(self.spec.cidr) && self.spec.cidr == oldSelf.spec.cidr)"
     ).message("spec.cidr is immutable once set: create a new PrivateNetwork and migrate the database to it"),
     validation = Rule::new(

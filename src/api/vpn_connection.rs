@@ -30,7 +30,10 @@ const PRIVATE_CIDRS_RULE: &str = "self.all(c, isCIDR(c) && cidr(c).ip().family()
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(
+        "size(self.metadata.name) <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("a VpnConnection's name must be at most 47 characters of lowercase letters, digits and '-', starting with a letter: its gateway Services are named <name>-tunnel1-gateway and <name>-tunnel2-gateway")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VpnConnectionSpec {

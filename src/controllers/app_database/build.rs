@@ -523,10 +523,22 @@ pub fn root_secret(db: &AppDatabase, password: String) -> Secret {
 }
 
 /// Name of the Job that rotates the admin password to the Secret's `revision`.
+/// Each revision gets its own name, whatever the lengths: cutting `<name>-rotate-<revision>` at 63 characters would
+/// give two revisions of a long-named database one Job, and the second rotation would be taken as done.
 pub fn rotation_job_name(db: &AppDatabase, revision: &str) -> String {
-    let mut name = format!("{}-rotate-{revision}", db.name_any());
-    name.truncate(63);
-    name.trim_end_matches('-').to_owned()
+    let name = format!("{}-rotate-{revision}", db.name_any());
+    if name.len() <= 63 {
+        return name;
+    }
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(revision.as_bytes())
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut base = db.name_any();
+    base.truncate(63 - "-rotate-".len() - digest.len());
+    format!("{}-rotate-{digest}", base.trim_end_matches('-'))
 }
 
 /// The Job that sets the admin password in the running server (`appdb-operator rotate-password`). Credentials reach
@@ -673,6 +685,58 @@ mod tests {
             servers: &servers,
             serving: &servers[0].name,
         })
+    }
+
+    fn is_dns1035_label(s: &str) -> bool {
+        s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && !s.ends_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    }
+
+    #[test]
+    fn the_longest_admitted_name_gives_valid_child_names() {
+        // The CRD admits up to MAX_DATABASE_NAME characters starting with a letter; every derived name must then be
+        // valid for its kind on a real API server.
+        let mut long = db(Engine::MySQL, DeletionPolicy::Retain);
+        let name = format!("d{}", "9".repeat(crate::names::MAX_DATABASE_NAME - 1));
+        long.metadata.name = Some(name.clone());
+        let copy = copy_server_name(&name, "migration-uid");
+        let servers = [
+            ServerPlan::from_spec(&long),
+            ServerPlan {
+                name: copy.clone(),
+                ..ServerPlan::from_spec(&long)
+            },
+        ];
+        let desired = build(&BuildInputs {
+            db: &long,
+            network: "prod",
+            servers: &servers,
+            serving: &servers[0].name,
+        });
+        for server in &desired.servers {
+            let sts = server.statefulset.metadata.name.clone().unwrap();
+            // The StatefulSet controller labels each revision `<name>-<10 characters>` (at most 63).
+            assert!(sts.len() <= 52 && is_dns1035_label(&sts), "{sts}");
+            assert!(format!("{sts}-0").len() <= 63, "pod name and its pod-name label");
+            let headless = server.headless.metadata.name.clone().unwrap();
+            assert!(is_dns1035_label(&headless), "{headless}");
+            assert!(server.config.metadata.name.clone().unwrap().len() <= 253);
+        }
+        let client = desired.client.metadata.name.clone().unwrap();
+        assert!(is_dns1035_label(&client), "{client}");
+        assert!(names(&long).root_secret.len() <= 253);
+        let (a, b) = (
+            rotation_job_name(&long, "123456789"),
+            rotation_job_name(&long, "123456790"),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63 && a != b, "{a} {b}");
+        assert_eq!(
+            rotation_job_name(&db(Engine::MySQL, DeletionPolicy::Retain), "42"),
+            "orders-rotate-42"
+        );
     }
 
     #[test]

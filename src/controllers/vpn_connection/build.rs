@@ -532,6 +532,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_longest_admitted_name_gives_valid_child_names() {
+        let name = format!("v{}", "9".repeat(crate::names::MAX_VPN_NAME - 1));
+        let vpn: VpnConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "appdb.dev/v1alpha1", "kind": "VpnConnection",
+            "metadata": {"name": name, "namespace": "acme", "uid": "u"},
+            "spec": {"network": "prod", "customerCidrs": ["192.168.10.0/24"], "customerGatewayAddress": "198.51.100.7"}
+        }))
+        .unwrap();
+        let rfc1035 = |s: &str| {
+            s.len() <= 63
+                && s.starts_with(|c: char| c.is_ascii_lowercase())
+                && !s.ends_with('-')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        for n in [1u8, 2] {
+            // Services and the Deployments' pod names (`<deployment>-<hash>-<5>`: the hostname is cut at 63).
+            let service = tunnel_service(&vpn, n, Exposure::LoadBalancer).metadata.name.unwrap();
+            assert!(rfc1035(&service), "{service}");
+            assert!(rfc1035(&tunnel_name(&vpn, n)));
+            assert!(
+                rfc1035(&gateway_config_name(&vpn, n)),
+                "{}",
+                gateway_config_name(&vpn, n)
+            );
+        }
+        for other in [
+            psk_secret_name(&vpn),
+            customer_config_name(&vpn),
+            gateway_service_account_name(&vpn),
+        ] {
+            assert!(rfc1035(&other), "{other}");
+        }
+        assert!(rfc1035(&disruption_budget(&vpn).metadata.name.unwrap()));
+    }
+
+    #[test]
     fn the_pod_fills_in_its_outside_address() {
         let dir = std::env::temp_dir().join(format!("appdb-fill-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
