@@ -152,6 +152,16 @@ pub struct RunArgs {
     /// Empty and no annotation: no name is published.
     #[arg(long, env = "APPDB_DNS_DOMAINS", value_delimiter = ',')]
     pub dns_domains: Vec<String>,
+    /// Images customers may choose for their databases (`spec.image`, a migration's `target.image`),
+    /// comma-separated: a repository (any tag or digest), or a prefix ending in `/`. Default: the engines' official
+    /// images.
+    #[arg(
+        long,
+        env = "APPDB_ALLOWED_IMAGES",
+        value_delimiter = ',',
+        default_value = "mysql,mariadb,docker.io/library/mysql,docker.io/library/mariadb"
+    )]
+    pub allowed_images: Vec<String>,
     /// Image of the VPN gateway pods (the Dockerfile's `vpn-gateway` target). The Helm chart sets it.
     #[arg(long, env = "APPDB_VPN_GATEWAY_IMAGE", default_value = concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")))]
     pub vpn_gateway_image: String,
@@ -207,6 +217,12 @@ impl RunArgs {
             cluster_domain: self.cluster_domain.clone(),
             dns_domains: self
                 .dns_domains
+                .iter()
+                .filter(|d| !d.trim().is_empty())
+                .cloned()
+                .collect(),
+            allowed_images: self
+                .allowed_images
                 .iter()
                 .filter(|d| !d.trim().is_empty())
                 .cloned()

@@ -26,6 +26,8 @@ pub struct OperatorConfig {
     /// Domains every namespace may publish database names under, unless its `appdb.dev/dns-domains` annotation says
     /// otherwise.
     pub dns_domains: Vec<String>,
+    /// Images customers may choose for their databases (see [`crate::image_policy`]).
+    pub allowed_images: Vec<String>,
     /// Image of the VPN gateway pods (the Dockerfile's `vpn-gateway` target).
     pub vpn_gateway_image: String,
     /// Where gateway pods run ESP.
@@ -52,6 +54,10 @@ impl Default for OperatorConfig {
             operator_image: concat!("ghcr.io/appdb-dev/appdb-operator:", env!("CARGO_PKG_VERSION")).into(),
             cluster_domain: "cluster.local".into(),
             dns_domains: Vec::new(),
+            allowed_images: crate::image_policy::DEFAULT_ALLOWED
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             vpn_gateway_image: concat!("ghcr.io/appdb-dev/appdb-vpn-gateway:", env!("CARGO_PKG_VERSION")).into(),
             vpn_datapath: crate::vpn::render::DataPath::Kernel,
             allow_documentation_gateways: false,

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod controllers;
 pub mod crdgen;
+pub mod image_policy;
 pub mod ipam;
 pub mod manager;
 pub mod metrics;

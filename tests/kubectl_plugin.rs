@@ -306,12 +306,121 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
-        stderr.contains("Access denied") && stderr.contains("create pods/portforward") && stderr.contains("acme"),
+        stderr.contains("Access denied") && stderr.contains("get appdatabases.appdb.dev") && stderr.contains("acme"),
         "{stderr}"
     );
     // The API server refuses the forward itself too: the running tunnel's connections fail, nothing leaks.
     assert!(client_query(engine, port, "SELECT 1").await.is_err());
     tunnel.kill().await.expect("stop the tunnel");
+    db.stop().await;
+}
+
+/// `spec.tunnel.allowed`: two users and a group, impersonated against the test API server's RBAC. Only they open a
+/// tunnel, only to this database, and losing the entry revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tunnel_access_is_given_per_database_to_users_and_groups() {
+    let c = Cluster::start().await;
+    let engine = Engine::MariaDb;
+    let (_op, db) = setup(&c, engine).await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: billing, namespace: acme}\nspec:\n  network: prod\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n  tunnel:\n    allowed: [{kind: User, name: carol@example.com}]\n").await;
+    let allow = |subjects: &str| {
+        let patch = format!(r#"{{"spec":{{"tunnel":{subjects}}}}}"#);
+        let c = &c;
+        async move {
+            c.ok(&["patch", "adb", "orders", "-n", "acme", "--type=merge", "-p", &patch])
+                .await
+        }
+    };
+    allow(r#"{"allowed":[{"kind":"User","name":"alice@example.com"},{"kind":"Group","name":"dbas"}]}"#).await;
+    let subjects = || async {
+        c.kubectl(&[
+            "get",
+            "rolebinding",
+            "orders-tunnel",
+            "-n",
+            "acme",
+            "-o",
+            "jsonpath={.subjects[*].name}",
+        ])
+        .await
+    };
+    eventually(30, "the tunnel RoleBinding lists alice and dbas", || async {
+        (String::from_utf8_lossy(&subjects().await.stdout) == "alice@example.com dbas").then_some(())
+    })
+    .await;
+    // Port-forward to exactly the database's pod.
+    assert_eq!(
+        get(
+            &c,
+            "role/orders-tunnel",
+            r#"{.rules[?(@.resources[0]=="pods/portforward")].resourceNames}"#
+        )
+        .await,
+        r#"["orders-0"]"#
+    );
+
+    let person = |user: &str, groups: &[&str]| {
+        let path = c.dir.path().join(format!("kubeconfig-{user}"));
+        std::fs::write(&path, c.server.user_kubeconfig(user, groups)).expect("kubeconfig");
+        path
+    };
+    let alice = person("alice@example.com", &[]);
+    let bob = person("bob@example.com", &["dbas"]);
+    let carol = person("carol@example.com", &[]);
+    let opens = |kubeconfig: std::path::PathBuf, database: &'static str| {
+        let c = &c;
+        async move {
+            let port = free_port().to_string();
+            let args = ["tunnel", database, "-n", "acme", "--local-port", port.as_str()];
+            let mut child = kubectl_appdb_as(c, &kubeconfig, &args)
+                .spawn()
+                .expect("start the tunnel");
+            let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("the tunnel answered within 30 s")
+                .expect("stdout");
+            let status = match line {
+                Some(_) => None,
+                None => Some(child.wait().await.expect("exit status").code()),
+            };
+            let _ = child.kill().await;
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut stderr).await;
+            }
+            (status.is_none(), status.flatten(), stderr)
+        }
+    };
+    // The user, and a member of the group, open it.
+    assert!(opens(alice.clone(), "orders").await.0, "alice is listed");
+    assert!(opens(bob.clone(), "orders").await.0, "bob is in dbas");
+    // Somebody else, and a listed user at another database: "Access denied".
+    for (who, kubeconfig, database) in [("carol", carol.clone(), "orders"), ("alice", alice.clone(), "billing")] {
+        let (opened, code, stderr) = opens(kubeconfig, database).await;
+        assert!(!opened, "{who} opened a tunnel to {database}");
+        assert_eq!(code, Some(4), "{who} → {database}: {stderr}");
+        assert!(
+            stderr.contains("Access denied") && stderr.contains("spec.tunnel.allowed"),
+            "{stderr}"
+        );
+    }
+    // Alice leaves the list: revoked at once; the group keeps its access. No list at all: nobody.
+    allow(r#"{"allowed":[{"kind":"Group","name":"dbas"}]}"#).await;
+    eventually(30, "alice revoked", || async {
+        (String::from_utf8_lossy(&subjects().await.stdout) == "dbas").then_some(())
+    })
+    .await;
+    assert_eq!(opens(alice.clone(), "orders").await.1, Some(4));
+    assert!(opens(bob.clone(), "orders").await.0);
+    allow("null").await;
+    eventually(30, "everyone revoked", || async {
+        String::from_utf8_lossy(&subjects().await.stdout)
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(opens(bob, "orders").await.1, Some(4));
     db.stop().await;
 }
 

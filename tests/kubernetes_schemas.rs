@@ -46,6 +46,7 @@ fn database(engine: Engine) -> AppDatabase {
                 hostname: "orders.db.acme.example.com".into(),
             }),
             deletion_policy: DeletionPolicy::Retain,
+            tunnel: None,
         },
     );
     db.metadata.namespace = Some("acme".into());

@@ -116,10 +116,15 @@ async fn query_from(
 
 /// Whether a pod can open a TCP connection to `host:port` within 3 s.
 async fn connects(rc: &RealCluster, ns: &str, pod: &str, host: &str, port: u16) -> bool {
+    connects_from(rc, ns, pod, "main", host, port).await
+}
+
+/// Like [`connects`], from a named container.
+async fn connects_from(rc: &RealCluster, ns: &str, pod: &str, container: &str, host: &str, port: u16) -> bool {
     let script =
         format!("import socket; socket.create_connection(('{host}', {port}), timeout=3).close(); print('connected')");
     rc.kubelet
-        .exec(ns, pod, "main", &["python3", "-c", &script])
+        .exec(ns, pod, container, &["python3", "-c", &script])
         .await
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("connected"))
 }
@@ -194,6 +199,12 @@ async fn the_acme_example_isolates_its_database_from_a_hostile_neighbour(engine:
     // Sessions never reach the metadata address; a pod no policy isolates does (so the block is the policy's).
     assert!(!connects(&rc, "globex", "intruder", METADATA, 80).await);
     assert!(!connects(&rc, "acme", "app", METADATA, 80).await);
+    // The database pod runs an image the customer may choose: it does not reach the metadata address (the control
+    // pod below shows the stand-in answers pods no policy isolates).
+    assert!(
+        !connects_from(&rc, "acme", "orders-0", "database", METADATA, 80).await,
+        "a database pod must not reach the metadata address"
+    );
     apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n").await;
     apply(
         c,

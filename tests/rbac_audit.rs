@@ -96,7 +96,7 @@ async fn every_api_call_of_a_customers_life_is_granted_and_every_chart_rule_is_u
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod-2026, namespace: acme}\nspec: {}\n").await;
     apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
-    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  deletionPolicy: Delete\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n  dns: {hostname: orders.db.acme.example.com}\n").await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  deletionPolicy: Delete\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n  dns: {hostname: orders.db.acme.example.com}\n  tunnel: {allowed: [{kind: User, name: alice@example.com}]}\n").await;
     mark_statefulset_ready(&c, "acme", "orders").await;
     eventually(60, "the database Ready To Use", || async {
         (get(&c, "adb/orders", "{.status.state}").await == "Ready To Use").then_some(())

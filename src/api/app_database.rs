@@ -72,6 +72,40 @@ pub struct AppDatabaseSpec {
     /// PersistentVolumeClaim, `Delete` removes it with the database.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Who may open a tunnel (`kubectl appdb tunnel`) to this database from a laptop. The operator keeps a Role that
+    /// allows port-forward to exactly this database's pods, bound to these users and groups, and removes access as
+    /// soon as a subject leaves the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelAccess>,
+}
+
+/// Tunnel access to one database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelAccess {
+    /// Users and groups, as the cluster's authentication names them (for example from OIDC claims).
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    pub allowed: Vec<TunnelSubject>,
+}
+
+/// A user or a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelSubject {
+    /// `User` or `Group`.
+    pub kind: SubjectKind,
+    /// The user's or group's name as the cluster's authentication reports it.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds of subjects tunnel access is given to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SubjectKind {
+    User,
+    Group,
 }
 
 /// Fate of the data volume when the AppDatabase is deleted.

@@ -1,7 +1,9 @@
 //! Customer isolation: the NetworkPolicies of a customer namespace, rendered from one description.
 //!
 //! - Database pods (`appdb.dev/role: database`) accept MySQL traffic only from the same namespace's sessions and
-//!   operator jobs, and (per database) from the VPN gateways of the network the database lives on.
+//!   operator jobs, and (per database) from the VPN gateways of the network the database lives on; they reach only
+//!   the namespace's other databases (replication) and DNS.
+//! - Operator jobs (`appdb.dev/role: operator-job`) accept nothing and reach the databases, DNS and the API server.
 //! - Sessions (`appdb.dev/role: session`) may reach their own databases, the cluster DNS and the internet, but no
 //!   private, shared or link-local address: not another customer's range, not an on-premise network, not the cloud
 //!   metadata endpoint.
@@ -33,6 +35,7 @@ pub const MYSQL_PORT: i32 = 3306;
 pub const POLICY_DATABASE_INGRESS: &str = "appdb-database-ingress";
 pub const POLICY_SESSION_EGRESS: &str = "appdb-session-egress";
 pub const POLICY_VPN_GATEWAY: &str = "appdb-vpn-gateway";
+pub const POLICY_OPERATOR_JOB: &str = "appdb-operator-job";
 
 /// Where the cluster DNS runs, and which destinations count as "not the internet".
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,13 +215,34 @@ pub fn customer_policies(namespace: &str, owners: &[OwnerReference], config: &Is
             owners,
             NetworkPolicySpec {
                 pod_selector: Some(role_selector(&[ROLE_DATABASE])),
-                policy_types: Some(vec!["Ingress".into()]),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     // Database pods reach each other only for a copying migration's replication.
                     from: Some(vec![pods(&[ROLE_SESSION, ROLE_OPERATOR_JOB, ROLE_DATABASE])]),
                     ports: Some(vec![port("TCP", MYSQL_PORT)]),
                 }]),
-                egress: None,
+                // A database reaches only another database of its namespace (a replica its source) and the DNS
+                // that names it: not the cloud metadata address, not the operator, not the internet. A customer
+                // chooses the image (`spec.image`); whatever runs there gets no further.
+                egress: Some(vec![database_rule(), dns_rule(config)]),
+            },
+        ),
+        policy(
+            POLICY_OPERATOR_JOB,
+            namespace,
+            owners,
+            NetworkPolicySpec {
+                // Password rotation and migration Jobs: nothing connects to them; they reach the databases, DNS,
+                // and the API server (a migration Job reports its progress on its own pod).
+                pod_selector: Some(role_selector(&[ROLE_OPERATOR_JOB])),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ingress: Some(Vec::new()),
+                egress: Some(
+                    [database_rule(), dns_rule(config)]
+                        .into_iter()
+                        .chain(api_server_rules(config))
+                        .collect(),
+                ),
             },
         ),
         policy(

@@ -75,19 +75,27 @@ pub fn display_address(address: IpAddr, port: u16) -> String {
     }
 }
 
-/// The permissions a tunnel needs, as (verb, group, resource, subresource).
-pub const NEEDED: &[(&str, &str, &str, &str)] = &[
+/// A permission as (verb, group, resource, subresource).
+pub type Permission = (&'static str, &'static str, &'static str, &'static str);
+
+/// The permissions a tunnel needs.
+pub const NEEDED: &[Permission] = &[
     ("get", "appdb.dev", "appdatabases", ""),
     ("get", "", "services", ""),
     ("list", "", "pods", ""),
     ("create", "", "pods", "portforward"),
 ];
 
-/// Asks the API server which of the needed permissions the user lacks.
-async fn missing_permissions(client: &Client, namespace: &str) -> Result<Vec<String>, PluginError> {
+/// Asks the API server which of `needed` the user lacks, each for the object it names (`None`: any): access given
+/// per database (`spec.tunnel.allowed`, a Role with resource names) answers only for that database and its pods.
+async fn missing_permissions(
+    client: &Client,
+    namespace: &str,
+    needed: &[(Permission, Option<&str>)],
+) -> Result<Vec<String>, PluginError> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut missing = Vec::new();
-    for (verb, group, resource, subresource) in NEEDED {
+    for ((verb, group, resource, subresource), name) in needed {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -96,6 +104,7 @@ async fn missing_permissions(client: &Client, namespace: &str) -> Result<Vec<Str
                     group: Some((*group).into()),
                     resource: Some((*resource).into()),
                     subresource: (!subresource.is_empty()).then(|| (*subresource).into()),
+                    name: name.map(str::to_owned),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -132,25 +141,54 @@ pub struct Opened {
 
 /// Checks access and existence and binds the local port, in that order (so each failure says the right thing).
 pub async fn open(client: &Client, namespace: &str, spec: TunnelSpec) -> Result<Opened, PluginError> {
-    let missing = missing_permissions(client, namespace).await?;
+    let denied = |missing: Vec<String>| {
+        PluginError::AccessDenied(format!(
+            "you may not {} in namespace {namespace}; a tunnel to {} needs you (or your group) in its \
+             spec.tunnel.allowed, or the appdb-tunnel-user role in the namespace",
+            missing.join(", "),
+            spec.database
+        ))
+    };
+    let [get_database, get_service, list_pods, forward] = NEEDED else {
+        unreachable!("NEEDED lists four permissions")
+    };
+    let database = Some(spec.database.as_str());
+    let missing = missing_permissions(
+        client,
+        namespace,
+        &[(*get_database, database), (*get_service, database), (*list_pods, None)],
+    )
+    .await?;
     if !missing.is_empty() {
-        return Err(PluginError::AccessDenied(format!(
-            "you may not {} in namespace {namespace}; a tunnel needs the appdb-tunnel-user role there (see the \
-             chart's RBAC)",
-            missing.join(", ")
-        )));
+        return Err(denied(missing));
     }
     let databases: Api<AppDatabase> = Api::namespaced(client.clone(), namespace);
-    if databases
+    let Some(found) = databases
         .get_opt(&spec.database)
         .await
         .map_err(|e| PluginError::from_kube("reading the AppDatabase", e))?
-        .is_none()
-    {
+    else {
         return Err(PluginError::TunnelNotFound(format!(
             "there is no database {:?} in namespace {namespace}",
             spec.database
         )));
+    };
+    // Port-forward is checked for the pod that serves the database: the one its Service selects now, else its
+    // server's first pod.
+    let pod = match serving_pod(client, namespace, &spec.database).await {
+        Ok(pod) => pod,
+        Err(_) => {
+            let server = found
+                .status
+                .as_ref()
+                .and_then(|s| s.server.as_ref())
+                .map(|s| s.name.clone());
+            format!("{}-0", server.unwrap_or_else(|| spec.database.clone()))
+        }
+    };
+    let missing = missing_permissions(client, namespace, &[(*forward, Some(pod.as_str()))]).await?;
+    if !missing.is_empty() {
+        return Err(denied(missing));
     }
     let listener = TcpListener::bind(SocketAddr::new(spec.address, spec.local_port))
         .await

@@ -238,6 +238,7 @@ pub fn chart_objects() -> &'static [serde_json::Value] {
         let out = std::process::Command::new("python3")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm-render.py"))
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/appdb-operator"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/chart-values.yaml"))
             .output()
             .unwrap_or_else(|e| panic!("python3 with helm-python-sdk is required (scripts/test.sh installs it): {e}"));
         assert!(

@@ -522,6 +522,69 @@ pub fn root_secret(db: &AppDatabase, password: String) -> Secret {
     }
 }
 
+/// Name of the Role and RoleBinding that give `spec.tunnel.allowed` its tunnel.
+pub fn tunnel_access_name(db: &AppDatabase) -> String {
+    format!("{}-tunnel", db.name_any())
+}
+
+/// What a tunnel to this database needs (the plugin checks the same, by name), and nothing beyond it:
+/// port-forward only to the pods of the database's servers (`<server>-0`: StatefulSet pod names are
+/// deterministic), reads only of this database and its Service. Listing pods cannot be limited by name; the
+/// plugin lists the Service's pods to find the one serving now.
+pub fn tunnel_role(db: &AppDatabase, servers: &[ServerPlan]) -> k8s_openapi::api::rbac::v1::Role {
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+    let rule = |group: &str, resource: &str, verb: &str, names: Option<Vec<String>>| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: vec![verb.into()],
+        resource_names: names,
+        ..Default::default()
+    };
+    let mut pods: Vec<String> = servers.iter().map(|s| format!("{}-0", s.name)).collect();
+    pods.sort();
+    pods.dedup();
+    k8s_openapi::api::rbac::v1::Role {
+        metadata: meta(db, &tunnel_access_name(db)),
+        rules: Some(vec![
+            rule("appdb.dev", "appdatabases", "get", Some(vec![db.name_any()])),
+            rule("", "services", "get", Some(vec![names(db).client])),
+            rule("", "pods", "list", None),
+            rule("", "pods/portforward", "create", Some(pods)),
+        ]),
+    }
+}
+
+/// The binding of [`tunnel_role`] to the users and groups `spec.tunnel.allowed` lists (none: access revoked).
+pub fn tunnel_binding(db: &AppDatabase) -> k8s_openapi::api::rbac::v1::RoleBinding {
+    use crate::api::app_database::SubjectKind;
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+    let subjects: Vec<Subject> = db
+        .spec
+        .tunnel
+        .iter()
+        .flat_map(|t| &t.allowed)
+        .map(|s| Subject {
+            kind: match s.kind {
+                SubjectKind::User => "User",
+                SubjectKind::Group => "Group",
+            }
+            .into(),
+            name: s.name.clone(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            namespace: None,
+        })
+        .collect();
+    RoleBinding {
+        metadata: meta(db, &tunnel_access_name(db)),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: tunnel_access_name(db),
+        },
+        subjects: Some(subjects),
+    }
+}
+
 /// Name of the Job that rotates the admin password to the Secret's `revision`.
 /// Each revision gets its own name, whatever the lengths: cutting `<name>-rotate-<revision>` at 63 characters would
 /// give two revisions of a long-named database one Job, and the second rotation would be taken as done.
@@ -669,6 +732,7 @@ mod tests {
                 resources: None,
                 dns: None,
                 deletion_policy: policy,
+                tunnel: None,
             },
         );
         db.metadata.namespace = Some("acme".into());

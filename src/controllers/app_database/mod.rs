@@ -21,6 +21,7 @@ use k8s_openapi::{
         batch::v1::Job,
         core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service},
         networking::v1::NetworkPolicy,
+        rbac::v1::{Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -40,7 +41,7 @@ use tracing::warn;
 use self::{
     build::{
         BuildInputs, ServerPlan, build, copy_server_plan, dns_endpoint, dns_endpoint_resource, names, root_secret,
-        rotation_job, rotation_job_name,
+        rotation_job, rotation_job_name, tunnel_access_name, tunnel_binding, tunnel_role,
     },
     status::{Dns, Phase, build_status},
     validate::{Invalid, Tenant, current_network, plan_addresses, validate_on},
@@ -302,7 +303,15 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
     let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
     let dns_requested = db.spec.dns.is_some();
 
-    let valid = match validate_on(&db, &network_name, network.as_ref(), secret.as_ref()) {
+    let image_allowed = db
+        .spec
+        .image
+        .as_deref()
+        .map_or(Ok(()), |image| {
+            crate::image_policy::check(image, &ctx.config.allowed_images)
+        })
+        .map_err(Invalid::ImageNotAllowed);
+    let valid = match image_allowed.and_then(|()| validate_on(&db, &network_name, network.as_ref(), secret.as_ref())) {
         Ok(v) => v,
         Err(invalid) => {
             let transient = invalid.is_transient();
@@ -392,6 +401,21 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
         "the NetworkPolicy",
     )
     .await?;
+    // Tunnel access for the users and groups the database lists. Without a list, a binding left from an earlier one
+    // is emptied (access revoked at once), never left behind.
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), &ns);
+    if db.spec.tunnel.is_some() {
+        let role = tunnel_role(&db, &plan.run);
+        apply_child(&Api::<Role>::namespaced(client.clone(), &ns), &role, "the tunnel Role").await?;
+        apply_child(&bindings, &tunnel_binding(&db), "the tunnel RoleBinding").await?;
+    } else if bindings
+        .get_opt(&tunnel_access_name(&db))
+        .await
+        .map_err(read("the tunnel RoleBinding"))?
+        .is_some()
+    {
+        apply_child(&bindings, &tunnel_binding(&db), "the tunnel RoleBinding").await?;
+    }
     for name in &plan.delete {
         if !delete_server(client, &ns, name).await? {
             continue;

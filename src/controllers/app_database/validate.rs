@@ -33,6 +33,8 @@ pub enum Invalid {
     NoAddressLeft(String),
     #[error("{0}")]
     NameInUse(crate::controllers::apply::NameInUse),
+    #[error("spec.image: {0}")]
+    ImageNotAllowed(crate::image_policy::ImageNotAllowed),
 }
 
 impl Invalid {
@@ -45,6 +47,7 @@ impl Invalid {
             Invalid::InvalidPassword { .. } => "InvalidPassword",
             Invalid::NoAddressLeft(_) => "NoAddressLeft",
             Invalid::NameInUse(_) => "NameInUse",
+            Invalid::ImageNotAllowed(_) => "ImageNotAllowed",
         }
     }
 
@@ -212,6 +215,7 @@ mod tests {
                 resources: None,
                 dns: None,
                 deletion_policy: DeletionPolicy::Retain,
+                tunnel: None,
             },
         )
     }

@@ -311,6 +311,25 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             return Ok(Action::await_change());
         }
     };
+    // The new server's image, when the customer names one, must come from where the platform allows.
+    if let Some(image) = m.spec.target.as_ref().and_then(|t| t.image.as_deref())
+        && let Err(e) = crate::image_policy::check(image, &ctx.config.allowed_images)
+    {
+        let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
+        let message = format!("target.image: {e}");
+        write(
+            ctx,
+            &m,
+            &mut status,
+            state::SCHEDULED,
+            stalled,
+            "ImageNotAllowed",
+            &message,
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
     status.scheduled_for = scheduled.map(|t| t.to_string());
     let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&m.spec.database)
