@@ -109,3 +109,58 @@ async fn typed_errors_carry_kubernetes_reasons() {
         other => panic!("expected Conflict, got {other:?}"),
     }
 }
+
+/// Metadata-only requests (how the operator watches Secrets) get metadata only, as from a real API server: never a
+/// Secret's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_requests_never_carry_secret_values() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::core::PartialObjectMeta;
+    let c = Cluster::start().await;
+    let client = client(&c).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "held"}, "stringData": {"password": "s3cret-value-9"}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.expect("create");
+
+    let raw = |accept: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::get("/api/v1/namespaces/default/secrets")
+                .header("Accept", accept)
+                .body(Vec::new())
+                .unwrap();
+            client.request_text(request).await.expect("list")
+        }
+    };
+    let full = raw("application/json").await;
+    assert!(
+        full.contains("czNjcmV0LXZhbHVlLTk="),
+        "a plain list carries the value: {full}"
+    );
+    let metadata = raw("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1").await;
+    assert!(
+        metadata.contains("PartialObjectMetadataList") && metadata.contains("\"held\""),
+        "{metadata}"
+    );
+    assert!(
+        !metadata.contains("czNjcmV0LXZhbHVlLTk=") && !metadata.contains("\"data\""),
+        "{metadata}"
+    );
+
+    // The operator's watch, as kube-rs makes it.
+    let api = Api::<PartialObjectMeta<Secret>>::namespaced(client, "default");
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    let mut seen = false;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        if let watcher::Event::InitApply(s) | watcher::Event::Apply(s) = event.expect("no watch error") {
+            seen |= s.metadata.name.as_deref() == Some("held");
+        }
+        if seen {
+            break;
+        }
+    }
+    assert!(seen, "the metadata watch saw the Secret");
+}

@@ -164,6 +164,23 @@ where
         .reflect(writer)
 }
 
+/// Changes to Secrets, as metadata only (name, namespace, resourceVersion): enough to know that a referenced Secret
+/// changed, without ever listing or holding another Secret's values. The controller then reads the one Secret it
+/// needs by name.
+pub fn secret_changes(
+    client: kube::Client,
+) -> impl futures::Stream<
+    Item = kube::runtime::watcher::Result<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
+> + Send
++ 'static {
+    use kube::runtime::{WatchStreamExt, watcher};
+    // An `Api` of `PartialObjectMeta` asks the API server for metadata only.
+    let api = kube::Api::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>::all(client);
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+}
+
 /// A controller of every `K` whose cache holds objects without what [`lean`] drops.
 pub fn lean_controller<K>(api: kube::Api<K>) -> kube::runtime::Controller<K>
 where

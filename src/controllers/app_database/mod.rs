@@ -135,18 +135,14 @@ impl Controller for AppDatabaseController {
                     |m| Some(ObjectRef::new(&m.spec.database).within(&m.namespace().unwrap_or_default())),
                 )
                 // A changed admin Secret: validation again, and password rotation.
-                .watches(
-                    Api::<Secret>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |secret| {
-                        let ns = secret.namespace();
-                        // The root Secret's name too: one in the way (`NameInUse`) being deleted frees the database.
-                        crate::controllers::related_in(&by_secret, ns, |db| {
-                            db.spec.admin.password_secret_ref.name == secret.name_any()
-                                || names(db).root_secret == secret.name_any()
-                        })
-                    },
-                )
+                .watches_stream(crate::controllers::secret_changes(client.clone()), move |secret| {
+                    let ns = secret.namespace();
+                    // The root Secret's name too: one in the way (`NameInUse`) being deleted frees the database.
+                    crate::controllers::related_in(&by_secret, ns, |db| {
+                        db.spec.admin.password_secret_ref.name == secret.name_any()
+                            || names(db).root_secret == secret.name_any()
+                    })
+                })
                 // The platform changing a namespace's DNS domains: its databases' names are checked again at once.
                 .watches(
                     Api::<Namespace>::all(client.clone()),

@@ -171,19 +171,15 @@ impl Controller for VpnConnectionController {
                     },
                 )
                 // A customer-supplied key changed.
-                .watches(
-                    Api::<Secret>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |secret| {
-                        let ns = secret.namespace();
-                        crate::controllers::related_in(&by_secret, ns, |v| {
-                            v.spec
-                                .tunnel_options
-                                .iter()
-                                .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
-                        })
-                    },
-                )
+                .watches_stream(crate::controllers::secret_changes(client.clone()), move |secret| {
+                    let ns = secret.namespace();
+                    crate::controllers::related_in(&by_secret, ns, |v| {
+                        v.spec
+                            .tunnel_options
+                            .iter()
+                            .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
+                    })
+                })
                 // A database arriving on (or leaving) the network changes what the gateways serve.
                 .watches(
                     Api::<crate::api::AppDatabase>::all(client.clone()),

@@ -436,6 +436,20 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
+/// `Accept: application/json;as=PartialObjectMetadata(List);g=meta.k8s.io;v=v1`: metadata only, as a real API server
+/// answers it (clients that only need to know an object changed never receive, say, a Secret's values).
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+/// An object as `PartialObjectMetadata`.
+fn metadata_only(object: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": object["metadata"]})
+}
+
 /// A resource request with the configured faults applied around it.
 #[allow(clippy::too_many_arguments)]
 async fn faulty_resource_request(
@@ -572,9 +586,23 @@ async fn resource_request(
     match (method.clone(), target.name.clone()) {
         (Method::GET, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return watch(state, &rt, target.namespace.as_deref(), q, wants_table(headers));
+                return watch(
+                    state,
+                    &rt,
+                    target.namespace.as_deref(),
+                    q,
+                    wants_table(headers),
+                    wants_metadata(headers),
+                );
             }
-            list(state, &rt, target.namespace.as_deref(), q, wants_table(headers))
+            list(
+                state,
+                &rt,
+                target.namespace.as_deref(),
+                q,
+                wants_table(headers),
+                wants_metadata(headers),
+            )
         }
         (Method::GET, Some(name)) => {
             let s = store(state);
@@ -584,6 +612,9 @@ async fn resource_request(
                 .ok_or_else(|| ApiError::not_found(&rt, &name))?;
             if wants_table(headers) {
                 return Ok(json_response(StatusCode::OK, &table(&rt, &[obj], &s.rv.to_string())));
+            }
+            if wants_metadata(headers) {
+                return Ok(json_response(StatusCode::OK, &metadata_only(&obj)));
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
@@ -1080,6 +1111,7 @@ fn list(
     ns: Option<&str>,
     q: &Query,
     as_table: bool,
+    as_metadata: bool,
 ) -> Result<Response, ApiError> {
     let filter = Filter::from_query(q)?;
     let s = store(state);
@@ -1100,6 +1132,14 @@ fn list(
     if as_table {
         let items: Vec<Value> = items.iter().map(|i| (**i).clone()).collect();
         return Ok(json_response(StatusCode::OK, &table(rt, &items, &rv)));
+    }
+    if as_metadata {
+        let items: Vec<Value> = items.iter().map(|i| metadata_only(i)).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": {"resourceVersion": rv}, "items": items}),
+        ));
     }
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -1174,6 +1214,7 @@ fn watch(
     ns: Option<&str>,
     q: &Query,
     as_table: bool,
+    as_metadata: bool,
 ) -> Result<Response, ApiError> {
     let filter = Filter::from_query(q)?;
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
@@ -1237,6 +1278,12 @@ fn watch(
             bytes.push(b'\n');
             Bytes::from(bytes)
         };
+        if as_metadata && line.kind != "ERROR" && line.kind != "BOOKMARK" {
+            let object = metadata_only(&line.object);
+            let mut bytes = serde_json::to_vec(&json!({"type": line.kind, "object": object})).unwrap_or_default();
+            bytes.push(b'\n');
+            return Bytes::from(bytes);
+        }
         if as_table && line.kind != "ERROR" && line.kind != "BOOKMARK" {
             let rv = line
                 .object
