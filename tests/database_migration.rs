@@ -257,6 +257,31 @@ async fn unmet_preconditions_wait_with_reasons_and_cancellation_changes_nothing(
             .then_some(())
     })
     .await;
+    // A target where another database lives (a Production network) is refused before anything moves.
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: billing, namespace: acme}\nspec:\n  network: prod-2026\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
+    eventually(30, "prod-2026 is Production", || async {
+        (get(&c, "pnet/prod-2026", "{.status.type}").await == "Production").then_some(())
+    })
+    .await;
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {name: crowded, namespace: acme}\nspec:\n  database: orders\n  targetNetwork: prod-2026\n").await;
+    eventually(15, "TargetNetworkInUse", || async {
+        (get(
+            &c,
+            "dbmig/crowded",
+            r#"{.status.conditions[?(@.type=="Ready")].reason}"#,
+        )
+        .await
+            == "TargetNetworkInUse")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(get(&c, "dbmig/crowded", "{.status.state}").await, "Scheduled");
+    assert_eq!(
+        get(&c, "adb/orders", "{.status.network}").await,
+        "prod",
+        "nothing moved"
+    );
+    c.ok(&["delete", "dbmig", "crowded", "-n", "acme"]).await;
     // A new server with a strategy that keeps the old one is refused at admission.
     let refused = c
         .fails(

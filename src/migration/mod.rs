@@ -59,6 +59,9 @@ pub struct Observed {
     pub target_vpns: usize,
     /// The migration copies the data to a new server, so staying on the same network is allowed.
     pub copies: bool,
+    /// The target network's `type` is Production: another database lives there (the seeds offer "Migrate Database
+    /// Here" only on a Test network).
+    pub target_is_production: bool,
 }
 
 /// A reason the migration cannot start now. While there is time, these are conditions, not failures.
@@ -76,6 +79,10 @@ pub enum Unmet {
     TargetIsSource(String),
     #[error("DatabaseMigration {0} of the same database is in progress")]
     OtherMigrationInFlight(String),
+    #[error(
+        "PrivateNetwork {0} is a Production network (another database lives there); a database moves only to a Test network"
+    )]
+    TargetInUse(String),
 }
 
 impl Unmet {
@@ -87,6 +94,7 @@ impl Unmet {
             Unmet::TargetNotReady(_) => "TargetNetworkNotReady",
             Unmet::TargetIsSource(_) => "TargetIsSource",
             Unmet::OtherMigrationInFlight(_) => "OtherMigrationInFlight",
+            Unmet::TargetInUse(_) => "TargetNetworkInUse",
         }
     }
 }
@@ -109,6 +117,14 @@ pub fn unmet(database: &str, observed: &Observed) -> Vec<Unmet> {
         None => out.push(Unmet::TargetNotFound(observed.target_network.clone())),
         Some(false) => out.push(Unmet::TargetNotReady(observed.target_network.clone())),
         Some(true) => {}
+    }
+    // Staying on its own network (a copy to a new server) is the one move into a Production network.
+    let stays = observed
+        .database
+        .as_ref()
+        .is_some_and(|(_, network)| *network == observed.target_network);
+    if observed.target_is_production && !stays {
+        out.push(Unmet::TargetInUse(observed.target_network.clone()));
     }
     out.extend(
         observed
@@ -181,6 +197,7 @@ mod tests {
             source_vpns: 1,
             target_vpns: 1,
             copies: false,
+            target_is_production: false,
         }
     }
 
@@ -225,6 +242,23 @@ mod tests {
             parse_schedule("9999-02-30T00:00:00Z"),
             Err(ScheduleError::Unparsable(_))
         ));
+    }
+
+    #[test]
+    fn a_target_where_another_database_lives_is_refused() {
+        let mut w = ready_world();
+        w.target_is_production = true;
+        let unmet = unmet("orders", &w);
+        assert_eq!(
+            unmet.iter().map(Unmet::reason).collect::<Vec<_>>(),
+            ["TargetNetworkInUse"]
+        );
+        assert!(unmet[0].to_string().contains("only to a Test network"));
+        // A copy to a new server on the database's own network stays allowed.
+        w.copies = true;
+        w.target_network = "prod-2025".into();
+        w.database = Some((true, "prod-2025".into()));
+        assert!(super::unmet("orders", &w).is_empty());
     }
 
     #[test]

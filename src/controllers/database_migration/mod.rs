@@ -386,6 +386,10 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             .filter(|v| v.spec.network == m.spec.target_network)
             .count(),
         copies: copying,
+        target_is_production: target.as_ref().is_some_and(|t| {
+            t.status.as_ref().and_then(|s| s.network_type.as_ref())
+                == Some(&crate::api::private_network::NetworkType::Production)
+        }),
     };
     let warning = loses_premises_access(&observed).then(|| {
         format!("the source network has VPN connections and {} has none: premises lose access to the database after the move", m.spec.target_network)
