@@ -465,6 +465,12 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
         "{status}"
     );
 
+    // A namespace that does not exist: an error with its own exit code, not empty tables.
+    let out = run(&c, &["status", "-n", "acme-typo"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("namespace acme-typo does not exist"), "{stderr}");
+
     let out = run(&c, &["vpn-config", "seattle", "--list-devices"]).await;
     let devices = String::from_utf8_lossy(&out.stdout);
     assert_eq!(

@@ -21,6 +21,7 @@ use super::common::{CommonStatus, SecretKeyRef};
            through its VPN connections, from the customer's premises.",
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Network", type_ = "string", json_path = ".status.network"),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint.host"),
     printcolumn(name = "Address", type_ = "string", json_path = ".status.endpoint.address"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),

@@ -18,6 +18,7 @@ use super::common::CommonStatus;
     doc = "A customer's private /26 network. The operator assigns the range (or takes the one chosen in spec.cidr), \
            guarantees it overlaps no other customer's range nor the platform's own, and isolates it with NetworkPolicies.",
     printcolumn(name = "CIDR", type_ = "string", json_path = ".status.cidr"),
+    printcolumn(name = "Pinghost", type_ = "string", json_path = ".status.pinghost"),
     printcolumn(name = "Type", type_ = "string", json_path = ".status.type"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),

@@ -143,6 +143,16 @@ pub fn render(
 }
 
 pub async fn overview(client: &Client, namespace: &str) -> Result<String, PluginError> {
+    // A namespace that does not exist is an error, not four empty tables. People often may not read Namespace
+    // objects: only a definite 404 counts, a 403 says nothing.
+    match Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await
+    {
+        Ok(None) => return Err(PluginError::NotFound(format!("namespace {namespace} does not exist"))),
+        Ok(Some(_)) | Err(kube::Error::Api(_)) => {}
+        Err(e) => return Err(PluginError::from_kube("reading the namespace", e)),
+    }
     let lp = ListParams::default();
     let networks = Api::<PrivateNetwork>::namespaced(client.clone(), namespace)
         .list(&lp)

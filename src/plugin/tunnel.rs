@@ -52,8 +52,12 @@ struct TunnelFile {
 
 /// Parses a tunnel file (the tunnels to open together, for example at login).
 pub fn parse_config(text: &str) -> Result<Vec<TunnelSpec>, PluginError> {
-    let file: TunnelFile =
-        serde_saphyr::from_str(text).map_err(|e| PluginError::Usage(format!("invalid tunnel file: {e}")))?;
+    let file: TunnelFile = serde_saphyr::from_str(text).map_err(|e| {
+        // The YAML reader's message may start with its own "error: ", and ours already says so once.
+        let message = e.to_string();
+        let message = message.strip_prefix("error: ").unwrap_or(&message).to_owned();
+        PluginError::Usage(format!("invalid tunnel file: {message}"))
+    })?;
     if file.tunnels.is_empty() {
         return Err(PluginError::Usage("the tunnel file lists no tunnels".into()));
     }
@@ -329,6 +333,18 @@ pub async fn run(client: Client, namespace: &str, specs: Vec<TunnelSpec>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_tunnel_file_says_error_once() {
+        let e = parse_config("tunnels:\n- database: orders\n  localPort: nope\n")
+            .unwrap_err()
+            .to_string();
+        // The command prints it after its own "error: ".
+        assert!(
+            e.starts_with("invalid tunnel file: line 3") && !e.contains("error"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn tunnel_files_list_tunnels_with_defaults() {
