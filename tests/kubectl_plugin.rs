@@ -434,10 +434,11 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
     std::fs::write(
         &file,
         format!(
-            "tunnels:\n- database: orders\n  namespace: acme\n  localPort: {first}\n- database: orders\n  namespace: acme\n  localPort: {second}\n"
+            "tunnels:\n- database: orders\n  namespace: acme\n  localPort: {first}\n- database: billing\n  namespace: acme\n- database: orders\n  namespace: acme\n  localPort: {second}\n"
         ),
     )
     .expect("write the tunnel file");
+    // The missing database is reported by name; the other two still open.
     let (mut tunnel, _) = start_tunnel(&c, &["tunnel", "--config", file.to_str().unwrap()]).await;
     for port in [first, second] {
         let answer = eventually(10, "a query through each tunnel", || async {
@@ -447,6 +448,16 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
         assert_eq!(answer, "7");
     }
     tunnel.kill().await.expect("stop");
+    let mut stderr = String::new();
+    if let Some(mut e) = tunnel.stderr.take() {
+        tokio::io::AsyncReadExt::read_to_string(&mut e, &mut stderr)
+            .await
+            .expect("stderr");
+    }
+    assert!(
+        stderr.contains("error: acme/billing: Tunnel not found") && stderr.contains("no database \"billing\""),
+        "{stderr}"
+    );
 
     let out = run(&c, &["status", "-n", "acme"]).await;
     let status = String::from_utf8_lossy(&out.stdout);
@@ -512,6 +523,38 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
     )
     .await;
     assert_eq!(out.status.code(), Some(2));
+
+    // No ready pod behind the database: the tunnel is refused, saying why, instead of failing every client later.
+    c.ok(&[
+        "patch",
+        "pod",
+        "orders-0",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
+    ])
+    .await;
+    let out = run(
+        &c,
+        &[
+            "tunnel",
+            "orders",
+            "-n",
+            "acme",
+            "--local-port",
+            &free_port().to_string(),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("Tunnel not found") && stderr.contains("no pod of database \"orders\" is ready"),
+        "{stderr}"
+    );
     db.stop().await;
 }
 

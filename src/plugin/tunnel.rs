@@ -177,18 +177,23 @@ pub async fn open(client: &Client, namespace: &str, spec: TunnelSpec) -> Result<
             spec.database
         )));
     };
-    // Port-forward is checked for the pod that serves the database: the one its Service selects now, else its
-    // server's first pod.
+    // A tunnel with nothing behind it would report success and then fail every client (MySQL error 2013): refuse
+    // it, saying why. Port-forward is then checked for the pod that serves the database now.
     let pod = match serving_pod(client, namespace, &spec.database).await {
         Ok(pod) => pod,
-        Err(_) => {
-            let server = found
+        Err(PluginError::NotFound(why) | PluginError::TunnelNotFound(why)) => {
+            let state = found
                 .status
                 .as_ref()
-                .and_then(|s| s.server.as_ref())
-                .map(|s| s.name.clone());
-            format!("{}-0", server.unwrap_or_else(|| spec.database.clone()))
+                .and_then(|s| s.common.state.clone())
+                .unwrap_or_default();
+            return Err(PluginError::TunnelNotFound(format!(
+                "{why} (the database is {:?}); try again when `kubectl get adb {} -n {namespace}` shows Ready To Use",
+                if state.is_empty() { "new" } else { state.as_str() },
+                spec.database
+            )));
         }
+        Err(e) => return Err(e),
     };
     let missing = missing_permissions(client, namespace, &[(*forward, Some(pod.as_str()))]).await?;
     if !missing.is_empty() {
@@ -294,13 +299,31 @@ pub async fn serve(client: Client, opened: Opened) {
     }
 }
 
-/// Opens every tunnel (all checks first: nothing is served unless all could be opened), prints where to
-/// connect, and serves until interrupted.
+/// Opens every tunnel it can, prints where to connect, and serves until interrupted. With several tunnels (a
+/// tunnel file), each one that cannot open is reported by name and the others still open; if none opens, the first
+/// failure is the command's error.
 pub async fn run(client: Client, namespace: &str, specs: Vec<TunnelSpec>) -> Result<(), PluginError> {
+    let several = specs.len() > 1;
     let mut opened = Vec::new();
+    let mut failures = Vec::new();
     for spec in specs {
         let ns = spec.namespace.clone().unwrap_or_else(|| namespace.to_owned());
-        opened.push(open(&client, &ns, spec).await?);
+        let database = spec.database.clone();
+        match open(&client, &ns, spec).await {
+            Ok(o) => opened.push(o),
+            Err(e) => {
+                if several {
+                    eprintln!("error: {ns}/{database}: {e}");
+                }
+                failures.push(e);
+            }
+        }
+    }
+    if opened.is_empty() {
+        return Err(failures
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| PluginError::Usage("no tunnel to open".into())));
     }
     for o in &opened {
         let admin = Api::<AppDatabase>::namespaced(client.clone(), &o.namespace)
