@@ -57,7 +57,13 @@ impl PluginError {
 
 /// kubectl plugin for appdb-operator: database tunnels, VPN device configurations and an overview.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl-appdb", bin_name = "kubectl appdb", version, about)]
+#[command(
+    name = "kubectl-appdb",
+    bin_name = "kubectl appdb",
+    version,
+    about = "Work with your appdb databases from a laptop: open a tunnel to a database, print a VPN device's \
+             configuration, or see a namespace's networks, databases, tunnels and migrations at a glance."
+)]
 pub struct Cli {
     /// Namespace (default: the kubeconfig context's namespace).
     #[arg(short = 'n', long, global = true)]
@@ -155,5 +161,21 @@ async fn run(cli: Cli) -> Result<(), PluginError> {
             print!("{}", status::overview(&client, &namespace).await?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_plugin_has_its_own_help_not_the_operators() {
+        let help = Cli::command().render_help().to_string();
+        assert!(
+            help.starts_with("Work with your appdb databases from a laptop"),
+            "{help}"
+        );
+        assert!(!help.contains("Kubernetes operator for"), "{help}");
     }
 }

@@ -70,9 +70,10 @@ pub fn read_config(path: &Path) -> Result<Vec<TunnelSpec>, PluginError> {
     parse_config(&text)
 }
 
-/// `tcp://localhost:3306` for loopback, else the address itself: what people type into their tools.
+/// `localhost:3306` for the address `localhost` names (127.0.0.1, ::1), else the address itself: what people type
+/// into their tools. Another loopback address (127.0.0.2) is printed as is: `localhost` would lead elsewhere.
 pub fn display_address(address: IpAddr, port: u16) -> String {
-    if address.is_loopback() {
+    if address == IpAddr::from([127, 0, 0, 1]) || address == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
         format!("localhost:{port}")
     } else {
         SocketAddr::new(address, port).to_string()
@@ -356,6 +357,14 @@ pub async fn run(client: Client, namespace: &str, specs: Vec<TunnelSpec>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_addresses_localhost_names_print_as_localhost() {
+        assert_eq!(display_address("127.0.0.1".parse().unwrap(), 3306), "localhost:3306");
+        assert_eq!(display_address("127.0.0.2".parse().unwrap(), 3306), "127.0.0.2:3306");
+        assert_eq!(display_address("::1".parse().unwrap(), 3306), "localhost:3306");
+        assert_eq!(display_address("10.1.2.3".parse().unwrap(), 13306), "10.1.2.3:13306");
+    }
 
     #[test]
     fn a_bad_tunnel_file_says_error_once() {
