@@ -222,7 +222,10 @@ async fn every_written_status_follows_kstatus() {
             .text()
             .await
             .ok()?;
+        // Label values carry no spaces (the human "Migration In Progress" stays in status).
         (text.contains("appdb_migrations{state=\"Completed\"} 1")
+            && text.contains("appdb_migrations{state=\"MigrationInProgress\"} 0")
+            && !text.contains("state=\"Migration In Progress\"")
             && text.contains("appdb_migration_downtime_seconds_count 1"))
         .then_some(())
     })

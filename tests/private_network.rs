@@ -279,7 +279,8 @@ async fn auto_and_chosen_ranges_conflicts_pool_rules_and_release() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("appdb_pool_blocks_total{range=\"172.16.0.0/12\"} 16384"),
+        metrics.contains("appdb_pool_blocks_capacity{range=\"172.16.0.0/12\"} 16384")
+            && metrics.contains("appdb_pool_blocks_total{range=\"172.16.0.0/12\"} 16384"),
         "{metrics}"
     );
     assert!(

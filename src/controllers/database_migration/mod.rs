@@ -118,8 +118,13 @@ fn count_states(ctx: &Context) {
             *counts.entry(s.to_owned()).or_default() += 1;
         }
     }
+    // Label values without spaces ("MigrationInProgress"): PromQL and most dashboards handle them better; the
+    // human text stays in status.
     for (s, n) in counts {
-        ctx.gauges.by_state.get_or_create(&vec![("state".to_owned(), s)]).set(n);
+        ctx.gauges
+            .by_state
+            .get_or_create(&vec![("state".to_owned(), s.replace(' ', ""))])
+            .set(n);
     }
 }
 

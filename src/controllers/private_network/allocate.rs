@@ -80,7 +80,18 @@ pub struct PoolMetrics {
 
 impl PoolMetrics {
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register("pool_blocks_total", "/26 blocks in each pool range", self.total.clone());
+        // A gauge: Prometheus reserves `_total` for counters. The old name is still exported for one release
+        // (deprecated; see docs/networking.md), with the same values.
+        registry.register(
+            "pool_blocks_capacity",
+            "/26 blocks in each pool range",
+            self.total.clone(),
+        );
+        registry.register(
+            "pool_blocks_total",
+            "Deprecated: use appdb_pool_blocks_capacity (same values); removed in the next release",
+            self.total.clone(),
+        );
         registry.register(
             "pool_blocks_used",
             "/26 blocks allocated (or cooling down) in each pool range",
