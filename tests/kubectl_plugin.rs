@@ -367,11 +367,12 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
     let alice = person("alice@example.com", &[]);
     let bob = person("bob@example.com", &["dbas"]);
     let carol = person("carol@example.com", &[]);
-    let opens = |kubeconfig: std::path::PathBuf, database: &'static str| {
+    let opens_with = |kubeconfig: std::path::PathBuf, database: &'static str, flags: &'static [&'static str]| {
         let c = &c;
         async move {
             let port = free_port().to_string();
-            let args = ["tunnel", database, "-n", "acme", "--local-port", port.as_str()];
+            let mut args = vec!["tunnel", database, "-n", "acme", "--local-port", port.as_str()];
+            args.extend_from_slice(flags);
             let mut child = kubectl_appdb_as(c, &kubeconfig, &args)
                 .spawn()
                 .expect("start the tunnel");
@@ -392,6 +393,7 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
             (status.is_none(), status.flatten(), stderr)
         }
     };
+    let opens = |kubeconfig: std::path::PathBuf, database: &'static str| opens_with(kubeconfig, database, &[]);
     // The user, and a member of the group, open it.
     assert!(opens(alice.clone(), "orders").await.0, "alice is listed");
     assert!(opens(bob.clone(), "orders").await.0, "bob is in dbas");
@@ -405,6 +407,41 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
             "{stderr}"
         );
     }
+    // kubectl's own flags, through the kube client's kubeconfig options: impersonation from the administrator's
+    // kubeconfig, and --kubeconfig over $KUBECONFIG.
+    let admin = c.kubeconfig();
+    assert!(
+        opens_with(admin.clone(), "orders", &["--as", "alice@example.com"])
+            .await
+            .0
+    );
+    assert!(
+        opens_with(
+            admin.clone(),
+            "orders",
+            &["--as", "dave@example.com", "--as-group", "dbas"]
+        )
+        .await
+        .0
+    );
+    assert_eq!(
+        opens_with(admin.clone(), "orders", &["--as", "dave@example.com"])
+            .await
+            .1,
+        Some(4)
+    );
+    let carol_file = carol.display().to_string().leak() as &'static str;
+    let flags: &'static [&'static str] = Box::leak(vec!["--kubeconfig", carol_file].into_boxed_slice());
+    assert_eq!(
+        opens_with(admin.clone(), "orders", flags).await.1,
+        Some(4),
+        "--kubeconfig wins over $KUBECONFIG"
+    );
+    let (opened, code, stderr) = opens_with(admin.clone(), "orders", &["--context", "no-such-context"]).await;
+    assert!(
+        !opened && code == Some(1) && stderr.contains("no-such-context"),
+        "{code:?} {stderr}"
+    );
     // Alice leaves the list: revoked at once; the group keeps its access. No list at all: nobody.
     allow(r#"{"allowed":[{"kind":"Group","name":"dbas"}]}"#).await;
     eventually(30, "alice revoked", || async {

@@ -68,6 +68,24 @@ pub struct Cli {
     /// Namespace (default: the kubeconfig context's namespace).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config), as kubectl's flag.
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use, as kubectl's flag.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The kubeconfig cluster to use, as kubectl's flag.
+    #[arg(long, global = true)]
+    pub cluster: Option<String>,
+    /// The kubeconfig user to use, as kubectl's flag.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// User to impersonate, as kubectl's `--as`.
+    #[arg(long = "as", global = true)]
+    pub as_user: Option<String>,
+    /// Group to impersonate (repeatable), as kubectl's `--as-group`.
+    #[arg(long = "as-group", global = true)]
+    pub as_group: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -105,10 +123,36 @@ pub enum Command {
     Status,
 }
 
-async fn client() -> Result<(kube::Client, String), PluginError> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| PluginError::Kubernetes(format!("cannot read the kubeconfig: {e}")))?;
+/// The client as kubectl would build it from the same flags: the kube client's own kubeconfig options, not a
+/// re-parse by hand.
+async fn client(cli: &Cli) -> Result<(kube::Client, String), PluginError> {
+    let options = kube::config::KubeConfigOptions {
+        context: cli.context.clone(),
+        cluster: cli.cluster.clone(),
+        user: cli.user.clone(),
+    };
+    let unreadable =
+        |e: kube::config::KubeconfigError| PluginError::Kubernetes(format!("cannot read the kubeconfig: {e}"));
+    let mut config = match &cli.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(unreadable)?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(unreadable)?
+        }
+        None if options.context.is_some() || options.cluster.is_some() || options.user.is_some() => {
+            kube::Config::from_kubeconfig(&options).await.map_err(unreadable)?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| PluginError::Kubernetes(format!("cannot read the kubeconfig: {e}")))?,
+    };
+    if let Some(user) = &cli.as_user {
+        config.auth_info.impersonate = Some(user.clone());
+    }
+    if !cli.as_group.is_empty() {
+        config.auth_info.impersonate_groups = Some(cli.as_group.clone());
+    }
     let namespace = config.default_namespace.clone();
     let client =
         crate::client::from_config(config, "kubectl-appdb").map_err(|e| PluginError::Kubernetes(e.to_string()))?;
@@ -127,7 +171,7 @@ pub async fn main(cli: Cli) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), PluginError> {
-    let (client, default_namespace) = client().await?;
+    let (client, default_namespace) = client(&cli).await?;
     let namespace = cli.namespace.unwrap_or(default_namespace);
     match cli.command {
         Command::Tunnel {
