@@ -285,18 +285,14 @@ pub async fn run_until(
 
     server_stop.cancel();
     // Graceful: open probe and scrape connections finish their request, but none may hold the exit up.
-    let server_abort = server.abort_handle();
-    match tokio::time::timeout(STOP_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!(error = %e, "probe server failed"),
-        Ok(Err(e)) => error!(error = %e, "probe server task failed"),
-        Err(_) => {
-            warn!(
-                seconds = STOP_GRACE.as_secs(),
-                "probe server connections still open; closed"
-            );
-            server_abort.abort();
-        }
+    match finish_within(server, STOP_GRACE).await {
+        Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) => error!(error = %e, "probe server failed"),
+        Some(Err(e)) => error!(error = %e, "probe server task failed"),
+        None => warn!(
+            seconds = STOP_GRACE.as_secs(),
+            "probe server connections still open; closed"
+        ),
     }
     info!("stopped");
     result
@@ -360,18 +356,14 @@ async fn lead_and_reconcile(
     readiness.leading.store(false, Ordering::Release);
     // Closing the channel makes the lease task release the Lease so that a successor need not wait for expiry.
     drop(leading);
-    let lease_abort = lease_task.abort_handle();
-    match tokio::time::timeout(STOP_GRACE, lease_task).await {
-        Ok(Ok(Ok(_))) => info!("released the leader Lease"),
-        Ok(Ok(Err(e))) => warn!(error = %e, "could not release the leader Lease; it expires by itself"),
-        Ok(Err(e)) => warn!(error = %e, "lease task failed"),
-        Err(_) => {
-            warn!(
-                seconds = STOP_GRACE.as_secs(),
-                "the API server did not answer the Lease release in time; it expires by itself"
-            );
-            lease_abort.abort();
-        }
+    match finish_within(lease_task, STOP_GRACE).await {
+        Some(Ok(Ok(_))) => info!("released the leader Lease"),
+        Some(Ok(Err(e))) => warn!(error = %e, "could not release the leader Lease; it expires by itself"),
+        Some(Err(e)) => warn!(error = %e, "lease task failed"),
+        None => warn!(
+            seconds = STOP_GRACE.as_secs(),
+            "the API server did not answer the Lease release in time; it expires by itself"
+        ),
     }
     result
 }
@@ -456,6 +448,21 @@ async fn run_controllers(
         );
     }
     result
+}
+
+/// Waits up to `grace` for a task; one still running then is aborted (`None`), so stopping never hangs on it.
+async fn finish_within<T>(
+    task: tokio::task::JoinHandle<T>,
+    grace: std::time::Duration,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(grace, task).await {
+        Ok(finished) => Some(finished),
+        Err(_) => {
+            abort.abort();
+            None
+        }
+    }
 }
 
 #[cfg(test)]

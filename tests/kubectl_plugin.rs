@@ -100,6 +100,28 @@ fn engine_and_image(engine: Engine) -> (&'static str, &'static str) {
     }
 }
 
+fn flag_list(flags: &[&str]) -> Vec<String> {
+    flags.iter().map(|f| f.to_string()).collect()
+}
+
+/// Reports the pod's readiness as a kubelet would (no kubelet runs in these tests).
+async fn set_pod_ready(c: &Cluster, pod: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = format!(r#"{{"status":{{"phase":"Running","conditions":[{{"type":"Ready","status":"{status}"}}]}}}}"#);
+    c.ok(&[
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .await;
+}
+
 /// The operator, a ready database whose pod is a real server of `engine`, and a VPN connection with outside
 /// addresses.
 async fn setup(c: &Cluster, engine: Engine) -> (tokio::process::Child, DbServer) {
@@ -128,18 +150,7 @@ async fn setup(c: &Cluster, engine: Engine) -> (tokio::process::Child, DbServer)
         "spec": {"containers": [{"name": "database", "image": image}]}
     });
     apply(c, &pod.to_string()).await;
-    c.ok(&[
-        "patch",
-        "pod",
-        "orders-0",
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
-    ])
-    .await;
+    set_pod_ready(c, "orders-0", true).await;
     let db = DbServer::start(engine, ROOT).await;
     c.server
         .map_port_forward("acme", "orders-0", ([127, 0, 0, 1], db.port).into());
@@ -231,18 +242,7 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
         "spec": {"containers": [{"name": "database", "image": engine_and_image(engine).1}]}
     });
     apply(&c, &pod.to_string()).await;
-    c.ok(&[
-        "patch",
-        "pod",
-        "orders-4f1a2b-0",
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
-    ])
-    .await;
+    set_pod_ready(&c, "orders-4f1a2b-0", true).await;
     c.server
         .map_port_forward("acme", "orders-4f1a2b-0", ([127, 0, 0, 1], moved.port).into());
     // What the AppDatabase controller does at `promote` (here by hand: the operator's own switch is tested in
@@ -367,12 +367,12 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
     let alice = person("alice@example.com", &[]);
     let bob = person("bob@example.com", &["dbas"]);
     let carol = person("carol@example.com", &[]);
-    let opens_with = |kubeconfig: std::path::PathBuf, database: &'static str, flags: &'static [&'static str]| {
+    let opens_with = |kubeconfig: std::path::PathBuf, database: &'static str, flags: Vec<String>| {
         let c = &c;
         async move {
             let port = free_port().to_string();
             let mut args = vec!["tunnel", database, "-n", "acme", "--local-port", port.as_str()];
-            args.extend_from_slice(flags);
+            args.extend(flags.iter().map(String::as_str));
             let mut child = kubectl_appdb_as(c, &kubeconfig, &args)
                 .spawn()
                 .expect("start the tunnel");
@@ -393,7 +393,7 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
             (status.is_none(), status.flatten(), stderr)
         }
     };
-    let opens = |kubeconfig: std::path::PathBuf, database: &'static str| opens_with(kubeconfig, database, &[]);
+    let opens = |kubeconfig: std::path::PathBuf, database: &'static str| opens_with(kubeconfig, database, Vec::new());
     // The user, and a member of the group, open it.
     assert!(opens(alice.clone(), "orders").await.0, "alice is listed");
     assert!(opens(bob.clone(), "orders").await.0, "bob is in dbas");
@@ -411,7 +411,7 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
     // kubeconfig, and --kubeconfig over $KUBECONFIG.
     let admin = c.kubeconfig();
     assert!(
-        opens_with(admin.clone(), "orders", &["--as", "alice@example.com"])
+        opens_with(admin.clone(), "orders", flag_list(&["--as", "alice@example.com"]))
             .await
             .0
     );
@@ -419,25 +419,25 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
         opens_with(
             admin.clone(),
             "orders",
-            &["--as", "dave@example.com", "--as-group", "dbas"]
+            flag_list(&["--as", "dave@example.com", "--as-group", "dbas"])
         )
         .await
         .0
     );
     assert_eq!(
-        opens_with(admin.clone(), "orders", &["--as", "dave@example.com"])
+        opens_with(admin.clone(), "orders", flag_list(&["--as", "dave@example.com"]))
             .await
             .1,
         Some(4)
     );
-    let carol_file = carol.display().to_string().leak() as &'static str;
-    let flags: &'static [&'static str] = Box::leak(vec!["--kubeconfig", carol_file].into_boxed_slice());
+    let flags = vec!["--kubeconfig".to_owned(), carol.display().to_string()];
     assert_eq!(
         opens_with(admin.clone(), "orders", flags).await.1,
         Some(4),
         "--kubeconfig wins over $KUBECONFIG"
     );
-    let (opened, code, stderr) = opens_with(admin.clone(), "orders", &["--context", "no-such-context"]).await;
+    let (opened, code, stderr) =
+        opens_with(admin.clone(), "orders", flag_list(&["--context", "no-such-context"])).await;
     assert!(
         !opened && code == Some(1) && stderr.contains("no-such-context"),
         "{code:?} {stderr}"
@@ -562,18 +562,7 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
     assert_eq!(out.status.code(), Some(2));
 
     // No ready pod behind the database: the tunnel is refused, saying why, instead of failing every client later.
-    c.ok(&[
-        "patch",
-        "pod",
-        "orders-0",
-        "-n",
-        "acme",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
-    ])
-    .await;
+    set_pod_ready(&c, "orders-0", false).await;
     let out = run(
         &c,
         &[

@@ -352,12 +352,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
         .list(&ListParams::default())
         .await
         .map_err(read("the VpnConnections"))?;
-    let source_network = db.as_ref().map(|d| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.network.clone())
-            .unwrap_or_else(|| d.spec.network.clone())
-    });
+    let source_network = db.as_ref().map(|d| d.current_network().to_owned());
     let observed = Observed {
         database: db.as_ref().map(|d| {
             let ready = d.status.as_ref().and_then(|s| s.common.state.as_deref())
