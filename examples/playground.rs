@@ -86,9 +86,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .filter(|d| !d.is_null())
         {
             if doc["kind"] == "DatabaseMigration" {
+                // In a few seconds, on the clock of the example's own time zone.
+                let zone = doc["spec"]["timeZone"].as_str().unwrap_or("UTC");
                 let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8))
-                    .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(1)));
-                doc["spec"]["scheduledAt"] = soon.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string().into();
+                    .to_zoned(jiff::tz::TimeZone::get(zone)?);
+                doc["spec"]["scheduledAt"] = soon.strftime("%Y-%m-%dT%H:%M:%S").to_string().into();
             }
             let (group, version) = doc["apiVersion"]
                 .as_str()

@@ -494,20 +494,52 @@ fn vpn_tunnel_options_bounds() {
 // ---- DatabaseMigration ---------------------------------------------------------------------------------------
 
 #[test]
-fn migration_schedule_is_rfc3339_with_offset() {
+fn migration_schedule_is_rfc3339_or_local_time() {
     for bad in [
         "2026-12-05 22:00",
-        "2026-12-05T22:00:00",
         "tomorrow",
         "2026-13-05T22:00:00Z",
         "2026-12-05T25:00:00+01:00",
+        "2026-12-05T22:00:00[Europe/Amsterdam]",
     ] {
         assert_refused(
             "DatabaseMigration",
-            migration(json!({"scheduledAt": bad})),
+            migration(json!({"scheduledAt": bad, "timeZone": "Europe/Amsterdam"})),
             None,
-            "scheduledAt must be an RFC 3339 date and time with a time zone offset",
+            "scheduledAt must be an RFC 3339 date and time, for example 2026-12-05T22:00:00+01:00, or a local time",
         );
+    }
+}
+
+#[test]
+fn migration_local_time_needs_a_zone() {
+    assert_refused(
+        "DatabaseMigration",
+        migration(json!({"scheduledAt": "2026-12-05T22:00:00"})),
+        None,
+        "scheduledAt without an offset needs timeZone",
+    );
+    assert_refused(
+        "DatabaseMigration",
+        migration(json!({"timeZone": "Europe/Amsterdam"})),
+        None,
+        "timeZone applies to scheduledAt, which is not set",
+    );
+    for bad in ["Europe Amsterdam", "/Europe", "Europe/", "../etc/passwd"] {
+        assert_refused(
+            "DatabaseMigration",
+            migration(json!({"scheduledAt": "2026-12-05T22:00:00", "timeZone": bad})),
+            None,
+            "timeZone in body should match",
+        );
+    }
+    for ok in [
+        json!({"scheduledAt": "2026-12-05T22:00:00", "timeZone": "Europe/Amsterdam"}),
+        json!({"scheduledAt": "2026-10-25T02:30:00+01:00", "timeZone": "Europe/Amsterdam"}),
+        json!({"scheduledAt": "2026-12-05T22:00:00", "timeZone": "America/Argentina/Buenos_Aires"}),
+        json!({"scheduledAt": "2026-12-05T22:00:00", "timeZone": "Etc/GMT+5"}),
+    ] {
+        assert_admitted("DatabaseMigration", migration(ok), None);
     }
 }
 

@@ -628,3 +628,82 @@ async fn a_rolled_back_copy_keeps_the_database_on_its_server() {
     assert_eq!(get(&c, "adb/orders", "{.status.state}").await, "Ready To Use");
     assert_eq!(get(&c, "adb/orders", "{.status.server}").await, "");
 }
+
+/// A schedule in a named time zone: status shows the instant in UTC and on the zone's clock, and a local time that
+/// a daylight-saving change skips or repeats is refused with its own reason, before anything else is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_in_a_named_zone_reads_the_zones_clock_and_refuses_skipped_and_repeated_times() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    let _op = spawn_operator(&c, free_port(), &[]).await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    let migration = |name: &str, at: &str, zone: &str| {
+        format!(
+            "apiVersion: appdb.dev/v1alpha1\nkind: DatabaseMigration\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n  database: orders\n  targetNetwork: prod-2027\n  scheduledAt: \"{at}\"\n  timeZone: {zone}\n"
+        )
+    };
+    // Winter in Amsterdam (+01:00) and summer in New York (-04:00).
+    apply(&c, &migration("winter", "2027-01-15T22:00:00", "Europe/Amsterdam")).await;
+    apply(&c, &migration("summer", "2027-07-04T09:30:00", "America/New_York")).await;
+    for (name, utc, local) in [
+        (
+            "winter",
+            "2027-01-15T21:00:00Z",
+            "2027-01-15T22:00:00+01:00[Europe/Amsterdam]",
+        ),
+        (
+            "summer",
+            "2027-07-04T13:30:00Z",
+            "2027-07-04T09:30:00-04:00[America/New_York]",
+        ),
+    ] {
+        let object = format!("dbmig/{name}");
+        eventually(20, "scheduledFor", || async {
+            (get(&c, &object, "{.status.scheduledFor}").await == utc).then_some(())
+        })
+        .await;
+        assert_eq!(get(&c, &object, "{.status.scheduledForLocal}").await, local);
+    }
+
+    // The spring gap, the autumn repeat, a repeat with the offset chosen, and an unknown zone.
+    apply(&c, &migration("gap", "2027-03-28T02:30:00", "Europe/Amsterdam")).await;
+    apply(&c, &migration("repeat", "2027-11-07T01:30:00", "America/New_York")).await;
+    apply(
+        &c,
+        &migration("chosen", "2027-11-07T01:30:00-05:00", "America/New_York"),
+    )
+    .await;
+    apply(&c, &migration("typo", "2027-01-15T22:00:00", "Europe/Amsterdan")).await;
+    for (name, reason, words) in [
+        ("gap", "NonexistentLocalTime", "does not exist in Europe/Amsterdam"),
+        (
+            "repeat",
+            "AmbiguousLocalTime",
+            "2027-11-07T01:30:00-04:00 for the first",
+        ),
+        ("typo", "UnknownTimeZone", "\"Europe/Amsterdan\""),
+    ] {
+        let object = format!("dbmig/{name}");
+        let stalled = r#"{.status.conditions[?(@.type=="Stalled")].reason}"#;
+        eventually(20, reason, || async {
+            (get(&c, &object, stalled).await == reason).then_some(())
+        })
+        .await;
+        let message = get(&c, &object, r#"{.status.conditions[?(@.type=="Stalled")].message}"#).await;
+        assert!(message.contains(words), "{name}: {message}");
+        assert_eq!(get(&c, &object, "{.status.state}").await, "Scheduled");
+        assert_eq!(
+            get(&c, &object, "{.status.scheduledFor}").await,
+            "",
+            "{name}: no instant was picked"
+        );
+    }
+    eventually(20, "the chosen repeat", || async {
+        (get(&c, "dbmig/chosen", "{.status.scheduledFor}").await == "2027-11-07T06:30:00Z").then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&c, "dbmig/chosen", "{.status.scheduledForLocal}").await,
+        "2027-11-07T01:30:00-05:00[America/New_York]"
+    );
+}

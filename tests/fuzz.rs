@@ -95,8 +95,15 @@ proptest! {
     #[test]
     fn accepted_schedules_are_one_instant(text in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?", junk in ".{0,40}") {
         for s in [text, junk] {
-            if let Ok(t) = parse_schedule(&s) {
-                prop_assert_eq!(t.to_string().parse::<jiff::Timestamp>().unwrap(), t);
+            if let Ok(t) = parse_schedule(&s, None) {
+                prop_assert_eq!(t.utc().parse::<jiff::Timestamp>().unwrap(), t.at);
+            }
+            for zone in ["Europe/Amsterdam", "America/New_York", "Asia/Kolkata"] {
+                if let Ok(t) = parse_schedule(&s, Some(zone)) {
+                    // The local reading names the same instant.
+                    let local = t.local().expect("a zone gives a local time");
+                    prop_assert_eq!(local.parse::<jiff::Zoned>().unwrap().timestamp(), t.at);
+                }
             }
         }
     }

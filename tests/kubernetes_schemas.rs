@@ -86,6 +86,7 @@ fn rendered_objects_validate_against_kubernetes_1_33() {
                 database: "orders".into(),
                 target_network: "prod".into(),
                 scheduled_at: None,
+                time_zone: None,
                 strategy: Some(MigrationStrategy::Replicate),
                 target: None,
                 delete_source_network: true,

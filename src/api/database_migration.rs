@@ -20,9 +20,13 @@ use super::common::CommonStatus;
            networks show \"Migration In Progress\"; afterwards the database has its address in the new network, which \
            becomes Production, and (by default) the previous network and its VPN connections are deleted.",
     validation = Rule::new("!has(self.spec.target) || !has(self.spec.strategy) || self.spec.strategy != 'Readdress'").message("a target server (version, image or storage) needs a copying strategy: Replicate or DumpRestore"),
+    validation = Rule::new("!has(self.spec.scheduledAt) || has(self.spec.timeZone) || self.spec.scheduledAt.matches('(Z|[+-][0-9]{2}:[0-9]{2})$')").message("scheduledAt without an offset needs timeZone (an IANA name such as Europe/Amsterdam), or write the offset: 2026-12-05T22:00:00+01:00"),
+    validation = Rule::new("!has(self.spec.timeZone) || has(self.spec.scheduledAt)").message("timeZone applies to scheduledAt, which is not set"),
     printcolumn(name = "Database", type_ = "string", json_path = ".spec.database"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetNetwork"),
     printcolumn(name = "Scheduled", type_ = "string", json_path = ".spec.scheduledAt"),
+    printcolumn(name = "Zone", type_ = "string", json_path = ".spec.timeZone", priority = 1),
+    printcolumn(name = "Starts (UTC)", type_ = "string", json_path = ".status.scheduledFor", priority = 1),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(
@@ -41,14 +45,25 @@ pub struct DatabaseMigrationSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("targetNetwork is immutable: create another DatabaseMigration"))]
     pub target_network: String,
 
-    /// When to start, in RFC 3339 with a time zone offset, in any time zone: for example
-    /// `2026-12-05T22:00:00+01:00`. Omitted: as soon as the target network is ready.
+    /// When to start. Either an RFC 3339 time with an offset, in any zone (`2026-12-05T22:00:00+01:00`), or a local
+    /// time (`2026-12-05T22:00:00`) on the clock of `timeZone`. With both an offset and `timeZone`, the offset must be
+    /// the zone's at that time (that is how the repeated hour of a daylight-saving change is told apart). Omitted: as
+    /// soon as the target network is ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 40))]
     #[x_kube(validation = Rule::new(
-        "self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$') && int(self.substring(5, 7)) >= 1 && int(self.substring(5, 7)) <= 12 && int(self.substring(8, 10)) >= 1 && int(self.substring(8, 10)) <= 31 && int(self.substring(11, 13)) <= 23 && int(self.substring(14, 16)) <= 59 && int(self.substring(17, 19)) <= 60"
-    ).message("scheduledAt must be an RFC 3339 date and time with a time zone offset, for example 2026-12-05T22:00:00+01:00"))]
+        "self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?$') && int(self.substring(5, 7)) >= 1 && int(self.substring(5, 7)) <= 12 && int(self.substring(8, 10)) >= 1 && int(self.substring(8, 10)) <= 31 && int(self.substring(11, 13)) <= 23 && int(self.substring(14, 16)) <= 59 && int(self.substring(17, 19)) <= 60"
+    ).message("scheduledAt must be an RFC 3339 date and time, for example 2026-12-05T22:00:00+01:00, or a local time such as 2026-12-05T22:00:00 with timeZone"))]
     pub scheduled_at: Option<String>,
+
+    /// The IANA time zone `scheduledAt` is read in, for example `Europe/Amsterdam`. A local time that the zone's
+    /// clock skips (`NonexistentLocalTime`) or shows twice (`AmbiguousLocalTime`) is refused, never moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+    )]
+    pub time_zone: Option<String>,
 
     /// How to move: `Readdress` (the data stays where it is; only the network address changes), `Replicate`
     /// (copy by replication, seconds of write outage) or `DumpRestore` (copy by dump and load, read-only
@@ -110,6 +125,10 @@ pub struct DatabaseMigrationStatus {
     /// The start time in UTC, as the operator understood `spec.scheduledAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<String>,
+    /// The same instant on the clock of `spec.timeZone`, with the offset in force then and the zone's name
+    /// (RFC 9557, for example `2026-12-05T22:00:00+01:00[Europe/Amsterdam]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for_local: Option<String>,
     /// When each phase started, by phase name (RFC 3339).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub phase_times: std::collections::BTreeMap<String, String>,

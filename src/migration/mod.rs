@@ -1,47 +1,194 @@
 //! DatabaseMigration decisions (pure): when a migration may start, what keeps it from starting, and what the
 //! customer should be warned about. The controller that carries migrations out builds on this.
 
-use jiff::Timestamp;
+use jiff::{
+    Timestamp, Zoned,
+    civil::DateTime,
+    tz::{AmbiguousOffset, TimeZone},
+};
 
-/// Why `spec.scheduledAt` cannot be used.
+/// Why `spec.scheduledAt` (with `spec.timeZone`) cannot be used. Each has its own status reason, so that a person
+/// sees at once whether the text, the zone or the clock change is the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     #[error("scheduledAt {0:?} is not an RFC 3339 date and time")]
     Unparsable(String),
-    #[error("scheduledAt {0:?} has no time zone offset; write Z or ±hh:mm, for example 2026-12-05T22:00:00+01:00")]
+    #[error(
+        "scheduledAt {0:?} has no time zone offset; write Z or ±hh:mm (for example 2026-12-05T22:00:00+01:00), or name the zone in timeZone (for example Europe/Amsterdam)"
+    )]
     NoOffset(String),
     #[error(
         "scheduledAt {0:?} is a valid date and time but outside the supported range (years 0001 to 9999, before 9999-12-30)"
     )]
     OutOfRange(String),
+    #[error(
+        "timeZone {0:?} is not a time zone of the IANA database (for example Europe/Amsterdam, America/New_York, UTC)"
+    )]
+    UnknownTimeZone(String),
+    #[error(
+        "scheduledAt {local} does not exist in {zone}: the clocks jump from {before} to {after} over that time; pick a time outside the gap"
+    )]
+    Nonexistent {
+        local: String,
+        zone: String,
+        before: String,
+        after: String,
+    },
+    #[error(
+        "scheduledAt {local} happens twice in {zone} (the clocks go back from {before} to {after}); add the offset you mean: {local}{before} for the first, {local}{after} for the second"
+    )]
+    Ambiguous {
+        local: String,
+        zone: String,
+        before: String,
+        after: String,
+    },
+    #[error("scheduledAt {given:?} has an offset that {zone} does not use at that time (it uses {actual})")]
+    OffsetNotInZone {
+        given: String,
+        zone: String,
+        actual: String,
+    },
 }
 
-/// The instant `scheduled_at` names, in any time zone (the offset is required: a local time alone is ambiguous).
-pub fn parse_schedule(scheduled_at: &str) -> Result<Timestamp, ScheduleError> {
-    let text = scheduled_at.trim();
-    let has_offset = text.ends_with('Z') || text.ends_with('z') || {
-        // `get`, not indexing: a multi-byte character near the end must not panic.
-        let tail = text.get(text.len().saturating_sub(6)..).unwrap_or("");
-        tail.len() == 6 && (tail.starts_with('+') || tail.starts_with('-')) && tail.as_bytes()[3] == b':'
-    };
-    if !has_offset {
-        return Err(ScheduleError::NoOffset(scheduled_at.to_owned()));
-    }
-    text.parse::<Timestamp>().map_err(|_| {
-        // The text may be a well-formed date and time that no instant can hold (jiff's range, like most, ends just
-        // before year 10000): say that, not "not a date".
-        let without_offset = text.trim_end_matches(['Z', 'z']);
-        let without_offset = if without_offset.len() == text.len() {
-            text.get(..text.len().saturating_sub(6)).unwrap_or("")
-        } else {
-            without_offset
-        };
-        if without_offset.parse::<jiff::civil::DateTime>().is_ok() {
-            ScheduleError::OutOfRange(scheduled_at.to_owned())
-        } else {
-            ScheduleError::Unparsable(scheduled_at.to_owned())
+impl ScheduleError {
+    /// The status condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScheduleError::Unparsable(_) | ScheduleError::NoOffset(_) | ScheduleError::OutOfRange(_) => {
+                "InvalidSchedule"
+            }
+            ScheduleError::UnknownTimeZone(_) => "UnknownTimeZone",
+            ScheduleError::Nonexistent { .. } => "NonexistentLocalTime",
+            ScheduleError::Ambiguous { .. } => "AmbiguousLocalTime",
+            ScheduleError::OffsetNotInZone { .. } => "OffsetNotInTimeZone",
         }
-    })
+    }
+}
+
+/// The instant a migration starts, and (when the customer named a zone) the same instant on that zone's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub at: Timestamp,
+    pub zoned: Option<Zoned>,
+}
+
+impl Schedule {
+    /// For `status.scheduledFor`: always UTC.
+    pub fn utc(&self) -> String {
+        self.at.to_string()
+    }
+
+    /// For `status.scheduledForLocal`: RFC 9557, the zone's offset at that instant and the zone's name.
+    pub fn local(&self) -> Option<String> {
+        self.zoned.as_ref().map(Zoned::to_string)
+    }
+}
+
+/// An offset as RFC 3339 writes it (`+02:00`; jiff's own display shortens it to `+02`).
+fn rfc3339_offset(offset: jiff::tz::Offset) -> String {
+    let seconds = offset.seconds();
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let minutes = seconds.unsigned_abs() / 60;
+    format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// Splits a trailing `Z` or `±hh:mm` off; `None` when the text has no offset.
+fn split_offset(text: &str) -> Option<(&str, &str)> {
+    if let Some(civil) = text.strip_suffix(['Z', 'z']) {
+        return Some((civil, &text[civil.len()..]));
+    }
+    // `get`, not indexing: a multi-byte character near the end must not panic.
+    let at = text.len().checked_sub(6)?;
+    let tail = text.get(at..)?;
+    let bytes = tail.as_bytes();
+    ((bytes[0] == b'+' || bytes[0] == b'-') && bytes[3] == b':').then(|| (&text[..at], tail))
+}
+
+/// The civil date and time of `text` (without offset), telling "not a date" from "a date no instant can hold".
+fn civil(text: &str, original: &str) -> Result<DateTime, ScheduleError> {
+    match text.parse::<DateTime>() {
+        Ok(dt) => Ok(dt),
+        Err(_) => Err(ScheduleError::Unparsable(original.to_owned())),
+    }
+}
+
+/// The instant `scheduled_at` names. Without `time_zone` an offset is required (a local time alone means nothing);
+/// with it, a local time is read on that zone's clock, and a time the clock skips or repeats is refused with the
+/// reason rather than silently moved.
+pub fn parse_schedule(scheduled_at: &str, time_zone: Option<&str>) -> Result<Schedule, ScheduleError> {
+    let text = scheduled_at.trim();
+    let zone = match time_zone.map(str::trim) {
+        None => None,
+        Some(name) => Some(TimeZone::get(name).map_err(|_| ScheduleError::UnknownTimeZone(name.to_owned()))?),
+    };
+    let zone_name = time_zone.map(str::trim).unwrap_or_default();
+    match (split_offset(text), zone) {
+        (None, None) => {
+            civil(text, scheduled_at)?;
+            Err(ScheduleError::NoOffset(scheduled_at.to_owned()))
+        }
+        (Some((local, _)), None) => {
+            let at = text.parse::<Timestamp>().map_err(|_| {
+                // A well-formed date and time that no instant can hold (jiff's range, like most, ends just before
+                // year 10000): say that, not "not a date".
+                match civil(local, scheduled_at) {
+                    Ok(_) => ScheduleError::OutOfRange(scheduled_at.to_owned()),
+                    Err(e) => e,
+                }
+            })?;
+            Ok(Schedule { at, zoned: None })
+        }
+        (None, Some(tz)) => {
+            let dt = civil(text, scheduled_at)?;
+            let ambiguous = tz.to_ambiguous_zoned(dt);
+            match ambiguous.offset() {
+                AmbiguousOffset::Unambiguous { .. } => {
+                    let zoned = ambiguous
+                        .unambiguous()
+                        .map_err(|_| ScheduleError::OutOfRange(scheduled_at.to_owned()))?;
+                    Ok(Schedule {
+                        at: zoned.timestamp(),
+                        zoned: Some(zoned),
+                    })
+                }
+                AmbiguousOffset::Gap { before, after } => Err(ScheduleError::Nonexistent {
+                    local: text.to_owned(),
+                    zone: zone_name.to_owned(),
+                    before: rfc3339_offset(before),
+                    after: rfc3339_offset(after),
+                }),
+                AmbiguousOffset::Fold { before, after } => Err(ScheduleError::Ambiguous {
+                    local: text.to_owned(),
+                    zone: zone_name.to_owned(),
+                    before: rfc3339_offset(before),
+                    after: rfc3339_offset(after),
+                }),
+            }
+        }
+        (Some((local, _)), Some(tz)) => {
+            let at = text
+                .parse::<Timestamp>()
+                .map_err(|_| match civil(local, scheduled_at) {
+                    Ok(_) => ScheduleError::OutOfRange(scheduled_at.to_owned()),
+                    Err(e) => e,
+                })?;
+            // The offset must be one the zone's clock shows at that instant: it is how the repeated hour is told
+            // apart, and a mismatch is almost always a typo in one of the two fields. `Z` claims no local offset
+            // (RFC 9557): it names the instant in UTC, and the zone only says how to show it.
+            let zoned = at.to_zoned(tz);
+            let written = civil(local, scheduled_at)?;
+            let utc = text.ends_with(['Z', 'z']);
+            if !utc && zoned.datetime() != written {
+                return Err(ScheduleError::OffsetNotInZone {
+                    given: scheduled_at.to_owned(),
+                    zone: zone_name.to_owned(),
+                    actual: rfc3339_offset(zoned.offset()),
+                });
+            }
+            Ok(Schedule { at, zoned: Some(zoned) })
+        }
+    }
 }
 
 /// What the migration controller observed about the objects a migration involves.
@@ -201,24 +348,114 @@ mod tests {
         }
     }
 
+    fn at(text: &str) -> Timestamp {
+        parse_schedule(text, None).unwrap().at
+    }
+
     #[test]
-    fn schedules_need_an_offset_and_mean_one_instant() {
-        let amsterdam = parse_schedule("2026-12-05T22:00:00+01:00").unwrap();
-        let utc = parse_schedule("2026-12-05T21:00:00Z").unwrap();
-        let new_york = parse_schedule("2026-12-05T16:00:00-05:00").unwrap();
-        assert_eq!(amsterdam, utc);
-        assert_eq!(new_york, utc);
+    fn schedules_need_an_offset_or_a_zone_and_mean_one_instant() {
+        let amsterdam = at("2026-12-05T22:00:00+01:00");
+        assert_eq!(amsterdam, at("2026-12-05T21:00:00Z"));
+        assert_eq!(amsterdam, at("2026-12-05T16:00:00-05:00"));
+        let zoned = parse_schedule("2026-12-05T22:00:00", Some("Europe/Amsterdam")).unwrap();
+        assert_eq!(zoned.at, amsterdam);
+        assert_eq!(zoned.utc(), "2026-12-05T21:00:00Z");
         assert_eq!(
-            parse_schedule("2026-12-05T22:00:00"),
-            Err(ScheduleError::NoOffset("2026-12-05T22:00:00".into()))
+            zoned.local().as_deref(),
+            Some("2026-12-05T22:00:00+01:00[Europe/Amsterdam]")
         );
-        assert!(matches!(
-            parse_schedule("2026-13-05T22:00:00Z"),
-            Err(ScheduleError::Unparsable(_))
-        ));
-        assert!(matches!(parse_schedule("soon"), Err(ScheduleError::NoOffset(_))));
-        assert!(parse_schedule("2026-12-05T22:00:00+01:0é").is_err());
-        assert!(parse_schedule("é").is_err());
+        assert_eq!(parse_schedule("2026-12-05T21:00:00Z", None).unwrap().local(), None);
+        let without = parse_schedule("2026-12-05T22:00:00", None).unwrap_err();
+        assert_eq!(without, ScheduleError::NoOffset("2026-12-05T22:00:00".into()));
+        assert!(without.to_string().contains("timeZone"), "{without}");
+        for bad in [
+            "2026-13-05T22:00:00Z",
+            "soon",
+            "2026-12-05T22:00:00+01:0é",
+            "é",
+            "2026-02-30T10:00:00",
+        ] {
+            assert_eq!(
+                parse_schedule(bad, None).unwrap_err().reason(),
+                "InvalidSchedule",
+                "{bad}"
+            );
+            assert!(parse_schedule(bad, Some("UTC")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_zone_is_named() {
+        let e = parse_schedule("2026-12-05T22:00:00", Some("Europe/Amsterdan")).unwrap_err();
+        assert_eq!(e.reason(), "UnknownTimeZone");
+        assert!(e.to_string().contains("\"Europe/Amsterdan\""), "{e}");
+    }
+
+    /// The daylight-saving changes of 2026 in two zones on either side of the Atlantic: the spring gap and the
+    /// autumn repeat are refused with their reason, the times next to them mean what the zone's clock says, and an
+    /// offset picks one of the two repeated hours.
+    #[test]
+    fn daylight_saving_changes_in_two_zones() {
+        struct Change {
+            zone: &'static str,
+            gap: &'static str,
+            before_gap: (&'static str, &'static str),
+            after_gap: (&'static str, &'static str),
+            repeat: &'static str,
+            offsets: (&'static str, &'static str),
+        }
+        let changes = [
+            Change {
+                zone: "Europe/Amsterdam",
+                gap: "2026-03-29T02:30:00",
+                before_gap: ("2026-03-29T01:59:59", "2026-03-29T00:59:59Z"),
+                after_gap: ("2026-03-29T03:00:00", "2026-03-29T01:00:00Z"),
+                repeat: "2026-10-25T02:30:00",
+                offsets: ("+02:00", "+01:00"),
+            },
+            Change {
+                zone: "America/New_York",
+                gap: "2026-03-08T02:30:00",
+                before_gap: ("2026-03-08T01:59:59", "2026-03-08T06:59:59Z"),
+                after_gap: ("2026-03-08T03:00:00", "2026-03-08T07:00:00Z"),
+                repeat: "2026-11-01T01:30:00",
+                offsets: ("-04:00", "-05:00"),
+            },
+        ];
+        for c in changes {
+            let zone = Some(c.zone);
+            let gap = parse_schedule(c.gap, zone).unwrap_err();
+            assert_eq!(gap.reason(), "NonexistentLocalTime", "{}", c.zone);
+            assert!(gap.to_string().contains("does not exist in"), "{gap}");
+            for (local, utc) in [c.before_gap, c.after_gap] {
+                assert_eq!(parse_schedule(local, zone).unwrap().utc(), utc, "{} {local}", c.zone);
+            }
+
+            let repeat = parse_schedule(c.repeat, zone).unwrap_err();
+            assert_eq!(repeat.reason(), "AmbiguousLocalTime", "{}", c.zone);
+            let message = repeat.to_string();
+            // The message offers both readings, each of which is then accepted as written.
+            let (first, second) = (
+                format!("{}{}", c.repeat, c.offsets.0),
+                format!("{}{}", c.repeat, c.offsets.1),
+            );
+            assert!(message.contains(&first) && message.contains(&second), "{message}");
+            let first = parse_schedule(&first, zone).unwrap();
+            let second = parse_schedule(&second, zone).unwrap();
+            assert_eq!(second.at.as_second() - first.at.as_second(), 3600, "{}", c.zone);
+            assert!(
+                first
+                    .local()
+                    .unwrap()
+                    .ends_with(&format!("{}[{}]", c.offsets.0, c.zone))
+            );
+
+            // An offset the zone does not use then is a mistake in one of the two fields; `Z` names the instant.
+            let wrong = parse_schedule(&format!("{}+05:00", c.repeat), zone).unwrap_err();
+            assert_eq!(wrong.reason(), "OffsetNotInTimeZone", "{}", c.zone);
+            let utc = parse_schedule(&format!("{}Z", c.repeat), zone).unwrap();
+            assert_eq!(utc.utc(), format!("{}Z", c.repeat));
+        }
     }
 
     #[test]
@@ -226,20 +463,20 @@ mod tests {
         // Well formed, but no instant can hold it: not "not a date" (the year-9999 case).
         for text in ["9999-12-31T23:00:00+00:00", "9999-12-31T23:59:59Z"] {
             assert_eq!(
-                parse_schedule(text),
+                parse_schedule(text, None),
                 Err(ScheduleError::OutOfRange(text.into())),
                 "{text}"
             );
             assert!(
-                parse_schedule(text)
+                parse_schedule(text, None)
                     .unwrap_err()
                     .to_string()
                     .contains("outside the supported range")
             );
         }
-        assert!(parse_schedule("9999-06-01T00:00:00Z").is_ok());
+        assert!(parse_schedule("9999-06-01T00:00:00Z", None).is_ok());
         assert!(matches!(
-            parse_schedule("9999-02-30T00:00:00Z"),
+            parse_schedule("9999-02-30T00:00:00Z", None),
             Err(ScheduleError::Unparsable(_))
         ));
     }
@@ -295,7 +532,6 @@ mod tests {
 
     #[test]
     fn decisions_over_time() {
-        let at = |s: &str| parse_schedule(s).unwrap();
         let w = ready_world();
         let start = at("2026-12-05T21:00:00Z");
         assert_eq!(

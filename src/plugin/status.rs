@@ -116,7 +116,11 @@ pub fn render(
                 m.spec.database.clone(),
                 m.spec.target_network.clone(),
                 format!("{:?}", m.spec.effective_strategy()),
-                or_dash(m.spec.scheduled_at.clone()),
+                // The zone's clock when the customer named one, else the instant as written.
+                or_dash(
+                    s.and_then(|s| s.scheduled_for_local.clone())
+                        .or_else(|| m.spec.scheduled_at.clone()),
+                ),
                 state(s.map(|s| &s.common)),
             ]
         })

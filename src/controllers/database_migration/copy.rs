@@ -257,6 +257,7 @@ mod tests {
                 database: "orders".into(),
                 target_network: "prod".into(),
                 scheduled_at: None,
+                time_zone: None,
                 strategy: Some(MigrationStrategy::Replicate),
                 target: None,
                 delete_source_network: true,

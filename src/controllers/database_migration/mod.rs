@@ -30,7 +30,7 @@ use crate::{
     controllers::apply::{StepError, read},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
-    migration::{Decision, Observed, decide, loses_premises_access, parse_schedule},
+    migration::{Decision, Observed, Schedule, decide, loses_premises_access, parse_schedule},
     names::FIELD_MANAGER,
 };
 
@@ -299,7 +299,13 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
     }
 
     // Not started: check the schedule and the preconditions.
-    let scheduled = match m.spec.scheduled_at.as_deref().map(parse_schedule).transpose() {
+    let scheduled = match m
+        .spec
+        .scheduled_at
+        .as_deref()
+        .map(|at| parse_schedule(at, m.spec.time_zone.as_deref()))
+        .transpose()
+    {
         Ok(s) => s,
         Err(e) => {
             write(
@@ -308,7 +314,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
                 &mut status,
                 state::SCHEDULED,
                 (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True),
-                "InvalidSchedule",
+                e.reason(),
                 &e.to_string(),
                 None,
             )
@@ -335,7 +341,9 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
         .await?;
         return Ok(Action::await_change());
     }
-    status.scheduled_for = scheduled.map(|t| t.to_string());
+    status.scheduled_for = scheduled.as_ref().map(Schedule::utc);
+    status.scheduled_for_local = scheduled.as_ref().and_then(Schedule::local);
+    let scheduled = scheduled.map(|s| s.at);
     let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&m.spec.database)
         .await
@@ -592,7 +600,11 @@ async fn start_copy_job(
         cutover_at: if rollback {
             None
         } else {
-            m.spec.scheduled_at.as_deref().and_then(|s| parse_schedule(s).ok())
+            m.spec
+                .scheduled_at
+                .as_deref()
+                .and_then(|at| parse_schedule(at, m.spec.time_zone.as_deref()).ok())
+                .map(|s| s.at)
         },
         operator_image: &ctx.config.operator_image,
         cluster_domain: &ctx.config.cluster_domain,

@@ -1177,9 +1177,15 @@ fn table(rt: &ResourceType, items: &[Value], rv: &str) -> Value {
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
     ];
-    for (name, ty, _) in &rt.printer_columns {
-        let ty = if ty == "date" { "string" } else { ty.as_str() };
-        columns.push(json!({"name": name, "type": ty, "format": "", "description": "", "priority": 0}));
+    for column in &rt.printer_columns {
+        let ty = if column.ty == "date" {
+            "string"
+        } else {
+            column.ty.as_str()
+        };
+        columns.push(
+            json!({"name": column.name, "type": ty, "format": "", "description": "", "priority": column.priority}),
+        );
     }
     if rt.printer_columns.is_empty() {
         columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "", "priority": 0}));
@@ -1188,9 +1194,9 @@ fn table(rt: &ResourceType, items: &[Value], rv: &str) -> Value {
         .iter()
         .map(|obj| {
             let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
-            for (_, ty, path) in &rt.printer_columns {
-                let v = json_path(obj, path);
-                cells.push(match (ty.as_str(), v) {
+            for column in &rt.printer_columns {
+                let v = json_path(obj, &column.json_path);
+                cells.push(match (column.ty.as_str(), v) {
                     ("date", v) => json!(age(v.and_then(Value::as_str))),
                     (_, Some(Value::String(s))) => json!(s),
                     (_, Some(Value::Null)) | (_, None) => json!("<none>"),

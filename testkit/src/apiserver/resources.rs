@@ -21,10 +21,20 @@ pub struct ResourceType {
     pub status_subresource: bool,
     /// CRD schema and CEL rules; `None` for built-in kinds (not validated here).
     pub validator: Option<Arc<SchemaValidator>>,
-    /// CRD printer columns: (name, type, JSONPath).
-    pub printer_columns: Vec<(String, String, String)>,
+    /// CRD printer columns.
+    pub printer_columns: Vec<PrinterColumn>,
     /// Only for subresource-style virtual kinds (SelfSubjectAccessReview): create-only, never stored.
     pub create_only: bool,
+}
+
+/// One of a CRD's `additionalPrinterColumns`. kubectl shows those with priority 0 by default and the rest with
+/// `-o wide`.
+#[derive(Clone, Debug)]
+pub struct PrinterColumn {
+    pub name: String,
+    pub ty: String,
+    pub json_path: String,
+    pub priority: i64,
 }
 
 impl ResourceType {
@@ -370,11 +380,12 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             .map(|cols| {
                 cols.iter()
                     .filter_map(|c| {
-                        Some((
-                            c["name"].as_str()?.to_owned(),
-                            c["type"].as_str().unwrap_or("string").to_owned(),
-                            c["jsonPath"].as_str()?.to_owned(),
-                        ))
+                        Some(PrinterColumn {
+                            name: c["name"].as_str()?.to_owned(),
+                            ty: c["type"].as_str().unwrap_or("string").to_owned(),
+                            json_path: c["jsonPath"].as_str()?.to_owned(),
+                            priority: c["priority"].as_i64().unwrap_or(0),
+                        })
                     })
                     .collect()
             })
