@@ -70,11 +70,15 @@ async fn start_tunnel_as(c: &Cluster, kubeconfig: &std::path::Path, args: &[&str
 
 /// The engine's real command-line client (`mysql` / `mariadb`) through the tunnel.
 async fn client_query(engine: Engine, port: u16, sql: &str) -> Result<String, String> {
+    client_query_at(engine, "127.0.0.1", port, sql).await
+}
+
+async fn client_query_at(engine: Engine, host: &str, port: u16, sql: &str) -> Result<String, String> {
     let out = tokio::process::Command::new(engine.client())
         .args([
             "--no-defaults",
             "--protocol=tcp",
-            "-h127.0.0.1",
+            &format!("-h{host}"),
             &format!("-P{port}"),
             "-uroot",
             &format!("--password={ROOT}"),
@@ -184,10 +188,21 @@ async fn the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly(engin
         line.contains(&format!("connect to tcp://localhost:{port}")) && line.contains("-u acme_admin"),
         "{line}"
     );
-    assert_eq!(
-        client_query(engine, port, "SELECT v FROM shop.t").await.as_deref(),
-        Ok("42")
+    // Both loopback families listen (this machine has ::1), as kubectl port-forward does: a client that resolves
+    // `localhost` to ::1 first reaches the database too.
+    assert!(
+        line.contains(&format!("listening on 127.0.0.1:{port} and [::1]:{port}")),
+        "{line}"
     );
+    for host in ["127.0.0.1", "::1"] {
+        assert_eq!(
+            client_query_at(engine, host, port, "SELECT v FROM shop.t")
+                .await
+                .as_deref(),
+            Ok("42"),
+            "through {host}"
+        );
+    }
 
     // A session open through the tunnel while the forward is cut: it breaks; the next connection works again.
     let opts = mysql_async::OptsBuilder::default()
@@ -628,3 +643,58 @@ fn the_charts_tunnel_role_grants_what_the_plugin_checks() {
 }
 
 on_both_engines!(the_tunnel_reaches_the_database_follows_drops_and_refuses_clearly);
+
+/// A kubeconfig whose only cluster is `server` (any token; the server is never reached or never answers).
+fn kubeconfig_for(c: &Cluster, name: &str, server: &str) -> std::path::PathBuf {
+    let path = c.dir.path().join(format!("{name}.kubeconfig"));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: acme}}\ncurrent-context: x\n"
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
+}
+
+/// A server that accepts connections and never answers (a hung API server, or a load balancer in front of
+/// nothing) stops every command after the request timeout, 30 s unless `--request-timeout` says otherwise; a
+/// refused connection says so. Each error names the server and the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_refusing_server_is_named_with_its_cause_within_the_request_timeout() {
+    let c = Cluster::start().await;
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("https://127.0.0.1:{}", hanging.local_addr().unwrap().port());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            open.push(socket);
+        }
+    });
+    let silent = kubeconfig_for(&c, "silent", &hanging_url);
+    let expect_failure = |out: &Output, cause: &str, server: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("cannot reach the Kubernetes API server at {server}: {cause}")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.matches("error:").count(), 1, "says error once: {stderr}");
+    };
+    let out = run_as(&c, &silent, &["status", "--request-timeout", "2s"]).await;
+    expect_failure(&out, "no answer within 2s (--request-timeout)", &hanging_url);
+    let out = run_as(
+        &c,
+        &silent,
+        &["tunnel", "orders", "--request-timeout", "1", "--local-port", "0"],
+    )
+    .await;
+    expect_failure(&out, "no answer within 1s (--request-timeout)", &hanging_url);
+    // The default: 30 s, not the 400 s and more it used to wait.
+    let out = run_as(&c, &silent, &["vpn-config", "seattle"]).await;
+    expect_failure(&out, "no answer within 30s (--request-timeout)", &hanging_url);
+    held.abort();
+
+    let closed = free_port();
+    let refused_url = format!("https://127.0.0.1:{closed}");
+    let refused = kubeconfig_for(&c, "refused", &refused_url);
+    let out = run_as(&c, &refused, &["status"]).await;
+    expect_failure(&out, "Connection refused", &refused_url);
+}

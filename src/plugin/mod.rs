@@ -46,13 +46,23 @@ impl PluginError {
         }
     }
 
-    /// A Kubernetes error, with 403 turned into "Access denied".
+    /// A Kubernetes error, with 403 turned into "Access denied". A request that got no answer says which server
+    /// and why (`crate::client::Unreachable`), without kube's `ServiceError:` wrapping.
     pub fn from_kube(what: &str, e: kube::Error) -> PluginError {
         match e {
             kube::Error::Api(s) if s.code == 403 => PluginError::AccessDenied(format!("{what}: {}", s.message)),
+            kube::Error::Service(e) => PluginError::Kubernetes(format!("{what}: {e}")),
             other => PluginError::Kubernetes(format!("{what}: {other}")),
         }
     }
+}
+
+/// `--request-timeout`; `None` waits without limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestTimeout(pub Option<std::time::Duration>);
+
+fn parse_request_timeout(text: &str) -> Result<RequestTimeout, String> {
+    crate::client::parse_request_timeout(text).map(RequestTimeout)
 }
 
 /// kubectl plugin for appdb-operator: database tunnels, VPN device configurations and an overview.
@@ -86,6 +96,10 @@ pub struct Cli {
     /// Group to impersonate (repeatable), as kubectl's `--as-group`.
     #[arg(long = "as-group", global = true)]
     pub as_group: Vec<String>,
+    /// How long to wait for the server's answer to each request, as kubectl's flag: 0 for no limit, seconds, or a
+    /// duration (30s, 2m). An open tunnel's traffic is not limited by it.
+    #[arg(long, global = true, default_value = "30s", value_parser = parse_request_timeout)]
+    pub request_timeout: RequestTimeout,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -101,9 +115,9 @@ pub enum Command {
         /// Local port.
         #[arg(long, default_value_t = 3306)]
         local_port: u16,
-        /// Local address to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        address: IpAddr,
+        /// Local address to listen on (default: 127.0.0.1 and ::1, as kubectl port-forward does).
+        #[arg(long)]
+        address: Option<IpAddr>,
         /// Open every tunnel listed in this file (YAML: `tunnels: [{database, namespace, localPort, address}]`).
         #[arg(long, conflicts_with = "database")]
         config: Option<PathBuf>,
@@ -154,8 +168,8 @@ async fn client(cli: &Cli) -> Result<(kube::Client, String), PluginError> {
         config.auth_info.impersonate_groups = Some(cli.as_group.clone());
     }
     let namespace = config.default_namespace.clone();
-    let client =
-        crate::client::from_config(config, "kubectl-appdb").map_err(|e| PluginError::Kubernetes(e.to_string()))?;
+    let client = crate::client::interactive(config, "kubectl-appdb", cli.request_timeout.0)
+        .map_err(|e| PluginError::Kubernetes(e.to_string()))?;
     Ok((client, namespace))
 }
 

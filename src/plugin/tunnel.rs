@@ -32,16 +32,13 @@ pub struct TunnelSpec {
     pub namespace: Option<String>,
     #[serde(default = "default_port")]
     pub local_port: u16,
-    #[serde(default = "default_address")]
-    pub address: IpAddr,
+    /// Default: both loopback addresses (127.0.0.1 and ::1), as kubectl port-forward listens.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
 }
 
 fn default_port() -> u16 {
     3306
-}
-
-fn default_address() -> IpAddr {
-    IpAddr::from([127, 0, 0, 1])
 }
 
 #[derive(serde::Deserialize)]
@@ -141,7 +138,76 @@ async fn missing_permissions(
 pub struct Opened {
     pub spec: TunnelSpec,
     pub namespace: String,
-    pub listener: TcpListener,
+    /// One listener per address (both loopback families by default), all on the same port.
+    pub listeners: Vec<TcpListener>,
+}
+
+impl Opened {
+    /// Where clients connect: `localhost:PORT` when both loopback addresses (or one that `localhost` names) are
+    /// bound, else the bound address itself.
+    pub fn connect_to(&self) -> String {
+        let bound: Vec<SocketAddr> = self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        match bound.as_slice() {
+            [only] => display_address(only.ip(), only.port()),
+            [first, ..] => format!("localhost:{}", first.port()),
+            [] => String::new(),
+        }
+    }
+
+    /// The addresses actually bound, as `127.0.0.1:3306 and [::1]:3306`.
+    pub fn bound(&self) -> String {
+        let bound: Vec<String> = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        bound.join(" and ")
+    }
+}
+
+/// Binds the tunnel's local port. An explicit address is bound alone. By default 127.0.0.1 is required and ::1 is
+/// added on the same port when the machine has IPv6 (a client that resolves `localhost` to ::1 first then finds the
+/// tunnel too). Were 127.0.0.1's port taken, `localhost` could lead a client to whatever holds it, so that fails.
+pub async fn bind(address: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener>, Option<String>), PluginError> {
+    let bind_one =
+        |ip: IpAddr, port: u16| async move { TcpListener::bind(SocketAddr::new(ip, port)).await.map_err(|e| (ip, e)) };
+    let failed = |ip: IpAddr, port: u16, e: std::io::Error| PluginError::Bind {
+        address: display_address(ip, port),
+        reason: e.to_string(),
+    };
+    match address {
+        Some(ip) => {
+            let listener = bind_one(ip, port).await.map_err(|(ip, e)| failed(ip, port, e))?;
+            Ok((vec![listener], None))
+        }
+        None => {
+            let v4 = IpAddr::from([127, 0, 0, 1]);
+            let first = bind_one(v4, port).await.map_err(|(_, e)| PluginError::Bind {
+                address: format!("localhost:{port}"),
+                reason: e.to_string(),
+            })?;
+            let port = first.local_addr().map(|a| a.port()).unwrap_or(port);
+            match bind_one(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), port).await {
+                Ok(second) => Ok((vec![first, second], None)),
+                // No IPv6 on this machine: 127.0.0.1 is all `localhost` can mean.
+                Err((_, e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+                    ) || e.raw_os_error() == Some(97) =>
+                {
+                    Ok((vec![first], None))
+                }
+                Err((ip, e)) => Ok((
+                    vec![first],
+                    Some(format!(
+                        "listening on 127.0.0.1:{port} only: cannot listen on [{ip}]:{port} ({e}); connect to 127.0.0.1, not localhost"
+                    )),
+                )),
+            }
+        }
+    }
 }
 
 /// Checks access and existence and binds the local port, in that order (so each failure says the right thing).
@@ -200,16 +266,14 @@ pub async fn open(client: &Client, namespace: &str, spec: TunnelSpec) -> Result<
     if !missing.is_empty() {
         return Err(denied(missing));
     }
-    let listener = TcpListener::bind(SocketAddr::new(spec.address, spec.local_port))
-        .await
-        .map_err(|e| PluginError::Bind {
-            address: display_address(spec.address, spec.local_port),
-            reason: e.to_string(),
-        })?;
+    let (listeners, warning) = bind(spec.address, spec.local_port).await?;
+    if let Some(warning) = warning {
+        eprintln!("warning: {namespace}/{}: {warning}", spec.database);
+    }
     Ok(Opened {
         spec,
         namespace: namespace.to_owned(),
-        listener,
+        listeners,
     })
 }
 
@@ -273,14 +337,26 @@ pub async fn serve(client: Client, opened: Opened) {
     let Opened {
         spec,
         namespace,
-        listener,
+        listeners,
     } = opened;
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel::<TcpStream>();
+    for listener in listeners {
+        let accepted_tx = accepted_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok((local, _)) = listener.accept().await
+                    && accepted_tx.send(local).is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
     let mut last_pod: Option<String> = None;
     let (pods_tx, mut pods_rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((local, _)) = accepted else { continue };
+            Some(local) = accepted_rx.recv() => {
                 let (client, namespace, database, tx) =
                     (client.clone(), namespace.clone(), spec.database.clone(), pods_tx.clone());
                 tokio::spawn(async move {
@@ -334,13 +410,14 @@ pub async fn run(client: Client, namespace: &str, specs: Vec<TunnelSpec>) -> Res
             .flatten()
             .map(|d| d.spec.admin.username)
             .unwrap_or_default();
+        let first = o.listeners.first().and_then(|l| l.local_addr().ok());
+        let (host, port) = first.map_or((String::new(), 0), |a| (a.ip().to_string(), a.port()));
         println!(
-            "{}/{}: connect to tcp://{} (for example: mariadb -h {} -P {} -u {admin} -p)",
+            "{}/{}: connect to tcp://{} (listening on {}; for example: mariadb -h {host} -P {port} -u {admin} -p)",
             o.namespace,
             o.spec.database,
-            display_address(o.spec.address, o.spec.local_port),
-            o.spec.address,
-            o.spec.local_port
+            o.connect_to(),
+            o.bound(),
         );
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -357,6 +434,75 @@ pub async fn run(client: Client, namespace: &str, specs: Vec<TunnelSpec>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether this machine can listen on ::1 at all (the default then binds both families).
+    async fn has_ipv6_loopback() -> bool {
+        TcpListener::bind("[::1]:0").await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn by_default_both_loopback_families_listen_on_one_port() {
+        let (listeners, warning) = bind(None, 0).await.unwrap();
+        assert_eq!(warning, None);
+        let bound: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        assert_eq!(bound[0].ip(), IpAddr::from([127, 0, 0, 1]));
+        if has_ipv6_loopback().await {
+            assert_eq!(bound.len(), 2, "{bound:?}");
+            assert_eq!(bound[1].ip(), IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+            assert_eq!(bound[0].port(), bound[1].port(), "one port for both");
+        } else {
+            assert_eq!(bound.len(), 1, "{bound:?}");
+        }
+        let opened = Opened {
+            spec: TunnelSpec {
+                database: "orders".into(),
+                namespace: None,
+                local_port: 0,
+                address: None,
+            },
+            namespace: "acme".into(),
+            listeners,
+        };
+        assert_eq!(opened.connect_to(), format!("localhost:{}", bound[0].port()));
+        assert!(opened.bound().starts_with("127.0.0.1:"), "{}", opened.bound());
+    }
+
+    #[tokio::test]
+    async fn a_taken_ipv4_port_fails_and_a_taken_ipv6_port_warns() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = bind(None, port).await.err().expect("127.0.0.1's port is taken");
+        assert_eq!(e.exit_code(), 5);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("while binding to tcp://localhost:{port}")),
+            "{e}"
+        );
+        drop(taken);
+
+        if has_ipv6_loopback().await {
+            // A port held on ::1 only (an ephemeral port of ::1 is almost always free on 127.0.0.1; try a few).
+            let mut checked = false;
+            for _ in 0..20 {
+                let taken = TcpListener::bind("[::1]:0").await.unwrap();
+                let port = taken.local_addr().unwrap().port();
+                let Ok((listeners, warning)) = bind(None, port).await else {
+                    continue;
+                };
+                assert_eq!(listeners.len(), 1);
+                let warning = warning.expect("a warning names the address it could not take");
+                assert!(warning.contains(&format!("[::1]:{port}")), "{warning}");
+                assert!(warning.contains("connect to 127.0.0.1, not localhost"), "{warning}");
+                checked = true;
+                break;
+            }
+            assert!(checked, "no port was free on 127.0.0.1 while held on ::1, in 20 tries");
+        }
+        // An explicit address is bound alone, and printed as itself.
+        let (listeners, _) = bind(Some(IpAddr::from([127, 0, 0, 2])), 0).await.unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].local_addr().unwrap().ip(), IpAddr::from([127, 0, 0, 2]));
+    }
 
     #[test]
     fn only_the_addresses_localhost_names_print_as_localhost() {
@@ -387,7 +533,8 @@ mod tests {
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[0].local_port, 3306);
         assert_eq!(specs[0].namespace.as_deref(), Some("acme"));
-        assert_eq!(specs[1].address, IpAddr::from([127, 0, 0, 2]));
+        assert_eq!(specs[1].address, Some(IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(specs[0].address, None, "both loopback addresses by default");
         assert!(matches!(parse_config("tunnels: []"), Err(PluginError::Usage(_))));
         assert!(matches!(
             parse_config("tunnels:\n- database: x\n  port: 1\n"),
