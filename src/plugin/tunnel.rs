@@ -471,7 +471,9 @@ mod tests {
     async fn a_taken_ipv4_port_fails_and_a_taken_ipv6_port_warns() {
         let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = taken.local_addr().unwrap().port();
-        let e = bind(None, port).await.err().expect("127.0.0.1's port is taken");
+        let Err(e) = bind(None, port).await else {
+            panic!("127.0.0.1's port is taken, yet the tunnel bound it");
+        };
         assert_eq!(e.exit_code(), 5);
         assert!(
             e.to_string()
