@@ -698,3 +698,86 @@ async fn a_silent_or_refusing_server_is_named_with_its_cause_within_the_request_
     let out = run_as(&c, &refused, &["status"]).await;
     expect_failure(&out, "Connection refused", &refused_url);
 }
+
+/// kubectl's plugin completion (`kubectl __complete appdb …`, what the shell scripts of `kubectl completion` call)
+/// finds `kubectl_complete-appdb` on PATH, as shipped in `plugins/`, and offers subcommands, database names,
+/// connection names, device names and namespaces from the test API server, honouring `-n` and `--kubeconfig`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_completion_through_kubectl_offers_names_from_the_cluster() {
+    let c = Cluster::start().await;
+    c.install_crds().await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: globex}\n").await;
+    for (ns, db) in [("acme", "orders"), ("acme", "billing"), ("globex", "ledger")] {
+        apply(&c, &format!("apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {{name: {db}, namespace: {ns}}}\nspec:\n  network: prod\n  admin: {{username: acme_admin, passwordSecretRef: {{name: a, key: password}}}}\n  storage: {{size: 1Gi}}\n")).await;
+    }
+    apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: VpnConnection\nmetadata: {name: seattle, namespace: acme}\nspec:\n  network: prod\n  customerCidrs: [192.168.10.0/24]\n  customerGatewayAddress: 198.51.100.7\n").await;
+
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-appdb"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+    let path = format!(
+        "{}:{}:{}",
+        bin.display(),
+        shipped.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let home = c.dir.path().to_owned();
+    let complete = |args: Vec<String>| {
+        let path = path.clone();
+        let kubeconfig = c.kubeconfig();
+        let home = home.clone();
+        async move {
+            let out = tokio::process::Command::new("kubectl")
+                .arg("__complete")
+                .arg("appdb")
+                .args(&args)
+                .env("PATH", path)
+                .env("KUBECONFIG", kubeconfig)
+                .env("HOME", home)
+                .output()
+                .await
+                .expect("run kubectl __complete");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut lines: Vec<String> = stdout
+                .lines()
+                .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+                .collect();
+            let directive = lines.pop().unwrap_or_default();
+            (lines, directive)
+        }
+    };
+    let words = |text: &str| -> Vec<String> {
+        let mut words: Vec<String> = text.split(' ').map(str::to_owned).collect();
+        if text.is_empty() {
+            words = vec![String::new()];
+        }
+        words
+    };
+    for (typed, expected, directive) in [
+        ("", vec!["tunnel", "vpn-config", "status", "help"], ":4"),
+        ("tunnel -n acme ", vec!["billing", "orders"], ":4"),
+        ("-n acme tunnel o", vec!["orders"], ":4"),
+        ("tunnel -n globex ", vec!["ledger"], ":4"),
+        ("vpn-config -n acme ", vec!["seattle"], ":4"),
+        ("vpn-config seattle --device cisco", vec!["cisco-ios.txt"], ":4"),
+        ("status -n gl", vec!["globex"], ":4"),
+        ("tunnel --config ", vec![], ":0"),
+    ] {
+        let (mut got, got_directive) = complete(words(typed)).await;
+        got.sort();
+        let mut expected: Vec<String> = expected.into_iter().map(str::to_owned).collect();
+        expected.sort();
+        assert_eq!(
+            (got, got_directive.as_str()),
+            (expected, directive),
+            "completing {typed:?}"
+        );
+    }
+    // Another cluster's kubeconfig, named on the command line, is the one asked (here: one that is not there).
+    let (got, _) = complete(words("--kubeconfig /nonexistent tunnel -n acme ")).await;
+    assert!(got.is_empty(), "{got:?}");
+}

@@ -271,3 +271,122 @@ fn hcl_default(hcl: &str, variable: &str) -> String {
         .expect("default");
     line.split('"').nth(1).expect("quoted").to_owned()
 }
+
+/// The kubectl plugin is released for linux and darwin, amd64 and arm64, and the krew manifest installs exactly
+/// what the release job packs: every placeholder is one the job fills in, every URI is an archive it attaches, and
+/// the completion script travels with the binary.
+#[test]
+fn the_release_builds_the_plugin_for_four_platforms_and_the_krew_manifest_matches_the_archives() {
+    let release = yaml(".github/workflows/release.yml");
+    let plugin = &release["jobs"]["plugin"];
+    let platforms: Vec<(String, String, String)> = plugin["strategy"]["matrix"]["include"]
+        .as_array()
+        .expect("a platform matrix")
+        .iter()
+        .map(|p| {
+            (
+                p["os"].as_str().unwrap().to_owned(),
+                p["arch"].as_str().unwrap().to_owned(),
+                p["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut pairs: Vec<String> = platforms.iter().map(|(os, arch, _)| format!("{os}_{arch}")).collect();
+    pairs.sort();
+    assert_eq!(pairs, ["darwin_amd64", "darwin_arm64", "linux_amd64", "linux_arm64"]);
+    for (os, arch, target) in &platforms {
+        let expected_arch = if arch == "amd64" { "x86_64" } else { "aarch64" };
+        assert!(target.starts_with(expected_arch), "{os}/{arch}: {target}");
+        assert!(
+            target.contains(if os == "linux" { "linux" } else { "apple-darwin" }),
+            "{target}"
+        );
+    }
+    let plugin_steps = steps(&release, "plugin");
+    let package = plugin_steps
+        .iter()
+        .find(|s| s["name"] == "Package")
+        .and_then(|s| s["run"].as_str())
+        .expect("a Package step");
+    let build = plugin_steps
+        .iter()
+        .find(|s| s["run"].as_str().is_some_and(|r| r.contains("cargo build")))
+        .and_then(|s| s["run"].as_str())
+        .expect("a build step");
+    assert!(build.contains("--locked") && build.contains("--bin kubectl-appdb") && build.contains("--release"));
+
+    let krew = steps(&release, "krew");
+    let render = krew
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .find(|r| r.contains("envsubst"))
+        .expect("the manifest is rendered");
+    assert!(release["jobs"]["krew"]["needs"] == "plugin");
+    assert!(
+        render.contains("grep") && render.contains("exit 1"),
+        "an unfilled placeholder fails the job"
+    );
+
+    // Render the manifest as the job does (every ${NAME} it exports), with stand-in checksums.
+    let template = read("plugins/appdb.yaml");
+    let version = chart_app_version();
+    let mut rendered = template.replace("${VERSION}", &version);
+    for pair in &pairs {
+        assert!(
+            render.contains("SHA256_${platform}") && render.contains(pair.as_str()),
+            "{pair}"
+        );
+        rendered = rendered.replace(&format!("${{SHA256_{pair}}}"), &"ab".repeat(32));
+    }
+    assert!(!rendered.contains("${"), "every placeholder is one the job fills in");
+    let manifest: Value = serde_saphyr::from_str(&rendered).expect("the manifest is YAML");
+    assert_eq!(manifest["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(
+        manifest["metadata"]["name"], "appdb",
+        "krew names the plugin after kubectl-appdb"
+    );
+    assert_eq!(manifest["spec"]["version"], format!("v{version}"));
+    assert!(manifest["spec"]["shortDescription"].as_str().unwrap().len() <= 60);
+    let listed = manifest["spec"]["platforms"].as_array().expect("platforms");
+    assert_eq!(listed.len(), 4);
+    for platform in listed {
+        let labels = &platform["selector"]["matchLabels"];
+        let pair = format!(
+            "{}_{}",
+            labels["os"].as_str().unwrap(),
+            labels["arch"].as_str().unwrap()
+        );
+        let archive = format!("kubectl-appdb_v{version}_{pair}.tar.gz");
+        let uri = platform["uri"].as_str().unwrap();
+        assert!(
+            uri.ends_with(&format!("/releases/download/v{version}/{archive}")),
+            "{uri}"
+        );
+        let sha = platform["sha256"].as_str().unwrap();
+        assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{sha}");
+        assert_eq!(platform["bin"], "kubectl-appdb");
+        // Every file the manifest installs is one the Package step puts into the archive.
+        let files: Vec<&str> = platform["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["from"].as_str().unwrap())
+            .collect();
+        assert!(files.contains(&"kubectl_complete-appdb"), "{files:?}");
+        let tar = package.lines().find(|l| l.contains("tar ")).expect("a tar line");
+        for file in files {
+            assert!(tar.contains(file), "{file} is packed: {tar}");
+        }
+        assert!(package.contains("kubectl-appdb_v${version}_${{ matrix.os }}_${{ matrix.arch }}"));
+    }
+    // The completion script runs the binary's completion, and is executable.
+    let script = read("plugins/kubectl_complete-appdb");
+    assert!(script.starts_with("#!/bin/sh") && script.contains("exec kubectl-appdb __complete \"$@\""));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(Path::new(ROOT).join("plugins/kubectl_complete-appdb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert!(mode & 0o111 != 0, "executable");
+}

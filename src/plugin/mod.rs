@@ -4,7 +4,9 @@
 //!   occasional direct access with a tool such as MySQL Workbench. Access is Kubernetes RBAC.
 //! * `vpn-config`: the customer's VPN device configuration from a VpnConnection's download Secret.
 //! * `status`: networks, databases, tunnels and migrations of a namespace in one table.
+//! * shell completion through kubectl (`kubectl_complete-appdb`, see `complete`).
 
+pub mod complete;
 pub mod status;
 pub mod tunnel;
 
@@ -171,6 +173,31 @@ async fn client(cli: &Cli) -> Result<(kube::Client, String), PluginError> {
     let client = crate::client::interactive(config, "kubectl-appdb", cli.request_timeout.0)
         .map_err(|e| PluginError::Kubernetes(e.to_string()))?;
     Ok((client, namespace))
+}
+
+/// The binary's entry: shell completion when asked for it (`kubectl-appdb __complete …`, or run under the name
+/// `kubectl_complete-appdb`, as kubectl's plugin completion calls it), else the command line.
+pub async fn entry() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let completing = if invoked_as.starts_with("kubectl_complete-appdb") {
+        Some(&args[1..])
+    } else if args.get(1).map(String::as_str) == Some("__complete") {
+        Some(&args[2..])
+    } else {
+        None
+    };
+    match completing {
+        Some(words) => {
+            print!("{}", complete::complete(words).await);
+            ExitCode::SUCCESS
+        }
+        None => main(<Cli as clap::Parser>::parse()).await,
+    }
 }
 
 /// Runs the plugin; errors are printed as `error: …` with their exit code.
