@@ -173,6 +173,10 @@ fn the_install_notes_name_this_release() {
         .expect("NOTES.txt rendered");
     assert!(notes.contains("rollout status deployment/appdb-operator"), "{notes}");
     assert!(notes.contains("never overlap 10.42.0.0/16"), "{notes}");
+    assert!(
+        notes.contains("pod-security.kubernetes.io/enforce=privileged") && notes.contains("PodSecurityForbidsGateway"),
+        "where the gateways run, and what a namespace that refuses them reports: {notes}"
+    );
 }
 
 fn value_sets() -> Vec<Option<std::path::PathBuf>> {

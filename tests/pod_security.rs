@@ -26,7 +26,9 @@ async fn database_and_job_pods_are_restricted_and_gateways_need_privileged() {
     let c = Cluster::start().await;
     c.install_crds().await;
     let _op = spawn_operator(&c, free_port(), &["--allow-documentation-gateways", "true"]).await;
-    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: acme}\n").await;
+    // A namespace with VPNs is labelled privileged by the platform (docs/vpn.md); the operator refuses to build
+    // gateways in one that enforces less (tests/vpn_connection.rs).
+    apply(&c, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: acme\n  labels: {pod-security.kubernetes.io/enforce: privileged}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: prod, namespace: acme}\nspec: {cidr: 10.20.30.64/26}\n").await;
     apply(&c, "apiVersion: v1\nkind: Secret\nmetadata: {name: orders-admin, namespace: acme}\nstringData: {password: first-Secret-9}\n").await;
     apply(&c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: orders, namespace: acme}\nspec:\n  network: prod\n  admin: {username: acme_admin, passwordSecretRef: {name: orders-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
@@ -71,9 +73,22 @@ async fn database_and_job_pods_are_restricted_and_gateways_need_privileged() {
             "{what}: {spec}"
         );
     }
+    let enforced = c
+        .ok(&[
+            "get",
+            "namespace",
+            "acme",
+            "-o",
+            r#"jsonpath={.metadata.labels.pod-security\.kubernetes\.io/enforce}"#,
+        ])
+        .await;
+    assert_eq!(enforced, "privileged");
     for tunnel in ["deployment/seattle-tunnel1", "deployment/seattle-tunnel2"] {
         let spec = template(&c, tunnel).await;
-        assert!(violations(&spec, Level::Privileged).is_empty());
+        assert!(
+            violations(&spec, Level::Privileged).is_empty(),
+            "passes its namespace's level"
+        );
         let beyond_baseline = violations(&spec, Level::Baseline);
         assert_eq!(
             beyond_baseline.len(),

@@ -579,3 +579,61 @@ async fn host_network_gateways_use_their_nodes_address() {
         "the pod fills in its own address: {gateway}"
     );
 }
+
+/// A namespace whose Pod Security level refuses the gateway pods (they need NET_ADMIN as root) gets no gateway
+/// objects and a reason on the VpnConnection, instead of a Deployment whose pods are refused unseen; relabelling
+/// the namespace `privileged` (what docs/vpn.md tells the platform to do) builds them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_that_refuses_privileged_pods_is_named_and_relabelling_it_proceeds() {
+    let c = Cluster::start().await;
+    let (_op, _) = setup(&c).await;
+    c.ok(&[
+        "label",
+        "namespace",
+        "acme",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ])
+    .await;
+    apply(&c, &vpn("seattle", "192.168.10.0/24", "")).await;
+    wait_reason(&c, "seattle", "PodSecurityForbidsGateway").await;
+    let message = get(&c, "vpn/seattle", r#"{.status.conditions[?(@.type=="Ready")].message}"#).await;
+    assert!(
+        message.contains("enforces the \"restricted\" Pod Security level")
+            && message.contains("pod-security.kubernetes.io/enforce=privileged"),
+        "{message}"
+    );
+    assert_eq!(
+        get(
+            &c,
+            "vpn/seattle",
+            r#"{.status.conditions[?(@.type=="Stalled")].status}"#
+        )
+        .await,
+        "True"
+    );
+    assert!(
+        !c.kubectl(&["get", "deployment", "seattle-tunnel1", "-n", "acme"])
+            .await
+            .status
+            .success(),
+        "no gateway Deployment in a namespace that would refuse its pods"
+    );
+
+    c.ok(&[
+        "label",
+        "namespace",
+        "acme",
+        "pod-security.kubernetes.io/enforce=privileged",
+        "--overwrite",
+    ])
+    .await;
+    eventually(30, "the gateways once the namespace admits them", || async {
+        c.kubectl(&["get", "svc", "seattle-tunnel1", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    assert_ne!(ready_reason(&c, "seattle").await, "PodSecurityForbidsGateway");
+}

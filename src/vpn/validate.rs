@@ -118,8 +118,60 @@ pub fn customer_gateway(text: &str, allow_documentation: bool) -> Result<Ipv4Add
     Ok(address)
 }
 
+/// The Pod Security Admission label that decides which pods a namespace admits.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+/// The gateway pods need `NET_ADMIN` as root (XFRM or the TUN device), which only the `privileged` Pod Security
+/// level admits. A namespace enforcing `baseline` or `restricted` would refuse every gateway pod, and the
+/// Deployment would only say so in a ReplicaSet's events: say it on the VpnConnection instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "namespace {namespace} enforces the {level:?} Pod Security level, which refuses the VPN gateway pods (they need NET_ADMIN as root); the platform labels namespaces that may run VPN gateways {POD_SECURITY_ENFORCE}=privileged (docs/vpn.md, \"Pod Security\")"
+)]
+pub struct PodSecurityForbidsGateway {
+    pub namespace: String,
+    pub level: String,
+}
+
+impl PodSecurityForbidsGateway {
+    pub fn reason(&self) -> &'static str {
+        "PodSecurityForbidsGateway"
+    }
+}
+
+/// Whether a namespace with this `enforce` label admits the gateway pods. No label: the cluster's default level
+/// applies, which the operator cannot read; it is `privileged` unless the platform configured otherwise.
+pub fn gateway_admitted(namespace: &str, enforce: Option<&str>) -> Result<(), PodSecurityForbidsGateway> {
+    match enforce.map(str::trim) {
+        None | Some("privileged") => Ok(()),
+        Some(level) => Err(PodSecurityForbidsGateway {
+            namespace: namespace.to_owned(),
+            level: level.to_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_a_privileged_namespace_admits_the_gateways() {
+        assert_eq!(gateway_admitted("acme", None), Ok(()));
+        assert_eq!(gateway_admitted("acme", Some("privileged")), Ok(()));
+        for level in ["baseline", "restricted"] {
+            let e = gateway_admitted("acme", Some(level)).unwrap_err();
+            assert_eq!(e.reason(), "PodSecurityForbidsGateway");
+            let message = e.to_string();
+            assert!(
+                message.contains(&format!("enforces the \"{level}\" Pod Security level")),
+                "{message}"
+            );
+            assert!(
+                message.contains("pod-security.kubernetes.io/enforce=privileged"),
+                "{message}"
+            );
+        }
+    }
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {

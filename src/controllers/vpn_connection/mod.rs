@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use crate::controllers::events::{EventType, Recorder};
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Pod, Secret, Service},
+    core::v1::{Namespace, Pod, Secret, Service},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -45,7 +45,7 @@ use crate::{
         model::{Connection, Psk, Tunnel},
         psk::generate_psk,
         render::Exposure,
-        validate::{customer_cidrs, customer_gateway},
+        validate::{POD_SECURITY_ENFORCE, customer_cidrs, customer_gateway, gateway_admitted},
     },
 };
 
@@ -157,6 +157,7 @@ impl Controller for VpnConnectionController {
             let by_network = store.clone();
             let by_secret = store.clone();
             let by_database = store.clone();
+            let by_namespace = store.clone();
             let controller = controller
                 .owns(Api::<Service>::all(client.clone()), managed.clone())
                 .owns(Api::<Deployment>::all(client.clone()), managed.clone())
@@ -200,6 +201,14 @@ impl Controller for VpnConnectionController {
                     move |network| {
                         let ns = network.namespace();
                         crate::controllers::related_in(&by_network, ns, |v| v.spec.network == network.name_any())
+                    },
+                )
+                // The platform relabelling a namespace's Pod Security level: its connections are checked again.
+                .watches(
+                    Api::<Namespace>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |namespace| {
+                        crate::controllers::related_in(&by_namespace, Some(namespace.name_any()), |_| true)
                     },
                 )
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
@@ -450,6 +459,19 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
             }
         }
     };
+    // The namespace must admit the gateway pods at all (Pod Security), before anything is built for them.
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get_opt(&ns)
+        .await
+        .map_err(read("the Namespace"))?;
+    let enforce = namespace
+        .as_ref()
+        .and_then(|n| n.labels().get(POD_SECURITY_ENFORCE).cloned());
+    let block = block.and_then(|b| {
+        gateway_admitted(&ns, enforce.as_deref())
+            .map(|()| b)
+            .map_err(|e| Problem::stalled(e.reason(), e))
+    });
     let validated = match block {
         Err(p) => Err(p),
         Ok(block) => match customer_cidrs(&vpn.spec.customer_cidrs, block, &ctx.config.pool.reserved) {
