@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod builtin_schemas;
 pub mod copying;
 pub mod customers;
 pub mod dbserver;

@@ -13,6 +13,10 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        // Built-in kinds are validated against the Kubernetes schemas; a run without them would prove less.
+        if let Err(why) = TestApiServer::validates_builtin_kinds() {
+            panic!("the test API server cannot validate built-in kinds: {why}");
+        }
         let server = TestApiServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .expect("start test API server");

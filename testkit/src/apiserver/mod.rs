@@ -193,6 +193,12 @@ pub struct TestApiServer {
 }
 
 impl TestApiServer {
+    /// Whether built-in kinds are validated against the Kubernetes schemas (`kubernetes-validate` installed), and
+    /// if not, why. Tests assert it, so that the check never goes missing silently.
+    pub fn validates_builtin_kinds() -> Result<(), String> {
+        crate::builtin_schemas::shared().map(|_| ()).map_err(str::to_owned)
+    }
+
     /// Starts serving on `addr` (use port 0 for a free port).
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
         let state = Arc::new(ServerState {

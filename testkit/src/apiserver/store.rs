@@ -295,11 +295,20 @@ impl Store {
     }
 
     fn validate(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>, strict: bool) -> Result<(), ApiError> {
-        let Some(validator) = &rt.validator else {
+        // Custom resources: their CRD's schema and CEL rules. Built-in kinds: the Kubernetes schemas, where
+        // installed (`builtin_schemas`; the tests require them, see `validates_builtin_kinds`).
+        let check = |obj: &Value| -> Option<Vec<crate::schema::FieldError>> {
+            match &rt.validator {
+                Some(validator) => Some(validator.validate(obj, old)),
+                None => crate::builtin_schemas::shared()
+                    .ok()?
+                    .validate(&rt.api_version(), &rt.kind, obj),
+            }
+        };
+        let Some(mut errors) = check(obj) else {
             return Ok(());
         };
         let name = meta_str(obj, "name").unwrap_or_default().to_owned();
-        let mut errors = validator.validate(obj, old);
         if !strict {
             let (unknown, rest): (Vec<_>, Vec<_>) = errors
                 .into_iter()
@@ -308,7 +317,7 @@ impl Store {
                 prune(obj, &e.field);
             }
             errors = if rest.is_empty() {
-                validator.validate(obj, old)
+                check(obj).unwrap_or_default()
             } else {
                 rest
             };
