@@ -219,6 +219,117 @@ async fn server_side_apply_tracks_field_owners() {
     assert!(!data.contains("key") && data.contains("other"), "{data}");
 }
 
+/// In built-in kinds, server-side apply and strategic merge patch merge the associative lists item by item, with
+/// ownership per item, as a real server does: two managers keep their own environment variables in one container,
+/// a strategic patch adds a variable and deletes another by key, and a conflict names the item. A wrong type and an
+/// unknown field are refused against the Kubernetes schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn associative_lists_merge_by_key_and_built_in_kinds_are_validated() {
+    let c = Cluster::start().await;
+    c.ok(&["create", "namespace", "lists"]).await;
+    let deployment = |env: &str, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: lists}}\nspec:\n  selector: {{matchLabels: {{app: x}}}}\n  template:\n    metadata: {{labels: {{app: x}}}}\n    spec:\n      containers:\n      - name: app\n{image}        env: [{env}]\n"
+        )
+    };
+    let apply_as = |manager: &'static str, body: String| {
+        let c = &c;
+        async move {
+            c.kubectl_stdin(
+                &["apply", "--server-side", "--field-manager", manager, "-f", "-"],
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let out = apply_as("chart", deployment("{name: A, value: '1'}", "        image: app:1\n")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apply_as("injector", deployment("{name: B, value: '2'}", "")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let env = || async {
+        c.ok(&[
+            "get",
+            "deploy",
+            "app",
+            "-n",
+            "lists",
+            "-o",
+            "jsonpath={range .spec.template.spec.containers[0].env[*]}{.name}={.value} {end}",
+        ])
+        .await
+    };
+    assert_eq!(env().await.trim(), "A=1 B=2", "both managers' variables, in order");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "app",
+            "-n",
+            "lists",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ])
+        .await,
+        "app:1",
+        "the injector's apply leaves the chart's image alone"
+    );
+    // The chart setting the injector's variable conflicts, naming the item.
+    let out = apply_as(
+        "chart",
+        deployment("{name: A, value: '1'}, {name: B, value: '3'}", "        image: app:1\n"),
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("injector") && err.contains(r#".env[name="B"].value"#),
+        "{err}"
+    );
+    // The chart dropping its own variable removes only that item.
+    let out = apply_as("chart", deployment("", "        image: app:1\n")).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env().await.trim(), "B=2");
+
+    // Strategic merge patch: add C to the container by name, delete B by key.
+    c.ok(&[
+        "patch",
+        "deploy",
+        "app",
+        "-n",
+        "lists",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","env":[{"name":"C","value":"3"},{"name":"B","$patch":"delete"}]}]}}}}"#,
+    ])
+    .await;
+    assert_eq!(env().await.trim(), "C=3");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "app",
+            "-n",
+            "lists",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}"
+        ])
+        .await,
+        "app",
+        "the container was merged by name, not replaced or added"
+    );
+
+    // Built-in kinds are validated: a wrong type, and an unknown field under strict field validation (kubectl's
+    // default).
+    let wrong = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: typed, namespace: lists}\nspec:\n  replicas: two\n  selector: {matchLabels: {app: x}}\n  template:\n    metadata: {labels: {app: x}}\n    spec: {containers: [{name: app, image: a}]}\n";
+    let err = c.fails(&["apply", "--server-side", "-f", "-"], Some(wrong)).await;
+    assert!(err.contains("spec.replicas") && err.contains("integer"), "{err}");
+    let unknown = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo, namespace: lists}\ndatta: {a: b}\n";
+    let err = c.fails(&["create", "-f", "-"], Some(unknown)).await;
+    assert!(
+        err.contains("datta") && err.contains("field not declared in schema"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalizers_hold_deletion_until_removed() {
     let c = Cluster::start().await;

@@ -732,6 +732,7 @@ fn patch(
                     return Err(ApiError::not_found(rt, name));
                 }
                 let mut managed = ManagedFields::default();
+                managed.keyed_lists = rt.validator.is_none();
                 let mut obj = managed
                     .apply(&json!({}), &config, &manager, force, "", &rt.api_version(), &time)
                     .map_err(|c| conflict_error(rt, name, c))?;
@@ -799,9 +800,15 @@ fn patch(
                 )
             })?;
         }
+    } else if ct.starts_with("application/strategic-merge-patch+json") && rt.validator.is_none() {
+        // Strategic merge patch on a built-in kind: associative lists merge item by item (`$patch: delete` drops
+        // an item); everything else as a JSON merge patch.
+        let mut keyed = super::lists::keyed(&patched);
+        json_patch::merge(&mut keyed, &super::lists::keyed(&patch_body));
+        patched = super::lists::unkeyed(&keyed, &[Some(&old), Some(&patch_body)]);
     } else if ct.starts_with("application/merge-patch+json") || ct.starts_with("application/strategic-merge-patch+json")
     {
-        // Strategic merge patch is served as a JSON merge patch (lists replaced, not merged by key).
+        // A custom resource takes no strategic merge patch on a real server either; served as a merge patch.
         json_patch::merge(&mut patched, &patch_body);
     } else {
         return Err(ApiError::unsupported_media_type(&ct));

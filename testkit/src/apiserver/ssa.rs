@@ -1,7 +1,9 @@
 //! Server-side apply: a faithful simplification of field ownership.
 //!
-//! Each (manager, operation, subresource) owns a set of leaf paths. Objects are merged key by key; lists are atomic
-//! (a list is one leaf, owned whole), as are scalars and empty objects. Tracked fields: everything except
+//! Each (manager, operation, subresource) owns a set of leaf paths. Objects are merged key by key. In built-in
+//! kinds, the associative lists (`lists`: containers, env, ports, volumes, volumeMounts, conditions, …) are merged
+//! item by item, keyed as FieldsV1 keys them (`k:{"name":"c"}`), with ownership per item field; other lists are
+//! atomic (a list is one leaf, owned whole), as are scalars and empty objects. Tracked fields: everything except
 //! `apiVersion`, `kind` and `metadata`, plus `metadata.labels.*`, `metadata.annotations.*`, `metadata.finalizers`
 //! and `metadata.ownerReferences`. Apply conflicts when another manager owns a path the config sets to a different
 //! value; with `force` the path moves to the applier. Paths the applier owned before and left out of its new config
@@ -33,6 +35,8 @@ struct Entry {
 #[derive(Clone, Debug, Default)]
 pub struct ManagedFields {
     entries: Vec<Entry>,
+    /// Merge associative lists by key (built-in kinds); custom resources' lists are atomic.
+    pub keyed_lists: bool,
 }
 
 /// A path another manager owns with a different value.
@@ -129,7 +133,15 @@ pub fn changed_paths(old: &Value, new: &Value) -> BTreeSet<FieldPath> {
 }
 
 fn path_string(path: &[String]) -> String {
-    path.iter().map(|p| format!(".{p}")).collect()
+    path.iter()
+        .map(|p| {
+            if super::lists::is_item_key(p) {
+                super::lists::item_key_display(p)
+            } else {
+                format!(".{p}")
+            }
+        })
+        .collect()
 }
 
 impl ManagedFields {
@@ -193,11 +205,20 @@ impl ManagedFields {
         api_version: &str,
         time: &str,
     ) {
-        let changed = changed_paths(old, new);
+        let (old, new) = if self.keyed_lists {
+            (super::lists::keyed(old), super::lists::keyed(new))
+        } else {
+            (old.clone(), new.clone())
+        };
+        let changed = changed_paths(&old, &new);
         if changed.is_empty() {
             return;
         }
-        let present: BTreeSet<FieldPath> = changed.iter().filter(|p| get_path(new, p).is_some()).cloned().collect();
+        let present: BTreeSet<FieldPath> = changed
+            .iter()
+            .filter(|p| get_path(&new, p).is_some())
+            .cloned()
+            .collect();
         self.disown_elsewhere(manager, Operation::Update, subresource, &changed);
         let entry = self.entry_mut(manager, Operation::Update, subresource, api_version, time);
         entry.fields.retain(|f| !changed.contains(f));
@@ -208,6 +229,33 @@ impl ManagedFields {
     /// Server-side applies `config` by `manager` onto `existing`; returns the new object or the conflicts.
     #[allow(clippy::too_many_arguments)]
     pub fn apply(
+        &mut self,
+        existing: &Value,
+        config: &Value,
+        manager: &str,
+        force: bool,
+        subresource: &str,
+        api_version: &str,
+        time: &str,
+    ) -> Result<Value, Vec<Conflict>> {
+        if self.keyed_lists {
+            let (keyed_existing, keyed_config) = (super::lists::keyed(existing), super::lists::keyed(config));
+            let merged = self.apply_keyed(
+                &keyed_existing,
+                &keyed_config,
+                manager,
+                force,
+                subresource,
+                api_version,
+                time,
+            )?;
+            return Ok(super::lists::unkeyed(&merged, &[Some(existing), Some(config)]));
+        }
+        self.apply_keyed(existing, config, manager, force, subresource, api_version, time)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_keyed(
         &mut self,
         existing: &Value,
         config: &Value,
@@ -261,8 +309,14 @@ impl ManagedFields {
             *meta = keep;
         }
         deep_merge(&mut result, &config_body);
-        // Updates and patches by the applier itself are subsumed by its apply.
-        self.disown_elsewhere(manager, Operation::Apply, subresource, &applied);
+        // Updates and patches by the applier itself are subsumed by its apply. An empty map in the config (an
+        // empty associative list, `env: []`) claims nothing beneath it.
+        let claiming: BTreeSet<FieldPath> = applied
+            .iter()
+            .filter(|p| !get_path(config, p).is_some_and(|v| v.as_object().is_some_and(Map::is_empty)))
+            .cloned()
+            .collect();
+        self.disown_elsewhere(manager, Operation::Apply, subresource, &claiming);
         let entry = self.entry_mut(manager, Operation::Apply, subresource, api_version, time);
         entry.fields = applied;
         Ok(result)
@@ -278,8 +332,13 @@ impl ManagedFields {
                     for path in &e.fields {
                         let mut node = &mut fields;
                         for key in path {
+                            let segment = if super::lists::is_item_key(key) {
+                                key.clone()
+                            } else {
+                                format!("f:{key}")
+                            };
                             node = node
-                                .entry(format!("f:{key}"))
+                                .entry(segment)
                                 .or_insert_with(|| Value::Object(Map::new()))
                                 .as_object_mut()
                                 .expect("inserted as object");
@@ -390,6 +449,72 @@ mod tests {
             .apply(&updated, &json!({"spec": {}}), "a", false, "", "v1", T)
             .unwrap();
         assert_eq!(obj["spec"]["x"], 5);
+    }
+
+    #[test]
+    fn two_managers_own_different_items_of_one_list_and_fields_of_one_item() {
+        let mut mf = ManagedFields {
+            keyed_lists: true,
+            ..Default::default()
+        };
+        let deployment = |env: Value| json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a:1", "env": env}]}}}});
+        let obj = mf
+            .apply(
+                &json!({}),
+                &deployment(json!([{"name": "A", "value": "1"}])),
+                "chart",
+                false,
+                "",
+                "apps/v1",
+                T,
+            )
+            .unwrap();
+        // Another manager adds its own variable to the same container: merged, not replacing the list.
+        let sidecar = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "B", "value": "2"}]}]}}}});
+        let obj = mf.apply(&obj, &sidecar, "injector", false, "", "apps/v1", T).unwrap();
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        );
+        assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["image"], "a:1");
+        // Changing the other's item conflicts, named as a server names it.
+        let err = mf
+            .apply(
+                &obj,
+                &deployment(json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}])),
+                "chart",
+                false,
+                "",
+                "apps/v1",
+                T,
+            )
+            .unwrap_err();
+        assert_eq!(err[0].manager, "injector");
+        assert_eq!(
+            err[0].path,
+            ".spec.template.spec.containers[name=\"app\"].env[name=\"B\"].value"
+        );
+        // The chart dropping its variable removes only its own item.
+        let obj = mf
+            .apply(&obj, &deployment(json!([])), "chart", false, "", "apps/v1", T)
+            .unwrap();
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": "B", "value": "2"}])
+        );
+        let rendered = mf.render();
+        let injector = rendered
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["manager"] == "injector")
+            .unwrap();
+        assert!(
+            injector["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"app\"}"]["f:env"]
+                ["k:{\"name\":\"B\"}"]
+                .is_object(),
+            "{injector}"
+        );
     }
 
     #[test]

@@ -388,6 +388,8 @@ impl Store {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
         }
+        // Built-in kinds merge their associative lists by key; a custom resource's lists are atomic.
+        managed.keyed_lists = rt.validator.is_none();
         check_type_fields(rt, obj)?;
         if obj.get("metadata").is_none_or(|m| !m.is_object()) {
             obj["metadata"] = json!({});
