@@ -237,8 +237,24 @@ pub async fn wait_ready_to_use(c: &Cluster, name: &str) {
 /// The chart's objects as Helm renders them with the default values (release `appdb-operator` in `appdb-system`),
 /// rendered once per test binary with the real Helm engine (scripts/helm-render.py).
 pub fn chart_objects() -> &'static [serde_json::Value] {
-    static OBJECTS: std::sync::OnceLock<Vec<serde_json::Value>> = std::sync::OnceLock::new();
-    OBJECTS.get_or_init(|| {
+    chart_rendered()["objects"].as_array().expect("objects")
+}
+
+/// NOTES.txt as Helm renders it for the tests' values: what `helm install` prints.
+pub fn chart_notes() -> &'static str {
+    chart_rendered()["manifests"]
+        .as_object()
+        .expect("manifests")
+        .iter()
+        .find(|(path, _)| path.ends_with("templates/NOTES.txt"))
+        .and_then(|(_, text)| text.as_str())
+        .expect("NOTES.txt rendered")
+}
+
+/// The chart rendered by the real Helm engine with the tests' values: objects and manifests.
+fn chart_rendered() -> &'static serde_json::Value {
+    static RENDERED: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    RENDERED.get_or_init(|| {
         let out = std::process::Command::new("python3")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/helm-render.py"))
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/appdb-operator"))
@@ -250,8 +266,7 @@ pub fn chart_objects() -> &'static [serde_json::Value] {
             "Helm refused the chart: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from helm-render.py");
-        all["objects"].as_array().expect("objects").clone()
+        serde_json::from_slice(&out.stdout).expect("JSON from helm-render.py")
     })
 }
 
