@@ -50,11 +50,12 @@ pub enum Command {
         /// Write each state report (JSON) to this file.
         #[arg(long, env = "APPDB_REPORT_FILE")]
         report_file: Option<std::path::PathBuf>,
-        /// Write each state report into this pod's `appdb.dev/tunnel-state` annotation (NAMESPACE/NAME).
-        #[arg(long, env = "APPDB_REPORT_POD")]
-        report_pod: Option<String>,
-        /// Touch this file whenever the state is known to be on record (a report written, or the pod's
-        /// annotation checked against charon every 20 s); the agent's readiness probe reads its age.
+        /// Write each state report into the connection's report ConfigMap, under this pod's key
+        /// (NAMESPACE/CONFIGMAP/POD); the gateway's Role may patch that ConfigMap and nothing else.
+        #[arg(long, env = "APPDB_REPORT_TO")]
+        report_to: Option<crate::report::Target>,
+        /// Touch this file whenever the state is known to be on record (a report written, or the report on
+        /// record checked against charon every 20 s); the agent's readiness probe reads its age.
         #[arg(long, env = "APPDB_READY_FILE")]
         ready_file: Option<std::path::PathBuf>,
     },
@@ -302,9 +303,9 @@ pub struct MigrateArgs {
     /// Only make the source writable again (refused once clients use the target).
     #[arg(long)]
     pub rollback: bool,
-    /// Also write each phase into this pod's `appdb.dev/migration-progress` annotation (NAMESPACE/NAME).
-    #[arg(long, env = "APPDB_REPORT_POD")]
-    pub report_pod: Option<String>,
+    /// Also write the phases into the migration's report ConfigMap, under this pod's key (NAMESPACE/CONFIGMAP/POD).
+    #[arg(long, env = "APPDB_REPORT_TO")]
+    pub report_to: Option<crate::report::Target>,
 }
 
 /// HOST:PORT.

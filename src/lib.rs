@@ -19,5 +19,6 @@ pub mod names;
 pub mod netpol;
 pub mod placement;
 pub mod plugin;
+pub mod report;
 pub mod telemetry;
 pub mod vpn;

@@ -48,9 +48,9 @@ async fn main() -> ExitCode {
             forward,
             vici,
             report_file,
-            report_pod,
+            report_to,
             ready_file,
-        } => vpn_agent(forward, vici, report_file, report_pod, ready_file).await,
+        } => vpn_agent(forward, vici, report_file, report_to, ready_file).await,
         Command::VpnAgentReady { file, max_age } => {
             match appdb_operator::vpn::state::fresh(&file, std::time::Duration::from_secs(max_age)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -148,7 +148,7 @@ async fn vpn_agent(
     rules: Vec<appdb_operator::vpn::forward::Rule>,
     vici: Option<String>,
     report_file: Option<std::path::PathBuf>,
-    report_pod: Option<String>,
+    report_to: Option<appdb_operator::report::Target>,
     ready_file: Option<std::path::PathBuf>,
 ) -> ExitCode {
     telemetry::init(telemetry::LogFormat::Json);
@@ -159,14 +159,11 @@ async fn vpn_agent(
         tasks.spawn(appdb_operator::vpn::forward::forward(rule, stop.clone()));
     }
     if let Some(socket) = vici {
-        let pod = match &report_pod {
-            Some(target) => match (target.split_once('/'), appdb_operator::client::infer("vpn-agent").await) {
-                (Some((ns, name)), Ok(client)) => Some(appdb_operator::vpn::state::PodRecord {
-                    api: kube::Api::namespaced(client, ns),
-                    name: name.to_owned(),
-                }),
-                _ => {
-                    tracing::error!(pod = %target, "cannot report to the pod: NAMESPACE/NAME and an in-cluster client are needed");
+        let reporter = match report_to {
+            Some(target) => match appdb_operator::client::infer("vpn-agent").await {
+                Ok(client) => Some(appdb_operator::report::Reporter::new(client, target)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot report: an in-cluster client is needed");
                     return ExitCode::FAILURE;
                 }
             },
@@ -174,7 +171,7 @@ async fn vpn_agent(
         };
         let record = appdb_operator::vpn::state::Record {
             file: report_file,
-            pod,
+            reporter,
             ready_file,
         };
         tasks.spawn(appdb_operator::vpn::state::report_forever(socket, record));

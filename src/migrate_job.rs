@@ -1,13 +1,12 @@
 //! `appdb-operator migrate`: the command around the engine (`mysql::migrate`): credentials from the environment,
-//! one JSON line per phase on stdout, and the same reports in the Job pod's `appdb.dev/migration-progress`
-//! annotation, where the DatabaseMigration controller reads them.
+//! one JSON line per phase on stdout, and the same reports under the Job pod's key of the migration's report
+//! ConfigMap (`crate::report`), where the DatabaseMigration controller reads them.
 
 use std::{process::ExitCode, time::Duration};
 
 use crate::{
     cli::MigrateArgs,
     mysql::migrate::{Limits, Outcome, PhaseReport, Plan, Server},
-    names::ANNOTATION_MIGRATION_PROGRESS,
 };
 
 /// Exit code of a run that rolled back (the source is writable and authoritative).
@@ -54,15 +53,12 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let pod = match &args.report_pod {
+    let reporter = match args.report_to.clone() {
         None => None,
-        Some(target) => match (target.split_once('/'), crate::client::infer("migrate").await) {
-            (Some((ns, name)), Ok(client)) => Some((
-                kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, ns),
-                name.to_owned(),
-            )),
-            _ => {
-                eprintln!("error: cannot report to pod {target}: NAMESPACE/NAME and an in-cluster client are needed");
+        Some(target) => match crate::client::infer("migrate").await {
+            Ok(client) => Some(crate::report::Reporter::new(client, target)),
+            Err(e) => {
+                eprintln!("error: cannot report: an in-cluster client is needed: {e}");
                 return ExitCode::FAILURE;
             }
         },
@@ -73,17 +69,10 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
         while let Some(report) = rx.recv().await {
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             all.push(report);
-            if let Some((api, name)) = &pod {
+            if let Some(reporter) = &reporter {
                 let value = serde_json::to_string(&all).unwrap_or_default();
-                let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_MIGRATION_PROGRESS: value}}});
                 // Progress is advisory: the engine goes on if the API server is briefly unreachable.
-                let _ = api
-                    .patch(
-                        name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(&patch),
-                    )
-                    .await;
+                let _ = reporter.write(&value).await;
             }
         }
     });

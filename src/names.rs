@@ -42,10 +42,6 @@ pub const FINALIZER_DATABASE_CLEANUP: &str = "appdb.dev/database-cleanup";
 /// On VPN gateway pods and Services: the VpnConnection and the tunnel (1 or 2) they serve.
 pub const LABEL_VPN: &str = "appdb.dev/vpn";
 pub const LABEL_TUNNEL: &str = "appdb.dev/tunnel";
-/// On a gateway pod: the tunnel's state as its agent reports it (JSON: state, since, message).
-pub const ANNOTATION_TUNNEL_STATE: &str = "appdb.dev/tunnel-state";
-/// The phases a migration Job has finished (JSON array of the engine's reports), on the Job's pod.
-pub const ANNOTATION_MIGRATION_PROGRESS: &str = "appdb.dev/migration-progress";
 /// On a gateway pod template: digest of its configuration, so that a change rolls the pod.
 pub const ANNOTATION_CONFIG_DIGEST: &str = "appdb.dev/config-digest";
 

@@ -382,7 +382,7 @@ async fn an_operator_killed_mid_migration_finishes_it_after_restart() {
     .await;
 }
 
-/// What the engine would write on its Job's pod: the phases so far.
+/// What the engine would write under its Job pod's name in the migration's report ConfigMap: the phases so far.
 async fn report_phases(c: &Cluster, pod: &str, phases: &[(&str, &str)]) {
     let reports: Vec<serde_json::Value> = phases
         .iter()
@@ -397,18 +397,7 @@ async fn report_phases(c: &Cluster, pod: &str, phases: &[(&str, &str)]) {
         })
         .collect();
     let value = serde_json::to_string(&reports).unwrap();
-    let patch = serde_json::json!({"metadata": {"annotations": {"appdb.dev/migration-progress": value}}});
-    c.ok(&[
-        "patch",
-        "pod",
-        pod,
-        "-n",
-        "acme",
-        "--type=merge",
-        "-p",
-        &patch.to_string(),
-    ])
-    .await;
+    support::write_report(c, "acme", &support::migration_report_configmap(pod), pod, &value).await;
 }
 
 /// A copying migration to a new server (other version and storage) on the same network: the operator creates the

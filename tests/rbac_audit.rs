@@ -176,7 +176,7 @@ async fn every_api_call_of_a_customers_life_is_granted_and_every_chart_rule_is_u
         {"phase": "prepare", "start": "2026-11-24T10:00:00Z", "end": "2026-11-24T10:00:01Z"},
         {"phase": "rolled-back", "start": "2026-11-24T10:00:01Z", "end": "2026-11-24T10:00:02Z", "message": "the target refused the load"}
     ]);
-    annotate_progress(&c, "dump-copy-b8m3q", &rolled_back).await;
+    write_progress(&c, "dump-copy-b8m3q", &rolled_back).await;
     eventually(60, "the dump RolledBack", || async {
         (get(&c, "dbmig/dump", "{.status.state}").await == "RolledBack").then_some(())
     })
@@ -237,20 +237,10 @@ async fn report_phases(c: &Cluster, pod: &str, phases: &[&str]) {
             r
         })
         .collect();
-    annotate_progress(c, pod, &Value::Array(reports)).await;
+    write_progress(c, pod, &Value::Array(reports)).await;
 }
 
-async fn annotate_progress(c: &Cluster, pod: &str, reports: &Value) {
-    let patch = serde_json::json!({"metadata": {"annotations": {"appdb.dev/migration-progress": reports.to_string()}}});
-    c.ok(&[
-        "patch",
-        "pod",
-        pod,
-        "-n",
-        "acme",
-        "--type=merge",
-        "-p",
-        &patch.to_string(),
-    ])
-    .await;
+async fn write_progress(c: &Cluster, pod: &str, reports: &Value) {
+    let configmap = support::migration_report_configmap(pod);
+    support::write_report(c, "acme", &configmap, pod, &reports.to_string()).await;
 }

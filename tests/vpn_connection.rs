@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Cluster, apply, eventually, free_port, get, spawn_operator};
+use support::{Cluster, apply, eventually, free_port, get, spawn_operator, write_report};
 use tokio::process::Child;
 
 async fn start_operator_on(c: &Cluster, port: u16) -> Child {
@@ -81,13 +81,12 @@ async fn give_outside_address(c: &Cluster, service: &str, ip: &str) {
 /// A gateway pod of tunnel `n`, Running as the kubelet would report it, with its agent's report (UP since `up`)
 /// or none yet.
 async fn gateway_pod(c: &Cluster, n: u8, suffix: &str, up: Option<&str>) {
-    let annotations = up.map_or(String::new(), |since| {
-        format!(
-            "\n  annotations: {{appdb.dev/tunnel-state: '{{\"state\":\"UP\",\"since\":\"{since}\",\"message\":\"ESTABLISHED\"}}'}}"
-        )
-    });
     let name = format!("seattle-tunnel{n}-{suffix}");
-    apply(c, &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: acme\n  labels: {{appdb.dev/role: vpn-gateway, appdb.dev/vpn: seattle, appdb.dev/tunnel: \"{n}\"}}{annotations}\nspec:\n  containers: [{{name: charon, image: x}}]\n")).await;
+    apply(c, &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: acme\n  labels: {{appdb.dev/role: vpn-gateway, appdb.dev/vpn: seattle, appdb.dev/tunnel: \"{n}\"}}\nspec:\n  containers: [{{name: charon, image: x}}]\n")).await;
+    if let Some(since) = up {
+        let report = format!(r#"{{"state":"UP","since":"{since}","message":"ESTABLISHED"}}"#);
+        write_report(c, "acme", "seattle-gateway-report", &name, &report).await;
+    }
     c.ok(&[
         "patch",
         "pod",
@@ -318,15 +317,13 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
         "tunnel 2 is the only tunnel carrying: it waits"
     );
     mark("tunnel 2 still waits (tunnel 1 UNKNOWN, tunnel 2 UP)");
-    c.ok(&[
-        "annotate",
-        "pod",
-        "seattle-tunnel1-def",
-        "-n",
+    write_report(
+        &c,
         "acme",
-        "--overwrite",
-        r#"appdb.dev/tunnel-state={"state":"UP","since":"2026-11-24T06:05:00Z","message":"ESTABLISHED"}"#,
-    ])
+        "seattle-gateway-report",
+        "seattle-tunnel1-def",
+        r#"{"state":"UP","since":"2026-11-24T06:05:00Z","message":"ESTABLISHED"}"#,
+    )
     .await;
     mark("tunnel 1 reports UP");
     eventually(30, "tunnel 2 updated after tunnel 1 carries again", || async {
@@ -636,4 +633,55 @@ async fn a_namespace_that_refuses_privileged_pods_is_named_and_relabelling_it_pr
     })
     .await;
     assert_ne!(ready_reason(&c, "seattle").await, "PodSecurityForbidsGateway");
+}
+
+/// The gateway pods face the internet: their identity may get and patch their connection's report ConfigMap and
+/// nothing else — not a pod (they used to report on their own pod, which let them patch every pod of the
+/// namespace), not another ConfigMap, not a Secret — as the test API server's RBAC answers `kubectl auth can-i`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_may_write_its_own_report_and_nothing_else() {
+    let c = Cluster::start().await;
+    let (_op, _) = setup(&c).await;
+    apply(&c, &vpn("seattle", "192.168.10.0/24", "")).await;
+    eventually(30, "the tunnel Services", || async {
+        c.kubectl(&["get", "svc", "seattle-tunnel1", "seattle-tunnel2", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    give_outside_address(&c, "seattle-tunnel1", "203.0.113.10").await;
+    give_outside_address(&c, "seattle-tunnel2", "203.0.113.11").await;
+    eventually(30, "the gateway's RoleBinding", || async {
+        c.kubectl(&["get", "rolebinding", "seattle-gateway", "-n", "acme"])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+    let gateway = "system:serviceaccount:acme:seattle-gateway";
+    let c = &c;
+    let can = |args: &'static [&'static str]| async move {
+        let mut argv = vec!["auth", "can-i"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["-n", "acme", "--as", gateway]);
+        String::from_utf8_lossy(&c.kubectl(&argv).await.stdout)
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(can(&["patch", "configmap/seattle-gateway-report"]).await, "yes");
+    assert_eq!(can(&["get", "configmap/seattle-gateway-report"]).await, "yes");
+    for denied in [
+        &["patch", "pods"][..],
+        &["get", "pods"],
+        &["patch", "pod/orders-0"],
+        &["patch", "configmap/orders-config"],
+        &["list", "configmaps"],
+        &["get", "secrets"],
+        &["create", "configmaps"],
+    ] {
+        assert_eq!(can(denied).await, "no", "{denied:?}");
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-/// What a gateway reports about its tunnel (the `appdb.dev/tunnel-state` annotation's JSON).
+/// What a gateway reports about its tunnel (JSON, under its pod's key of the connection's report ConfigMap).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// `UP` or `DOWN`.
@@ -123,16 +123,11 @@ pub async fn watch(
 /// How often the agent checks that the state on record is charon's.
 pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The agent's gateway pod, whose annotation holds the report.
-pub struct PodRecord {
-    pub api: kube::Api<k8s_openapi::api::core::v1::Pod>,
-    pub name: String,
-}
-
 /// Where the agent keeps the tunnel's state on record.
 pub struct Record {
     pub file: Option<std::path::PathBuf>,
-    pub pod: Option<PodRecord>,
+    /// The connection's report ConfigMap, under this pod's key (`crate::report`).
+    pub reporter: Option<crate::report::Reporter>,
     /// Touched whenever the record is known to hold the current state: the readiness probe's evidence.
     pub ready_file: Option<std::path::PathBuf>,
 }
@@ -152,33 +147,21 @@ impl Record {
                 ok = false;
             }
         }
-        if let Some(pod) = &self.pod {
-            let patch = serde_json::json!({"metadata": {"annotations": {crate::names::ANNOTATION_TUNNEL_STATE: json}}});
-            if let Err(e) = pod
-                .api
-                .patch(
-                    &pod.name,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(&patch),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "cannot report the state on the pod");
-                ok = false;
-            }
+        if let Some(reporter) = &self.reporter
+            && let Err(e) = reporter.write(&json).await
+        {
+            tracing::warn!(error = %e, "cannot write the state report");
+            ok = false;
         }
         ok
     }
 
-    /// Reads the report on record back: the pod's annotation (else the file). `Err` when it cannot be read.
+    /// Reads the report on record back: this pod's key of the report ConfigMap (else the file). `Err` when it
+    /// cannot be read.
     async fn on_record(&self) -> Result<Option<Report>, String> {
-        if let Some(pod) = &self.pod {
-            let live = pod.api.get(&pod.name).await.map_err(|e| e.to_string())?;
-            return Ok(live
-                .metadata
-                .annotations
-                .and_then(|a| a.get(crate::names::ANNOTATION_TUNNEL_STATE).cloned())
-                .and_then(|a| serde_json::from_str(&a).ok()));
+        if let Some(reporter) = &self.reporter {
+            let live = reporter.read().await.map_err(|e| e.to_string())?;
+            return Ok(live.and_then(|a| serde_json::from_str(&a).ok()));
         }
         if let Some(path) = &self.file {
             return Ok(std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()));
@@ -197,7 +180,7 @@ impl Record {
 
 /// Follows charon forever (reconnecting when its socket goes away) and keeps `record` equal to charon's state:
 /// every change is written at once, and every [`RECHECK`] the record is read back and rewritten if it differs
-/// (a lost or overwritten annotation). The ready file is touched only while the record is known to be right, so
+/// (a lost or overwritten report). The ready file is touched only while the record is known to be right, so
 /// the agent's readiness says whether the reported state can be trusted.
 pub async fn report_forever(socket: String, record: Record) -> std::io::Result<()> {
     loop {

@@ -325,3 +325,28 @@ pub async fn person_kubeconfig(c: &Cluster, user: &str, namespace: &str, cluster
     std::fs::write(&path, c.server.user_kubeconfig(user, &[])).expect("write kubeconfig");
     path
 }
+
+/// What a reporting pod's agent or Job writes: `report` under the pod's name in the report ConfigMap
+/// `configmap` (the operator creates it; this waits until it exists).
+pub async fn write_report(c: &Cluster, ns: &str, configmap: &str, pod: &str, report: &str) {
+    let patch = serde_json::json!({"data": {pod: report}}).to_string();
+    eventually(30, &format!("the report ConfigMap {configmap}"), || async {
+        c.kubectl(&["patch", "configmap", configmap, "-n", ns, "--type=merge", "-p", &patch])
+            .await
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+}
+
+/// The migration Job pod `pod`'s report ConfigMap: `<migration>-copy-report`, the migration read off the pod's
+/// name (`<migration>-copy-<suffix>` or `<migration>-rollback-<suffix>`).
+pub fn migration_report_configmap(pod: &str) -> String {
+    let job = pod.rsplit_once('-').map_or(pod, |(job, _)| job);
+    let migration = job
+        .strip_suffix("-copy")
+        .or_else(|| job.strip_suffix("-rollback"))
+        .unwrap_or(job);
+    format!("{migration}-copy-report")
+}

@@ -22,9 +22,7 @@ use crate::{
     },
     controllers::app_database::build::{ROOT_PASSWORD_KEY, ServerPlan, hardened_container_security, names, secret_env},
     mysql::migrate::PhaseReport,
-    names::{
-        ANNOTATION_MIGRATION_PROGRESS, LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB,
-    },
+    names::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB},
     netpol::MYSQL_PORT,
 };
 
@@ -68,7 +66,17 @@ fn meta(m: &DatabaseMigration, name: String) -> ObjectMeta {
     }
 }
 
-/// The Job's identity: it may annotate its own pod with its progress.
+/// `<migration>-copy-report`: where the Job's pods report the engine's phases, each under its own pod name.
+pub fn report_configmap_name(m: &DatabaseMigration) -> String {
+    short(format!("{}-copy-report", m.name_any()))
+}
+
+/// The migration's report ConfigMap, without data (the Job writes the reports; see `crate::report`).
+pub fn report_configmap(m: &DatabaseMigration) -> k8s_openapi::api::core::v1::ConfigMap {
+    crate::report::configmap(meta(m, report_configmap_name(m)))
+}
+
+/// The Job's identity: it may read and patch the migration's report ConfigMap, nothing else.
 pub fn rbac(
     m: &DatabaseMigration,
 ) -> (
@@ -76,7 +84,7 @@ pub fn rbac(
     k8s_openapi::api::rbac::v1::Role,
     k8s_openapi::api::rbac::v1::RoleBinding,
 ) {
-    crate::controllers::rbac::pod_reporter(meta(m, service_account_name(m)))
+    crate::controllers::rbac::reporter(meta(m, service_account_name(m)), &report_configmap_name(m))
 }
 
 /// Everything the Job needs.
@@ -170,7 +178,10 @@ pub fn job(i: &JobInputs<'_>) -> Job {
                             secret_env("APPDB_TARGET_PASSWORD", &root_secret, ROOT_PASSWORD_KEY),
                             field_env("POD_NAME", "metadata.name"),
                             field_env("POD_NAMESPACE", "metadata.namespace"),
-                            plain_env("APPDB_REPORT_POD", "$(POD_NAMESPACE)/$(POD_NAME)".into()),
+                            plain_env(
+                                "APPDB_REPORT_TO",
+                                format!("$(POD_NAMESPACE)/{}/$(POD_NAME)", report_configmap_name(m)),
+                            ),
                         ]),
                         security_context: Some(hardened_container_security(65532)),
                         ..Default::default()
@@ -184,12 +195,13 @@ pub fn job(i: &JobInputs<'_>) -> Job {
     }
 }
 
-/// The reports of the most recent run: the newest pod that has reported anything.
-pub fn reports_from(pods: &[Pod]) -> Vec<PhaseReport> {
+/// The reports of the most recent run: the newest pod that has reported anything (its key in the migration's
+/// report ConfigMap).
+pub fn reports_from(pods: &[Pod], reports: Option<&k8s_openapi::api::core::v1::ConfigMap>) -> Vec<PhaseReport> {
     let mut reporting: Vec<(&Pod, Vec<PhaseReport>)> = pods
         .iter()
         .filter_map(|p| {
-            let raw = p.annotations().get(ANNOTATION_MIGRATION_PROGRESS)?;
+            let raw = crate::report::report_of(reports, &p.name_any())?;
             Some((p, serde_json::from_str::<Vec<PhaseReport>>(raw).ok()?))
         })
         .collect();
@@ -366,27 +378,36 @@ mod tests {
 
     #[test]
     fn the_newest_reporting_pod_wins() {
-        let pod = |name: &str, at: &str, reports: &str| {
+        let pod = |name: &str, at: &str| {
             let mut p = Pod::default();
             p.metadata.name = Some(name.into());
             p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 at.parse().unwrap(),
             ));
-            p.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_MIGRATION_PROGRESS.into(), reports.into())]));
             p
         };
-        let old = pod(
-            "a",
-            "2026-01-01T00:00:00Z",
-            r#"[{"phase":"prepare","start":"s","end":"e"}]"#,
-        );
-        let new = pod(
-            "b",
-            "2026-01-01T00:01:00Z",
-            r#"[{"phase":"prepare","start":"s","end":"e"},{"phase":"snapshot","start":"s","end":"e"}]"#,
-        );
-        assert_eq!(reports_from(&[new.clone(), old.clone()]).len(), 2);
-        assert_eq!(reports_from(&[old, new]).len(), 2);
-        assert!(reports_from(&[]).is_empty());
+        let old = pod("a", "2026-01-01T00:00:00Z");
+        let new = pod("b", "2026-01-01T00:01:00Z");
+        let silent = pod("c", "2026-01-01T00:02:00Z");
+        let reports = k8s_openapi::api::core::v1::ConfigMap {
+            data: Some(BTreeMap::from([
+                (
+                    "a".to_owned(),
+                    r#"[{"phase":"prepare","start":"s","end":"e"}]"#.to_owned(),
+                ),
+                (
+                    "b".to_owned(),
+                    r#"[{"phase":"prepare","start":"s","end":"e"},{"phase":"snapshot","start":"s","end":"e"}]"#
+                        .to_owned(),
+                ),
+            ])),
+            ..Default::default()
+        };
+        let all = [new.clone(), old.clone(), silent.clone()];
+        assert_eq!(reports_from(&all, Some(&reports)).len(), 2);
+        assert_eq!(reports_from(&[old.clone(), new, silent], Some(&reports)).len(), 2);
+        assert_eq!(reports_from(&[old.clone()], Some(&reports)).len(), 1);
+        assert!(reports_from(&[old], None).is_empty());
+        assert!(reports_from(&[], Some(&reports)).is_empty());
     }
 }

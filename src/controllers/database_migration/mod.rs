@@ -687,6 +687,12 @@ async fn copy_progress(
             .await?;
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
+        crate::controllers::apply::apply_child(
+            &Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns),
+            &copy::report_configmap(&m),
+            "the migration's report ConfigMap",
+        )
+        .await?;
         let (sa, role, binding) = copy::rbac(&m);
         crate::controllers::apply::apply_child(
             &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(ctx.client.clone(), &ns),
@@ -715,7 +721,11 @@ async fn copy_progress(
         .list(&ListParams::default().labels(&format!("{}={}", copy::LABEL_MIGRATION, m.name_any())))
         .await
         .map_err(read("the migration Job's pods"))?;
-    let folded = copy::fold(&copy.server, &copy::reports_from(&pods.items));
+    let reports = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&copy::report_configmap_name(&m))
+        .await
+        .map_err(read("the migration's report ConfigMap"))?;
+    let folded = copy::fold(&copy.server, &copy::reports_from(&pods.items, reports.as_ref()));
     status.copy = Some(folded.copy.clone());
     status.phase_times.extend(folded.phase_times.clone());
     if let Some(reason) = &folded.rolled_back {

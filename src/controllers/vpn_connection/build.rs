@@ -196,8 +196,18 @@ pub fn gateway_service_account_name(vpn: &VpnConnection) -> String {
     format!("{}-gateway", vpn.name_any())
 }
 
-/// The identity of the gateway pods: they may read and annotate pods of their namespace (to report the tunnel's
-/// state on their own pod), nothing else.
+/// `<vpn>-gateway-report`: where both tunnels' gateway pods report their state, each under its own pod name.
+pub fn report_configmap_name(vpn: &VpnConnection) -> String {
+    format!("{}-gateway-report", vpn.name_any())
+}
+
+/// The connection's report ConfigMap, without data (the agents write the reports; see `crate::report`).
+pub fn report_configmap(vpn: &VpnConnection) -> k8s_openapi::api::core::v1::ConfigMap {
+    crate::report::configmap(meta(vpn, report_configmap_name(vpn), labels(vpn)))
+}
+
+/// The identity of the gateway pods: they may read and patch the connection's report ConfigMap (to report the
+/// tunnel's state), nothing else.
 pub fn gateway_rbac(
     vpn: &VpnConnection,
 ) -> (
@@ -205,7 +215,10 @@ pub fn gateway_rbac(
     k8s_openapi::api::rbac::v1::Role,
     k8s_openapi::api::rbac::v1::RoleBinding,
 ) {
-    crate::controllers::rbac::pod_reporter(meta(vpn, gateway_service_account_name(vpn), labels(vpn)))
+    crate::controllers::rbac::reporter(
+        meta(vpn, gateway_service_account_name(vpn), labels(vpn)),
+        &report_configmap_name(vpn),
+    )
 }
 
 /// What charon needs, and nothing more (every other capability is dropped):
@@ -325,8 +338,8 @@ pub fn gateway(
         "vpn-agent".to_owned(),
         "--vici".into(),
         VICI_SOCKET.into(),
-        "--report-pod".into(),
-        "$(POD_NAMESPACE)/$(POD_NAME)".into(),
+        "--report-to".into(),
+        format!("$(POD_NAMESPACE)/{}/$(POD_NAME)", report_configmap_name(vpn)),
         "--ready-file".into(),
         AGENT_READY_FILE.into(),
     ];

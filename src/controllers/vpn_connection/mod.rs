@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use crate::controllers::events::{EventType, Recorder};
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Namespace, Pod, Secret, Service},
+    core::v1::{ConfigMap, Namespace, Pod, Secret, Service},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
@@ -37,10 +37,7 @@ use crate::{
     ipam::{parse_block, pinghost},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
-    names::{
-        ANNOTATION_TUNNEL_STATE, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY,
-        ROLE_VPN_GATEWAY,
-    },
+    names::{FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY, ROLE_VPN_GATEWAY},
     vpn::{
         model::{Connection, Psk, Tunnel},
         psk::generate_psk,
@@ -161,6 +158,8 @@ impl Controller for VpnConnectionController {
             let controller = controller
                 .owns(Api::<Service>::all(client.clone()), managed.clone())
                 .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+                // The gateways' state reports.
+                .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
                 // Gateway pods report their tunnel's state in an annotation.
                 .watches(
                     Api::<Pod>::all(client.clone()),
@@ -354,7 +353,13 @@ fn container_ready(pod: &Pod, name: &str) -> Option<bool> {
 /// runs, is not being deleted, and its containers are ready: charon loaded with its IKE sockets, and the agent
 /// having confirmed the report within its readiness window. Otherwise the report may be minutes old (a dead
 /// node, a stopped agent), and the status says why instead of repeating it.
-fn tunnel_status(outside: Option<Ipv4Addr>, pods: &[Pod], tunnel: u8, previous: Option<&TunnelStatus>) -> TunnelStatus {
+fn tunnel_status(
+    outside: Option<Ipv4Addr>,
+    pods: &[Pod],
+    reports: Option<&ConfigMap>,
+    tunnel: u8,
+    previous: Option<&TunnelStatus>,
+) -> TunnelStatus {
     let of_tunnel: Vec<&Pod> = pods
         .iter()
         .filter(|p| p.labels().get(LABEL_TUNNEL).map(String::as_str) == Some(&tunnel.to_string()))
@@ -366,7 +371,7 @@ fn tunnel_status(outside: Option<Ipv4Addr>, pods: &[Pod], tunnel: u8, previous: 
         .or(of_tunnel.first())
         .copied();
     let reported = pod
-        .and_then(|p| p.annotations().get(ANNOTATION_TUNNEL_STATE))
+        .and_then(|p| crate::report::report_of(reports, &p.name_any()))
         .and_then(|a| serde_json::from_str::<ReportedState>(a).ok());
     let down = |why: &str| (TunnelState::Down, None, Some(why.to_owned()));
     let (state, since, message) = match (pod, reported) {
@@ -516,11 +521,26 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
         .await?;
         outside[usize::from(n) - 1] = outside_address(live.as_ref());
     }
+    // The gateways report under their pod names in the connection's report ConfigMap (created before any gateway
+    // runs); keys of pods that are gone are removed.
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let reports = apply_child(&configmaps, &build::report_configmap(&vpn), "the report ConfigMap").await?;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns)
         .list(&ListParams::default().labels(&format!("{LABEL_VPN}={}", vpn.name_any())))
         .await
         .map_err(read("the gateway pods"))?
         .items;
+    let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+    if let Some(prune) = crate::report::prune_patch(reports.as_ref(), &live) {
+        configmaps
+            .patch(
+                &build::report_configmap_name(&vpn),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&prune),
+            )
+            .await
+            .map_err(crate::controllers::apply::applying("the report ConfigMap"))?;
+    }
     if ctx.config.vpn_exposure == Exposure::HostNetwork {
         // The node's address is the outside address; the pod learns it itself, the operator from the pod's status.
         for n in [1u8, 2] {
@@ -536,7 +556,15 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     let previous = vpn.status.clone().unwrap_or_default().tunnels;
     let tunnels: Vec<TunnelStatus> = [1u8, 2]
         .iter()
-        .map(|&n| tunnel_status(outside[usize::from(n) - 1], &pods, n, previous.get(usize::from(n) - 1)))
+        .map(|&n| {
+            tunnel_status(
+                outside[usize::from(n) - 1],
+                &pods,
+                reports.as_ref(),
+                n,
+                previous.get(usize::from(n) - 1),
+            )
+        })
         .collect();
 
     // A proposal no device can use is reported at once, not after the load balancer has given out addresses.
@@ -877,11 +905,15 @@ mod tests {
         pod
     }
 
+    /// Test-only: the report a pod's agent wrote, carried on the test pod until `state_of` files it under the
+    /// pod's name in the report ConfigMap, as the agent does.
+    const REPORT: &str = "test/report";
+
     fn reporting(tunnel: u8, state: &str, extra: serde_json::Value) -> Pod {
         let mut json = serde_json::json!({
             "metadata": {
                 "name": format!("gw{tunnel}"),
-                "annotations": {ANNOTATION_TUNNEL_STATE: format!(r#"{{"state":"{state}","since":"2026-12-01T00:00:00Z","message":"m"}}"#)}
+                "annotations": {REPORT: format!(r#"{{"state":"{state}","since":"2026-12-01T00:00:00Z","message":"m"}}"#)}
             },
             "status": {"phase": "Running", "containerStatuses": [
                 {"name": "charon", "ready": true, "restartCount": 0, "image": "g", "imageID": ""},
@@ -904,7 +936,15 @@ mod tests {
     }
 
     fn state_of(pods: &[Pod]) -> (TunnelState, String) {
-        let s = tunnel_status(None, pods, 1, None);
+        let reports = ConfigMap {
+            data: Some(
+                pods.iter()
+                    .filter_map(|p| Some((p.name_any(), p.annotations().get(REPORT)?.clone())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let s = tunnel_status(None, pods, Some(&reports), 1, None);
         (s.state, s.message.unwrap_or_default())
     }
 
