@@ -406,7 +406,7 @@ mod tests {
         let all = [new.clone(), old.clone(), silent.clone()];
         assert_eq!(reports_from(&all, Some(&reports)).len(), 2);
         assert_eq!(reports_from(&[old.clone(), new, silent], Some(&reports)).len(), 2);
-        assert_eq!(reports_from(&[old.clone()], Some(&reports)).len(), 1);
+        assert_eq!(reports_from(std::slice::from_ref(&old), Some(&reports)).len(), 1);
         assert!(reports_from(&[old], None).is_empty());
         assert!(reports_from(&[], Some(&reports)).is_empty());
     }
