@@ -119,12 +119,13 @@ async fn connects(rc: &RealCluster, ns: &str, pod: &str, host: &str, port: u16) 
     connects_from(rc, ns, pod, "main", host, port).await
 }
 
-/// Like [`connects`], from a named container.
+/// Like [`connects`], from a named container. With bash's `/dev/tcp`, which every image here has and every user may
+/// run (the database image's uid 999 cannot run the machine's python3), so that a "no" means the connection failed,
+/// not the probe; each test also shows a "yes" from the same container.
 async fn connects_from(rc: &RealCluster, ns: &str, pod: &str, container: &str, host: &str, port: u16) -> bool {
-    let script =
-        format!("import socket; socket.create_connection(('{host}', {port}), timeout=3).close(); print('connected')");
+    let script = format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{host}/{port}' && echo connected");
     rc.kubelet
-        .exec(ns, pod, container, &["python3", "-c", &script])
+        .exec(ns, pod, container, &["bash", "-c", &script])
         .await
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("connected"))
 }
@@ -688,5 +689,244 @@ async fn the_vpn_runs_as_its_pods_and_premises_reach_the_pinghost_and_the_databa
         timeline.join("\n")
     );
     drop(device);
+    rc.shutdown().await;
+}
+
+/// An outside address ("the internet") with a stand-in listening on the node, as the metadata stand-in is.
+const INTERNET: &str = "198.51.100.80";
+
+/// A pod in `ns` with `labels`, running the session image's `command` (a listener, or just a shell to probe from).
+async fn labelled_pod(rc: &RealCluster, ns: &str, name: &str, labels: &str, command: &str) {
+    apply(
+        &rc.c,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\nspec:\n  containers:\n  - name: main\n    image: {SESSION}\n    command: [python3, -c, {command:?}]\n"
+        ),
+    )
+    .await;
+    eventually(60, &format!("{ns}/{name} runs"), || async {
+        (rc.jsonpath(ns, &format!("pod/{name}"), "{.status.phase}").await == "Running").then_some(())
+    })
+    .await;
+}
+
+/// Whether a pod gets an answer from `host:port` over UDP within 3 s (the stand-in echoes).
+async fn udp_answers(rc: &RealCluster, ns: &str, pod: &str, container: &str, host: &str, port: u16) -> bool {
+    let script =
+        // One byte: bash reads a socket a byte at a time, and a datagram read in part is gone.
+        format!("exec 3<>/dev/udp/{host}/{port} && printf ike >&3 && read -t 3 -n 1 reply <&3 && echo connected");
+    rc.kubelet
+        .exec(ns, pod, container, &["bash", "-c", &script])
+        .await
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("connected"))
+}
+
+/// The reachability matrix of docs/security.md, by packets on the pod runner (which enforces NetworkPolicy): every
+/// kind of pod a customer's namespace holds (its session, its real database pod, an operator Job and a VPN gateway)
+/// against every destination (its own database, another customer's real database and its gateway, the operator,
+/// the API server, the metadata and internet stand-ins), with the operator's real policies. The Job and gateway
+/// sources, the other customer's gateway and the operator are stand-in pods with exactly the labels the policies
+/// select (a policy sees nothing else); the databases are the operator's real pods. Every "no" has a control: a pod
+/// no policy isolates reaches the same destination, so the block is the policy's. One engine: the subject is the
+/// network, not the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_pod_kind_reaches_exactly_what_its_job_needs() {
+    let rc = RealCluster::start().await;
+    let c = &rc.c;
+    let node = rc.kubelet.node().netns.clone();
+    let mut served = Vec::new();
+    for (address, port, answer) in [
+        (METADATA, 80, &b"HTTP/1.0 200 OK\r\n\r\ninstance-credentials\n"[..]),
+        (INTERNET, 80, &b"HTTP/1.0 200 OK\r\n\r\nthe internet\n"[..]),
+    ] {
+        let added = std::process::Command::new("ip")
+            .args(["-n", &node, "addr", "add", &format!("{address}/32"), "dev", "lo"])
+            .status()
+            .expect("ip");
+        assert!(added.success(), "the stand-in's address {address}");
+        let listener = netns_socket::listen_tcp(&node, SocketAddr::new(address.parse().unwrap(), port))
+            .await
+            .expect("a stand-in");
+        served.push(tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = s.write_all(answer).await;
+            }
+        }));
+    }
+    let _operator = acme(&rc, Engine::MySql).await;
+
+    // The other customer: its own network and a real database.
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: globex}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: PrivateNetwork\nmetadata: {name: main, namespace: globex}\nspec: {cidr: 10.20.31.0/26}\n").await;
+    apply(c, "apiVersion: v1\nkind: Secret\nmetadata: {name: ledger-admin, namespace: globex}\nstringData: {password: Globex-Secur3!}\n").await;
+    apply(c, "apiVersion: appdb.dev/v1alpha1\nkind: AppDatabase\nmetadata: {name: ledger, namespace: globex}\nspec:\n  network: main\n  engine: MySQL\n  admin: {username: globex_admin, passwordSecretRef: {name: ledger-admin, key: password}}\n  storage: {size: 1Gi}\n").await;
+    eventually(240, "globex's database Ready To Use", || async {
+        (rc.jsonpath("globex", "adb/ledger", "{.status.state}").await == "Ready To Use").then_some(())
+    })
+    .await;
+
+    // Stand-ins with the labels the policies select: acme's Job and gateway (sources), globex's gateway (an IKE
+    // echo on NAT-T's port) and the operator (its metrics port), and globex's own session (a control).
+    let shell = "import time; time.sleep(100000)";
+    labelled_pod(&rc, "acme", "job", "appdb.dev/role: operator-job", shell).await;
+    // A second database of acme's (what a copying migration's new server is), for the database pod's own row: a
+    // pod connecting to its own address never leaves its network namespace, so it proves nothing.
+    let mysql_port = "import socket\ns=socket.socket()\ns.bind(('0.0.0.0', 3306))\ns.listen(16)\nwhile True:\n    s.accept()[0].close()";
+    labelled_pod(
+        &rc,
+        "acme",
+        "orders-new-0",
+        "appdb.dev/role: database, appdb.dev/database: orders-new",
+        mysql_port,
+    )
+    .await;
+    labelled_pod(
+        &rc,
+        "acme",
+        "gateway",
+        "appdb.dev/role: vpn-gateway, appdb.dev/network: prod",
+        shell,
+    )
+    .await;
+    let echo = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 4500))\nwhile True:\n    d, a = s.recvfrom(64)\n    s.sendto(d, a)";
+    labelled_pod(
+        &rc,
+        "globex",
+        "gateway",
+        "appdb.dev/role: vpn-gateway, appdb.dev/network: main",
+        echo,
+    )
+    .await;
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: appdb-system}\n").await;
+    let metrics = "import http.server\nhttp.server.HTTPServer(('0.0.0.0', 8080), http.server.SimpleHTTPRequestHandler).serve_forever()";
+    labelled_pod(
+        &rc,
+        "appdb-system",
+        "operator",
+        "app.kubernetes.io/name: appdb-operator",
+        metrics,
+    )
+    .await;
+    session(&rc, "acme", "app").await;
+    session(&rc, "globex", "app").await;
+    apply(c, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n").await;
+    session(&rc, "plain", "control").await;
+
+    let rc_ref = &rc;
+    let ip = |ns: &'static str, pod: &'static str| async move {
+        rc_ref.jsonpath(ns, &format!("pod/{pod}"), "{.status.podIP}").await
+    };
+    let own_db = ip("acme", "orders-0").await;
+    let second_db = ip("acme", "orders-new-0").await;
+    let other_db = ip("globex", "ledger-0").await;
+    let other_gateway = ip("globex", "gateway").await;
+    let operator = ip("appdb-system", "operator").await;
+    let api_server = String::from_utf8_lossy(
+        &rc.kubelet
+            .exec(
+                "acme",
+                "app",
+                "main",
+                &["sh", "-c", "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"],
+            )
+            .await
+            .expect("the API server's address in a pod")
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let (api_host, api_port) = api_server.rsplit_once(':').expect("host:port");
+    let api_port: u16 = api_port.parse().expect("port");
+
+    #[derive(Clone, Copy, Debug)]
+    enum Probe {
+        Tcp(u16),
+        Udp(u16),
+    }
+    let destinations: Vec<(&str, String, Probe)> = vec![
+        ("own database", own_db.clone(), Probe::Tcp(3306)),
+        ("other customer's database", other_db.clone(), Probe::Tcp(3306)),
+        (
+            "other customer's gateway (IKE)",
+            other_gateway.clone(),
+            Probe::Udp(4500),
+        ),
+        ("operator metrics", operator.clone(), Probe::Tcp(8080)),
+        ("API server", api_host.to_owned(), Probe::Tcp(api_port)),
+        ("metadata", METADATA.to_owned(), Probe::Tcp(80)),
+        ("internet", INTERNET.to_owned(), Probe::Tcp(80)),
+    ];
+    // Source → what it reaches, in the order of `destinations` (docs/security.md, "isolated both ways").
+    let matrix: [(&str, &str, [bool; 7]); 4] = [
+        ("session", "app", [true, false, false, false, false, false, true]),
+        ("database", "orders-0", [true, false, false, false, false, false, false]),
+        ("operator job", "job", [true, false, false, false, true, false, false]),
+        (
+            "VPN gateway",
+            "gateway",
+            [true, false, false, false, true, false, false],
+        ),
+    ];
+    let probe = |ns: &'static str, pod: &'static str, container: &'static str, host: String, p: Probe| {
+        let rc = &rc;
+        async move {
+            match p {
+                Probe::Tcp(port) => connects_from(rc, ns, pod, container, &host, port).await,
+                Probe::Udp(port) => udp_answers(rc, ns, pod, container, &host, port).await,
+            }
+        }
+    };
+    // Every probe at once (a blocked one waits its whole timeout).
+    let mut probes = Vec::new();
+    for (source, pod, expected) in &matrix {
+        let container = if *pod == "orders-0" { "database" } else { "main" };
+        for ((destination, host, p), expected) in destinations.iter().zip(expected) {
+            let (source, destination, expected) = (*source, *destination, *expected);
+            // The database pod's own database is the namespace's other one (replication), not itself.
+            let host = if *pod == "orders-0" && destination == "own database" {
+                second_db.clone()
+            } else {
+                host.clone()
+            };
+            let run = probe("acme", pod, container, host, *p);
+            probes.push(futures::FutureExt::boxed_local(async move {
+                (source, destination, expected, run.await)
+            }));
+        }
+    }
+    // Controls: an unisolated pod reaches every destination no ingress policy guards, and the other customer's
+    // own session reaches its database, so each "no" above is a policy's.
+    for (destination, host, p) in &destinations {
+        let destination = *destination;
+        let (ns, pod) = if destination == "other customer's database" {
+            ("globex", "app")
+        } else {
+            ("plain", "control")
+        };
+        if destination == "own database" {
+            continue;
+        }
+        let run = probe(ns, pod, "main", host.clone(), *p);
+        probes.push(futures::FutureExt::boxed_local(async move {
+            ("control", destination, true, run.await)
+        }));
+    }
+    let results = futures::future::join_all(probes).await;
+
+    let wrong: Vec<String> = results
+        .iter()
+        .filter(|(_, _, expected, got)| expected != got)
+        .map(|(source, destination, expected, got)| format!("{source} → {destination}: expected {expected}, got {got}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "reachability differs from the matrix:\n{}",
+        wrong.join("\n")
+    );
+    assert_eq!(results.len(), 4 * 7 + 6);
+    for s in served {
+        s.abort();
+    }
     rc.shutdown().await;
 }
