@@ -506,3 +506,58 @@ async fn install_and_run(c: &Cluster, values: Option<&std::path::Path>) -> tokio
     .await;
     operator
 }
+
+/// docs/security.md's RBAC table is the rendered ClusterRole: one row per rule, with its group, resources and verbs
+/// (and a reason), nothing missing and nothing extra.
+#[test]
+fn the_security_docs_rbac_table_is_the_charts_cluster_role() {
+    let rendered = render(None);
+    let role = kind(&rendered, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "appdb-operator")
+        .expect("the operator's ClusterRole");
+    let strings = |v: &Value| -> Vec<String> {
+        let mut out: Vec<String> = v
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    };
+    let mut chart: Vec<(String, Vec<String>, Vec<String>)> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|rule| {
+            let group = strings(&rule["apiGroups"]).join(",");
+            let group = if group.is_empty() { "(core)".to_owned() } else { group };
+            (group, strings(&rule["resources"]), strings(&rule["verbs"]))
+        })
+        .collect();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).expect("docs");
+    let table = docs.split("## RBAC").nth(1).expect("an RBAC section");
+    let split = |cell: &str| -> Vec<String> {
+        let mut out: Vec<String> = cell
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        out.sort();
+        out
+    };
+    let mut documented: Vec<(String, Vec<String>, Vec<String>)> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| API group"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            assert!(cells.len() == 4 && !cells[3].is_empty(), "a row with a reason: {l}");
+            (cells[0].to_owned(), split(cells[1]), split(cells[2]))
+        })
+        .collect();
+    chart.sort();
+    documented.sort();
+    assert_eq!(
+        documented, chart,
+        "docs/security.md's RBAC table and the chart's ClusterRole"
+    );
+}
