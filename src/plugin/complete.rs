@@ -220,40 +220,21 @@ async fn from_cluster(want: &Want, target: &Target) -> Option<Vec<String>> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.ok()?;
     let namespace = target.namespace.clone().unwrap_or(config.default_namespace.clone());
     let client = crate::client::interactive(config, "kubectl-appdb", Some(Duration::from_secs(5))).ok()?;
-    let names = |items: Vec<String>| Some(items);
     match want {
-        Want::Databases => names(
-            Api::<AppDatabase>::namespaced(client, &namespace)
-                .list_metadata(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
-        ),
-        Want::Connections => names(
-            Api::<VpnConnection>::namespaced(client, &namespace)
-                .list_metadata(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
-        ),
-        Want::Namespaces => names(
-            Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
-                .list_metadata(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect(),
-        ),
+        Want::Databases => names(Api::<AppDatabase>::namespaced(client, &namespace)).await,
+        Want::Connections => names(Api::<VpnConnection>::namespaced(client, &namespace)).await,
+        Want::Namespaces => names(Api::<k8s_openapi::api::core::v1::Namespace>::all(client)).await,
         _ => None,
     }
+}
+
+/// The names `api` lists (metadata only: completion needs nothing else).
+async fn names<K>(api: Api<K>) -> Option<Vec<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list_metadata(&ListParams::default()).await.ok()?;
+    Some(list.items.iter().map(ResourceExt::name_any).collect())
 }
 
 #[cfg(test)]

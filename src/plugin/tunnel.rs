@@ -166,6 +166,9 @@ impl Opened {
     }
 }
 
+/// Linux's "address family not supported" (IPv6 disabled in the kernel).
+const EAFNOSUPPORT: i32 = 97;
+
 /// Binds the tunnel's local port. An explicit address is bound alone. By default 127.0.0.1 is required and ::1 is
 /// added on the same port when the machine has IPv6 (a client that resolves `localhost` to ::1 first then finds the
 /// tunnel too). Were 127.0.0.1's port taken, `localhost` could lead a client to whatever holds it, so that fails.
@@ -195,7 +198,7 @@ pub async fn bind(address: Option<IpAddr>, port: u16) -> Result<(Vec<TcpListener
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
-                    ) || e.raw_os_error() == Some(97) =>
+                    ) || e.raw_os_error() == Some(EAFNOSUPPORT) =>
                 {
                     Ok((vec![first], None))
                 }

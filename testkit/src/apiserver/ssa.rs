@@ -240,7 +240,7 @@ impl ManagedFields {
     ) -> Result<Value, Vec<Conflict>> {
         if self.keyed_lists {
             let (keyed_existing, keyed_config) = (super::lists::keyed(existing), super::lists::keyed(config));
-            let merged = self.apply_keyed(
+            let merged = self.apply_paths(
                 &keyed_existing,
                 &keyed_config,
                 manager,
@@ -251,11 +251,12 @@ impl ManagedFields {
             )?;
             return Ok(super::lists::unkeyed(&merged, &[Some(existing), Some(config)]));
         }
-        self.apply_keyed(existing, config, manager, force, subresource, api_version, time)
+        self.apply_paths(existing, config, manager, force, subresource, api_version, time)
     }
 
+    /// The apply itself, over leaf paths (item keys being path segments when lists were keyed).
     #[allow(clippy::too_many_arguments)]
-    fn apply_keyed(
+    fn apply_paths(
         &mut self,
         existing: &Value,
         config: &Value,
