@@ -43,7 +43,7 @@ async fn setup(c: &Cluster) -> Child {
         "pnet/prod",
         "-n",
         "acme",
-        "--timeout=30s",
+        "--timeout=120s",
     ])
     .await;
     operator

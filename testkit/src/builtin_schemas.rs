@@ -97,7 +97,9 @@ impl BuiltinSchemas {
             .ok()
             .and_then(|text| serde_json::from_str::<Value>(&inline_refs(&text)).ok())
             .and_then(|mut schema| {
-                schema["$defs"] = self.definitions.clone();
+                // Only the definitions this kind reaches: all of them (thousands) would make each compile take
+                // about a second in a test build, while the API server waits for it.
+                schema["$defs"] = reachable_definitions(&schema, &self.definitions);
                 jsonschema::options().build(&schema).ok()
             })
             .map(Arc::new);
@@ -134,6 +136,42 @@ impl BuiltinSchemas {
         }
         Some(errors)
     }
+}
+
+/// The definitions `schema` refers to (`#/$defs/NAME`), and theirs, transitively.
+fn reachable_definitions(schema: &Value, definitions: &Value) -> Value {
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child) {
+                        ("$ref", Value::String(r)) => {
+                            if let Some(name) = r.strip_prefix("#/$defs/") {
+                                out.push(name.to_owned());
+                            }
+                        }
+                        _ => refs(child, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| refs(i, out)),
+            _ => {}
+        }
+    }
+    let mut reached = serde_json::Map::new();
+    let mut pending = Vec::new();
+    refs(schema, &mut pending);
+    while let Some(name) = pending.pop() {
+        if reached.contains_key(&name) {
+            continue;
+        }
+        let Some(definition) = definitions.get(&name) else {
+            continue;
+        };
+        refs(definition, &mut pending);
+        reached.insert(name, definition.clone());
+    }
+    Value::Object(reached)
 }
 
 /// `/spec/containers/0/ports/1/containerPort` → `spec.containers[0].ports[1].containerPort`, as the API server
