@@ -613,3 +613,197 @@ async fn watches_send_bookmarks_when_asked() {
         .await;
     assert!(!without.contains("BOOKMARK"), "{without}");
 }
+
+/// A stand-in for a pod's server: echoes what it is sent and, once the client stops sending, says `bye` and
+/// closes, so that a half-close has to travel through the forward and the answer back.
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match conn.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let _ = conn.write_all(b"bye").await;
+            });
+        }
+    });
+    addr
+}
+
+/// Starts `kubectl port-forward` with `args` and returns it with the local port it reports.
+async fn port_forward(c: &Cluster, args: &[&str], websockets: bool) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("port-forward")
+        .args(args)
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", c.dir.path())
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl must be installed");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("kubectl port-forward reported within 30 s")
+        .expect("stdout")
+        .unwrap_or_default();
+    // "Forwarding from 127.0.0.1:40215 -> 7000"
+    let port = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("kubectl port-forward's first line names the local port: {line:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+/// One connection through the forward: `payload` goes in, is echoed back whole, and after a half-close the
+/// server's last word arrives too.
+async fn round_trip(port: u16, payload: Vec<u8>) -> Result<(), String> {
+    tokio::time::timeout(std::time::Duration::from_secs(60), round_trip_unbounded(port, payload))
+        .await
+        .unwrap_or_else(|_| Err("no complete answer within 60 s".into()))
+}
+
+async fn round_trip_unbounded(port: u16, payload: Vec<u8>) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut from, mut to) = conn.into_split();
+    let sent = payload.clone();
+    let writer = tokio::spawn(async move {
+        to.write_all(&sent).await?;
+        to.shutdown().await
+    });
+    let mut back = Vec::new();
+    from.read_to_end(&mut back).await.map_err(|e| format!("read: {e}"))?;
+    writer.await.expect("writer").map_err(|e| format!("write: {e}"))?;
+    let mut expected = payload;
+    expected.extend_from_slice(b"bye");
+    if back == expected {
+        Ok(())
+    } else {
+        Err(format!("{} bytes came back, {} expected", back.len(), expected.len()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_port_forward_carries_connections_over_websocket_and_spdy_under_rbac() {
+    let c = Cluster::start().await;
+    let echo = echo_server().await;
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: echo, namespace: default, labels: {app: echo}}\nspec:\n  containers:\n  - {name: echo, image: busybox, ports: [{name: echo, containerPort: 7000}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: default}\nspec:\n  selector: {app: echo}\n  ports: [{name: echo, port: 80, targetPort: echo}]\n",
+    )
+    .await;
+    // kubectl forwards only to a running pod.
+    c.ok(&[
+        "patch",
+        "pod",
+        "echo",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ])
+    .await;
+    c.server.map_port_forward("default", "echo", echo);
+    // kubectl's default since 1.31 (SPDY inside a WebSocket) and its fallback (SPDY on the upgraded connection).
+    for websockets in [true, false] {
+        for target in ["pod/echo", "svc/echo"] {
+            let remote = if target == "svc/echo" { ":80" } else { ":7000" };
+            let (mut kubectl, port) = port_forward(&c, &[target, remote], websockets).await;
+            // Concurrent connections, each larger than SPDY's 64 KiB initial window and than a WebSocket
+            // message: neither side may wait for a window update that kubectl never sends.
+            let payloads: Vec<Vec<u8>> = (0..3u8)
+                .map(|i| (0..(1 << 20)).map(|n: u32| (n as u8) ^ i.wrapping_mul(97)).collect())
+                .collect();
+            let results = futures::future::join_all(payloads.into_iter().map(|p| round_trip(port, p))).await;
+            for result in results {
+                result.unwrap_or_else(|e| panic!("{target} (websockets={websockets}): {e}"));
+            }
+            // A connection after others have finished reuses the same session.
+            round_trip(port, b"SELECT 1".to_vec())
+                .await
+                .expect("a later connection");
+            kubectl.kill().await.expect("stop kubectl");
+        }
+    }
+    // Each mode took its own path: no silent fallback from the WebSocket to plain SPDY.
+    let sessions = c.server.port_forward_sessions();
+    assert_eq!(sessions.get("SPDY/3.1+portforward.k8s.io"), Some(&2), "{sessions:?}");
+    assert_eq!(sessions.get("SPDY/3.1"), Some(&2), "{sessions:?}");
+    // A forward to a port where nothing listens: kubectl names the cause from the error stream.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_addr = closed.local_addr().expect("addr");
+    drop(closed);
+    c.server.map_port_forward("default", "echo", closed_addr);
+    let (mut kubectl, port) = port_forward(&c, &["pod/echo", ":7000"], true).await;
+    let mut stderr = kubectl.stderr.take().expect("stderr");
+    let _ = round_trip(port, b"x".to_vec()).await;
+    let mut said = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            said.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&said).contains("error forwarding port 7000") {
+                break;
+            }
+        }
+    })
+    .await;
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        said.contains("error forwarding port 7000 to pod echo") && said.contains("refused"),
+        "{said}"
+    );
+    kubectl.kill().await.expect("stop kubectl");
+    // RBAC decides: a person who may read the pod but not create pods/portforward is refused with a real
+    // server's message, on either protocol.
+    c.server.map_port_forward("default", "echo", echo);
+    c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: pod-reader, namespace: default}\nrules:\n- {apiGroups: [\"\"], resources: [pods], verbs: [get, list]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: dana-reads-pods, namespace: default}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}\nsubjects:\n- {apiGroup: rbac.authorization.k8s.io, kind: User, name: dana}\n",
+    )
+    .await;
+    for websockets in ["true", "false"] {
+        let out = tokio::process::Command::new("kubectl")
+            .args(["port-forward", "pod/echo", ":7000", "--as=dana"])
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", c.dir.path())
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), out)
+            .await
+            .expect("kubectl gave up within 30 s")
+            .expect("kubectl");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "dana may not forward: {err}");
+        assert!(
+            err.contains("User \"dana\" cannot create resource \"pods/portforward\""),
+            "websockets={websockets}: {err}"
+        );
+    }
+}

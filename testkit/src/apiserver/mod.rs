@@ -9,6 +9,7 @@ pub mod logs;
 pub mod portforward;
 pub mod protobuf;
 pub mod resources;
+pub mod spdy;
 pub mod ssa;
 pub mod store;
 pub mod tls;
@@ -176,6 +177,8 @@ pub struct ServerState {
     pub port_forward_dialer: Mutex<Option<portforward::Dialer>>,
     /// Reads `pods/log` (the pod runner's kubelet).
     pub log_reader: Mutex<Option<logs::LogReader>>,
+    /// Port-forward sessions opened, per protocol (`SPDY/3.1+portforward.k8s.io`, `SPDY/3.1`, `v5.channel.k8s.io`…).
+    pub forward_sessions: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Bumped to cut every open port-forward.
     pub forward_cut: tokio::sync::watch::Sender<u64>,
     /// Faults to inject (none by default) and how many were.
@@ -215,6 +218,7 @@ impl TestApiServer {
             port_forwards: Mutex::new(Default::default()),
             port_forward_dialer: Mutex::new(None),
             log_reader: Mutex::new(None),
+            forward_sessions: Mutex::default(),
             forward_cut: tokio::sync::watch::channel(0).0,
             faults: Mutex::new(faults::Faults::default()),
             fault_counts: faults::FaultCounts::default(),
@@ -358,6 +362,15 @@ impl TestApiServer {
     /// `pods/log` is answered by `read(namespace, pod, container)` (the pod runner's kubelet: the container's output).
     pub fn read_logs_with(&self, read: logs::LogReader) {
         *self.state.log_reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
+    }
+
+    /// Port-forward sessions opened so far, per protocol: which of kubectl's paths a test actually took.
+    pub fn port_forward_sessions(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state
+            .forward_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Closes every open port-forward (as a dropped connection or an API server restart would).
