@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Cluster, eventually};
+use support::{Cluster, eventually, kubectl_port_forward};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/acme");
 
@@ -642,37 +642,6 @@ async fn echo_server() -> std::net::SocketAddr {
     addr
 }
 
-/// Starts `kubectl port-forward` with `args` and returns it with the local port it reports.
-async fn port_forward(c: &Cluster, args: &[&str], websockets: bool) -> (tokio::process::Child, u16) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new("kubectl")
-        .arg("port-forward")
-        .args(args)
-        .env("KUBECONFIG", c.kubeconfig())
-        .env("HOME", c.dir.path())
-        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kubectl must be installed");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("kubectl port-forward reported within 30 s")
-        .expect("stdout")
-        .unwrap_or_default();
-    // "Forwarding from 127.0.0.1:40215 -> 7000"
-    let port = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("kubectl port-forward's first line names the local port: {line:?}"));
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
-}
-
 /// One connection through the forward: `payload` goes in, is echoed back whole, and after a half-close the
 /// server's last word arrives too.
 async fn round_trip(port: u16, payload: Vec<u8>) -> Result<(), String> {
@@ -729,7 +698,9 @@ async fn kubectl_port_forward_carries_connections_over_websocket_and_spdy_under_
     for websockets in [true, false] {
         for target in ["pod/echo", "svc/echo"] {
             let remote = if target == "svc/echo" { ":80" } else { ":7000" };
-            let (mut kubectl, port) = port_forward(&c, &[target, remote], websockets).await;
+            let (mut kubectl, port) = kubectl_port_forward(&c, &c.kubeconfig(), &[target, remote], websockets)
+                .await
+                .expect("kubectl port-forward");
             // Concurrent connections, each larger than SPDY's 64 KiB initial window and than a WebSocket
             // message: neither side may wait for a window update that kubectl never sends.
             let payloads: Vec<Vec<u8>> = (0..3u8)
@@ -755,7 +726,9 @@ async fn kubectl_port_forward_carries_connections_over_websocket_and_spdy_under_
     let closed_addr = closed.local_addr().expect("addr");
     drop(closed);
     c.server.map_port_forward("default", "echo", closed_addr);
-    let (mut kubectl, port) = port_forward(&c, &["pod/echo", ":7000"], true).await;
+    let (mut kubectl, port) = kubectl_port_forward(&c, &c.kubeconfig(), &["pod/echo", ":7000"], true)
+        .await
+        .expect("kubectl port-forward");
     let mut stderr = kubectl.stderr.take().expect("stderr");
     let _ = round_trip(port, b"x".to_vec()).await;
     let mut said = Vec::new();

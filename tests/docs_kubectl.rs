@@ -239,9 +239,13 @@ async fn every_documented_kubectl_command_runs_as_written() {
             started = true;
             bring_the_customer_up(&c).await;
         }
-        if line.starts_with("kubectl appdb tunnel ") {
+        let long_running = [
+            ("kubectl appdb tunnel ", "connect to tcp://"),
+            ("kubectl port-forward ", "Forwarding from 127.0.0.1:"),
+        ];
+        if let Some((_, says)) = long_running.iter().find(|(prefix, _)| line.starts_with(prefix)) {
             // Runs until interrupted: it must say where to connect, then it is stopped as a reader would (Ctrl-C).
-            // `exec`: the shell becomes kubectl, which execs the plugin, so stopping the child stops the tunnel.
+            // `exec`: the shell becomes kubectl (which execs the plugin), so stopping the child stops the tunnel.
             let mut child = shell(&format!("exec {line}")).spawn().expect("start the tunnel");
             let stdout = child.stdout.take().unwrap();
             let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
@@ -250,7 +254,7 @@ async fn every_documented_kubectl_command_runs_as_written() {
             let first = first.ok().and_then(|l| l.ok()).flatten().unwrap_or_default();
             let stderr = child.wait_with_output().await.map(|o| o.stderr).unwrap_or_default();
             assert!(
-                first.contains("connect to tcp://"),
+                first.contains(says),
                 "{doc}: `{line}` printed {first:?}: {}",
                 String::from_utf8_lossy(&stderr)
             );
@@ -283,6 +287,7 @@ async fn every_documented_kubectl_command_runs_as_written() {
         "kubectl appdb status",
         "kubectl appdb vpn-config",
         "kubectl appdb tunnel",
+        "kubectl port-forward",
     ] {
         assert!(
             ran.iter().any(|l| l.contains(kind)),
@@ -363,7 +368,9 @@ async fn bring_the_customer_up(c: &Cluster) {
 
 async fn ready_pod(c: &Cluster, ns: &str, name: &str, labels: &serde_json::Map<String, serde_json::Value>) {
     let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {"containers": [{"name": "main", "image": "registry.example/main:1"}]}});
+        "spec": {"containers": [{"name": "main", "image": "registry.example/main:1",
+            // The database Service's named target port, which `kubectl port-forward svc/…` resolves on the pod.
+            "ports": [{"name": "mysql", "containerPort": 3306}]}]}});
     support::apply(c, &pod.to_string()).await;
     c.ok(&[
         "patch",

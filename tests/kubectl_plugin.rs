@@ -13,8 +13,8 @@ use appdb_testkit::{
 };
 use mysql_async::prelude::Queryable;
 use support::{
-    Cluster, apply, eventually, free_port, get, give_outside_addresses, mark_statefulset_ready, spawn_operator,
-    wait_ready_to_use,
+    Cluster, apply, eventually, free_port, get, give_outside_addresses, kubectl_port_forward, mark_statefulset_ready,
+    spawn_operator, wait_ready_to_use,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -151,7 +151,7 @@ async fn setup(c: &Cluster, engine: Engine) -> (tokio::process::Child, DbServer)
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "orders-0", "namespace": "acme", "labels": selector},
-        "spec": {"containers": [{"name": "database", "image": image}]}
+        "spec": {"containers": [{"name": "database", "image": image, "ports": [{"name": "mysql", "containerPort": 3306}]}]}
     });
     apply(c, &pod.to_string()).await;
     set_pod_ready(c, "orders-0", true).await;
@@ -412,6 +412,21 @@ async fn tunnel_access_is_given_per_database_to_users_and_groups() {
     // The user, and a member of the group, open it.
     assert!(opens(alice.clone(), "orders").await.0, "alice is listed");
     assert!(opens(bob.clone(), "orders").await.0, "bob is in dbas");
+    // Without the plugin: plain kubectl port-forward to the database's Service, with the same access, and the
+    // engine's real client through it. Listed at another database only: refused by the API server.
+    let (mut forward, port) = kubectl_port_forward(&c, &bob, &["-n", "acme", "svc/orders", ":3306"], true)
+        .await
+        .expect("bob forwards with kubectl port-forward");
+    assert_eq!(client_query(engine, port, "SELECT 1").await.as_deref(), Ok("1"));
+    forward.kill().await.expect("stop kubectl");
+    let refused = kubectl_port_forward(&c, &carol, &["-n", "acme", "pod/orders-0", ":3306"], true)
+        .await
+        .map(|_| ())
+        .expect_err("carol may not forward to orders");
+    assert!(
+        refused.contains("User \"carol@example.com\" cannot get resource \"pods\""),
+        "{refused}"
+    );
     // Somebody else, and a listed user at another database: "Access denied".
     for (who, kubeconfig, database) in [("carol", carol.clone(), "orders"), ("alice", alice.clone(), "billing")] {
         let (opened, code, stderr) = opens(kubeconfig, database).await;
@@ -599,7 +614,8 @@ async fn a_tunnel_file_opens_several_and_status_and_vpn_config_show_the_namespac
     db.stop().await;
 }
 
-/// The chart's `appdb-tunnel-user` ClusterRole grants exactly what the plugin checks before opening a tunnel.
+/// The chart's `appdb-tunnel-user` ClusterRole grants exactly what the plugin checks before opening a tunnel, and
+/// the pod read plain `kubectl port-forward` adds.
 #[test]
 fn the_charts_tunnel_role_grants_what_the_plugin_checks() {
     let template = std::fs::read_to_string("charts/appdb-operator/templates/user-roles.yaml").expect("template");
@@ -628,6 +644,7 @@ fn the_charts_tunnel_role_grants_what_the_plugin_checks() {
     }
     let mut needed: Vec<String> = appdb_operator::plugin::tunnel::NEEDED
         .iter()
+        .chain(appdb_operator::plugin::tunnel::ALSO_FOR_KUBECTL_PORT_FORWARD)
         .map(|(verb, group, resource, sub)| {
             let full = if sub.is_empty() {
                 resource.to_string()

@@ -88,6 +88,10 @@ pub const NEEDED: &[Permission] = &[
     ("create", "", "pods", "portforward"),
 ];
 
+/// What plain `kubectl port-forward` needs besides [`NEEDED`] (it reads the pod to check that it runs), so that
+/// the roles that grant a tunnel also serve a person without the plugin.
+pub const ALSO_FOR_KUBECTL_PORT_FORWARD: &[Permission] = &[("get", "", "pods", "")];
+
 /// Asks the API server which of `needed` the user lacks, each for the object it names (`None`: any): access given
 /// per database (`spec.tunnel.allowed`, a Role with resource names) answers only for that database and its pods.
 async fn missing_permissions(

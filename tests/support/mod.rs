@@ -350,3 +350,46 @@ pub fn migration_report_configmap(pod: &str) -> String {
         .unwrap_or(job);
     format!("{migration}-copy-report")
 }
+
+/// Starts the real `kubectl port-forward ARGS` as the user of `kubeconfig`, over SPDY in a WebSocket (`websockets`,
+/// kubectl's default) or plain SPDY, and returns it with the local 127.0.0.1 port it reports; or what it said on
+/// stderr when it gave up instead.
+pub async fn kubectl_port_forward(
+    c: &Cluster,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    websockets: bool,
+) -> Result<(tokio::process::Child, u16), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("port-forward")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", c.dir.path())
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl must be installed (scripts/test.sh checks it)");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("kubectl port-forward reported or gave up within 30 s")
+        .expect("stdout");
+    let Some(line) = line else {
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr).await;
+        }
+        return Err(stderr);
+    };
+    // "Forwarding from 127.0.0.1:40215 -> 3306"
+    let port = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("kubectl port-forward's first line names the local port: {line:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, port))
+}

@@ -529,8 +529,10 @@ pub fn tunnel_access_name(db: &AppDatabase) -> String {
 
 /// What a tunnel to this database needs (the plugin checks the same, by name), and nothing beyond it:
 /// port-forward only to the pods of the database's servers (`<server>-0`: StatefulSet pod names are
-/// deterministic), reads only of this database and its Service. Listing pods cannot be limited by name; the
-/// plugin lists the Service's pods to find the one serving now.
+/// deterministic), reads only of this database, its Service and those pods. Listing pods cannot be limited by name;
+/// the plugin lists the Service's pods to find the one serving now. Reading the pods by name is what plain
+/// `kubectl port-forward svc/<database>` needs besides (it checks that the pod runs), so that a listed user without
+/// the plugin gets the same tunnel.
 pub fn tunnel_role(db: &AppDatabase, servers: &[ServerPlan]) -> k8s_openapi::api::rbac::v1::Role {
     use k8s_openapi::api::rbac::v1::PolicyRule;
     let rule = |group: &str, resource: &str, verb: &str, names: Option<Vec<String>>| PolicyRule {
@@ -549,6 +551,7 @@ pub fn tunnel_role(db: &AppDatabase, servers: &[ServerPlan]) -> k8s_openapi::api
             rule("appdb.dev", "appdatabases", "get", Some(vec![db.name_any()])),
             rule("", "services", "get", Some(vec![names(db).client])),
             rule("", "pods", "list", None),
+            rule("", "pods", "get", Some(pods.clone())),
             rule("", "pods/portforward", "create", Some(pods)),
         ]),
     }
@@ -973,5 +976,47 @@ mod tests {
         }
         let host = c.env.as_ref().unwrap().iter().find(|e| e.name == "APPDB_HOST").unwrap();
         assert_eq!(host.value.as_deref(), Some("orders.acme.svc.cluster.local"));
+    }
+
+    /// The tunnel Role grants what the plugin checks and what plain `kubectl port-forward` reads, each by name
+    /// where RBAC allows it: the database, its Service, and the pods of every server that runs (a copying
+    /// migration's new one too); nothing else and nothing more.
+    #[test]
+    fn tunnel_role_grants_the_plugins_checks_by_name_on_every_running_server() {
+        let db = db(Engine::MySQL, DeletionPolicy::Retain);
+        let mut copy = ServerPlan::from_spec(&db);
+        copy.name = "orders-m1".into();
+        let role = tunnel_role(&db, &[ServerPlan::from_spec(&db), copy]);
+        let rules = role.rules.unwrap();
+        let granted = |verb: &str, group: &str, resource: &str| {
+            rules
+                .iter()
+                .find(|r| {
+                    r.verbs == [verb]
+                        && r.api_groups.as_deref() == Some(&[group.to_string()][..])
+                        && r.resources.as_deref() == Some(&[resource.to_string()][..])
+                })
+                .map(|r| r.resource_names.clone())
+        };
+        let pods = Some(Some(vec!["orders-0".to_string(), "orders-m1-0".to_string()]));
+        for (verb, group, resource, sub) in crate::plugin::tunnel::NEEDED
+            .iter()
+            .chain(crate::plugin::tunnel::ALSO_FOR_KUBECTL_PORT_FORWARD)
+        {
+            let full = if sub.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{sub}")
+            };
+            let names = granted(verb, group, &full);
+            match (*verb, full.as_str()) {
+                ("list", "pods") => assert_eq!(names, Some(None), "listing cannot be limited by name"),
+                ("get", "pods") | ("create", "pods/portforward") => assert_eq!(names, pods, "{verb} {full}"),
+                ("get", "appdatabases") => assert_eq!(names, Some(Some(vec!["orders".into()]))),
+                ("get", "services") => assert_eq!(names, Some(Some(vec!["orders".into()]))),
+                other => panic!("a check the role does not cover: {other:?}"),
+            }
+        }
+        assert_eq!(rules.len(), 5, "nothing beyond what a tunnel needs: {rules:?}");
     }
 }

@@ -33,6 +33,9 @@ pub enum Target {
     Address(SocketAddr),
     /// Dialled per port.
     Dial(Dialer),
+    /// A pod that exists with nothing mapped to it: the forward opens and each connection is refused, as a kubelet
+    /// answers when nothing listens on the port.
+    NothingListens,
 }
 
 #[derive(serde::Deserialize)]
@@ -84,7 +87,14 @@ pub async fn handle(
                 .clone()
                 .map(Target::Dial)
         });
-    let Some(target) = target else {
+    let pod_exists = || {
+        let store = state.store.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .objects
+            .get(&(String::new(), "pods".to_owned()))
+            .is_some_and(|pods| pods.contains_key(&(namespace.clone(), pod.clone())))
+    };
+    let Some(target) = target.or_else(|| pod_exists().then_some(Target::NothingListens)) else {
         return status(StatusCode::NOT_FOUND, "NotFound", format!("pods \"{pod}\" not found"));
     };
     let mut cut = state.forward_cut.subscribe();
@@ -204,6 +214,10 @@ impl PodRef {
         match &self.target {
             Target::Address(addr) => Box::pin(tokio::net::TcpStream::connect(*addr)),
             Target::Dial(dial) => dial(self.namespace.clone(), self.pod.clone(), port),
+            Target::NothingListens => Box::pin(std::future::ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("dial tcp4 127.0.0.1:{port}: connect: connection refused"),
+            )))),
         }
     }
 }
