@@ -11,11 +11,10 @@ use appdb_operator::{
         common::SecretKeyRef,
     },
     controllers::{
-        app_database::build::{
-            BuildInputs, ServerPlan, build, copy_server_name, copy_server_plan, root_secret, rotation_job,
-        },
+        app_database::build::{BuildInputs, build, root_secret, rotation_job},
         database_migration::copy,
     },
+    database::{ServerPlan, copy_server_name, copy_server_plan},
     netpol::{IsolationConfig, customer_policies},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use appdb_operator::{
     api::AppDatabase,
-    controllers::app_database::build::{BuildInputs, ROOT_PASSWORD_KEY, ServerPlan, build, names},
+    controllers::app_database::build::{BuildInputs, build},
+    database::{ROOT_PASSWORD_KEY, ServerPlan, names},
 };
 use appdb_testkit::{
     dbserver::Engine,

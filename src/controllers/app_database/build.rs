@@ -7,10 +7,10 @@ use k8s_openapi::{
         apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
         batch::v1::{Job, JobSpec},
         core::v1::{
-            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-            EnvVarSource, ExecAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
-            SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction,
+            KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+            Probe, ResourceRequirements, SeccompProfile, Secret, Service, ServicePort, ServiceSpec, Volume,
+            VolumeMount, VolumeResourceRequirements,
         },
         networking::v1::NetworkPolicy,
     },
@@ -23,132 +23,19 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt, api::DynamicObject, core::ApiResource};
 
 use crate::{
-    api::{
-        AppDatabase,
-        app_database::{DeletionPolicy, ServerStatus, Storage},
-    },
+    api::{AppDatabase, app_database::DeletionPolicy},
+    database::{ROOT_PASSWORD_KEY, ServerPlan, names},
     mysql::engine::{admin_init_script, flavor, liveness_command, readiness_command, server_config, server_id},
     names::{
         ANNOTATION_SECRET_REVISION, LABEL_DATABASE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY,
         ROLE_DATABASE, ROLE_OPERATOR_JOB,
     },
     netpol::{MYSQL_PORT, database_policy},
+    workload::{hardened_container_security, secret_env},
 };
 
-/// Key of the root password inside the operator-generated root Secret.
-pub const ROOT_PASSWORD_KEY: &str = "password";
 const CONFIG_FILE: &str = "appdb.cnf";
 const INIT_SCRIPT: &str = "10-appdb-admin.sh";
-
-/// Names of a database's objects (deterministic, derived from the AppDatabase's name).
-pub struct Names {
-    pub statefulset: String,
-    pub headless: String,
-    pub client: String,
-    pub config: String,
-    pub root_secret: String,
-}
-
-pub fn names(db: &AppDatabase) -> Names {
-    let name = db.name_any();
-    Names {
-        statefulset: name.clone(),
-        headless: format!("{name}-headless"),
-        client: name.clone(),
-        config: format!("{name}-config"),
-        root_secret: format!("{name}-root"),
-    }
-}
-
-/// One database server (a StatefulSet with its headless Service and configuration). A database has one; a
-/// copying migration adds the new one beside it until the rollback window has passed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServerPlan {
-    pub name: String,
-    pub image: String,
-    pub storage: Storage,
-}
-
-impl ServerPlan {
-    /// The server the AppDatabase's spec describes, named like the AppDatabase.
-    pub fn from_spec(db: &AppDatabase) -> ServerPlan {
-        ServerPlan {
-            name: db.name_any(),
-            image: image(db),
-            storage: db.spec.storage.clone(),
-        }
-    }
-
-    /// The server a copying migration created (recorded in the AppDatabase's status).
-    pub fn from_status(server: &ServerStatus) -> ServerPlan {
-        ServerPlan {
-            name: server.name.clone(),
-            image: server.image.clone(),
-            storage: Storage {
-                size: server.storage_size.clone(),
-                storage_class_name: server.storage_class_name.clone(),
-            },
-        }
-    }
-
-    pub fn to_status(&self) -> ServerStatus {
-        ServerStatus {
-            name: self.name.clone(),
-            image: self.image.clone(),
-            storage_size: self.storage.size.clone(),
-            storage_class_name: self.storage.storage_class_name.clone(),
-        }
-    }
-
-    pub fn headless(&self) -> String {
-        format!("{}-headless", self.name)
-    }
-
-    pub fn config(&self) -> String {
-        format!("{}-config", self.name)
-    }
-
-    /// The address of the server's pod: `NAME-0.NAME-headless.NS.svc.DOMAIN`.
-    pub fn pod_host(&self, namespace: &str, cluster_domain: &str) -> String {
-        format!("{}-0.{}.{namespace}.svc.{cluster_domain}", self.name, self.headless())
-    }
-}
-
-/// The server a copying migration creates: `<database>-<first 6 hex digits of a digest of the migration's UID>`
-/// (the database part shortened so pod names stay within 63 characters).
-pub fn copy_server_name(database: &str, migration_uid: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(migration_uid.as_bytes());
-    let suffix: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
-    let mut base = database.to_owned();
-    base.truncate(40);
-    format!("{}-{suffix}", base.trim_end_matches('-'))
-}
-
-/// The new server a copying migration asks for: the current server with the migration's target fields.
-pub fn copy_server_plan(
-    db: &AppDatabase,
-    current: &ServerPlan,
-    name: &str,
-    target: Option<&crate::api::database_migration::MigrationTarget>,
-) -> ServerPlan {
-    let image = match target {
-        Some(t) if t.image.is_some() => t.image.clone().unwrap_or_default(),
-        Some(t) if t.version.is_some() => format!(
-            "{}:{}",
-            flavor(db.spec.engine).image_repository,
-            t.version.as_deref().unwrap_or_default()
-        ),
-        _ => current.image.clone(),
-    };
-    ServerPlan {
-        name: name.to_owned(),
-        image,
-        storage: target
-            .and_then(|t| t.storage.clone())
-            .unwrap_or_else(|| current.storage.clone()),
-    }
-}
 
 /// What the builder needs beyond the AppDatabase itself.
 pub struct BuildInputs<'a> {
@@ -204,41 +91,6 @@ fn meta(db: &AppDatabase, name: &str) -> ObjectMeta {
     }
 }
 
-pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-pub(crate) fn hardened_container_security(uid: i64) -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        run_as_user: Some(uid),
-        run_as_group: Some(uid),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    }
-}
-
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
@@ -275,18 +127,6 @@ fn mount(name: &str, path: &str) -> VolumeMount {
         mount_path: path.into(),
         ..Default::default()
     }
-}
-
-/// The container image for the database.
-pub fn image(db: &AppDatabase) -> String {
-    let f = flavor(db.spec.engine);
-    db.spec.image.clone().unwrap_or_else(|| {
-        format!(
-            "{}:{}",
-            f.image_repository,
-            db.spec.version.as_deref().unwrap_or(f.default_version)
-        )
-    })
 }
 
 /// The servers, client Service and NetworkPolicy of one database.
@@ -712,6 +552,7 @@ mod tests {
         app_database::{AdminCredentials, Engine, Storage},
         common::SecretKeyRef,
     };
+    use crate::database::{copy_server_name, copy_server_plan};
 
     fn db(engine: Engine, policy: DeletionPolicy) -> AppDatabase {
         let mut db = AppDatabase::new(

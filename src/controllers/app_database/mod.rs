@@ -40,8 +40,8 @@ use tracing::warn;
 
 use self::{
     build::{
-        BuildInputs, ServerPlan, build, copy_server_plan, dns_endpoint, dns_endpoint_resource, names, root_secret,
-        rotation_job, rotation_job_name, tunnel_access_name, tunnel_binding, tunnel_role,
+        BuildInputs, build, dns_endpoint, dns_endpoint_resource, root_secret, rotation_job, rotation_job_name,
+        tunnel_access_name, tunnel_binding, tunnel_role,
     },
     status::{Dns, Phase, build_status},
     validate::{Invalid, Tenant, current_network, plan_addresses, validate_on},
@@ -50,6 +50,7 @@ use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
     config::OperatorConfig,
     controllers::apply::{StepError, apply_child, applying, get_owned, read},
+    database::{ServerPlan, copy_server_plan, names},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
     names::{

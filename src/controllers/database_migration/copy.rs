@@ -20,10 +20,11 @@ use crate::{
         AppDatabase, DatabaseMigration,
         database_migration::{CopyStatus, MigrationStrategy},
     },
-    controllers::app_database::build::{ROOT_PASSWORD_KEY, ServerPlan, hardened_container_security, names, secret_env},
+    database::{ROOT_PASSWORD_KEY, ServerPlan, names},
     mysql::migrate::PhaseReport,
     names::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB},
     netpol::MYSQL_PORT,
+    workload::{hardened_container_security, secret_env},
 };
 
 /// Label on the migration Job's pods naming their DatabaseMigration.

@@ -36,7 +36,7 @@ use crate::{
 
 pub mod copy;
 
-use crate::controllers::app_database::build::{ServerPlan, copy_server_plan};
+use crate::database::{ServerPlan, copy_server_plan};
 
 const NAME: &str = "databasemigration";
 /// Condition warning that premises would lose access (the target network has no VPN connection yet).
@@ -410,10 +410,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
     };
     match decide(&m.spec.database, start_at, &observed, now) {
         Decision::Start if copying => {
-            let server = crate::controllers::app_database::build::copy_server_name(
-                &m.spec.database,
-                &m.uid().unwrap_or_default(),
-            );
+            let server = crate::database::copy_server_name(&m.spec.database, &m.uid().unwrap_or_default());
             status.source_network = source_network;
             status.copy = Some(crate::api::database_migration::CopyStatus {
                 server: server.clone(),
