@@ -382,6 +382,11 @@ async fn two_tunnels_keys_gateways_budget_and_customer_download() {
             .then_some(())
     })
     .await;
+    // Once both gateways carry it, the status says so: what a migration to this network waits for.
+    eventually(30, "the status lists the relayed database", || async {
+        (get(&c, "vpn/seattle", "{.status.relayedAddresses}").await == r#"["10.20.30.74"]"#).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,7 +148,21 @@ pub struct VpnConnectionStatus {
     /// Name of the Secret (same namespace) holding the customer's device configurations, one key per device format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_secret: Option<String>,
+    /// The database addresses in the network that both tunnels' gateways relay (each to its database's stable
+    /// Service), once both gateway Deployments carry them. A migration to this network completes only when the
+    /// database's new address is listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relayed_addresses: Vec<String>,
     /// Observed generation, state and conditions.
     #[serde(flatten)]
     pub common: CommonStatus,
+}
+
+impl VpnConnection {
+    /// Whether both of this connection's gateways relay the database at `address` (its status says so).
+    pub fn relays(&self, address: &str) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.relayed_addresses.iter().any(|a| a == address))
+    }
 }

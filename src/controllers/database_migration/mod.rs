@@ -250,25 +250,11 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
                     .list(&ListParams::default())
                     .await
                     .map_err(read("the VpnConnections"))?;
-                let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(ctx.client.clone(), &ns);
-                for vpn in vpns.items.iter().filter(|v| v.spec.network == m.spec.target_network) {
-                    for tunnel in [1, 2] {
-                        let d = deployments
-                            .get_opt(&format!("{}-tunnel{tunnel}", vpn.name_any()))
-                            .await
-                            .map_err(read("a gateway Deployment"))?;
-                        let args = d
-                            .and_then(|d| d.spec.template.spec)
-                            .map(|p| {
-                                p.containers
-                                    .iter()
-                                    .flat_map(|c| c.args.clone().unwrap_or_default())
-                                    .collect::<Vec<_>>()
-                            })
-                            .unwrap_or_default();
-                        relayed &= args.iter().any(|a| a.starts_with(&format!("{address}:3306=")));
-                    }
-                }
+                relayed = vpns
+                    .items
+                    .iter()
+                    .filter(|v| v.spec.network == m.spec.target_network)
+                    .all(|v| v.relays(address));
             }
             if !moved || !shown || !relayed {
                 return Ok(Action::requeue(Duration::from_secs(1)));

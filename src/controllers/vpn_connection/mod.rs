@@ -424,7 +424,15 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     match apply_children(vpn.clone(), ctx).await {
         Err(Error::Step(StepError::NameInUse(in_use))) => {
             let tunnels = vpn.status.clone().unwrap_or_default().tunnels;
-            write_status(ctx, &vpn, Err(&Problem::stalled("NameInUse", in_use)), tunnels, None).await?;
+            write_status(
+                ctx,
+                &vpn,
+                Err(&Problem::stalled("NameInUse", in_use)),
+                tunnels,
+                None,
+                None,
+            )
+            .await?;
             Ok(Action::requeue(Duration::from_secs(30)))
         }
         other => other,
@@ -496,7 +504,7 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     let (block, cidrs, gateway_address, psks) = match validated {
         Ok(v) => v,
         Err(problem) => {
-            write_status(ctx, &vpn, Err(&problem), Vec::new(), None).await?;
+            write_status(ctx, &vpn, Err(&problem), Vec::new(), None, None).await?;
             return Ok(Action::requeue(Duration::from_secs(if problem.transient {
                 15
             } else {
@@ -569,7 +577,15 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
 
     // A proposal no device can use is reported at once, not after the load balancer has given out addresses.
     if let Some(e) = first_invalid_proposal(&vpn.spec) {
-        write_status(ctx, &vpn, Err(&Problem::stalled("InvalidProposal", e)), tunnels, None).await?;
+        write_status(
+            ctx,
+            &vpn,
+            Err(&Problem::stalled("InvalidProposal", e)),
+            tunnels,
+            None,
+            None,
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
@@ -587,7 +603,7 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
             message: "waiting for the load balancer to give each tunnel its outside address".into(),
             transient: true,
         };
-        write_status(ctx, &vpn, Err(&waiting), tunnels, None).await?;
+        write_status(ctx, &vpn, Err(&waiting), tunnels, None, None).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
     };
     let [psk1, psk2] = psks;
@@ -597,7 +613,15 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     let (tunnel1, tunnel2) = match (tunnel1, tunnel2) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
-            write_status(ctx, &vpn, Err(&Problem::stalled("InvalidProposal", e)), tunnels, None).await?;
+            write_status(
+                ctx,
+                &vpn,
+                Err(&Problem::stalled("InvalidProposal", e)),
+                tunnels,
+                None,
+                None,
+            )
+            .await?;
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
     };
@@ -629,7 +653,7 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
         "the gateway RoleBinding",
     )
     .await?;
-    let serving = serving(ctx, &ns, &vpn.spec.network, &conn).await?;
+    let (serving, relayed) = serving(ctx, &ns, &vpn.spec.network, &conn).await?;
     // Tunnel 2 changes only once tunnel 1 runs its current configuration: never both down for an update.
     let mut tunnel1_settled = true;
     let mut tunnel2_held = false;
@@ -674,7 +698,8 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
                     .into(),
             transient: true,
         };
-        write_status(ctx, &vpn, Err(&waiting), tunnels, None).await?;
+        let relayed = (!tunnel2_held).then(|| relayed.clone());
+        write_status(ctx, &vpn, Err(&waiting), tunnels, None, relayed).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
     apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
@@ -695,6 +720,8 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
         outcome.as_ref().map(|_| ()),
         tunnels,
         Some(customer_config_name(&vpn)),
+        // A held tunnel 2 still relays what it relayed before; the last published list stays until it rolls.
+        (!tunnel2_held).then_some(relayed),
     )
     .await?;
     Ok(Action::requeue(if tunnel1_settled {
@@ -705,7 +732,13 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
 }
 
 /// The pinghost and the databases living on the network: the addresses a gateway owns and the relays it runs.
-async fn serving(ctx: &Context, ns: &str, network: &str, conn: &Connection) -> Result<build::Serving, Error> {
+/// Also returns the databases' addresses alone: what the status publishes as relayed once both gateways carry them.
+async fn serving(
+    ctx: &Context,
+    ns: &str,
+    network: &str,
+    conn: &Connection,
+) -> Result<(build::Serving, Vec<String>), Error> {
     let databases = Api::<crate::api::AppDatabase>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default())
         .await
@@ -725,6 +758,7 @@ async fn serving(ctx: &Context, ns: &str, network: &str, conn: &Connection) -> R
         })
         .collect();
     on_network.sort();
+    let relayed = on_network.iter().map(|(_, address)| address.to_string()).collect();
     for (name, address) in on_network {
         serving.addresses.push(address);
         serving.relays.push(format!(
@@ -732,7 +766,7 @@ async fn serving(ctx: &Context, ns: &str, network: &str, conn: &Connection) -> R
             ctx.config.cluster_domain
         ));
     }
-    Ok(serving)
+    Ok((serving, relayed))
 }
 
 fn template_digest(d: &Deployment) -> Option<&String> {
@@ -767,6 +801,7 @@ async fn write_status(
     outcome: Result<(), &Problem>,
     tunnels: Vec<TunnelStatus>,
     config_secret: Option<String>,
+    relayed_addresses: Option<Vec<String>>,
 ) -> Result<(), Error> {
     let generation = vpn.metadata.generation;
     let now = jiff::Timestamp::now();
@@ -820,6 +855,7 @@ async fn write_status(
             tunnels
         },
         config_secret: config_secret.or(previous.config_secret.clone()),
+        relayed_addresses: relayed_addresses.unwrap_or_else(|| previous.relayed_addresses.clone()),
         common: CommonStatus {
             observed_generation: generation,
             state: Some(state.into()),
