@@ -439,15 +439,118 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     }
 }
 
+/// What the customer side and the network give, once checked: the network's /26, the customer's CIDRs, the
+/// customer's gateway address and the two keys.
+struct Validated {
+    block: ipnet::Ipv4Net,
+    cidrs: Vec<ipnet::Ipv4Net>,
+    gateway_address: Ipv4Addr,
+    psks: [Psk; 2],
+}
+
+/// The gateways' side as the cluster shows it: the tunnels' outside addresses, the gateway pods, their reports.
+struct Observed {
+    outside: [Option<Ipv4Addr>; 2],
+    tunnels: Vec<TunnelStatus>,
+}
+
+/// How far the gateway Deployments got in this reconcile.
+struct Rollout {
+    /// Tunnel 1 runs its current configuration, ready: tunnel 2 may roll.
+    tunnel1_settled: bool,
+    /// Tunnel 2's new configuration waits for tunnel 1.
+    tunnel2_held: bool,
+}
+
 async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
     let ns = vpn.namespace().unwrap_or_default();
-    let client = &ctx.client;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let validated = match validate_customer_side(&vpn, ctx, &ns, &secrets).await? {
+        Ok(v) => v,
+        Err(problem) => {
+            write_status(ctx, &vpn, Err(&problem), Vec::new(), None, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(if problem.transient {
+                15
+            } else {
+                300
+            })));
+        }
+    };
+    let Observed { outside, tunnels } = apply_services_and_observe_gateways(&vpn, ctx, &ns).await?;
+    // A proposal no device can use is reported at once, not after the load balancer has given out addresses.
+    if let Some(e) = first_invalid_proposal(&vpn.spec) {
+        write_status(
+            ctx,
+            &vpn,
+            Err(&Problem::stalled("InvalidProposal", e)),
+            tunnels,
+            None,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    let conn = match connection(&vpn, &ns, validated, outside, ctx.config.vpn_exposure) {
+        Ok(conn) => conn,
+        Err(problem) => {
+            let wait = if problem.transient { 10 } else { 300 };
+            write_status(ctx, &vpn, Err(&problem), tunnels, None, None).await?;
+            return Ok(Action::requeue(Duration::from_secs(wait)));
+        }
+    };
+    apply_gateway_rbac(&vpn, ctx, &ns).await?;
+    let (serving, relayed) = serving(ctx, &ns, &vpn.spec.network, &conn).await?;
+    let rollout = roll_gateways(&vpn, ctx, &ns, &conn, &serving, &tunnels).await?;
+    // A held tunnel 2 still relays what it relayed before; the last published list stays until it rolls.
+    let relayed = (!rollout.tunnel2_held).then_some(relayed);
+    if outside.iter().any(Option::is_none) {
+        let waiting = Problem {
+            reason: "WaitingForOutsideAddress",
+            message:
+                "waiting for each gateway pod to be placed on a node, whose address is the tunnel's outside address"
+                    .into(),
+            transient: true,
+        };
+        write_status(ctx, &vpn, Err(&waiting), tunnels, None, relayed).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
+    let outcome = if rollout.tunnel2_held {
+        Err(Problem {
+            reason: "RollingOut",
+            message: "tunnel 1's gateway runs the new configuration; tunnel 2's follows once tunnel 1 is ready and up \
+                      again, so the two are never down at once"
+                .into(),
+            transient: true,
+        })
+    } else {
+        Ok(())
+    };
+    write_status(
+        ctx,
+        &vpn,
+        outcome.as_ref().map(|_| ()),
+        tunnels,
+        Some(customer_config_name(&vpn)),
+        relayed,
+    )
+    .await?;
+    Ok(Action::requeue(if rollout.tunnel1_settled {
+        crate::controllers::spread(Duration::from_secs(300), vpn.uid().as_deref())
+    } else {
+        Duration::from_secs(10)
+    }))
+}
 
-    // Validate the customer side against the network.
-    let network = Api::<PrivateNetwork>::namespaced(client.clone(), &ns)
+/// Dereference and validate: the network (ready, with its /26), the namespace's Pod Security admitting gateway
+/// pods, the customer's CIDRs and gateway address, and the keys. Bad input is a [`Problem`], not an error.
+async fn validate_customer_side(
+    vpn: &VpnConnection,
+    ctx: &Context,
+    ns: &str,
+    secrets: &Api<Secret>,
+) -> Result<Result<Validated, Problem>, Error> {
+    let network = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), ns)
         .get_opt(&vpn.spec.network)
         .await
         .map_err(read("the PrivateNetwork"))?;
@@ -473,49 +576,50 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
         }
     };
     // The namespace must admit the gateway pods at all (Pod Security), before anything is built for them.
-    let namespace = Api::<Namespace>::all(client.clone())
-        .get_opt(&ns)
+    let namespace = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(ns)
         .await
         .map_err(read("the Namespace"))?;
     let enforce = namespace
         .as_ref()
         .and_then(|n| n.labels().get(POD_SECURITY_ENFORCE).cloned());
-    let block = block.and_then(|b| {
-        gateway_admitted(&ns, enforce.as_deref())
-            .map(|()| b)
-            .map_err(|e| Problem::stalled(e.reason(), e))
-    });
-    let validated = match block {
-        Err(p) => Err(p),
-        Ok(block) => match customer_cidrs(&vpn.spec.customer_cidrs, block, &ctx.config.pool.reserved) {
-            Err(e) => Err(Problem::stalled(e.reason(), e)),
-            Ok(cidrs) => match customer_gateway(
+    let checked = block
+        .and_then(|b| {
+            gateway_admitted(ns, enforce.as_deref())
+                .map(|()| b)
+                .map_err(|e| Problem::stalled(e.reason(), e))
+        })
+        .and_then(|block| {
+            let cidrs = customer_cidrs(&vpn.spec.customer_cidrs, block, &ctx.config.pool.reserved)
+                .map_err(|e| Problem::stalled(e.reason(), e))?;
+            let gateway_address = customer_gateway(
                 &vpn.spec.customer_gateway_address,
                 ctx.config.allow_documentation_gateways,
-            ) {
-                Err(e) => Err(Problem::stalled(e.reason(), e)),
-                Ok(gw) => match keys(&vpn, &secrets).await? {
-                    Err(p) => Err(p),
-                    Ok(psks) => Ok((block, cidrs, gw, psks)),
-                },
-            },
-        },
-    };
-    let (block, cidrs, gateway_address, psks) = match validated {
+            )
+            .map_err(|e| Problem::stalled(e.reason(), e))?;
+            Ok((block, cidrs, gateway_address))
+        });
+    let (block, cidrs, gateway_address) = match checked {
         Ok(v) => v,
-        Err(problem) => {
-            write_status(ctx, &vpn, Err(&problem), Vec::new(), None, None).await?;
-            return Ok(Action::requeue(Duration::from_secs(if problem.transient {
-                15
-            } else {
-                300
-            })));
-        }
+        Err(p) => return Ok(Err(p)),
     };
+    Ok(keys(vpn, secrets).await?.map(|psks| Validated {
+        block,
+        cidrs,
+        gateway_address,
+        psks,
+    }))
+}
 
+/// Applies what exists before any gateway runs (the disruption budget, both tunnel Services, the report
+/// ConfigMap, pruned of gone pods' keys) and reads what the cluster shows of the gateways: each tunnel's outside
+/// address (the load balancer's, or with host networking the node's) and state.
+async fn apply_services_and_observe_gateways(vpn: &VpnConnection, ctx: &Context, ns: &str) -> Result<Observed, Error> {
+    let client = &ctx.client;
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
     apply_child(
-        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns),
-        &disruption_budget(&vpn),
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+        &disruption_budget(vpn),
         "the PodDisruptionBudget",
     )
     .await?;
@@ -523,7 +627,7 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     for n in [1u8, 2] {
         let live = apply_child(
             &services,
-            &tunnel_service(&vpn, n, ctx.config.vpn_exposure),
+            &tunnel_service(vpn, n, ctx.config.vpn_exposure),
             "a tunnel Service",
         )
         .await?;
@@ -531,9 +635,9 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     }
     // The gateways report under their pod names in the connection's report ConfigMap (created before any gateway
     // runs); keys of pods that are gone are removed.
-    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let reports = apply_child(&configmaps, &build::report_configmap(&vpn), "the report ConfigMap").await?;
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let reports = apply_child(&configmaps, &build::report_configmap(vpn), "the report ConfigMap").await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("{LABEL_VPN}={}", vpn.name_any())))
         .await
         .map_err(read("the gateway pods"))?
@@ -542,7 +646,7 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     if let Some(prune) = crate::report::prune_patch(reports.as_ref(), &live) {
         configmaps
             .patch(
-                &build::report_configmap_name(&vpn),
+                &build::report_configmap_name(vpn),
                 &kube::api::PatchParams::default(),
                 &kube::api::Patch::Merge(&prune),
             )
@@ -562,7 +666,7 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
         }
     }
     let previous = vpn.status.clone().unwrap_or_default().tunnels;
-    let tunnels: Vec<TunnelStatus> = [1u8, 2]
+    let tunnels = [1u8, 2]
         .iter()
         .map(|&n| {
             tunnel_status(
@@ -574,23 +678,19 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
             )
         })
         .collect();
+    Ok(Observed { outside, tunnels })
+}
 
-    // A proposal no device can use is reported at once, not after the load balancer has given out addresses.
-    if let Some(e) = first_invalid_proposal(&vpn.spec) {
-        write_status(
-            ctx,
-            &vpn,
-            Err(&Problem::stalled("InvalidProposal", e)),
-            tunnels,
-            None,
-            None,
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    }
-
-    // With host networking the gateways start before their addresses are known; with load balancers they wait for them.
-    let gateway_side = match ctx.config.vpn_exposure {
+/// The canonical description of the connection (pure): with host networking the gateways start before their
+/// addresses are known; with load balancers they wait for them (a transient problem).
+fn connection(
+    vpn: &VpnConnection,
+    ns: &str,
+    validated: Validated,
+    outside: [Option<Ipv4Addr>; 2],
+    exposure: Exposure,
+) -> Result<Connection, Problem> {
+    let gateway_side = match exposure {
         Exposure::HostNetwork => Some((
             outside[0].unwrap_or(Ipv4Addr::UNSPECIFIED),
             outside[1].unwrap_or(Ipv4Addr::UNSPECIFIED),
@@ -598,34 +698,22 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
         Exposure::LoadBalancer => outside[0].zip(outside[1]),
     };
     let Some((first, second)) = gateway_side else {
-        let waiting = Problem {
+        return Err(Problem {
             reason: "WaitingForOutsideAddress",
             message: "waiting for the load balancer to give each tunnel its outside address".into(),
             transient: true,
-        };
-        write_status(ctx, &vpn, Err(&waiting), tunnels, None, None).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        });
     };
-    let [psk1, psk2] = psks;
+    let Validated {
+        block,
+        cidrs,
+        gateway_address,
+        psks: [psk1, psk2],
+    } = validated;
     let options = |i: usize| vpn.spec.tunnel_options.get(i);
-    let tunnel1 = Tunnel::new(1, first, psk1, options(0));
-    let tunnel2 = Tunnel::new(2, second, psk2, options(1));
-    let (tunnel1, tunnel2) = match (tunnel1, tunnel2) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            write_status(
-                ctx,
-                &vpn,
-                Err(&Problem::stalled("InvalidProposal", e)),
-                tunnels,
-                None,
-                None,
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(300)));
-        }
-    };
-    let conn = Connection {
+    let tunnel1 = Tunnel::new(1, first, psk1, options(0)).map_err(|e| Problem::stalled("InvalidProposal", e))?;
+    let tunnel2 = Tunnel::new(2, second, psk2, options(1)).map_err(|e| Problem::stalled("InvalidProposal", e))?;
+    Ok(Connection {
         name: format!("{ns}-{}", vpn.name_any()),
         description: vpn.spec.description.clone(),
         platform_cidr: block,
@@ -633,42 +721,62 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
         customer_cidrs: cidrs,
         customer_gateway: gateway_address,
         tunnels: [tunnel1, tunnel2],
-    };
-    let (sa, role, binding) = build::gateway_rbac(&vpn);
+    })
+}
+
+/// The gateway pods' identity: a ServiceAccount with a Role on the report ConfigMap.
+async fn apply_gateway_rbac(vpn: &VpnConnection, ctx: &Context, ns: &str) -> Result<(), Error> {
+    let (sa, role, binding) = build::gateway_rbac(vpn);
+    let client = &ctx.client;
     apply_child(
-        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns),
+        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns),
         &sa,
         "the gateway ServiceAccount",
     )
     .await?;
     apply_child(
-        &Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), &ns),
+        &Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), ns),
         &role,
         "the gateway Role",
     )
     .await?;
     apply_child(
-        &Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns),
+        &Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns),
         &binding,
         "the gateway RoleBinding",
     )
     .await?;
-    let (serving, relayed) = serving(ctx, &ns, &vpn.spec.network, &conn).await?;
-    // Tunnel 2 changes only once tunnel 1 runs its current configuration: never both down for an update.
-    let mut tunnel1_settled = true;
-    let mut tunnel2_held = false;
+    Ok(())
+}
+
+/// Applies each tunnel's configuration and gateway Deployment. Tunnel 2 changes only once tunnel 1 runs its
+/// current configuration: never both down for an update.
+async fn roll_gateways(
+    vpn: &VpnConnection,
+    ctx: &Context,
+    ns: &str,
+    conn: &Connection,
+    serving: &build::Serving,
+    tunnels: &[TunnelStatus],
+) -> Result<Rollout, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let mut rollout = Rollout {
+        tunnel1_settled: true,
+        tunnel2_held: false,
+    };
     for n in [1u8, 2] {
-        let config = gateway_config(&vpn, &conn, n, ctx.config.vpn_datapath, ctx.config.vpn_exposure);
+        let config = gateway_config(vpn, conn, n, ctx.config.vpn_datapath, ctx.config.vpn_exposure);
         apply_child(&secrets, &config, "a gateway configuration").await?;
         let mut desired = gateway(
-            &vpn,
+            vpn,
             &vpn.spec.network,
             n,
             &ctx.config.vpn_gateway_image,
             &ctx.config.operator_image,
             ctx.config.vpn_datapath,
             &config_digest(&config),
-            &serving,
+            serving,
             ctx.config.vpn_exposure,
         );
         ctx.config.placement.place(&mut desired.spec.template);
@@ -677,58 +785,21 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
             .await
             .map_err(read("a gateway Deployment"))?;
         if n == 2
-            && !tunnel1_settled
+            && !rollout.tunnel1_settled
             && let Some(live) = &live
         {
-            tunnel2_held = template_digest(live) != template_digest(&desired);
+            rollout.tunnel2_held = template_digest(live) != template_digest(&desired);
             continue;
         }
         let changed = apply_if_changed(&deployments, &desired, live.as_ref())
             .await
             .map_err(applied("a gateway Deployment"))?;
         if n == 1 {
-            tunnel1_settled = !changed && live.as_ref().is_some_and(deployment_available) && may_roll_tunnel2(&tunnels);
+            rollout.tunnel1_settled =
+                !changed && live.as_ref().is_some_and(deployment_available) && may_roll_tunnel2(tunnels);
         }
     }
-    if outside.iter().any(Option::is_none) {
-        let waiting = Problem {
-            reason: "WaitingForOutsideAddress",
-            message:
-                "waiting for each gateway pod to be placed on a node, whose address is the tunnel's outside address"
-                    .into(),
-            transient: true,
-        };
-        let relayed = (!tunnel2_held).then(|| relayed.clone());
-        write_status(ctx, &vpn, Err(&waiting), tunnels, None, relayed).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    }
-    apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
-    let outcome = if tunnel2_held {
-        Err(Problem {
-            reason: "RollingOut",
-            message: "tunnel 1's gateway runs the new configuration; tunnel 2's follows once tunnel 1 is ready and up \
-                      again, so the two are never down at once"
-                .into(),
-            transient: true,
-        })
-    } else {
-        Ok(())
-    };
-    write_status(
-        ctx,
-        &vpn,
-        outcome.as_ref().map(|_| ()),
-        tunnels,
-        Some(customer_config_name(&vpn)),
-        // A held tunnel 2 still relays what it relayed before; the last published list stays until it rolls.
-        (!tunnel2_held).then_some(relayed),
-    )
-    .await?;
-    Ok(Action::requeue(if tunnel1_settled {
-        crate::controllers::spread(Duration::from_secs(300), vpn.uid().as_deref())
-    } else {
-        Duration::from_secs(10)
-    }))
+    Ok(rollout)
 }
 
 /// The pinghost and the databases living on the network: the addresses a gateway owns and the relays it runs.
