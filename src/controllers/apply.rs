@@ -163,6 +163,19 @@ where
     Ok(live)
 }
 
+/// Creates an object that is made once and never rewritten (a generated password, a Job). `Some` with the created
+/// object, `None` when it exists already (another reconcile or operator process made it first).
+pub async fn create_once<K>(api: &Api<K>, object: &K, what: &'static str) -> Result<Option<K>, StepError>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    match api.create(&kube::api::PostParams::default(), object).await {
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(e) => Err(applying(what)(e)),
+    }
+}
+
 /// `.map_err(applied("the StatefulSet"))` for [`apply_if_changed`]: a name in use stays that, not an API failure.
 pub fn applied(what: &'static str) -> impl FnOnce(ApplyError) -> StepError {
     move |e| match e {

@@ -27,7 +27,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
@@ -49,7 +49,7 @@ use self::{
 use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
     config::OperatorConfig,
-    controllers::apply::{StepError, apply_child, applying, get_owned, read},
+    controllers::apply::{StepError, apply_child, applying, create_once, get_owned, read},
     database::{ServerPlan, copy_server_plan, names},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
@@ -269,18 +269,24 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
-    let ns = db.namespace().unwrap_or_default();
-    let client = &ctx.client;
-    let networks: Api<PrivateNetwork> = Api::namespaced(client.clone(), &ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    // A migration in progress moves the database to its target network.
-    let migrations = Api::<crate::api::DatabaseMigration>::namespaced(client.clone(), &ns)
+/// What one reconcile reads before deciding anything: the database's migrations (a migration in progress moves it
+/// to its target network), that network, and the admin Secret.
+struct Observed {
+    migrations: Vec<crate::api::DatabaseMigration>,
+    /// The target network of a migration in progress.
+    moving_to: Option<String>,
+    network_name: String,
+    network: Option<PrivateNetwork>,
+    secret: Option<Secret>,
+}
+
+async fn dereference(db: &AppDatabase, ctx: &Context, ns: &str) -> Result<Observed, Error> {
+    let migrations = Api::<crate::api::DatabaseMigration>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default())
         .await
-        .map_err(read("the DatabaseMigrations"))?;
+        .map_err(read("the DatabaseMigrations"))?
+        .items;
     let moving_to = migrations
-        .items
         .iter()
         .filter(|m| m.spec.database == db.name_any())
         .find(|m| {
@@ -288,18 +294,28 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
                 == Some(crate::api::database_migration::state::MIGRATION_IN_PROGRESS)
         })
         .map(|m| m.spec.target_network.clone());
-    let network_name = moving_to.clone().unwrap_or_else(|| current_network(&db));
-    let network = networks
+    let network_name = moving_to.clone().unwrap_or_else(|| current_network(db));
+    let network = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), ns)
         .get_opt(&network_name)
         .await
         .map_err(read("the PrivateNetwork"))?;
-    let secret = secrets
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
         .get_opt(&db.spec.admin.password_secret_ref.name)
         .await
         .map_err(read("the admin Secret"))?;
-    let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
-    let dns_requested = db.spec.dns.is_some();
+    Ok(Observed {
+        migrations,
+        moving_to,
+        network_name,
+        network,
+        secret,
+    })
+}
 
+async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
+    let ns = db.namespace().unwrap_or_default();
+    let observed = dereference(&db, ctx, &ns).await?;
+    let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
     let image_allowed = db
         .spec
         .image
@@ -308,11 +324,23 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
             crate::image_policy::check(image, &ctx.config.allowed_images)
         })
         .map_err(Invalid::ImageNotAllowed);
-    let valid = match image_allowed.and_then(|()| validate_on(&db, &network_name, network.as_ref(), secret.as_ref())) {
+    let validated = image_allowed.and_then(|()| {
+        validate_on(
+            &db,
+            &observed.network_name,
+            observed.network.as_ref(),
+            observed.secret.as_ref(),
+        )
+    });
+    let valid = match validated {
         Ok(v) => v,
         Err(invalid) => {
             let transient = invalid.is_transient();
-            let dns = if dns_requested { Dns::Waiting } else { Dns::NotRequested };
+            let dns = if db.spec.dns.is_some() {
+                Dns::Waiting
+            } else {
+                Dns::NotRequested
+            };
             let revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
             let servers = status::Servers::recorded(&db);
             write_status(ctx, &db, &Phase::Invalid(invalid), host, &dns, revision, servers).await?;
@@ -320,38 +348,78 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
             return Ok(Action::requeue(Duration::from_secs(if transient { 15 } else { 300 })));
         }
     };
-
-    // The root password is generated once and never regenerated.
-    let n = names(&db);
-    // A Secret with the root Secret's name that the operator did not make (a customer's pre-seeded password) is never
-    // taken as the root password.
-    if get_owned(
-        &secrets,
-        &n.root_secret,
-        &db.uid().unwrap_or_default(),
-        "the root Secret",
-    )
-    .await?
-    .is_none()
-    {
-        match secrets
-            .create(&PostParams::default(), &root_secret(&db, random_password()))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(applying("the root Secret")(e).into()),
-        }
-    }
+    ensure_root_secret(&db, ctx, &ns).await?;
     let plan = plan_servers(
         &db,
-        &migrations.items,
+        &observed.migrations,
         jiff::Timestamp::now(),
         ctx.config.rollback_window,
     );
+    let ready = apply_servers(&db, ctx, &ns, &valid.network, &plan).await?;
+    apply_tunnel_access(&db, ctx, &ns, &plan.run).await?;
+    retire_servers(&db, ctx, &ns, &plan).await?;
+    let servers = plan.recorded.clone();
+    let tenants = tenants(&ctx.databases.state(), &db, &valid.network);
+    let Some(address) = plan_addresses(valid.block, &tenants).get(&db.name_any()).copied() else {
+        let phase = Phase::Invalid(Invalid::NoAddressLeft(valid.network.clone()));
+        write_status(ctx, &db, &phase, host, &Dns::NotRequested, None, servers).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    };
+    let dns = publish_dns(&db, ctx, &ns, address, ready).await?;
+    let mut revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
+    let mut rotating = false;
+    if ready {
+        (revision, rotating) = rotate_password(&db, ctx, &ns, &valid.secret_revision, revision).await?;
+    }
+    let phase = if ready {
+        Phase::Ready {
+            network: valid.network.clone(),
+            address,
+            rotating,
+            migrating: observed.moving_to.is_some(),
+        }
+    } else {
+        Phase::Creating {
+            network: valid.network.clone(),
+        }
+    };
+    write_status(ctx, &db, &phase, host, &dns, revision, servers).await?;
+    Ok(Action::requeue(requeue_after(
+        &db,
+        &plan,
+        &phase,
+        &dns,
+        jiff::Timestamp::now(),
+    )))
+}
+
+/// The root password is generated once and never regenerated. A Secret with the root Secret's name that the
+/// operator did not make (a customer's pre-seeded password) is never taken as the root password.
+async fn ensure_root_secret(db: &AppDatabase, ctx: &Context, ns: &str) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let uid = db.uid().unwrap_or_default();
+    if get_owned(&secrets, &names(db).root_secret, &uid, "the root Secret")
+        .await?
+        .is_none()
+    {
+        create_once(&secrets, &root_secret(db, random_password()), "the root Secret").await?;
+    }
+    Ok(())
+}
+
+/// Builds and applies every server of the plan, the client Service and the NetworkPolicy. Returns whether the
+/// serving server has a ready pod.
+async fn apply_servers(
+    db: &AppDatabase,
+    ctx: &Context,
+    ns: &str,
+    network: &str,
+    plan: &ServerPlanning,
+) -> Result<bool, Error> {
+    let client = &ctx.client;
     let mut desired = build(&BuildInputs {
-        db: &db,
-        network: &valid.network,
+        db,
+        network,
         servers: &plan.run,
         serving: &plan.serving.name,
     });
@@ -361,19 +429,19 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
     let mut ready = false;
     for server in &desired.servers {
         apply_child(
-            &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+            &Api::<ConfigMap>::namespaced(client.clone(), ns),
             &server.config,
             "the ConfigMap",
         )
         .await?;
         apply_child(
-            &Api::<Service>::namespaced(client.clone(), &ns),
+            &Api::<Service>::namespaced(client.clone(), ns),
             &server.headless,
             "the headless Service",
         )
         .await?;
         let live_sts = apply_child(
-            &Api::<StatefulSet>::namespaced(client.clone(), &ns),
+            &Api::<StatefulSet>::namespaced(client.clone(), ns),
             &server.statefulset,
             "the StatefulSet",
         )
@@ -387,39 +455,54 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
         }
     }
     apply_child(
-        &Api::<Service>::namespaced(client.clone(), &ns),
+        &Api::<Service>::namespaced(client.clone(), ns),
         &desired.client,
         "the client Service",
     )
     .await?;
     apply_child(
-        &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
+        &Api::<NetworkPolicy>::namespaced(client.clone(), ns),
         &desired.policy,
         "the NetworkPolicy",
     )
     .await?;
-    // Tunnel access for the users and groups the database lists. Without a list, a binding left from an earlier one
-    // is emptied (access revoked at once), never left behind.
-    let bindings = Api::<RoleBinding>::namespaced(client.clone(), &ns);
+    Ok(ready)
+}
+
+/// Tunnel access for the users and groups the database lists. Without a list, a binding left from an earlier one is
+/// emptied (access revoked at once), never left behind.
+async fn apply_tunnel_access(db: &AppDatabase, ctx: &Context, ns: &str, servers: &[ServerPlan]) -> Result<(), Error> {
+    let bindings = Api::<RoleBinding>::namespaced(ctx.client.clone(), ns);
     if db.spec.tunnel.is_some() {
-        let role = tunnel_role(&db, &plan.run);
-        apply_child(&Api::<Role>::namespaced(client.clone(), &ns), &role, "the tunnel Role").await?;
-        apply_child(&bindings, &tunnel_binding(&db), "the tunnel RoleBinding").await?;
+        let role = tunnel_role(db, servers);
+        apply_child(
+            &Api::<Role>::namespaced(ctx.client.clone(), ns),
+            &role,
+            "the tunnel Role",
+        )
+        .await?;
+        apply_child(&bindings, &tunnel_binding(db), "the tunnel RoleBinding").await?;
     } else if bindings
-        .get_opt(&tunnel_access_name(&db))
+        .get_opt(&tunnel_access_name(db))
         .await
         .map_err(read("the tunnel RoleBinding"))?
         .is_some()
     {
-        apply_child(&bindings, &tunnel_binding(&db), "the tunnel RoleBinding").await?;
+        apply_child(&bindings, &tunnel_binding(db), "the tunnel RoleBinding").await?;
     }
+    Ok(())
+}
+
+/// Deletes the servers whose rollback window has passed (or an unfinished copy) and announces a switch of the
+/// Service to a new server.
+async fn retire_servers(db: &AppDatabase, ctx: &Context, ns: &str, plan: &ServerPlanning) -> Result<(), Error> {
     for name in &plan.delete {
-        if !delete_server(client, &ns, name).await? {
+        if !delete_server(&ctx.client, ns, name).await? {
             continue;
         }
         publish(
             ctx,
-            &db,
+            db,
             EventType::Normal,
             "ServerRetired",
             &format!("deleted the server {name} (a retired server after its rollback window, or an unfinished copy)"),
@@ -429,28 +512,31 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
     if plan.switched {
         publish(
             ctx,
-            &db,
+            db,
             EventType::Normal,
             "ServerSwitched",
             &format!("the database's Service now leads to {}", plan.serving.name),
         )
         .await;
     }
-    let servers = plan.recorded.clone();
+    Ok(())
+}
 
-    let tenants: Vec<Tenant> = ctx
-        .databases
-        .state()
+/// The databases that share `network` with `db` (from the controller's cache, `db` itself as read now), each with
+/// its creation time and the address it holds there: the address plan's input.
+fn tenants(databases: &[Arc<AppDatabase>], db: &AppDatabase, network: &str) -> Vec<Tenant> {
+    let ns = db.namespace();
+    databases
         .iter()
-        .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && d.metadata.deletion_timestamp.is_none())
-        .filter(|d| current_network(d) == valid.network)
+        .filter(|d| d.namespace() == ns && d.metadata.deletion_timestamp.is_none())
+        .filter(|d| current_network(d) == network)
         .map(|d| Tenant {
             name: d.name_any(),
             created: d.creation_timestamp().map(|t| t.0.to_string()).unwrap_or_default(),
             address: d
                 .status
                 .as_ref()
-                .filter(|s| s.network.as_deref() == Some(valid.network.as_str()))
+                .filter(|s| s.network.as_deref() == Some(network))
                 .and_then(|s| s.endpoint.as_ref()?.address.as_ref()?.parse().ok()),
         })
         .chain(std::iter::once(Tenant {
@@ -466,89 +552,86 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
                 acc.push(t);
             }
             acc
-        });
-    let Some(address) = plan_addresses(valid.block, &tenants).get(&db.name_any()).copied() else {
-        let phase = Phase::Invalid(Invalid::NoAddressLeft(valid.network.clone()));
-        write_status(ctx, &db, &phase, host, &Dns::NotRequested, None, servers).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    };
+        })
+}
 
-    let dns = match &db.spec.dns {
+/// The DNS record of `spec.dns`, published once the server is ready, where the namespace may use the name and the
+/// DNSEndpoint kind is installed.
+async fn publish_dns(
+    db: &AppDatabase,
+    ctx: &Context,
+    ns: &str,
+    address: std::net::Ipv4Addr,
+    ready: bool,
+) -> Result<Dns, Error> {
+    Ok(match &db.spec.dns {
         None => Dns::NotRequested,
-        Some(_) if let Err(refusal) = dns_permission(ctx, &db).await? => Dns::Refused(refusal),
+        Some(_) if let Err(refusal) = dns_permission(ctx, db).await? => Dns::Refused(refusal),
         Some(_) if !dns_crd_installed(ctx).await? => Dns::CrdMissing,
         Some(_) if !ready => Dns::Waiting,
         Some(spec) => {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &dns_endpoint_resource());
-            apply_child(&api, &dns_endpoint(&db, &spec.hostname, address), "the DNSEndpoint").await?;
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &dns_endpoint_resource());
+            apply_child(&api, &dns_endpoint(db, &spec.hostname, address), "the DNSEndpoint").await?;
             Dns::Published(spec.hostname.clone())
         }
-    };
+    })
+}
 
-    let mut revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
-    let mut rotating = false;
-    if ready {
-        match revision.as_deref() {
-            // The first start created the administrator with the Secret's value of that time.
-            None => revision = Some(valid.secret_revision.clone()),
-            Some(r) if r == valid.secret_revision => {}
-            Some(_) => {
-                let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-                let job_name = rotation_job_name(&db, &valid.secret_revision);
-                match jobs.get_opt(&job_name).await.map_err(read("the rotation Job"))? {
-                    None => {
-                        let mut job = rotation_job(
-                            &db,
-                            &valid.secret_revision,
-                            &ctx.config.operator_image,
-                            &ctx.config.cluster_domain,
-                        );
-                        if let Some(spec) = job.spec.as_mut() {
-                            ctx.config.placement.place(&mut spec.template);
-                        }
-                        match jobs.create(&PostParams::default(), &job).await {
-                            Ok(_) => {}
-                            Err(kube::Error::Api(s)) if s.code == 409 => {}
-                            Err(e) => return Err(applying("the rotation Job")(e).into()),
-                        }
-                        rotating = true;
-                    }
-                    Some(job) if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) >= 1 => {
-                        revision = job.annotations().get(ANNOTATION_SECRET_REVISION).cloned();
-                        publish(
-                            ctx,
-                            &db,
-                            EventType::Normal,
-                            "PasswordRotated",
-                            "the admin password now matches its Secret",
-                        )
-                        .await;
-                    }
-                    Some(_) => rotating = true,
-                }
-            }
-        }
+/// Brings the running server's admin password to the Secret's value: the first start created the administrator
+/// with the Secret's value of that time; a later change runs a rotation Job. Returns the revision the server has
+/// and whether a rotation is under way.
+async fn rotate_password(
+    db: &AppDatabase,
+    ctx: &Context,
+    ns: &str,
+    secret_revision: &str,
+    revision: Option<String>,
+) -> Result<(Option<String>, bool), Error> {
+    match revision.as_deref() {
+        None => return Ok((Some(secret_revision.to_owned()), false)),
+        Some(r) if r == secret_revision => return Ok((revision, false)),
+        Some(_) => {}
     }
-    let phase = if ready {
-        Phase::Ready {
-            network: valid.network.clone(),
-            address,
-            rotating,
-            migrating: moving_to.is_some(),
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let job_name = rotation_job_name(db, secret_revision);
+    match jobs.get_opt(&job_name).await.map_err(read("the rotation Job"))? {
+        None => {
+            let mut job = rotation_job(
+                db,
+                secret_revision,
+                &ctx.config.operator_image,
+                &ctx.config.cluster_domain,
+            );
+            if let Some(spec) = job.spec.as_mut() {
+                ctx.config.placement.place(&mut spec.template);
+            }
+            create_once(&jobs, &job, "the rotation Job").await?;
+            Ok((revision, true))
         }
-    } else {
-        Phase::Creating {
-            network: valid.network.clone(),
+        Some(job) if job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) >= 1 => {
+            publish(
+                ctx,
+                db,
+                EventType::Normal,
+                "PasswordRotated",
+                "the admin password now matches its Secret",
+            )
+            .await;
+            Ok((job.annotations().get(ANNOTATION_SECRET_REVISION).cloned(), false))
         }
-    };
-    write_status(ctx, &db, &phase, host, &dns, revision, servers).await?;
-    // A retired server is deleted when its rollback window ends: come back then.
+        Some(_) => Ok((revision, true)),
+    }
+}
+
+/// When to look again (pure): when a retired server's rollback window ends, soon while something is under way,
+/// within a minute when an unwatched cause may clear, else a spread resync.
+fn requeue_after(db: &AppDatabase, plan: &ServerPlanning, phase: &Phase, dns: &Dns, now: jiff::Timestamp) -> Duration {
     let retire_in = plan
         .recorded
         .retired
         .as_ref()
         .and_then(|r| r.delete_after.parse::<jiff::Timestamp>().ok())
-        .map(|t| Duration::from_secs((t.as_second() - jiff::Timestamp::now().as_second()).clamp(1, 600) as u64));
+        .map(|t| Duration::from_secs((t.as_second() - now.as_second()).clamp(1, 600) as u64));
     let action = match (phase, dns) {
         (_, Dns::CrdMissing) => Duration::from_secs(30),
         // Cleared by another database giving the name up, or the platform annotating the namespace: neither is
@@ -559,7 +642,7 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
         }
         _ => Duration::from_secs(10),
     };
-    Ok(Action::requeue(retire_in.map_or(action, |r| r.min(action))))
+    retire_in.map_or(action, |r| r.min(action))
 }
 
 async fn publish(ctx: &Context, db: &AppDatabase, type_: EventType, reason: &str, note: &str) {
@@ -904,5 +987,68 @@ mod tests {
         assert_eq!(plan.serving.name, "orders");
         assert_eq!(plan.delete, ["orders-abc123"]);
         assert_eq!(plan.run.len(), 1);
+    }
+
+    /// A retired server's deletion time brings the next reconcile forward; otherwise a ready database resyncs
+    /// rarely and anything under way is looked at again soon.
+    #[test]
+    fn requeue_comes_back_when_the_rollback_window_ends() {
+        let db = db();
+        let now: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+        let mut plan = plan_servers(&db, &[], now, Duration::from_secs(86_400));
+        let ready = Phase::Ready {
+            network: "prod".into(),
+            address: "10.20.30.68".parse().unwrap(),
+            rotating: false,
+            migrating: false,
+        };
+        let creating = Phase::Creating { network: "prod".into() };
+        let steady = requeue_after(&db, &plan, &ready, &Dns::NotRequested, now);
+        assert!(steady >= Duration::from_secs(300), "{steady:?}");
+        assert_eq!(requeue_after(&db, &plan, &creating, &Dns::NotRequested, now), Duration::from_secs(10));
+        assert_eq!(requeue_after(&db, &plan, &ready, &Dns::CrdMissing, now), Duration::from_secs(30));
+        plan.recorded.retired = Some(crate::api::app_database::RetiredServer {
+            name: "orders".into(),
+            delete_after: "2026-12-05T10:00:42Z".into(),
+        });
+        assert_eq!(requeue_after(&db, &plan, &ready, &Dns::NotRequested, now), Duration::from_secs(42));
+        // A window already passed: at once (one second), never a zero or negative wait.
+        plan.recorded.retired.as_mut().unwrap().delete_after = "2026-12-05T09:00:00Z".into();
+        assert_eq!(requeue_after(&db, &plan, &ready, &Dns::NotRequested, now), Duration::from_secs(1));
+    }
+
+    /// The address plan sees the databases of this namespace on this network that are not being deleted, each
+    /// once: the cached copy, or the reconciled database as read when the cache has not seen it yet.
+    #[test]
+    fn tenants_are_this_networks_databases_each_once() {
+        let mut this = db();
+        this.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ));
+        let named = |name: &str, ns: &str, network: &str| {
+            let mut d = db();
+            d.metadata.name = Some(name.into());
+            d.metadata.namespace = Some(ns.into());
+            d.spec.network = network.into();
+            Arc::new(d)
+        };
+        let mut stale = db();
+        stale.metadata.creation_timestamp = None;
+        let cache = vec![
+            Arc::new(stale),
+            named("billing", "acme", "prod"),
+            named("other", "acme", "staging"),
+            named("neighbour", "globex", "prod"),
+        ];
+        let mut gone = named("leaving", "acme", "prod");
+        Arc::make_mut(&mut gone).metadata.deletion_timestamp = this.metadata.creation_timestamp.clone();
+        let mut cache = cache;
+        cache.push(gone);
+        let planned = tenants(&cache, &this, "prod");
+        let names: Vec<&str> = planned.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["orders", "billing"]);
+        let fresh = tenants(&cache[1..], &this, "prod");
+        let orders = fresh.iter().find(|t| t.name == "orders").unwrap();
+        assert_eq!(orders.created, "2026-01-01T00:00:00Z");
     }
 }

@@ -598,11 +598,7 @@ async fn start_copy_job(
     }
     let jobs =
         Api::<k8s_openapi::api::batch::v1::Job>::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
-    match jobs.create(&kube::api::PostParams::default(), &job).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(crate::controllers::apply::applying("the migration Job")(e).into()),
-    }
+    crate::controllers::apply::create_once(&jobs, &job, "the migration Job").await?;
     Ok((source, target))
 }
 

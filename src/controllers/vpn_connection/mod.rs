@@ -16,7 +16,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams},
     runtime::{controller::Action, reflector::ObjectRef, watcher},
 };
 use tracing::warn;
@@ -33,7 +33,7 @@ use crate::{
         vpn_connection::{TunnelState, TunnelStatus},
     },
     config::OperatorConfig,
-    controllers::apply::{StepError, applied, apply_child, apply_if_changed, applying, get_owned, read},
+    controllers::apply::{StepError, applied, apply_child, apply_if_changed, create_once, get_owned, read},
     ipam::{parse_block, pinghost},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
@@ -280,14 +280,14 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
             None => {
                 if generated.is_none() {
                     let fresh = psk_secret(vpn, generate_psk(), generate_psk());
-                    match secrets.create(&PostParams::default(), &fresh).await {
-                        Ok(s) => generated = Some(s),
-                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                    generated = match create_once(secrets, &fresh, "the PSK Secret").await? {
+                        Some(created) => Some(created),
+                        // Made meanwhile by another reconcile: read it (and check that it is the operator's).
+                        None => {
                             let uid = vpn.uid().unwrap_or_default();
-                            generated = get_owned(secrets, &psk_secret_name(vpn), &uid, "the PSK Secret").await?;
+                            get_owned(secrets, &psk_secret_name(vpn), &uid, "the PSK Secret").await?
                         }
-                        Err(e) => return Err(applying("the PSK Secret")(e).into()),
-                    }
+                    };
                 }
                 match generated
                     .as_ref()
