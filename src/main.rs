@@ -2,7 +2,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use appdb_operator::{
     cli::{Cli, Command},
-    controllers, crdgen, manager,
+    crdgen, manager,
     metrics::Metrics,
     telemetry,
 };
@@ -84,7 +84,7 @@ async fn main() -> ExitCode {
             }
             tracing::info!(endpoints = ?config.isolation.api_server, "API server endpoints for the gateways' egress");
             let mut metrics = Metrics::default();
-            let controllers = match controllers::all(Arc::new(config), &mut metrics) {
+            let controllers = match manager::controllers(Arc::new(config), &mut metrics) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "invalid address pool");

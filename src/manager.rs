@@ -465,6 +465,26 @@ async fn finish_within<T>(
     }
 }
 
+/// Every controller `appdb-operator run` starts while it leads.
+pub fn controllers(
+    config: std::sync::Arc<crate::config::OperatorConfig>,
+    metrics: &mut crate::metrics::Metrics,
+) -> Result<Vec<Box<dyn Controller>>, crate::ipam::PlanError> {
+    Ok(vec![
+        Box::new(crate::controllers::private_network::PrivateNetworkController::new(
+            config.clone(),
+            metrics,
+        )?),
+        Box::new(crate::controllers::app_database::AppDatabaseController::new(
+            config.clone(),
+        )),
+        Box::new(crate::controllers::database_migration::DatabaseMigrationController::new(config.clone(), metrics)),
+        Box::new(crate::controllers::vpn_connection::VpnConnectionController::new(
+            config, metrics,
+        )),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

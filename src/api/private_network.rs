@@ -80,3 +80,47 @@ pub struct PrivateNetworkStatus {
     #[serde(flatten)]
     pub common: CommonStatus,
 }
+
+impl PrivateNetwork {
+    /// The network's range, once it is Ready with one (as its status says; parse it with `ipam::parse_block`).
+    pub fn ready_cidr(&self) -> Option<&str> {
+        let status = self.status.as_ref()?;
+        crate::api::conditions::is_true(&status.common.conditions, crate::api::conditions::READY)
+            .then_some(status.cidr.as_deref())
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(status: serde_json::Value) -> PrivateNetwork {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "appdb.dev/v1alpha1", "kind": "PrivateNetwork",
+            "metadata": {"name": "prod", "namespace": "acme"},
+            "spec": {}, "status": status
+        }))
+        .expect("network")
+    }
+
+    /// A range counts only once the network says Ready=True: an allocated range on a network that is not ready yet
+    /// (or no longer) is not one to build on.
+    #[test]
+    fn the_range_counts_once_the_network_is_ready() {
+        let ready = |status: &str| {
+            serde_json::json!({"type": "Ready", "status": status, "reason": "r", "message": "",
+                               "lastTransitionTime": "2026-12-05T10:00:00Z"})
+        };
+        let with = |conditions: Vec<serde_json::Value>| {
+            network(serde_json::json!({"cidr": "10.20.30.64/26", "conditions": conditions}))
+        };
+        assert_eq!(with(vec![ready("True")]).ready_cidr(), Some("10.20.30.64/26"));
+        assert_eq!(with(vec![ready("False")]).ready_cidr(), None);
+        assert_eq!(with(vec![]).ready_cidr(), None);
+        assert_eq!(
+            network(serde_json::json!({"conditions": [ready("True")]})).ready_cidr(),
+            None
+        );
+    }
+}

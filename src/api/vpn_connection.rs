@@ -166,3 +166,26 @@ impl VpnConnection {
             .is_some_and(|s| s.relayed_addresses.iter().any(|a| a == address))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migration waits for exactly its database's new address in the connection's status.
+    #[test]
+    fn relays_reads_the_published_addresses() {
+        let mut vpn: VpnConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "appdb.dev/v1alpha1", "kind": "VpnConnection",
+            "metadata": {"name": "seattle", "namespace": "acme"},
+            "spec": {"network": "prod", "customerCidrs": ["192.168.10.0/24"], "customerGatewayAddress": "198.51.100.7"}
+        }))
+        .expect("vpn");
+        assert!(!vpn.relays("10.20.30.74"), "no status yet");
+        vpn.status = Some(VpnConnectionStatus {
+            relayed_addresses: vec!["10.20.30.74".into()],
+            ..Default::default()
+        });
+        assert!(vpn.relays("10.20.30.74"));
+        assert!(!vpn.relays("10.20.30.7"));
+    }
+}

@@ -163,7 +163,6 @@ pub fn build(inputs: &BuildInputs) -> Desired {
 
 /// A server's ConfigMap, StatefulSet and headless Service.
 fn server_objects(db: &AppDatabase, server: &ServerPlan) -> ServerObjects {
-    let n = names(db);
     let f = flavor(db.spec.engine);
     let uid = db.uid().unwrap_or_default();
     // The first server keeps the id it always had; later ones get their own (replication needs distinct ids).
@@ -184,6 +183,63 @@ fn server_objects(db: &AppDatabase, server: &ServerPlan) -> ServerObjects {
         ..Default::default()
     };
 
+    let selector = pod_labels(db, &server.name);
+    let statefulset = StatefulSet {
+        metadata: meta(db, &server.name),
+        spec: StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(headless_name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some(match db.spec.deletion_policy {
+                    DeletionPolicy::Retain => "Retain".into(),
+                    DeletionPolicy::Delete => "Delete".into(),
+                }),
+                when_scaled: Some("Retain".into()),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![database_container(db, server)],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(60),
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(f.uid),
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    volumes: Some(server_volumes(&config_name)),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![data_claim(db, server)]),
+            ..Default::default()
+        },
+        status: None,
+    };
+
+    ServerObjects {
+        config,
+        statefulset,
+        headless: headless_service(db, server, selector),
+    }
+}
+
+/// The engine's container: passwords only from Secrets, real probes, hardened, writable only where the engine writes.
+fn database_container(db: &AppDatabase, server: &ServerPlan) -> Container {
+    let n = names(db);
+    let f = flavor(db.spec.engine);
     let admin = &db.spec.admin;
     let env = vec![
         secret_env(f.root_password_env, &n.root_secret, ROOT_PASSWORD_KEY),
@@ -199,7 +255,7 @@ fn server_objects(db: &AppDatabase, server: &ServerPlan) -> ServerObjects {
             &admin.password_secret_ref.key,
         ),
     ];
-    let container = Container {
+    Container {
         name: "database".into(),
         image: Some(server.image.clone()),
         env: Some(env),
@@ -233,103 +289,71 @@ fn server_objects(db: &AppDatabase, server: &ServerPlan) -> ServerObjects {
             mount("tmp", "/tmp"),
         ]),
         ..Default::default()
-    };
-    let selector = pod_labels(db, &server.name);
-    let statefulset = StatefulSet {
-        metadata: meta(db, &server.name),
-        spec: StatefulSetSpec {
-            replicas: Some(1),
-            service_name: Some(headless_name.clone()),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
+    }
+}
+
+/// The server's configuration and init script (from its ConfigMap) and the scratch folders the engine writes.
+fn server_volumes(config_name: &str) -> Vec<Volume> {
+    vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_name.to_owned(),
+                items: Some(vec![KeyToPath {
+                    key: CONFIG_FILE.into(),
+                    path: CONFIG_FILE.into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
-            },
-            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some(match db.spec.deletion_policy {
-                    DeletionPolicy::Retain => "Retain".into(),
-                    DeletionPolicy::Delete => "Delete".into(),
-                }),
-                when_scaled: Some("Retain".into()),
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(selector.clone()),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(60),
-                    security_context: Some(PodSecurityContext {
-                        fs_group: Some(f.uid),
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: config_name.clone(),
-                                items: Some(vec![KeyToPath {
-                                    key: CONFIG_FILE.into(),
-                                    path: CONFIG_FILE.into(),
-                                    ..Default::default()
-                                }]),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "init".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: config_name.clone(),
-                                items: Some(vec![KeyToPath {
-                                    key: INIT_SCRIPT.into(),
-                                    path: INIT_SCRIPT.into(),
-                                    ..Default::default()
-                                }]),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        empty_dir("run"),
-                        empty_dir("tmp"),
-                    ]),
-                    ..Default::default()
-                }),
-            },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some("data".into()),
-                    labels: Some(labels(db)),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: server.storage.storage_class_name.clone(),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_owned(),
-                            Quantity(server.storage.size.clone()),
-                        )])),
-                        limits: None,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
             ..Default::default()
         },
-        status: None,
-    };
+        Volume {
+            name: "init".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_name.to_owned(),
+                items: Some(vec![KeyToPath {
+                    key: INIT_SCRIPT.into(),
+                    path: INIT_SCRIPT.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        empty_dir("run"),
+        empty_dir("tmp"),
+    ]
+}
 
-    let headless = Service {
-        metadata: meta(db, &headless_name),
+/// The data volume's claim, with the server's storage size and class.
+fn data_claim(db: &AppDatabase, server: &ServerPlan) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(labels(db)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: server.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(server.storage.size.clone()),
+                )])),
+                limits: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The headless Service that gives the server's pod its stable DNS name.
+fn headless_service(db: &AppDatabase, server: &ServerPlan, selector: BTreeMap<String, String>) -> Service {
+    Service {
+        metadata: meta(db, &server.headless()),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
@@ -344,11 +368,6 @@ fn server_objects(db: &AppDatabase, server: &ServerPlan) -> ServerObjects {
             ..Default::default()
         }),
         status: None,
-    };
-    ServerObjects {
-        config,
-        statefulset,
-        headless,
     }
 }
 

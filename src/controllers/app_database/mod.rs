@@ -36,7 +36,6 @@ use kube::{
     },
 };
 use rand::{Rng, distr::Alphanumeric};
-use tracing::warn;
 
 use self::{
     build::{
@@ -75,7 +74,9 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-impl Error {
+impl crate::controllers::runtime::ReconcileError for Error {
+    const CONTROLLER: &'static str = NAME;
+
     fn metric_label(&self) -> &'static str {
         match self {
             Error::Step(step) => step.metric_label(),
@@ -121,7 +122,7 @@ impl Controller for AppDatabaseController {
         Box::pin(async move {
             let client = ctx.client.clone();
             let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-            let controller = crate::controllers::lean_controller(Api::<AppDatabase>::all(client.clone()));
+            let controller = crate::controllers::runtime::lean_controller(Api::<AppDatabase>::all(client.clone()));
             let store = controller.store();
             let by_secret = store.clone();
             let by_network = store.clone();
@@ -136,20 +137,23 @@ impl Controller for AppDatabaseController {
                     |m| Some(ObjectRef::new(&m.spec.database).within(&m.namespace().unwrap_or_default())),
                 )
                 // A changed admin Secret: validation again, and password rotation.
-                .watches_stream(crate::controllers::secret_changes(client.clone()), move |secret| {
-                    let ns = secret.namespace();
-                    // The root Secret's name too: one in the way (`NameInUse`) being deleted frees the database.
-                    crate::controllers::related_in(&by_secret, ns, |db| {
-                        db.spec.admin.password_secret_ref.name == secret.name_any()
-                            || names(db).root_secret == secret.name_any()
-                    })
-                })
+                .watches_stream(
+                    crate::controllers::runtime::secret_changes(client.clone()),
+                    move |secret| {
+                        let ns = secret.namespace();
+                        // The root Secret's name too: one in the way (`NameInUse`) being deleted frees the database.
+                        crate::controllers::runtime::related_in(&by_secret, ns, |db| {
+                            db.spec.admin.password_secret_ref.name == secret.name_any()
+                                || names(db).root_secret == secret.name_any()
+                        })
+                    },
+                )
                 // The platform changing a namespace's DNS domains: its databases' names are checked again at once.
                 .watches(
                     Api::<Namespace>::all(client.clone()),
                     watcher::Config::default(),
                     move |namespace| {
-                        crate::controllers::related_in(&by_namespace, Some(namespace.name_any()), |db| {
+                        crate::controllers::runtime::related_in(&by_namespace, Some(namespace.name_any()), |db| {
                             db.spec.dns.is_some()
                         })
                     },
@@ -160,22 +164,24 @@ impl Controller for AppDatabaseController {
                     watcher::Config::default(),
                     move |network| {
                         let ns = network.namespace();
-                        crate::controllers::related_in(&by_network, ns, |db| current_network(db) == network.name_any())
+                        crate::controllers::runtime::related_in(&by_network, ns, |db| {
+                            current_network(db) == network.name_any()
+                        })
                     },
                 )
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            crate::controllers::mark_synced_when_ready(store.clone(), ctx.synced.clone());
+            crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
             let context = Arc::new(Context {
                 client: client.clone(),
                 config: self.config.clone(),
                 databases: store,
-                recorder: crate::controllers::recorder(client),
+                recorder: crate::controllers::runtime::recorder(client),
                 metrics: ctx.metrics.clone(),
                 dns_crd: Mutex::new(None),
             });
-            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
                 reconcile,
-                error_policy,
+                crate::controllers::runtime::error_policy,
                 context,
             ))
             .await;
@@ -638,7 +644,7 @@ fn requeue_after(db: &AppDatabase, plan: &ServerPlanning, phase: &Phase, dns: &D
         // watched, so look again within a minute.
         (_, Dns::Refused(_)) => Duration::from_secs(60),
         (Phase::Ready { rotating: false, .. }, _) => {
-            crate::controllers::spread(Duration::from_secs(600), db.uid().as_deref())
+            crate::controllers::runtime::spread(Duration::from_secs(600), db.uid().as_deref())
         }
         _ => Duration::from_secs(10),
     };
@@ -646,7 +652,7 @@ fn requeue_after(db: &AppDatabase, plan: &ServerPlanning, phase: &Phase, dns: &D
 }
 
 async fn publish(ctx: &Context, db: &AppDatabase, type_: EventType, reason: &str, note: &str) {
-    crate::controllers::publish(
+    crate::controllers::runtime::publish(
         &ctx.recorder,
         &db.object_ref(&()),
         type_,
@@ -877,10 +883,10 @@ async fn cleanup(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-fn error_policy(db: Arc<AppDatabase>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(NAME, error.metric_label());
-    warn!(namespace = %db.namespace().unwrap_or_default(), name = %db.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+impl crate::controllers::runtime::WithMetrics for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 #[cfg(test)]
@@ -1005,16 +1011,28 @@ mod tests {
         let creating = Phase::Creating { network: "prod".into() };
         let steady = requeue_after(&db, &plan, &ready, &Dns::NotRequested, now);
         assert!(steady >= Duration::from_secs(300), "{steady:?}");
-        assert_eq!(requeue_after(&db, &plan, &creating, &Dns::NotRequested, now), Duration::from_secs(10));
-        assert_eq!(requeue_after(&db, &plan, &ready, &Dns::CrdMissing, now), Duration::from_secs(30));
+        assert_eq!(
+            requeue_after(&db, &plan, &creating, &Dns::NotRequested, now),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            requeue_after(&db, &plan, &ready, &Dns::CrdMissing, now),
+            Duration::from_secs(30)
+        );
         plan.recorded.retired = Some(crate::api::app_database::RetiredServer {
             name: "orders".into(),
             delete_after: "2026-12-05T10:00:42Z".into(),
         });
-        assert_eq!(requeue_after(&db, &plan, &ready, &Dns::NotRequested, now), Duration::from_secs(42));
+        assert_eq!(
+            requeue_after(&db, &plan, &ready, &Dns::NotRequested, now),
+            Duration::from_secs(42)
+        );
         // A window already passed: at once (one second), never a zero or negative wait.
         plan.recorded.retired.as_mut().unwrap().delete_after = "2026-12-05T09:00:00Z".into();
-        assert_eq!(requeue_after(&db, &plan, &ready, &Dns::NotRequested, now), Duration::from_secs(1));
+        assert_eq!(
+            requeue_after(&db, &plan, &ready, &Dns::NotRequested, now),
+            Duration::from_secs(1)
+        );
     }
 
     /// The address plan sees the databases of this namespace on this network that are not being deleted, each

@@ -85,11 +85,8 @@ pub fn validate_on(
     let network_name = network_name.to_owned();
     let network = network.ok_or_else(|| Invalid::NetworkNotFound(network_name.clone()))?;
     let status = network.status.as_ref();
-    let ready = status
-        .and_then(|s| conditions::find(&s.common.conditions, conditions::READY))
-        .filter(|c| c.status == "True");
-    let block = match (ready, status.and_then(|s| s.cidr.as_deref()).map(parse_block)) {
-        (Some(_), Some(Ok(block))) => block,
+    let block = match network.ready_cidr().map(parse_block) {
+        Some(Ok(block)) => block,
         _ => {
             let why = status
                 .and_then(|s| conditions::find(&s.common.conditions, conditions::READY))

@@ -17,7 +17,6 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{controller::Action, watcher},
 };
-use tracing::warn;
 
 use crate::{
     api::{
@@ -52,7 +51,9 @@ pub enum Error {
     DeleteSource(#[source] kube::Error),
 }
 
-impl Error {
+impl crate::controllers::runtime::ReconcileError for Error {
+    const CONTROLLER: &'static str = NAME;
+
     fn metric_label(&self) -> &'static str {
         match self {
             Error::Step(s) => s.metric_label(),
@@ -136,7 +137,8 @@ impl Controller for DatabaseMigrationController {
     fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let client = ctx.client.clone();
-            let controller = crate::controllers::lean_controller(Api::<DatabaseMigration>::all(client.clone()));
+            let controller =
+                crate::controllers::runtime::lean_controller(Api::<DatabaseMigration>::all(client.clone()));
             let store = controller.store();
             let by_db = store.clone();
             let by_network = store.clone();
@@ -146,7 +148,7 @@ impl Controller for DatabaseMigrationController {
                     watcher::Config::default(),
                     move |db| {
                         let ns = db.namespace();
-                        crate::controllers::related_in(&by_db, ns, |m| m.spec.database == db.name_any())
+                        crate::controllers::runtime::related_in(&by_db, ns, |m| m.spec.database == db.name_any())
                     },
                 )
                 .watches(
@@ -154,22 +156,24 @@ impl Controller for DatabaseMigrationController {
                     watcher::Config::default(),
                     move |n| {
                         let ns = n.namespace();
-                        crate::controllers::related_in(&by_network, ns, |m| m.spec.target_network == n.name_any())
+                        crate::controllers::runtime::related_in(&by_network, ns, |m| {
+                            m.spec.target_network == n.name_any()
+                        })
                     },
                 )
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            crate::controllers::mark_synced_when_ready(store.clone(), ctx.synced.clone());
+            crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
             let context = Arc::new(Context {
                 client: client.clone(),
                 config: self.config.clone(),
-                recorder: crate::controllers::recorder(client),
+                recorder: crate::controllers::runtime::recorder(client),
                 metrics: ctx.metrics.clone(),
                 migrations: store.clone(),
                 gauges: self.gauges.clone(),
             });
-            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
                 reconcile,
-                error_policy,
+                crate::controllers::runtime::error_policy,
                 context,
             ))
             .await;
@@ -209,140 +213,256 @@ fn current_state(m: &DatabaseMigration) -> Option<&str> {
 }
 
 async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> {
-    let ns = m.namespace().unwrap_or_default();
     let now = jiff::Timestamp::now();
-    let mut status = m.status.clone().unwrap_or_default();
+    let status = m.status.clone().unwrap_or_default();
+    let copying = m.spec.effective_strategy() != MigrationStrategy::Readdress;
+    match current_state(&m) {
+        Some(state::COMPLETED) | Some(state::FAILED) | Some(state::ROLLED_BACK) => Ok(Action::await_change()),
+        Some(state::PREPARING) | Some(state::MIGRATION_IN_PROGRESS) if copying => {
+            copy_progress(m, ctx, status, now).await
+        }
+        Some(state::MIGRATION_IN_PROGRESS) => finish_readdress(&m, ctx, status, now).await,
+        _ => start_or_wait(&m, ctx, status, now).await,
+    }
+}
+
+/// A readdressing migration under way: it completes once the database is Ready To Use on the target network, both
+/// networks have shown "Migration In Progress" and every VPN connection of the target relays the database's new
+/// address; then the source network goes as `spec.deleteSourceNetwork` says.
+async fn finish_readdress(
+    m: &DatabaseMigration,
+    ctx: &Context,
+    mut status: DatabaseMigrationStatus,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
+    let ns = m.namespace().unwrap_or_default();
+    let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&m.spec.database)
+        .await
+        .map_err(read("the AppDatabase"))?;
+    let moved = db.as_ref().and_then(|d| d.status.as_ref()).is_some_and(|s| {
+        s.network.as_deref() == Some(m.spec.target_network.as_str()) && conditions::is_true(&s.common.conditions, READY)
+    });
+    // Both networks must have shown the migration before it ends (the source may already be gone).
+    let networks = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns);
+    let mut shown = true;
+    for name in [Some(m.spec.target_network.clone()), status.source_network.clone()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = networks.get_opt(&name).await.map_err(read("a PrivateNetwork"))? {
+            shown &= n.status.as_ref().and_then(|s| s.common.state.as_deref()) == Some(state::MIGRATION_IN_PROGRESS);
+        }
+    }
+    // The target's gateways must relay the database at its new address before the source goes away.
+    let new_address = db
+        .as_ref()
+        .and_then(|d| d.status.as_ref()?.endpoint.as_ref()?.address.clone());
+    let mut relayed = true;
+    if let Some(address) = &new_address {
+        let vpns = Api::<VpnConnection>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(read("the VpnConnections"))?;
+        relayed = vpns
+            .items
+            .iter()
+            .filter(|v| v.spec.network == m.spec.target_network)
+            .all(|v| v.relays(address));
+    }
+    if !moved || !shown || !relayed {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // Sessions use the stable Service, which never changed: no interruption for them.
+    status.downtime_seconds = Some(0.0);
+    ctx.gauges.downtime.observe(0.0);
+    status.phase_times.insert("Completed".into(), now.to_string());
+    let msg = format!("AppDatabase {} now lives on {}", m.spec.database, m.spec.target_network);
+    complete(ctx, m, status, msg).await
+}
+
+/// Records the migration as Completed (saying whether the source network goes) and then deletes the source
+/// network, as `spec.deleteSourceNetwork` and the other databases on it allow.
+async fn complete(
+    ctx: &Context,
+    m: &DatabaseMigration,
+    mut status: DatabaseMigrationStatus,
+    msg: String,
+) -> Result<Action, Error> {
+    let (msg, delete) = source_to_delete(ctx, m, &status, msg).await?;
+    let readiness = (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False);
+    write(
+        ctx,
+        m,
+        &mut status,
+        state::COMPLETED,
+        readiness,
+        "Completed",
+        &msg,
+        None,
+    )
+    .await?;
+    if let Some(source) = delete {
+        delete_source(ctx, m, &source).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Not started: checks the schedule and the preconditions, and starts, waits for the scheduled time, or says what
+/// blocks the start.
+async fn start_or_wait(
+    m: &DatabaseMigration,
+    ctx: &Context,
+    mut status: DatabaseMigrationStatus,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
+    let ns = m.namespace().unwrap_or_default();
     let strategy = m.spec.effective_strategy();
     let copying = strategy != MigrationStrategy::Readdress;
-    match current_state(&m) {
-        Some(state::COMPLETED) | Some(state::FAILED) | Some(state::ROLLED_BACK) => return Ok(Action::await_change()),
-        Some(state::PREPARING) | Some(state::MIGRATION_IN_PROGRESS) if copying => {
-            return copy_progress(m, ctx, status, now).await;
-        }
-        Some(state::MIGRATION_IN_PROGRESS) => {
-            let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(&m.spec.database)
-                .await
-                .map_err(read("the AppDatabase"))?;
-            let moved = db.as_ref().and_then(|d| d.status.as_ref()).is_some_and(|s| {
-                s.network.as_deref() == Some(m.spec.target_network.as_str())
-                    && conditions::find(&s.common.conditions, READY).is_some_and(|c| c.status == "True")
-            });
-            // Both networks must have shown the migration before it ends (the source may already be gone).
-            let networks = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns);
-            let mut shown = true;
-            for name in [Some(m.spec.target_network.clone()), status.source_network.clone()]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(n) = networks.get_opt(&name).await.map_err(read("a PrivateNetwork"))? {
-                    shown &=
-                        n.status.as_ref().and_then(|s| s.common.state.as_deref()) == Some(state::MIGRATION_IN_PROGRESS);
-                }
-            }
-            // The target's gateways must relay the database at its new address before the source goes away.
-            let new_address = db
-                .as_ref()
-                .and_then(|d| d.status.as_ref()?.endpoint.as_ref()?.address.clone());
-            let mut relayed = true;
-            if let Some(address) = &new_address {
-                let vpns = Api::<VpnConnection>::namespaced(ctx.client.clone(), &ns)
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(read("the VpnConnections"))?;
-                relayed = vpns
-                    .items
-                    .iter()
-                    .filter(|v| v.spec.network == m.spec.target_network)
-                    .all(|v| v.relays(address));
-            }
-            if !moved || !shown || !relayed {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            }
-            // Sessions use the stable Service, which never changed: no interruption for them.
-            status.downtime_seconds = Some(0.0);
-            ctx.gauges.downtime.observe(0.0);
-            status.phase_times.insert("Completed".into(), now.to_string());
-            let msg = format!("AppDatabase {} now lives on {}", m.spec.database, m.spec.target_network);
-            let (msg, delete) = source_to_delete(ctx, &m, &status, msg).await?;
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::COMPLETED,
-                (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False),
-                "Completed",
-                &msg,
-                None,
-            )
-            .await?;
-            if let Some(source) = delete {
-                delete_source(ctx, &m, &source).await?;
-            }
+    // Not started: check the schedule and the preconditions.
+    let scheduled = match validate_spec(m, &ctx.config.allowed_images) {
+        Ok(scheduled) => scheduled,
+        Err((reason, message)) => {
+            let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
+            write(ctx, m, &mut status, state::SCHEDULED, stalled, reason, &message, None).await?;
             return Ok(Action::await_change());
         }
-        _ => {}
+    };
+    status.scheduled_for = scheduled.as_ref().map(Schedule::utc);
+    status.scheduled_for_local = scheduled.as_ref().and_then(Schedule::local);
+    let scheduled = scheduled.map(|s| s.at);
+    let (observed, source_network) = observe_preconditions(m, ctx, &ns, copying).await?;
+    let warning = loses_premises_access(&observed).then(|| {
+        format!("the source network has VPN connections and {} has none: premises lose access to the database after the move", m.spec.target_network)
+    });
+    // Replicate seeds and follows the source ahead of time; the engine fences the source at the scheduled time.
+    let start_at = if strategy == MigrationStrategy::Replicate {
+        None
+    } else {
+        scheduled
+    };
+    match decide(&m.spec.database, start_at, &observed, now) {
+        Decision::Start if copying => {
+            let server = crate::database::copy_server_name(&m.spec.database, &m.uid().unwrap_or_default());
+            status.source_network = source_network;
+            status.copy = Some(crate::api::database_migration::CopyStatus {
+                server: server.clone(),
+                ..Default::default()
+            });
+            status.phase_times.insert("Preparing".into(), now.to_string());
+            let msg = format!("creating the new server {server} for AppDatabase {}", m.spec.database);
+            write(
+                ctx,
+                m,
+                &mut status,
+                state::PREPARING,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                "Preparing",
+                &msg,
+                warning,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Decision::Start => {
+            status.source_network = source_network;
+            status.phase_times.insert("MigrationInProgress".into(), now.to_string());
+            let msg = format!("moving AppDatabase {} to {}", m.spec.database, m.spec.target_network);
+            write(
+                ctx,
+                m,
+                &mut status,
+                state::MIGRATION_IN_PROGRESS,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                "MigrationInProgress",
+                &msg,
+                warning,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        Decision::WaitUntil(at) => {
+            let msg = format!("scheduled for {at} (UTC); every precondition is met");
+            write(
+                ctx,
+                m,
+                &mut status,
+                state::SCHEDULED,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                "Scheduled",
+                &msg,
+                warning,
+            )
+            .await?;
+            let wait = (at - now).get_seconds().clamp(1, 60) as u64;
+            Ok(Action::requeue(Duration::from_secs(wait)))
+        }
+        Decision::Blocked {
+            unmet: blocking,
+            overdue,
+        } => {
+            let first = &blocking[0];
+            let msg = blocking.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let msg = if overdue {
+                format!("{msg} (the scheduled time has passed; the migration starts once this is fixed)")
+            } else {
+                msg
+            };
+            write(
+                ctx,
+                m,
+                &mut status,
+                state::SCHEDULED,
+                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
+                first.reason(),
+                &msg,
+                warning,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(10)))
+        }
     }
+}
 
-    // Not started: check the schedule and the preconditions.
-    let scheduled = match m
+/// The spec's own checks (pure): the schedule parses in its time zone, and a named target image comes from where
+/// the platform allows. A refusal is `(reason, message)` for a Stalled condition.
+fn validate_spec(m: &DatabaseMigration, allowed_images: &[String]) -> Result<Option<Schedule>, (&'static str, String)> {
+    let scheduled = m
         .spec
         .scheduled_at
         .as_deref()
         .map(|at| parse_schedule(at, m.spec.time_zone.as_deref()))
         .transpose()
-    {
-        Ok(s) => s,
-        Err(e) => {
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::SCHEDULED,
-                (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True),
-                e.reason(),
-                &e.to_string(),
-                None,
-            )
-            .await?;
-            return Ok(Action::await_change());
-        }
-    };
-    // The new server's image, when the customer names one, must come from where the platform allows.
+        .map_err(|e| (e.reason(), e.to_string()))?;
     if let Some(image) = m.spec.target.as_ref().and_then(|t| t.image.as_deref())
-        && let Err(e) = crate::image_policy::check(image, &ctx.config.allowed_images)
+        && let Err(e) = crate::image_policy::check(image, allowed_images)
     {
-        let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
-        let message = format!("target.image: {e}");
-        write(
-            ctx,
-            &m,
-            &mut status,
-            state::SCHEDULED,
-            stalled,
-            "ImageNotAllowed",
-            &message,
-            None,
-        )
-        .await?;
-        return Ok(Action::await_change());
+        return Err(("ImageNotAllowed", format!("target.image: {e}")));
     }
-    status.scheduled_for = scheduled.as_ref().map(Schedule::utc);
-    status.scheduled_for_local = scheduled.as_ref().and_then(Schedule::local);
-    let scheduled = scheduled.map(|s| s.at);
-    let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
+    Ok(scheduled)
+}
+
+/// Dereference for the start: the database and where it lives now, the target network, the database's other
+/// migrations in flight, and the VPN connections of both networks.
+async fn observe_preconditions(
+    m: &DatabaseMigration,
+    ctx: &Context,
+    ns: &str,
+    copying: bool,
+) -> Result<(Observed, Option<String>), Error> {
+    let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), ns)
         .get_opt(&m.spec.database)
         .await
         .map_err(read("the AppDatabase"))?;
-    let target = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns)
+    let target = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), ns)
         .get_opt(&m.spec.target_network)
         .await
         .map_err(read("the target PrivateNetwork"))?;
-    let migrations = Api::<DatabaseMigration>::namespaced(ctx.client.clone(), &ns)
+    let migrations = Api::<DatabaseMigration>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default())
         .await
         .map_err(read("the DatabaseMigrations"))?;
-    let vpns = Api::<VpnConnection>::namespaced(ctx.client.clone(), &ns)
+    let vpns = Api::<VpnConnection>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default())
         .await
         .map_err(read("the VpnConnections"))?;
@@ -354,11 +474,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
             (ready, source_network.clone().unwrap_or_default())
         }),
         target_network: m.spec.target_network.clone(),
-        target: target.as_ref().map(|t| {
-            t.status.as_ref().is_some_and(|s| {
-                s.cidr.is_some() && conditions::find(&s.common.conditions, READY).is_some_and(|c| c.status == "True")
-            })
-        }),
+        target: target.as_ref().map(|t| t.ready_cidr().is_some()),
         others_in_flight: migrations
             .items
             .iter()
@@ -385,96 +501,7 @@ async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> 
                 == Some(&crate::api::private_network::NetworkType::Production)
         }),
     };
-    let warning = loses_premises_access(&observed).then(|| {
-        format!("the source network has VPN connections and {} has none: premises lose access to the database after the move", m.spec.target_network)
-    });
-    // Replicate seeds and follows the source ahead of time; the engine fences the source at the scheduled time.
-    let start_at = if strategy == MigrationStrategy::Replicate {
-        None
-    } else {
-        scheduled
-    };
-    match decide(&m.spec.database, start_at, &observed, now) {
-        Decision::Start if copying => {
-            let server = crate::database::copy_server_name(&m.spec.database, &m.uid().unwrap_or_default());
-            status.source_network = source_network;
-            status.copy = Some(crate::api::database_migration::CopyStatus {
-                server: server.clone(),
-                ..Default::default()
-            });
-            status.phase_times.insert("Preparing".into(), now.to_string());
-            let msg = format!("creating the new server {server} for AppDatabase {}", m.spec.database);
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::PREPARING,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                "Preparing",
-                &msg,
-                warning,
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(2)))
-        }
-        Decision::Start => {
-            status.source_network = source_network;
-            status.phase_times.insert("MigrationInProgress".into(), now.to_string());
-            let msg = format!("moving AppDatabase {} to {}", m.spec.database, m.spec.target_network);
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::MIGRATION_IN_PROGRESS,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                "MigrationInProgress",
-                &msg,
-                warning,
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(2)))
-        }
-        Decision::WaitUntil(at) => {
-            let msg = format!("scheduled for {at} (UTC); every precondition is met");
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::SCHEDULED,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                "Scheduled",
-                &msg,
-                warning,
-            )
-            .await?;
-            let wait = (at - now).get_seconds().clamp(1, 60) as u64;
-            Ok(Action::requeue(Duration::from_secs(wait)))
-        }
-        Decision::Blocked {
-            unmet: blocking,
-            overdue,
-        } => {
-            let first = &blocking[0];
-            let msg = blocking.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            let msg = if overdue {
-                format!("{msg} (the scheduled time has passed; the migration starts once this is fixed)")
-            } else {
-                msg
-            };
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::SCHEDULED,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                first.reason(),
-                &msg,
-                warning,
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(10)))
-        }
-    }
+    Ok((observed, source_network))
 }
 
 /// Whether a completed migration deletes its source network (`spec.deleteSourceNetwork`), and the completion message:
@@ -546,7 +573,7 @@ async fn delete_source(ctx: &Context, m: &DatabaseMigration, source: &str) -> Re
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(Error::DeleteSource(e)),
     }
-    crate::controllers::publish(
+    crate::controllers::runtime::publish(
         &ctx.recorder,
         &m.object_ref(&()),
         EventType::Normal,
@@ -602,6 +629,167 @@ async fn start_copy_job(
     Ok((source, target))
 }
 
+/// No migration Job yet: it starts once the new server (created by the AppDatabase controller) is ready, with its
+/// report ConfigMap and identity made first.
+async fn start_copy(
+    m: &DatabaseMigration,
+    ctx: &Context,
+    db: &AppDatabase,
+    copy: &crate::api::database_migration::CopyStatus,
+    mut status: DatabaseMigrationStatus,
+) -> Result<Action, Error> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let ns = m.namespace().unwrap_or_default();
+    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
+    let ready = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&copy.server)
+        .await
+        .map_err(read("the new server's StatefulSet"))?
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        >= 1;
+    if !ready {
+        let msg = format!("waiting for the new server {} to start", copy.server);
+        write(
+            ctx,
+            m,
+            &mut status,
+            state::PREPARING,
+            running,
+            "WaitingForServer",
+            &msg,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    crate::controllers::apply::apply_child(
+        &Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns),
+        &copy::report_configmap(m),
+        "the migration's report ConfigMap",
+    )
+    .await?;
+    let (sa, role, binding) = copy::rbac(m);
+    crate::controllers::apply::apply_child(
+        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(ctx.client.clone(), &ns),
+        &sa,
+        "the migration ServiceAccount",
+    )
+    .await?;
+    crate::controllers::apply::apply_child(
+        &Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(ctx.client.clone(), &ns),
+        &role,
+        "the migration Role",
+    )
+    .await?;
+    crate::controllers::apply::apply_child(
+        &Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(ctx.client.clone(), &ns),
+        &binding,
+        "the migration RoleBinding",
+    )
+    .await?;
+    let (source, target) = start_copy_job(ctx, m, db, copy, false).await?;
+    let msg = format!("copying {} to {}", source.name, target.name);
+    write(ctx, m, &mut status, state::PREPARING, running, "Copying", &msg, None).await?;
+    Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+/// The engine has switched: the migration completes once the database serves from the new server.
+async fn complete_copy(
+    m: &DatabaseMigration,
+    ctx: &Context,
+    db: &AppDatabase,
+    copy: &crate::api::database_migration::CopyStatus,
+    mut status: DatabaseMigrationStatus,
+    downtime: f64,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
+    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
+    let switched = db.status.as_ref().is_some_and(|s| {
+        s.server.as_ref().is_some_and(|srv| srv.name == copy.server) && conditions::is_true(&s.common.conditions, READY)
+    });
+    if !switched {
+        let msg = format!(
+            "waiting for AppDatabase {} to serve from {}",
+            m.spec.database, copy.server
+        );
+        write(
+            ctx,
+            m,
+            &mut status,
+            state::MIGRATION_IN_PROGRESS,
+            running,
+            "Switching",
+            &msg,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    status.downtime_seconds = Some(downtime);
+    ctx.gauges.downtime.observe(downtime);
+    status.phase_times.insert("Completed".into(), now.to_string());
+    let msg = format!(
+        "AppDatabase {} now runs on {} (writes were refused for {downtime:.3}s)",
+        m.spec.database, copy.server
+    );
+    complete(ctx, m, status, msg).await
+}
+
+/// The migration Job failed for good: make sure the source is writable again with a Job that only rolls back, and
+/// say so; if that fails too, the migration fails with what a person has to run.
+async fn roll_back(
+    m: &DatabaseMigration,
+    ctx: &Context,
+    db: &AppDatabase,
+    copy: &crate::api::database_migration::CopyStatus,
+    mut status: DatabaseMigrationStatus,
+    current_state: &str,
+) -> Result<Action, Error> {
+    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
+    let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    let job_name = copy::job_name(m, false);
+    // The engine could not finish (it is run again after every failure until the Job gives up): make sure
+    // the source is writable again with a Job that only rolls back.
+    let rollback_name = copy::job_name(m, true);
+    let rollback = jobs.get_opt(&rollback_name).await.map_err(read("the rollback Job"))?;
+    match rollback.and_then(|j| j.status) {
+        None => {
+            start_copy_job(ctx, m, db, copy, true).await?;
+        }
+        Some(s)
+            if s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Failed" && c.status == "True") =>
+        {
+            let msg = format!(
+                "the migration Job and its rollback failed; the source may still refuse writes: run \
+                 `appdb-operator migrate --rollback` against it (see the logs of Job {job_name})"
+            );
+            write(
+                ctx,
+                m,
+                &mut status,
+                state::FAILED,
+                stalled,
+                "RollbackFailed",
+                &msg,
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        Some(_) => {}
+    }
+    let msg = format!("the migration Job {job_name} failed; rolling back");
+    write(ctx, m, &mut status, current_state, running, "RollingBack", &msg, None).await?;
+    Ok(Action::requeue(Duration::from_secs(5)))
+}
+
 /// A copying migration under way: start the Job once the new server runs, fold its reports into status, roll
 /// back when it fails for good, complete once the database's Service leads to the new server.
 async fn copy_progress(
@@ -610,7 +798,7 @@ async fn copy_progress(
     mut status: DatabaseMigrationStatus,
     now: jiff::Timestamp,
 ) -> Result<Action, Error> {
-    use k8s_openapi::api::{apps::v1::StatefulSet, batch::v1::Job, core::v1::Pod};
+    use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
     let ns = m.namespace().unwrap_or_default();
     let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
     let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
@@ -642,59 +830,7 @@ async fn copy_progress(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job_name = copy::job_name(&m, false);
     let Some(job) = jobs.get_opt(&job_name).await.map_err(read("the migration Job"))? else {
-        // The Job starts once the new server (created by the AppDatabase controller) is ready.
-        let ready = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&copy.server)
-            .await
-            .map_err(read("the new server's StatefulSet"))?
-            .and_then(|s| s.status)
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
-            >= 1;
-        if !ready {
-            let msg = format!("waiting for the new server {} to start", copy.server);
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::PREPARING,
-                running,
-                "WaitingForServer",
-                &msg,
-                None,
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
-        crate::controllers::apply::apply_child(
-            &Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns),
-            &copy::report_configmap(&m),
-            "the migration's report ConfigMap",
-        )
-        .await?;
-        let (sa, role, binding) = copy::rbac(&m);
-        crate::controllers::apply::apply_child(
-            &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(ctx.client.clone(), &ns),
-            &sa,
-            "the migration ServiceAccount",
-        )
-        .await?;
-        crate::controllers::apply::apply_child(
-            &Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(ctx.client.clone(), &ns),
-            &role,
-            "the migration Role",
-        )
-        .await?;
-        crate::controllers::apply::apply_child(
-            &Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(ctx.client.clone(), &ns),
-            &binding,
-            "the migration RoleBinding",
-        )
-        .await?;
-        let (source, target) = start_copy_job(ctx, &m, &db, &copy, false).await?;
-        let msg = format!("copying {} to {}", source.name, target.name);
-        write(ctx, &m, &mut status, state::PREPARING, running, "Copying", &msg, None).await?;
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return start_copy(&m, ctx, &db, &copy, status).await;
     };
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&format!("{}={}", copy::LABEL_MIGRATION, m.name_any())))
@@ -727,52 +863,7 @@ async fn copy_progress(
         return Ok(Action::await_change());
     }
     if let Some(downtime) = folded.done {
-        let switched = db.status.as_ref().is_some_and(|s| {
-            s.server.as_ref().is_some_and(|srv| srv.name == copy.server)
-                && conditions::find(&s.common.conditions, READY).is_some_and(|c| c.status == "True")
-        });
-        if !switched {
-            let msg = format!(
-                "waiting for AppDatabase {} to serve from {}",
-                m.spec.database, copy.server
-            );
-            write(
-                ctx,
-                &m,
-                &mut status,
-                state::MIGRATION_IN_PROGRESS,
-                running,
-                "Switching",
-                &msg,
-                None,
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
-        status.downtime_seconds = Some(downtime);
-        ctx.gauges.downtime.observe(downtime);
-        status.phase_times.insert("Completed".into(), now.to_string());
-        let msg = format!(
-            "AppDatabase {} now runs on {} (writes were refused for {downtime:.3}s)",
-            m.spec.database, copy.server
-        );
-        let readiness = (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False);
-        let (msg, delete) = source_to_delete(ctx, &m, &status, msg).await?;
-        write(
-            ctx,
-            &m,
-            &mut status,
-            state::COMPLETED,
-            readiness,
-            "Completed",
-            &msg,
-            None,
-        )
-        .await?;
-        if let Some(source) = delete {
-            delete_source(ctx, &m, &source).await?;
-        }
-        return Ok(Action::await_change());
+        return complete_copy(&m, ctx, &db, &copy, status, downtime, now).await;
     }
     let failed = job.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -781,42 +872,7 @@ async fn copy_progress(
             .any(|c| c.type_ == "Failed" && c.status == "True")
     });
     if failed {
-        // The engine could not finish (it is run again after every failure until the Job gives up): make sure
-        // the source is writable again with a Job that only rolls back.
-        let rollback_name = copy::job_name(&m, true);
-        let rollback = jobs.get_opt(&rollback_name).await.map_err(read("the rollback Job"))?;
-        match rollback.and_then(|j| j.status) {
-            None => {
-                start_copy_job(ctx, &m, &db, &copy, true).await?;
-            }
-            Some(s)
-                if s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Failed" && c.status == "True") =>
-            {
-                let msg = format!(
-                    "the migration Job and its rollback failed; the source may still refuse writes: run \
-                     `appdb-operator migrate --rollback` against it (see the logs of Job {job_name})"
-                );
-                write(
-                    ctx,
-                    &m,
-                    &mut status,
-                    state::FAILED,
-                    stalled,
-                    "RollbackFailed",
-                    &msg,
-                    None,
-                )
-                .await?;
-                return Ok(Action::await_change());
-            }
-            Some(_) => {}
-        }
-        let msg = format!("the migration Job {job_name} failed; rolling back");
-        write(ctx, &m, &mut status, &current_state, running, "RollingBack", &msg, None).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
+        return roll_back(&m, ctx, &db, &copy, status, &current_state).await;
     }
     let phase = folded.copy.phase.clone().unwrap_or_else(|| "starting".into());
     let (new_state, why) = if folded.fenced {
@@ -911,7 +967,7 @@ async fn write(
     .await
     .map_err(Error::Status)?;
     if previous_state.as_deref() != Some(new_state) {
-        crate::controllers::publish(
+        crate::controllers::runtime::publish(
             &ctx.recorder,
             &m.object_ref(&()),
             EventType::Normal,
@@ -924,10 +980,10 @@ async fn write(
     Ok(())
 }
 
-fn error_policy(m: Arc<DatabaseMigration>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(NAME, error.metric_label());
-    warn!(namespace = %m.namespace().unwrap_or_default(), name = %m.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+impl crate::controllers::runtime::WithMetrics for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,9 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-impl Error {
+impl crate::controllers::runtime::ReconcileError for Error {
+    const CONTROLLER: &'static str = NAME;
+
     fn metric_label(&self) -> &'static str {
         match self {
             Error::Allocate(_) => "allocate",
@@ -78,6 +80,15 @@ impl Error {
                 _ => "finalizer",
             },
         }
+    }
+
+    fn retry_after(&self) -> Duration {
+        Duration::from_secs(match self {
+            Error::InUse(_) => 30,
+            // A NetworkPolicy of someone else's holds an isolation policy's name: a person must remove it.
+            Error::ApplyPolicies(crate::controllers::apply::ApplyError::NameInUse(_)) => 30,
+            _ => 5,
+        })
     }
 }
 
@@ -124,9 +135,10 @@ impl Controller for PrivateNetworkController {
 
             // The store of AppDatabases answers "does a database live on this network?"; its watch also triggers.
             let (databases, db_writer) = reflector::store();
-            let db_stream = crate::controllers::lean_reflector(Api::<AppDatabase>::all(client.clone()), db_writer)
-                .touched_objects();
-            let controller = crate::controllers::lean_controller(networks_api)
+            let db_stream =
+                crate::controllers::runtime::lean_reflector(Api::<AppDatabase>::all(client.clone()), db_writer)
+                    .touched_objects();
+            let controller = crate::controllers::runtime::lean_controller(networks_api)
                 .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
                 // A migration starting or ending changes both networks' state.
                 .watches(
@@ -182,8 +194,8 @@ impl Controller for PrivateNetworkController {
                     ctx.synced.clone(),
                 );
                 tokio::spawn(async move {
-                    crate::controllers::wait_until_ready(&networks).await;
-                    crate::controllers::wait_until_ready(&databases).await;
+                    crate::controllers::runtime::wait_until_ready(&networks).await;
+                    crate::controllers::runtime::wait_until_ready(&databases).await;
                     index.wait_until_ready().await;
                     synced.mark_synced();
                 });
@@ -196,12 +208,12 @@ impl Controller for PrivateNetworkController {
                 index: self.index.clone(),
                 networks,
                 databases,
-                recorder: crate::controllers::recorder(client),
+                recorder: crate::controllers::runtime::recorder(client),
                 metrics: ctx.metrics.clone(),
             });
-            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
                 reconcile,
-                error_policy,
+                crate::controllers::runtime::error_policy,
                 context,
             ))
             .await;
@@ -413,7 +425,7 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
                     "no migration involves this network any more".to_owned(),
                 )
             };
-            crate::controllers::publish(
+            crate::controllers::runtime::publish(
                 &ctx.recorder,
                 &network.object_ref(&()),
                 EventType::Normal,
@@ -425,7 +437,7 @@ async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Er
         }
     }
     Ok(match &allocation {
-        Ok(_) => Action::requeue(crate::controllers::spread(
+        Ok(_) => Action::requeue(crate::controllers::runtime::spread(
             Duration::from_secs(600),
             network.uid().as_deref(),
         )),
@@ -439,17 +451,14 @@ async fn publish_transition(ctx: &Context, network: &PrivateNetwork, allocation:
     let was_ready = network
         .status
         .as_ref()
-        .and_then(|s| {
-            crate::api::conditions::find(&s.common.conditions, crate::api::conditions::READY)
-                .map(|c| c.status == "True")
-        })
-        .unwrap_or(false);
+        .is_some_and(|s| crate::api::conditions::is_true(&s.common.conditions, crate::api::conditions::READY));
     let (type_, reason, note) = match allocation {
         Ok(block) if !was_ready => (EventType::Normal, reason::ALLOCATED, format!("Allocated {block}")),
         Err(Problem::Stalled { reason, message }) => (EventType::Warning, *reason, message.clone()),
         _ => return,
     };
-    crate::controllers::publish(&ctx.recorder, &network.object_ref(&()), type_, reason, note, "Allocate").await;
+    crate::controllers::runtime::publish(&ctx.recorder, &network.object_ref(&()), type_, reason, note, "Allocate")
+        .await;
 }
 
 async fn cleanup(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
@@ -459,7 +468,7 @@ async fn cleanup(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, 
         let note = format!(
             "AppDatabase {first} still lives on this network; the network is deleted once it has moved or gone"
         );
-        crate::controllers::publish(
+        crate::controllers::runtime::publish(
             &ctx.recorder,
             &network.object_ref(&()),
             EventType::Warning,
@@ -476,13 +485,8 @@ async fn cleanup(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, 
     Ok(Action::await_change())
 }
 
-fn error_policy(network: Arc<PrivateNetwork>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(NAME, error.metric_label());
-    warn!(namespace = %network.namespace().unwrap_or_default(), name = %network.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(match error {
-        Error::InUse(_) => 30,
-        // A NetworkPolicy of someone else's holds an isolation policy's name: a person must remove it.
-        Error::ApplyPolicies(crate::controllers::apply::ApplyError::NameInUse(_)) => 30,
-        _ => 5,
-    }))
+impl crate::controllers::runtime::WithMetrics for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }

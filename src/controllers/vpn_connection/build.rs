@@ -286,6 +286,66 @@ pub fn gateway(
     serving: &Serving,
     exposure: Exposure,
 ) -> Deployment {
+    let mut pod_labels = tunnel_labels(vpn, tunnel);
+    pod_labels.insert(LABEL_ROLE.to_owned(), ROLE_VPN_GATEWAY.to_owned());
+    pod_labels.insert(LABEL_NETWORK.to_owned(), network.to_owned());
+    let (volumes, mounts) = gateway_volumes(vpn, tunnel, datapath);
+    Deployment {
+        metadata: meta(vpn, tunnel_name(vpn, tunnel), tunnel_labels(vpn, tunnel)),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(tunnel_labels(vpn, tunnel)),
+                ..Default::default()
+            },
+            // One gateway per tunnel: the old pod goes before the new one starts (the other tunnel keeps carrying).
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        ANNOTATION_CONFIG_DIGEST.to_owned(),
+                        digest.to_owned(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    // The agent reports the tunnel's state on its own pod with this identity.
+                    service_account_name: Some(gateway_service_account_name(vpn)),
+                    automount_service_account_token: Some(true),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(apart_from_the_other_tunnel(vpn, tunnel, exposure)),
+                        ..Default::default()
+                    }),
+                    host_network: (exposure == Exposure::HostNetwork).then_some(true),
+                    dns_policy: (exposure == Exposure::HostNetwork).then(|| "ClusterFirstWithHostNet".into()),
+                    containers: vec![
+                        charon_container(vpn, tunnel, image, serving, mounts),
+                        agent_container(vpn, agent_image, serving),
+                    ],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// Two gateways on one node would share its fate; with host networking they could not even both bind UDP 500.
+fn apart_from_the_other_tunnel(vpn: &VpnConnection, tunnel: u8, exposure: Exposure) -> PodAntiAffinity {
     let other_tunnel = PodAffinityTerm {
         label_selector: Some(LabelSelector {
             match_labels: Some(tunnel_labels(vpn, if tunnel == 1 { 2 } else { 1 })),
@@ -294,8 +354,7 @@ pub fn gateway(
         topology_key: "kubernetes.io/hostname".into(),
         ..Default::default()
     };
-    // Two gateways on one node would share its fate; with host networking they could not even both bind UDP 500.
-    let anti_affinity = match exposure {
+    match exposure {
         Exposure::LoadBalancer => PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
                 weight: 100,
@@ -307,23 +366,12 @@ pub fn gateway(
             required_during_scheduling_ignored_during_execution: Some(vec![other_tunnel]),
             ..Default::default()
         },
-    };
-    let mut pod_labels = tunnel_labels(vpn, tunnel);
-    pod_labels.insert(LABEL_ROLE.to_owned(), ROLE_VPN_GATEWAY.to_owned());
-    pod_labels.insert(LABEL_NETWORK.to_owned(), network.to_owned());
-    // charon runs; once its control socket answers, the connection is loaded from the mounted configuration.
-    let own_addresses: String = serving
-        .addresses
-        .iter()
-        .map(|a| format!("ip addr replace {a}/32 dev lo && "))
-        .collect();
-    // The pod fills in its outside address where only it knows it (host networking), then loads the connection
-    // once charon's control socket answers. The shell ends by exec'ing charon, so that charon is the container's
-    // PID 1: a shell as PID 1 ignores the kubelet's SIGTERM, and charon would be SIGKILLed after the grace period
-    // without telling the customer's device (IKE DELETE). The loader runs in the background meanwhile.
-    let fill = fill_outside_address(&format!("{CONFIG_DIR}/swanctl.conf"), "/run/appdb/swanctl.conf");
-    let script = gateway_script(&own_addresses, &fill);
-    let field_env = |name: &str, path: &str| EnvVar {
+    }
+}
+
+/// An environment variable from the pod's own fields (downward API).
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
         name: name.into(),
         value: None,
         value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
@@ -333,55 +381,11 @@ pub fn gateway(
             }),
             ..Default::default()
         }),
-    };
-    let mut agent_args = vec![
-        "vpn-agent".to_owned(),
-        "--vici".into(),
-        VICI_SOCKET.into(),
-        "--report-to".into(),
-        format!("$(POD_NAMESPACE)/{}/$(POD_NAME)", report_configmap_name(vpn)),
-        "--ready-file".into(),
-        AGENT_READY_FILE.into(),
-    ];
-    for relay in &serving.relays {
-        agent_args.push("--forward".into());
-        agent_args.push(relay.clone());
     }
-    let agent = Container {
-        name: "agent".into(),
-        image: Some(agent_image.into()),
-        args: Some(agent_args),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-        ]),
-        // Root only to reach charon's socket; no capabilities at all.
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_user: Some(0),
-            capabilities: Some(Capabilities {
-                add: None,
-                drop: Some(vec!["ALL".into()]),
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "run".into(),
-            mount_path: "/run".into(),
-            ..Default::default()
-        }]),
-        readiness_probe: Some(exec_probe(vec![
-            "appdb-operator".into(),
-            "vpn-agent-ready".into(),
-            "--file".into(),
-            AGENT_READY_FILE.into(),
-            "--max-age".into(),
-            AGENT_REPORT_MAX_AGE_SECONDS.to_string(),
-        ])),
-        ..Default::default()
-    };
+}
+
+/// The tunnel's configuration (read-only Secret), charon's `/run`, and with the userspace data path the TUN device.
+fn gateway_volumes(vpn: &VpnConnection, tunnel: u8, datapath: DataPath) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -426,101 +430,115 @@ pub fn gateway(
             ..Default::default()
         });
     }
-    Deployment {
-        metadata: meta(vpn, tunnel_name(vpn, tunnel), tunnel_labels(vpn, tunnel)),
-        spec: DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(tunnel_labels(vpn, tunnel)),
-                ..Default::default()
+    (volumes, mounts)
+}
+
+/// charon, as the container's PID 1, with the capabilities IPsec needs and no others.
+fn charon_container(
+    vpn: &VpnConnection,
+    tunnel: u8,
+    image: &str,
+    serving: &Serving,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let own_addresses: String = serving
+        .addresses
+        .iter()
+        .map(|a| format!("ip addr replace {a}/32 dev lo && "))
+        .collect();
+    // The pod fills in its outside address where only it knows it (host networking), then loads the connection
+    // once charon's control socket answers. The shell ends by exec'ing charon, so that charon is the container's
+    // PID 1: a shell as PID 1 ignores the kubelet's SIGTERM, and charon would be SIGKILLed after the grace period
+    // without telling the customer's device (IKE DELETE). The loader runs in the background meanwhile.
+    let fill = fill_outside_address(&format!("{CONFIG_DIR}/swanctl.conf"), "/run/appdb/swanctl.conf");
+    let script = gateway_script(&own_addresses, &fill);
+    let udp = |name: &str, port: i32| k8s_openapi::api::core::v1::ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("UDP".into()),
+        ..Default::default()
+    };
+    Container {
+        name: "charon".into(),
+        image: Some(image.into()),
+        command: Some(vec!["sh".into(), "-c".into(), script]),
+        env: Some(vec![
+            EnvVar {
+                name: "STRONGSWAN_CONF".into(),
+                value: Some(format!("{CONFIG_DIR}/strongswan.conf")),
+                value_from: None,
             },
-            // One gateway per tunnel: the old pod goes before the new one starts (the other tunnel keeps carrying).
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".into()),
-                rolling_update: None,
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        ANNOTATION_CONFIG_DIGEST.to_owned(),
-                        digest.to_owned(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    // The agent reports the tunnel's state on its own pod with this identity.
-                    service_account_name: Some(gateway_service_account_name(vpn)),
-                    automount_service_account_token: Some(true),
-                    enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    affinity: Some(Affinity {
-                        pod_anti_affinity: Some(anti_affinity),
-                        ..Default::default()
-                    }),
-                    host_network: (exposure == Exposure::HostNetwork).then_some(true),
-                    dns_policy: (exposure == Exposure::HostNetwork).then(|| "ClusterFirstWithHostNet".into()),
-                    containers: vec![
-                        Container {
-                            name: "charon".into(),
-                            image: Some(image.into()),
-                            command: Some(vec!["sh".into(), "-c".into(), script]),
-                            env: Some(vec![
-                                EnvVar {
-                                    name: "STRONGSWAN_CONF".into(),
-                                    value: Some(format!("{CONFIG_DIR}/strongswan.conf")),
-                                    value_from: None,
-                                },
-                                field_env("APPDB_OUTSIDE_ADDRESS", "status.hostIP"),
-                            ]),
-                            ports: Some(vec![
-                                k8s_openapi::api::core::v1::ContainerPort {
-                                    name: Some("ike".into()),
-                                    container_port: 500,
-                                    protocol: Some("UDP".into()),
-                                    ..Default::default()
-                                },
-                                k8s_openapi::api::core::v1::ContainerPort {
-                                    name: Some("nat-t".into()),
-                                    container_port: 4500,
-                                    protocol: Some("UDP".into()),
-                                    ..Default::default()
-                                },
-                            ]),
-                            security_context: Some(SecurityContext {
-                                allow_privilege_escalation: Some(false),
-                                privileged: Some(false),
-                                read_only_root_filesystem: Some(true),
-                                run_as_user: Some(0),
-                                capabilities: Some(Capabilities {
-                                    add: Some(GATEWAY_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
-                                    drop: Some(vec!["ALL".into()]),
-                                }),
-                                ..Default::default()
-                            }),
-                            volume_mounts: Some(mounts),
-                            readiness_probe: Some(exec_probe(vec![
-                                "sh".into(),
-                                "-c".into(),
-                                charon_ready_check(&gateway_connection_name(vpn, tunnel)),
-                            ])),
-                            ..Default::default()
-                        },
-                        agent,
-                    ],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
-            },
+            field_env("APPDB_OUTSIDE_ADDRESS", "status.hostIP"),
+        ]),
+        ports: Some(vec![udp("ike", 500), udp("nat-t", 4500)]),
+        security_context: Some(root_without_privileges(
+            GATEWAY_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        )),
+        volume_mounts: Some(mounts),
+        readiness_probe: Some(exec_probe(vec![
+            "sh".into(),
+            "-c".into(),
+            charon_ready_check(&gateway_connection_name(vpn, tunnel)),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// A gateway container: user 0 (charon's files and socket are root's), read-only, no privilege escalation, and of
+/// all capabilities only `add`.
+fn root_without_privileges(add: Vec<String>) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_user: Some(0),
+        capabilities: Some(Capabilities {
+            add: (!add.is_empty()).then_some(add),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The agent: reports the tunnel's state and relays each database address to its stable Service.
+fn agent_container(vpn: &VpnConnection, agent_image: &str, serving: &Serving) -> Container {
+    let mut agent_args = vec![
+        "vpn-agent".to_owned(),
+        "--vici".into(),
+        VICI_SOCKET.into(),
+        "--report-to".into(),
+        format!("$(POD_NAMESPACE)/{}/$(POD_NAME)", report_configmap_name(vpn)),
+        "--ready-file".into(),
+        AGENT_READY_FILE.into(),
+    ];
+    for relay in &serving.relays {
+        agent_args.push("--forward".into());
+        agent_args.push(relay.clone());
+    }
+    Container {
+        name: "agent".into(),
+        image: Some(agent_image.into()),
+        args: Some(agent_args),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        // Root only to reach charon's socket; no capabilities at all.
+        security_context: Some(root_without_privileges(Vec::new())),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "run".into(),
+            mount_path: "/run".into(),
             ..Default::default()
-        },
-        status: None,
+        }]),
+        readiness_probe: Some(exec_probe(vec![
+            "appdb-operator".into(),
+            "vpn-agent-ready".into(),
+            "--file".into(),
+            AGENT_READY_FILE.into(),
+            "--max-age".into(),
+            AGENT_REPORT_MAX_AGE_SECONDS.to_string(),
+        ])),
+        ..Default::default()
     }
 }
 

@@ -19,7 +19,6 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
     runtime::{controller::Action, reflector::ObjectRef, watcher},
 };
-use tracing::warn;
 
 use self::build::{
     config_digest, customer_config, customer_config_name, disruption_budget, gateway, gateway_config, psk_secret,
@@ -29,7 +28,7 @@ use crate::{
     api::{
         PrivateNetwork, VpnConnection, VpnConnectionStatus,
         common::CommonStatus,
-        conditions::{self, ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
+        conditions::{ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
         vpn_connection::{TunnelState, TunnelStatus},
     },
     config::OperatorConfig,
@@ -63,7 +62,9 @@ pub enum Error {
     Status(#[source] kube::Error),
 }
 
-impl Error {
+impl crate::controllers::runtime::ReconcileError for Error {
+    const CONTROLLER: &'static str = NAME;
+
     fn metric_label(&self) -> &'static str {
         match self {
             Error::Step(step) => step.metric_label(),
@@ -149,7 +150,7 @@ impl Controller for VpnConnectionController {
         Box::pin(async move {
             let client = ctx.client.clone();
             let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-            let controller = crate::controllers::lean_controller(Api::<VpnConnection>::all(client.clone()));
+            let controller = crate::controllers::runtime::lean_controller(Api::<VpnConnection>::all(client.clone()));
             let store = controller.store();
             let by_network = store.clone();
             let by_secret = store.clone();
@@ -171,15 +172,18 @@ impl Controller for VpnConnectionController {
                     },
                 )
                 // A customer-supplied key changed.
-                .watches_stream(crate::controllers::secret_changes(client.clone()), move |secret| {
-                    let ns = secret.namespace();
-                    crate::controllers::related_in(&by_secret, ns, |v| {
-                        v.spec
-                            .tunnel_options
-                            .iter()
-                            .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
-                    })
-                })
+                .watches_stream(
+                    crate::controllers::runtime::secret_changes(client.clone()),
+                    move |secret| {
+                        let ns = secret.namespace();
+                        crate::controllers::runtime::related_in(&by_secret, ns, |v| {
+                            v.spec
+                                .tunnel_options
+                                .iter()
+                                .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
+                        })
+                    },
+                )
                 // A database arriving on (or leaving) the network changes what the gateways serve.
                 .watches(
                     Api::<crate::api::AppDatabase>::all(client.clone()),
@@ -191,7 +195,7 @@ impl Controller for VpnConnectionController {
                             .as_ref()
                             .and_then(|s| s.network.clone())
                             .unwrap_or_else(|| db.spec.network.clone());
-                        crate::controllers::related_in(&by_database, ns, |v| v.spec.network == network)
+                        crate::controllers::runtime::related_in(&by_database, ns, |v| v.spec.network == network)
                     },
                 )
                 .watches(
@@ -199,7 +203,9 @@ impl Controller for VpnConnectionController {
                     watcher::Config::default(),
                     move |network| {
                         let ns = network.namespace();
-                        crate::controllers::related_in(&by_network, ns, |v| v.spec.network == network.name_any())
+                        crate::controllers::runtime::related_in(&by_network, ns, |v| {
+                            v.spec.network == network.name_any()
+                        })
                     },
                 )
                 // The platform relabelling a namespace's Pod Security level: its connections are checked again.
@@ -207,22 +213,22 @@ impl Controller for VpnConnectionController {
                     Api::<Namespace>::all(client.clone()),
                     watcher::Config::default(),
                     move |namespace| {
-                        crate::controllers::related_in(&by_namespace, Some(namespace.name_any()), |_| true)
+                        crate::controllers::runtime::related_in(&by_namespace, Some(namespace.name_any()), |_| true)
                     },
                 )
                 .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            crate::controllers::mark_synced_when_ready(store.clone(), ctx.synced.clone());
+            crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
             let context = Arc::new(Context {
                 client: client.clone(),
                 config: self.config.clone(),
-                recorder: crate::controllers::recorder(client),
+                recorder: crate::controllers::runtime::recorder(client),
                 metrics: ctx.metrics.clone(),
                 connections: store.clone(),
                 tunnels: self.tunnels.clone(),
             });
-            crate::controllers::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
+            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
                 reconcile,
-                error_policy,
+                crate::controllers::runtime::error_policy,
                 context,
             ))
             .await;
@@ -536,7 +542,7 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     )
     .await?;
     Ok(Action::requeue(if rollout.tunnel1_settled {
-        crate::controllers::spread(Duration::from_secs(300), vpn.uid().as_deref())
+        crate::controllers::runtime::spread(Duration::from_secs(300), vpn.uid().as_deref())
     } else {
         Duration::from_secs(10)
     }))
@@ -559,21 +565,14 @@ async fn validate_customer_side(
             "NetworkNotFound",
             format!("PrivateNetwork {} does not exist in this namespace", vpn.spec.network),
         )),
-        Some(n) => {
-            let ready = n
-                .status
-                .as_ref()
-                .and_then(|s| conditions::find(&s.common.conditions, READY))
-                .is_some_and(|c| c.status == "True");
-            match n.status.as_ref().and_then(|s| s.cidr.as_deref()).map(parse_block) {
-                Some(Ok(b)) if ready => Ok(b),
-                _ => Err(Problem {
-                    reason: "NetworkNotReady",
-                    message: format!("PrivateNetwork {} has no range yet", vpn.spec.network),
-                    transient: true,
-                }),
-            }
-        }
+        Some(n) => match n.ready_cidr().map(parse_block) {
+            Some(Ok(b)) => Ok(b),
+            _ => Err(Problem {
+                reason: "NetworkNotReady",
+                message: format!("PrivateNetwork {} has no range yet", vpn.spec.network),
+                transient: true,
+            }),
+        },
     };
     // The namespace must admit the gateway pods at all (Pod Security), before anything is built for them.
     let namespace = Api::<Namespace>::all(ctx.client.clone())
@@ -976,7 +975,8 @@ async fn write_status(
                 p.message.clone(),
             ),
         };
-        crate::controllers::publish(&ctx.recorder, &vpn.object_ref(&()), type_, &reason, note, "Reconcile").await;
+        crate::controllers::runtime::publish(&ctx.recorder, &vpn.object_ref(&()), type_, &reason, note, "Reconcile")
+            .await;
     }
     Ok(())
 }
@@ -993,10 +993,10 @@ fn first_invalid_proposal(spec: &crate::api::VpnConnectionSpec) -> Option<crate:
     None
 }
 
-fn error_policy(vpn: Arc<VpnConnection>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(NAME, error.metric_label());
-    warn!(namespace = %vpn.namespace().unwrap_or_default(), name = %vpn.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+impl crate::controllers::runtime::WithMetrics for Context {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 #[cfg(test)]
