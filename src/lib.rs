@@ -21,6 +21,7 @@ pub mod netpol;
 pub mod placement;
 pub mod plugin;
 pub mod report;
+pub mod secret;
 pub mod telemetry;
 pub mod vpn;
 pub mod workload;

@@ -6,7 +6,8 @@ use std::{process::ExitCode, time::Duration};
 
 use crate::{
     cli::MigrateArgs,
-    mysql::migrate::{Limits, Outcome, PhaseReport, Plan, Server},
+    migration::report::{CopyPhase, PhaseReport},
+    mysql::migrate::{Limits, Outcome, Plan, Server},
 };
 
 /// Exit code of a run that rolled back (the source is writable and authoritative).
@@ -82,13 +83,9 @@ pub async fn run(args: MigrateArgs) -> ExitCode {
         Ok(Outcome::Completed { .. }) => ExitCode::SUCCESS,
         Ok(Outcome::RolledBack { .. }) => ExitCode::from(EXIT_ROLLED_BACK),
         Err(e) => {
-            let now = jiff::Timestamp::now().to_string();
             let report = PhaseReport {
-                phase: "error".into(),
-                start: now.clone(),
-                end: now,
                 message: Some(e.to_string()),
-                ..Default::default()
+                ..PhaseReport::ended(CopyPhase::Error, jiff::Timestamp::now())
             };
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             ExitCode::FAILURE

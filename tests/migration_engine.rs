@@ -202,7 +202,7 @@ async fn a_service_that_never_switches_rolls_back_and_the_source_stays_authorita
         run.stderr
     );
     let last = run.reports.last().expect("reports");
-    assert_eq!(last.phase, "rolled-back");
+    assert_eq!(last.phase.as_str(), "rolled-back");
     assert!(
         last.message
             .as_deref()
@@ -241,7 +241,7 @@ async fn refuses_a_target_that_holds_other_data(engine: Engine) {
     let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
     assert_eq!(run.exit, Some(1));
     let last = run.reports.last().expect("an error line");
-    assert_eq!(last.phase, "error");
+    assert_eq!(last.phase.as_str(), "error");
     assert!(last.message.as_deref().unwrap_or("").contains("precious"), "{last:?}");
     assert_eq!(read_only(&source, SOURCE_ROOT).await, 0);
     let kept: Vec<String> = root(&target, TARGET_ROOT)
@@ -288,7 +288,7 @@ async fn killed_after_every_phase_and_run_again_completes_without_loss(engine: E
             // source (its fence died with the engine); from `promote` on it is the target, through the Service.
             // An engine killed inside `promote` (between the source's refusal and its report, milliseconds) leaves
             // the target writable and the source refusing; the next run re-announces the switch (below).
-            let promoted = first.reports.iter().any(|r| r.phase == "promote");
+            let promoted = first.reports.iter().any(|r| r.phase.as_str() == "promote");
             let inside_promote =
                 !promoted && read_only(&source, SOURCE_ROOT).await == 1 && read_only(&target, TARGET_ROOT).await == 0;
             let (port, who) = if promoted {
@@ -399,7 +399,7 @@ async fn a_target_failure_after_the_fence_rolls_back_with_the_source_writable(en
     let again = run_engine(&source, &target, &relay, "replicate", None, false, &["--rollback"]).await;
     assert_eq!(again.exit, Some(3), "{:?} {}", again.reports, again.stderr);
     let last = again.reports.last().expect("reports");
-    assert_eq!(last.phase, "rolled-back");
+    assert_eq!(last.phase.as_str(), "rolled-back");
     assert!(last.message.as_deref().unwrap_or("").contains("target"), "{last:?}");
     assert_eq!(read_only(&source, SOURCE_ROOT).await, 0);
     source.stop().await;
@@ -686,7 +686,7 @@ async fn a_copy_that_differs_is_caught_before_the_fence_and_copied_again(engine:
         phases(&second)
     );
     let last = second.reports.last().expect("reports");
-    assert_eq!(last.phase, "rolled-back");
+    assert_eq!(last.phase.as_str(), "rolled-back");
     assert!(
         last.message
             .as_deref()
@@ -731,7 +731,7 @@ async fn replicate_seeds_by_clone_where_the_servers_allow_it(engine: Engine) {
     let snapshot = run
         .reports
         .iter()
-        .find(|r| r.phase == "snapshot")
+        .find(|r| r.phase.as_str() == "snapshot")
         .and_then(|r| r.message.clone())
         .unwrap_or_default();
     match engine {

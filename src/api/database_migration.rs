@@ -150,10 +150,9 @@ pub struct DatabaseMigrationStatus {
 pub struct CopyStatus {
     /// The new server's StatefulSet.
     pub server: String,
-    /// The engine's last finished phase (prepare, snapshot, replicate, fence, catch-up, verify, promote, switch,
-    /// release, done, rolled-back).
+    /// The engine's last finished phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<CopyPhase>,
     /// Rows copied by the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
@@ -168,9 +167,66 @@ pub struct CopyStatus {
 impl CopyStatus {
     /// The new server has taken over: from `promote` on, the database's Service leads to it.
     pub fn promoted(&self) -> bool {
-        matches!(self.phase.as_deref(), Some("promote" | "switch" | "release" | "done"))
+        matches!(
+            self.phase,
+            Some(CopyPhase::Promote | CopyPhase::Switch | CopyPhase::Release | CopyPhase::Done)
+        )
     }
 }
+
+// The engine's documentation (`crate::mysql::migrate`) says what each phase does; its reports
+// (`crate::migration::report`) carry these words across the process boundary, and this status shows the last.
+/// The copy engine's last finished phase: prepare, snapshot, replicate, verify, fence, catch-up, promote, switch,
+/// release, then done, or rolled-back (undone before the switch), or error. The order depends on the strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyPhase {
+    Prepare,
+    Snapshot,
+    Replicate,
+    Verify,
+    Fence,
+    CatchUp,
+    Promote,
+    Switch,
+    Release,
+    /// Finished: the target is the database.
+    Done,
+    /// Undone before the switch: the source takes writes again.
+    RolledBack,
+    /// The engine stopped with an error it could not roll back from (the source could not be reached).
+    Error,
+    /// A phase this operator does not know (a newer engine image): shown, never acted on.
+    #[serde(other)]
+    Unknown,
+}
+
+impl CopyPhase {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CopyPhase::Prepare => "prepare",
+            CopyPhase::Snapshot => "snapshot",
+            CopyPhase::Replicate => "replicate",
+            CopyPhase::Verify => "verify",
+            CopyPhase::Fence => "fence",
+            CopyPhase::CatchUp => "catch-up",
+            CopyPhase::Promote => "promote",
+            CopyPhase::Switch => "switch",
+            CopyPhase::Release => "release",
+            CopyPhase::Done => "done",
+            CopyPhase::RolledBack => "rolled-back",
+            CopyPhase::Error => "error",
+            CopyPhase::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for CopyPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 
 impl DatabaseMigrationSpec {
     /// The strategy in effect: as given, else `Readdress` unless a new server is asked for.

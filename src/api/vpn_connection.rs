@@ -121,6 +121,23 @@ pub enum TunnelState {
     Unknown,
 }
 
+impl TunnelState {
+    /// The word the status, the gateway's report and the metrics use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TunnelState::Up => "UP",
+            TunnelState::Down => "DOWN",
+            TunnelState::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for TunnelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Observed state of one tunnel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,5 +1,8 @@
 //! DatabaseMigration decisions (pure): when a migration may start, what keeps it from starting, and what the
-//! customer should be warned about. The controller that carries migrations out builds on this.
+//! customer should be warned about. The controller that carries migrations out builds on this. [`report`] is what
+//! the engine tells the controller.
+
+pub mod report;
 
 use jiff::{
     Timestamp, Zoned,

@@ -26,12 +26,12 @@ use k8s_openapi::{
     },
 };
 
+use crate::mysql::PORT as MYSQL_PORT;
 use crate::names::{
     LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_NETWORK, LABEL_ROLE, MANAGED_BY, ROLE_DATABASE, ROLE_OPERATOR_JOB,
     ROLE_SESSION, ROLE_VPN_GATEWAY,
 };
 
-pub const MYSQL_PORT: i32 = 3306;
 pub const POLICY_DATABASE_INGRESS: &str = "appdb-database-ingress";
 pub const POLICY_SESSION_EGRESS: &str = "appdb-session-egress";
 pub const POLICY_VPN_GATEWAY: &str = "appdb-vpn-gateway";
@@ -188,7 +188,7 @@ fn dns_rule(config: &IsolationConfig) -> NetworkPolicyEgressRule {
 fn database_rule() -> NetworkPolicyEgressRule {
     NetworkPolicyEgressRule {
         to: Some(vec![pods(&[ROLE_DATABASE])]),
-        ports: Some(vec![port("TCP", MYSQL_PORT)]),
+        ports: Some(vec![port("TCP", MYSQL_PORT.into())]),
     }
 }
 
@@ -219,7 +219,7 @@ pub fn customer_policies(namespace: &str, owners: &[OwnerReference], config: &Is
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     // Database pods reach each other only for a copying migration's replication.
                     from: Some(vec![pods(&[ROLE_SESSION, ROLE_OPERATOR_JOB, ROLE_DATABASE])]),
-                    ports: Some(vec![port("TCP", MYSQL_PORT)]),
+                    ports: Some(vec![port("TCP", MYSQL_PORT.into())]),
                 }]),
                 // A database reaches only another database of its namespace (a replica its source) and the DNS
                 // that names it: not the cloud metadata address, not the operator, not the internet. A customer
@@ -325,7 +325,7 @@ pub fn database_policy(namespace: &str, database: &str, network: &str, owner: Ow
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![gateways]),
-                ports: Some(vec![port("TCP", MYSQL_PORT)]),
+                ports: Some(vec![port("TCP", MYSQL_PORT.into())]),
             }]),
             egress: None,
         },

@@ -115,7 +115,7 @@ pub enum Command {
         #[arg(required_unless_present = "config")]
         database: Option<String>,
         /// Local port.
-        #[arg(long, default_value_t = 3306)]
+        #[arg(long, default_value_t = crate::mysql::PORT)]
         local_port: u16,
         /// Local address to listen on (default: 127.0.0.1 and ::1, as kubectl port-forward does).
         #[arg(long)]

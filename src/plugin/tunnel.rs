@@ -20,7 +20,7 @@ use kube::{
 use tokio::net::{TcpListener, TcpStream};
 
 use super::PluginError;
-use crate::{api::AppDatabase, netpol::MYSQL_PORT};
+use crate::{api::AppDatabase, mysql::PORT as MYSQL_PORT};
 
 /// One tunnel to open.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
@@ -38,7 +38,7 @@ pub struct TunnelSpec {
 }
 
 fn default_port() -> u16 {
-    3306
+    MYSQL_PORT
 }
 
 #[derive(serde::Deserialize)]
@@ -327,11 +327,11 @@ async fn carry(
     let pod = serving_pod(&client, &namespace, &database).await?;
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let mut forward = pods
-        .portforward(&pod, &[MYSQL_PORT as u16])
+        .portforward(&pod, &[MYSQL_PORT])
         .await
         .map_err(|e| PluginError::from_kube("opening the port-forward", e))?;
     let mut remote = forward
-        .take_stream(MYSQL_PORT as u16)
+        .take_stream(MYSQL_PORT)
         .ok_or_else(|| PluginError::Kubernetes("the port-forward has no stream".into()))?;
     let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
     drop(remote);

@@ -1,9 +1,6 @@
 //! Pre-shared keys, by AWS's rules: 8–64 characters of letters, digits, `.` and `_`, not starting with `0`
-//! (strongSwan reads a leading `0x`/`0s` as hex/base64). Generated keys are 32 characters from the OS CSPRNG.
+//! (strongSwan reads a leading `0x`/`0s` as hex/base64). Generated keys are 32 letters and digits from the OS CSPRNG.
 
-use rand::{Rng, seq::IndexedRandom};
-
-const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._";
 pub const GENERATED_LENGTH: usize = 32;
 
 /// Why a customer-supplied key is refused. Never contains the key.
@@ -34,19 +31,10 @@ pub fn validate_psk(key: &str) -> Result<(), PskError> {
     Ok(())
 }
 
-/// A new key from the operating system's CSPRNG (`rand`'s thread RNG is a CSPRNG seeded from it).
+/// A new key: random letters and digits from the OS CSPRNG (`crate::secret::random`), valid by the rules above.
 pub fn generate_psk() -> String {
-    let mut rng = rand::rng();
-    let mut key = String::with_capacity(GENERATED_LENGTH);
-    while key.len() < GENERATED_LENGTH {
-        let c = *ALPHABET.choose(&mut rng).expect("alphabet is not empty") as char;
-        if key.is_empty() && c == '0' {
-            continue;
-        }
-        key.push(c);
-    }
+    let key = crate::secret::random(GENERATED_LENGTH);
     debug_assert!(validate_psk(&key).is_ok());
-    let _ = rng.random::<u8>();
     key
 }
 

@@ -6,11 +6,15 @@ use std::collections::HashMap;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-/// What a gateway reports about its tunnel (JSON, under its pod's key of the connection's report ConfigMap).
+use crate::api::vpn_connection::TunnelState;
+
+/// What a gateway reports about its tunnel (JSON, under its pod's key of the connection's report ConfigMap): the
+/// agent in the gateway pod writes it, the VpnConnection controller reads it. This is the one definition of both
+/// sides.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// `UP` or `DOWN`.
-    pub state: String,
+    /// `UP` or `DOWN` (the agent never reports `UNKNOWN`: that is the operator's word for a report it cannot trust).
+    pub state: TunnelState,
     /// When the state last changed (RFC 3339).
     pub since: String,
     /// Why, in a few words.
@@ -99,10 +103,10 @@ pub async fn watch(
         let up = tunnel_up(&sas);
         let (state, message) = if up {
             reason = None;
-            ("UP", "IKE SA established, CHILD SA installed".to_owned())
+            (TunnelState::Up, "IKE SA established, CHILD SA installed".to_owned())
         } else {
             (
-                "DOWN",
+                TunnelState::Down,
                 reason
                     .unwrap_or("waiting for the customer's device to connect")
                     .to_owned(),
@@ -110,7 +114,7 @@ pub async fn watch(
         };
         if last.as_ref().is_none_or(|l| l.state != state || l.message != message) {
             let changed = Report {
-                state: state.into(),
+                state,
                 since: jiff::Timestamp::now().to_string(),
                 message,
             };

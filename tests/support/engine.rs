@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use appdb_operator::mysql::migrate::PhaseReport;
+use appdb_operator::migration::report::PhaseReport;
 use appdb_testkit::{
     copying::{SOURCE_ROOT, TARGET_ROOT},
     dbserver::DbServer,
@@ -97,8 +97,8 @@ pub async fn run_engine_watching(
         while let Ok(Some(line)) = lines.next_line().await {
             let report: PhaseReport =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a phase report ({e}): {line}"));
-            on_phase(&report.phase);
-            if report.phase == "promote" && switch_on_promote {
+            on_phase(report.phase.as_str());
+            if report.phase.as_str() == "promote" && switch_on_promote {
                 relay.switch_to(target.port);
             }
             let stop_here = kill_after == Some(report.phase.as_str());

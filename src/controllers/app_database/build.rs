@@ -30,7 +30,8 @@ use crate::{
         ANNOTATION_SECRET_REVISION, LABEL_DATABASE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY,
         ROLE_DATABASE, ROLE_OPERATOR_JOB,
     },
-    netpol::{MYSQL_PORT, database_policy},
+    mysql::PORT as MYSQL_PORT,
+    netpol::database_policy,
     workload::{hardened_container_security, secret_env},
 };
 
@@ -136,7 +137,7 @@ pub fn build(inputs: &BuildInputs) -> Desired {
     let namespace = db.namespace().unwrap_or_default();
     let service_port = ServicePort {
         name: Some("mysql".into()),
-        port: MYSQL_PORT,
+        port: MYSQL_PORT.into(),
         target_port: Some(IntOrString::String("mysql".into())),
         protocol: Some("TCP".into()),
         ..Default::default()
@@ -261,7 +262,7 @@ fn database_container(db: &AppDatabase, server: &ServerPlan) -> Container {
         env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("mysql".into()),
-            container_port: MYSQL_PORT,
+            container_port: MYSQL_PORT.into(),
             ..Default::default()
         }]),
         readiness_probe: Some(exec_probe(readiness_command(db.spec.engine), 10, 3, 5)),
@@ -360,7 +361,7 @@ fn headless_service(db: &AppDatabase, server: &ServerPlan, selector: BTreeMap<St
             selector: Some(selector),
             ports: Some(vec![ServicePort {
                 name: Some("mysql".into()),
-                port: MYSQL_PORT,
+                port: MYSQL_PORT.into(),
                 target_port: Some(IntOrString::String("mysql".into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()

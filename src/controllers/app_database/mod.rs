@@ -35,7 +35,6 @@ use kube::{
         watcher,
     },
 };
-use rand::{Rng, distr::Alphanumeric};
 
 use self::{
     build::{
@@ -237,14 +236,6 @@ async fn dns_permission(ctx: &Context, db: &AppDatabase) -> Result<Result<(), dn
     Ok(dns::check(db, &domains, all.iter().map(|d| d.as_ref())))
 }
 
-fn random_password() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect()
-}
-
 /// Applies the database, and reports an object in the way of one of its children as `NameInUse` (no retry storm: the
 /// object has to go first, which takes a person).
 async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
@@ -408,7 +399,7 @@ async fn ensure_root_secret(db: &AppDatabase, ctx: &Context, ns: &str) -> Result
         .await?
         .is_none()
     {
-        create_once(&secrets, &root_secret(db, random_password()), "the root Secret").await?;
+        create_once(&secrets, &root_secret(db, crate::secret::random(32)), "the root Secret").await?;
     }
     Ok(())
 }
@@ -894,7 +885,7 @@ mod tests {
     use super::*;
     use crate::api::{
         DatabaseMigration, DatabaseMigrationSpec, DatabaseMigrationStatus,
-        database_migration::{CopyStatus, MigrationStrategy, state as mstate},
+        database_migration::{CopyPhase, CopyStatus, MigrationStrategy, state as mstate},
     };
 
     fn db() -> AppDatabase {
@@ -910,7 +901,7 @@ mod tests {
         db
     }
 
-    fn copying(state: &str, phase: &str) -> DatabaseMigration {
+    fn copying(state: &str, phase: CopyPhase) -> DatabaseMigration {
         let mut m = DatabaseMigration::new(
             "to-ssd",
             DatabaseMigrationSpec {
@@ -926,7 +917,7 @@ mod tests {
         m.status = Some(DatabaseMigrationStatus {
             copy: Some(CopyStatus {
                 server: "orders-abc123".into(),
-                phase: Some(phase.into()),
+                phase: Some(phase),
                 ..Default::default()
             }),
             common: crate::api::common::CommonStatus {
@@ -949,12 +940,12 @@ mod tests {
         assert_eq!(alone.run.len(), 1);
         assert!(!alone.switched && alone.recorded == status::Servers::default());
 
-        let preparing = plan_servers(&db, &[copying(mstate::PREPARING, "snapshot")], now, DAY);
+        let preparing = plan_servers(&db, &[copying(mstate::PREPARING, CopyPhase::Snapshot)], now, DAY);
         assert_eq!(preparing.serving.name, "orders");
         let names: Vec<&str> = preparing.run.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["orders", "orders-abc123"]);
 
-        let promoted = plan_servers(&db, &[copying(mstate::MIGRATION_IN_PROGRESS, "promote")], now, DAY);
+        let promoted = plan_servers(&db, &[copying(mstate::MIGRATION_IN_PROGRESS, CopyPhase::Promote)], now, DAY);
         assert!(promoted.switched);
         assert_eq!(promoted.serving.name, "orders-abc123");
         assert_eq!(
@@ -974,14 +965,14 @@ mod tests {
             retired_server: promoted.recorded.retired.clone(),
             ..Default::default()
         });
-        let steady = plan_servers(&after, &[copying(mstate::COMPLETED, "done")], now, DAY);
+        let steady = plan_servers(&after, &[copying(mstate::COMPLETED, CopyPhase::Done)], now, DAY);
         assert!(!steady.switched && steady.delete.is_empty());
         assert_eq!(
             steady.run.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             ["orders-abc123"]
         );
         let later: jiff::Timestamp = "2026-11-25T10:00:01Z".parse().unwrap();
-        let retire = plan_servers(&after, &[copying(mstate::COMPLETED, "done")], later, DAY);
+        let retire = plan_servers(&after, &[copying(mstate::COMPLETED, CopyPhase::Done)], later, DAY);
         assert_eq!(retire.delete, ["orders"]);
         assert!(retire.recorded.retired.is_none());
     }
@@ -989,7 +980,7 @@ mod tests {
     #[test]
     fn a_rolled_back_copy_is_removed_and_never_served() {
         let now: jiff::Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
-        let plan = plan_servers(&db(), &[copying(mstate::ROLLED_BACK, "rolled-back")], now, DAY);
+        let plan = plan_servers(&db(), &[copying(mstate::ROLLED_BACK, CopyPhase::RolledBack)], now, DAY);
         assert_eq!(plan.serving.name, "orders");
         assert_eq!(plan.delete, ["orders-abc123"]);
         assert_eq!(plan.run.len(), 1);

@@ -9,7 +9,7 @@ use crate::{
         common::CommonStatus,
         conditions::{ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
     },
-    netpol::MYSQL_PORT,
+    mysql::PORT as MYSQL_PORT,
 };
 
 use super::validate::Invalid;
@@ -124,7 +124,7 @@ pub fn build_status(
             let endpoint = Endpoint {
                 host: host.clone(),
                 address: Some(address.to_string()),
-                port: MYSQL_PORT,
+                port: MYSQL_PORT.into(),
             };
             let reconciling = if *rotating {
                 c(

@@ -98,17 +98,7 @@ pub fn validate_on(
     };
     let secret_ref = &db.spec.admin.password_secret_ref;
     let secret = secret.ok_or_else(|| Invalid::SecretNotFound(secret_ref.name.clone()))?;
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&secret_ref.key))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(&secret_ref.key).cloned())
-        })
+    let value = crate::secret::value(secret, &secret_ref.key)
         .ok_or_else(|| Invalid::SecretKeyNotFound(secret_ref.name.clone(), secret_ref.key.clone()))?;
     validate_admin_password(&value).map_err(|error| Invalid::InvalidPassword {
         secret: secret_ref.name.clone(),

@@ -21,9 +21,9 @@ use crate::{
         database_migration::{CopyStatus, MigrationStrategy},
     },
     database::{ROOT_PASSWORD_KEY, ServerPlan, names},
-    mysql::migrate::PhaseReport,
+    migration::report::{CopyPhase, PhaseReport},
     names::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB},
-    netpol::MYSQL_PORT,
+    mysql::PORT as MYSQL_PORT,
     workload::{hardened_container_security, secret_env},
 };
 
@@ -233,19 +233,19 @@ pub fn fold(server: &str, reports: &[PhaseReport]) -> Folded {
         ..Default::default()
     };
     for r in reports {
-        f.copy.phase = Some(r.phase.clone());
+        f.copy.phase = Some(r.phase);
         f.phase_times.insert(format!("copy:{}", r.phase), r.end.clone());
-        if r.phase == "snapshot" {
+        if r.phase == CopyPhase::Snapshot {
             f.copy.rows = r.rows;
             f.copy.bytes = r.bytes;
         }
         if r.lag_seconds.is_some() {
             f.copy.lag_seconds = r.lag_seconds;
         }
-        match r.phase.as_str() {
-            "fence" => f.fenced = true,
-            "done" => f.done = Some(r.downtime_seconds.unwrap_or(0.0)),
-            "rolled-back" => {
+        match r.phase {
+            CopyPhase::Fence => f.fenced = true,
+            CopyPhase::Done => f.done = Some(r.downtime_seconds.unwrap_or(0.0)),
+            CopyPhase::RolledBack => {
                 f.fenced = false;
                 f.rolled_back = Some(r.message.clone().unwrap_or_else(|| "rolled back".into()));
             }
@@ -353,15 +353,14 @@ mod tests {
     #[test]
     fn reports_fold_into_status() {
         let r = |phase: &str| PhaseReport {
-            phase: phase.into(),
             end: format!("t-{phase}"),
-            ..Default::default()
+            ..PhaseReport::ended(serde_json::from_value(serde_json::json!(phase)).unwrap(), jiff::Timestamp::now())
         };
         let mut snapshot = r("snapshot");
         snapshot.rows = Some(10);
         snapshot.bytes = Some(2000);
         let f = fold("orders-1", &[r("prepare"), snapshot.clone()]);
-        assert_eq!(f.copy.phase.as_deref(), Some("snapshot"));
+        assert_eq!(f.copy.phase, Some(CopyPhase::Snapshot));
         assert_eq!((f.copy.rows, f.copy.bytes), (Some(10), Some(2000)));
         assert!(!f.fenced && f.done.is_none() && !f.copy.promoted());
         let mut done = r("done");

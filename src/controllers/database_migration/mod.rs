@@ -23,7 +23,7 @@ use crate::{
         AppDatabase, DatabaseMigration, DatabaseMigrationStatus, PrivateNetwork, VpnConnection,
         common::CommonStatus,
         conditions::{self, ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
-        database_migration::{MigrationStrategy, state},
+        database_migration::{CopyPhase, MigrationStrategy, state},
     },
     config::OperatorConfig,
     controllers::apply::{StepError, read},
@@ -874,7 +874,7 @@ async fn copy_progress(
     if failed {
         return roll_back(&m, ctx, &db, &copy, status, &current_state).await;
     }
-    let phase = folded.copy.phase.clone().unwrap_or_else(|| "starting".into());
+    let phase = folded.copy.phase.map_or("starting", CopyPhase::as_str);
     let (new_state, why) = if folded.fenced {
         (state::MIGRATION_IN_PROGRESS, "MigrationInProgress")
     } else {

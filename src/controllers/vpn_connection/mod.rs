@@ -123,15 +123,13 @@ struct Context {
 
 /// Recounts the tunnel gauge from every connection's status (cheap: two entries per connection).
 fn count_tunnels(ctx: &Context) {
-    let mut counts = std::collections::BTreeMap::from([("UP", 0i64), ("DOWN", 0), ("UNKNOWN", 0)]);
+    let mut counts: std::collections::BTreeMap<&str, i64> = [TunnelState::Up, TunnelState::Down, TunnelState::Unknown]
+        .into_iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
     for vpn in ctx.connections.state() {
         for t in vpn.status.iter().flat_map(|s| s.tunnels.iter()) {
-            let key = match t.state {
-                TunnelState::Up => "UP",
-                TunnelState::Down => "DOWN",
-                TunnelState::Unknown => "UNKNOWN",
-            };
-            *counts.entry(key).or_default() += 1;
+            *counts.entry(t.state.as_str()).or_default() += 1;
         }
     }
     for (state, n) in counts {
@@ -242,15 +240,6 @@ async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key).cloned()))
-}
-
 /// The two keys: the customer's own (validated) where given, else the generated ones (created once).
 async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk; 2], Problem>, Error> {
     // A Secret with the generated keys' name that the operator did not make is never taken as holding its keys.
@@ -272,7 +261,7 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                         format!("Secret {} (tunnelOptions[{i}].pskSecretRef) does not exist", r.name),
                     )));
                 };
-                let Some(value) = secret_value(&secret, &r.key) else {
+                let Some(value) = crate::secret::value(&secret, &r.key) else {
                     return Ok(Err(Problem::stalled(
                         "SecretKeyNotFound",
                         format!("Secret {} has no key {}", r.name, r.key),
@@ -297,7 +286,7 @@ async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk;
                 }
                 match generated
                     .as_ref()
-                    .and_then(|s| secret_value(s, &format!("tunnel{}", i + 1)))
+                    .and_then(|s| crate::secret::value(s, &format!("tunnel{}", i + 1)))
                 {
                     // A generated key edited by hand is checked as a customer's would be: a quote or a line break
                     // in it would otherwise end the `secret = "…"` line of every configuration it is written into.
@@ -337,13 +326,6 @@ fn outside_address(service: Option<&Service>) -> Option<Ipv4Addr> {
         .find_map(|i| i.ip.as_deref()?.parse().ok())
 }
 
-#[derive(serde::Deserialize)]
-struct ReportedState {
-    state: String,
-    since: Option<String>,
-    message: Option<String>,
-}
-
 /// Whether container `name` of `pod` reports ready; `None` before the kubelet reported it.
 fn container_ready(pod: &Pod, name: &str) -> Option<bool> {
     pod.status
@@ -378,7 +360,7 @@ fn tunnel_status(
         .copied();
     let reported = pod
         .and_then(|p| crate::report::report_of(reports, &p.name_any()))
-        .and_then(|a| serde_json::from_str::<ReportedState>(a).ok());
+        .and_then(|a| serde_json::from_str::<crate::vpn::state::Report>(a).ok());
     let down = |why: &str| (TunnelState::Down, None, Some(why.to_owned()));
     let (state, since, message) = match (pod, reported) {
         (None, _) => down("the gateway pod is not running"),
@@ -402,15 +384,7 @@ fn tunnel_status(
             None,
             Some("waiting for the gateway to report".to_owned()),
         ),
-        (Some(_), Some(r)) => (
-            match r.state.as_str() {
-                "UP" => TunnelState::Up,
-                "DOWN" => TunnelState::Down,
-                _ => TunnelState::Unknown,
-            },
-            r.since,
-            r.message,
-        ),
+        (Some(_), Some(r)) => (r.state, Some(r.since), Some(r.message)),
     };
     let last_change = match previous {
         Some(p) if p.state == state => p.last_change.clone(),
@@ -832,8 +806,9 @@ async fn serving(
     for (name, address) in on_network {
         serving.addresses.push(address);
         serving.relays.push(format!(
-            "{address}:3306={name}.{ns}.svc.{}:3306",
-            ctx.config.cluster_domain
+            "{address}:{port}={name}.{ns}.svc.{}:{port}",
+            ctx.config.cluster_domain,
+            port = crate::mysql::PORT
         ));
     }
     Ok((serving, relayed))

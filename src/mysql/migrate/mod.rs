@@ -1,6 +1,6 @@
 //! `appdb-operator migrate`: copy a database server to a new one and switch over with seconds of write outage.
 //!
-//! Phases (each ends with one [`PhaseReport`] JSON line):
+//! Phases (each ends with one [`PhaseReport`] JSON line; `crate::migration::report` names them):
 //!
 //! * `prepare`: connect, tell MySQL from MariaDB, refuse a target that holds data not written by this engine.
 //! * `snapshot` (seed): a consistent copy over several connections sharing one snapshot, taken under a global read
@@ -42,6 +42,7 @@ use serde::Serialize;
 
 use super::dialect::{Dialect, SourceAddress, account};
 use crate::mysql::admin::quote_literal;
+use crate::migration::report::{CopyPhase, PhaseReport};
 
 /// Why a migration could not go on. Messages never contain a password.
 #[derive(Debug, thiserror::Error)]
@@ -193,25 +194,6 @@ pub struct Plan {
     pub rollback_only: bool,
 }
 
-/// One JSON line per phase.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PhaseReport {
-    pub phase: String,
-    pub start: String,
-    pub end: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lag_seconds: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub downtime_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -222,14 +204,14 @@ pub enum Outcome {
 pub type Reports = tokio::sync::mpsc::UnboundedSender<PhaseReport>;
 
 struct Phase {
-    name: &'static str,
+    name: CopyPhase,
     start: jiff::Timestamp,
 }
 
 impl Phase {
-    fn begin(name: &'static str) -> Phase {
+    fn begin(name: CopyPhase) -> Phase {
         // On stderr: where a run that seems stuck is.
-        tracing::info!(phase = name, "phase started");
+        tracing::info!(phase = name.as_str(), "phase started");
         Phase {
             name,
             start: jiff::Timestamp::now(),
@@ -237,12 +219,7 @@ impl Phase {
     }
 
     fn report(self) -> PhaseReport {
-        PhaseReport {
-            phase: self.name.to_owned(),
-            start: self.start.to_string(),
-            end: jiff::Timestamp::now().to_string(),
-            ..Default::default()
-        }
+        PhaseReport::ended(self.name, self.start)
     }
 }
 
@@ -323,7 +300,7 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
     if plan.rollback_only {
         return rollback_request(plan, reports).await;
     }
-    let phase = Phase::begin("prepare");
+    let phase = Phase::begin(CopyPhase::Prepare);
     let mut source = plan.source.connect("source").await?;
     let (source_version, source_id) = identify(&mut source).await?;
     let source_dialect = Dialect::from_version(&source_version);
@@ -390,7 +367,7 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
     let result = if progress.phase == progress_phase::PROMOTED {
         // Announced again: whoever switches the Service (the operator) may not have seen the earlier run's report.
         session.stage = Stage::Promoted;
-        let mut report = Phase::begin("promote").report();
+        let mut report = Phase::begin(CopyPhase::Promote).report();
         report.message = Some("promoted by an earlier run".into());
         session.send(report);
         session.finish_switch(progress).await
@@ -610,7 +587,7 @@ async fn source_only_rollback(
     let mut report = prepare.report();
     report.message = Some(format!("{}: source only ({reason})", plan.source.host));
     let _ = reports.send(report);
-    let phase = Phase::begin("rolled-back");
+    let phase = Phase::begin(CopyPhase::RolledBack);
     open_source(&mut source, dialect).await?;
     let _ = source.disconnect().await;
     let mut report = phase.report();
@@ -622,7 +599,7 @@ async fn source_only_rollback(
 /// `--rollback`: makes the source writable and authoritative again. Needs only the source: with the target
 /// reachable, it also refuses once the Service leads to the target and resets the target's bookkeeping.
 async fn rollback_request(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> {
-    let phase = Phase::begin("prepare");
+    let phase = Phase::begin(CopyPhase::Prepare);
     let mut source = plan.source.connect("source").await?;
     let (source_version, _) = identify(&mut source).await?;
     let source_dialect = Dialect::from_version(&source_version);
@@ -768,7 +745,7 @@ impl Session {
                 }
             };
         }
-        let phase = Phase::begin("replicate");
+        let phase = Phase::begin(CopyPhase::Replicate);
         self.attach_replica().await?;
         let lag = self.wait_for_zero_lag(false).await?;
         let mut report = phase.report();
@@ -862,7 +839,7 @@ impl Session {
     /// stopped at exactly that position. Writes go on meanwhile; replication carries them, and at the fence the
     /// target must have applied the source's last position (`catch-up`).
     async fn verify_replica(&mut self) -> Result<(), MigrateError> {
-        let phase = Phase::begin("verify");
+        let phase = Phase::begin(CopyPhase::Verify);
         // Held first, so that the target cannot pass the position the snapshot is taken at.
         self.target
             .query_drop(self.target_dialect.pause_applier())
@@ -973,7 +950,7 @@ impl Session {
         lock_for_snapshot: bool,
         fenced_at: Option<jiff::Timestamp>,
     ) -> Result<Progress, MigrateError> {
-        let phase = Phase::begin("snapshot");
+        let phase = Phase::begin(CopyPhase::Snapshot);
         self.write_progress(&Progress {
             phase: progress_phase::SEEDING.into(),
             fenced_at,
@@ -1131,7 +1108,7 @@ impl Session {
             }
             return Ok(Err(reason));
         }
-        let phase = Phase::begin("snapshot");
+        let phase = Phase::begin(CopyPhase::Snapshot);
         self.write_progress(&Progress {
             phase: progress_phase::SEEDING.into(),
             ..Default::default()
@@ -1158,7 +1135,7 @@ impl Session {
                 .await
                 .map_err(sql("pausing the target's events"))?;
         }
-        let password = crate::vpn::psk::generate_psk();
+        let password = crate::secret::random(32);
         for s in clone::donor_account(&password) {
             self.source
                 .query_drop(s)
@@ -1311,7 +1288,7 @@ impl Session {
     /// Creates (or re-keys) the replication account on the source and points the target at it; the target
     /// refuses client writes while it replicates.
     async fn attach_replica(&mut self) -> Result<(), MigrateError> {
-        let password = crate::vpn::psk::generate_psk();
+        let password = crate::secret::random(32);
         let user = account(catalog::REPLICATION_USER, "%");
         // Not binary-logged: the account must not replicate into the target (the target never had it).
         for s in [
@@ -1380,7 +1357,7 @@ impl Session {
     /// The fence: a global read lock held by a dedicated connection, and nothing else. Client writes wait rather
     /// than fail; if this process dies, the server closes the connection and the source takes writes again.
     async fn fence(&mut self, progress: &mut Progress) -> Result<(), MigrateError> {
-        let phase = Phase::begin("fence");
+        let phase = Phase::begin(CopyPhase::Fence);
         self.locked_accounts =
             lock_bypassing_accounts(&mut self.source, self.source_dialect, &self.plan.source.user).await?;
         let mut fence = self.plan.source.connect("source").await?;
@@ -1412,7 +1389,7 @@ impl Session {
 
     async fn after_fence(&mut self, mut progress: Progress, replica: bool) -> Result<Outcome, MigrateError> {
         if replica {
-            let phase = Phase::begin("catch-up");
+            let phase = Phase::begin(CopyPhase::CatchUp);
             let source_dialect = self.source_dialect;
             let position = first_text(
                 self.fence_conn()?,
@@ -1446,7 +1423,7 @@ impl Session {
             self.verify_fenced().await?;
         }
 
-        let phase = Phase::begin("promote");
+        let phase = Phase::begin(CopyPhase::Promote);
         if replica {
             self.target
                 .query_drop(self.target_dialect.stop_replica())
@@ -1496,7 +1473,7 @@ impl Session {
 
     /// `verify` for `DumpRestore`: the copy was made inside the fence, so it is checked there too.
     async fn verify_fenced(&mut self) -> Result<(), MigrateError> {
-        let phase = Phase::begin("verify");
+        let phase = Phase::begin(CopyPhase::Verify);
         let tables = catalog::tables(self.fence_conn()?).await?;
         let method = verify::method(&self.source_version, &self.target_version);
         let (source_sums, target_sums) = {
@@ -1529,7 +1506,7 @@ impl Session {
     /// Waits for the Service to lead to the target, then retires the source: its clients are closed, it refuses
     /// every write and runs no event (docs/copying-migration.md says how to undo that by hand).
     async fn finish_switch(&mut self, mut progress: Progress) -> Result<Outcome, MigrateError> {
-        let phase = Phase::begin("switch");
+        let phase = Phase::begin(CopyPhase::Switch);
         let switched_at = match self.plan.service.clone() {
             None => jiff::Timestamp::now(),
             Some((host, port)) => {
@@ -1551,7 +1528,7 @@ impl Session {
         self.stage = Stage::Switched;
         self.send(phase.report());
 
-        let phase = Phase::begin("release");
+        let phase = Phase::begin(CopyPhase::Release);
         let mut source = match self.fence.take() {
             Some(f) => f,
             None => self.plan.source.connect("source").await?,
@@ -1600,7 +1577,7 @@ impl Session {
     }
 
     fn report_done(&self, downtime: f64) -> Outcome {
-        let mut report = Phase::begin("done").report();
+        let mut report = Phase::begin(CopyPhase::Done).report();
         report.downtime_seconds = Some(downtime);
         report.message = Some(format!("writes were refused for {downtime:.3}s"));
         self.send(report);
@@ -1627,7 +1604,7 @@ impl Session {
     /// only the source), then, as far as the target answers, the target a replica again and its record reset so
     /// that a later run can try again.
     async fn roll_back(&mut self, reason: String) -> Result<Outcome, MigrateError> {
-        let phase = Phase::begin("rolled-back");
+        let phase = Phase::begin(CopyPhase::RolledBack);
         let mut notes = Vec::new();
         if self.stage == Stage::Promoted {
             // Nobody wrote to the target: the Service never led there.
