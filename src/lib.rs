@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod client;
 pub mod config;
 pub mod controllers;
@@ -13,7 +14,6 @@ pub mod image_policy;
 pub mod ipam;
 pub mod manager;
 pub mod metrics;
-pub mod migrate_job;
 pub mod migration;
 pub mod mysql;
 pub mod names;

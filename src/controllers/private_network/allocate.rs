@@ -499,34 +499,6 @@ pub async fn collect_garbage(
     Ok(changed)
 }
 
-/// What `appdb-operator ipam` prints: usage per pool range and the range automatic assignment would pick next.
-pub async fn preview(client: &Client, pool: &PoolConfig) -> Result<String, Box<dyn std::error::Error>> {
-    let mut plan = AddressPlan::new(pool)?;
-    let api: Api<NetworkAllocation> = Api::all(client.clone());
-    let allocations = api.list(&ListParams::default()).await?.items;
-    for a in &allocations {
-        if let Ok(block) = parse_block(&a.spec.cidr) {
-            plan.mark_taken(block);
-        }
-    }
-    let mut out = String::from("RANGE              TOTAL   RESERVED   USED   FREE\n");
-    for u in plan.usage() {
-        out.push_str(&format!(
-            "{:<18} {:>6} {:>10} {:>6} {:>6}\n",
-            u.range.to_string(),
-            u.total,
-            u.reserved,
-            u.used,
-            u.free
-        ));
-    }
-    match plan.next_free() {
-        Some(next) => out.push_str(&format!("next automatic assignment: {next}\n")),
-        None => out.push_str("next automatic assignment: none (pool exhausted)\n"),
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
