@@ -4,8 +4,8 @@
 
 pub mod api;
 pub mod cli;
-pub mod commands;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod controllers;
 pub mod crdgen;

@@ -861,7 +861,36 @@ async fn a_stale_route_to_the_source_loses_no_write_in_a_dump_and_restore(engine
     stale_route(engine, "dump-restore").await;
 }
 
+/// A run that died after a clone gave the target the source's accounts, before it gave the engine's target account
+/// its password back: the next run finds the target's credentials refused, reaches it with the source's, gives the
+/// account its password back and migrates.
+async fn a_target_left_with_the_source_accounts_is_reclaimed_by_the_next_run(engine: Engine) {
+    let (source, target) = servers(engine, 50).await;
+    {
+        let mut t = root(&target, TARGET_ROOT).await;
+        t.query_drop("SET SESSION sql_log_bin = 0").await.expect("no binlog");
+        let hosts: Vec<String> = t
+            .query("SELECT Host FROM mysql.user WHERE User = 'root'")
+            .await
+            .expect("hosts");
+        for host in hosts {
+            t.query_drop(format!("ALTER USER 'root'@'{host}' IDENTIFIED BY '{SOURCE_ROOT}'"))
+                .await
+                .expect("the source's password");
+        }
+        t.disconnect().await.expect("disconnect");
+    }
+    let relay = Relay::start(source.port).await;
+    let run = run_engine(&source, &target, &relay, "replicate", None, true, &[]).await;
+    assert_eq!(run.exit, Some(0), "engine failed: {:?} {}", run.reports, run.stderr);
+    assert!(run.stderr.contains("its password back"), "{}", run.stderr);
+    assert_moved(&source, &target, &run).await;
+    source.stop().await;
+    target.stop().await;
+}
+
 on_both_engines!(
+    a_target_left_with_the_source_accounts_is_reclaimed_by_the_next_run,
     a_stale_route_to_the_source_loses_no_write_while_replicating,
     a_stale_route_to_the_source_loses_no_write_in_a_dump_and_restore,
     replicate_seeds_by_clone_where_the_servers_allow_it,

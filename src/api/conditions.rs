@@ -41,6 +41,16 @@ pub enum ConditionStatus {
     Unknown,
 }
 
+impl From<bool> for ConditionStatus {
+    fn from(holds: bool) -> Self {
+        if holds {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
 impl ConditionStatus {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -227,6 +227,36 @@ impl std::fmt::Display for CopyPhase {
     }
 }
 
+/// What others read of a migration, from its status (the migration controller writes it; the AppDatabase and
+/// PrivateNetwork controllers act on it).
+impl DatabaseMigration {
+    /// The state its status shows (see [`state`]), once it has one.
+    pub fn state(&self) -> Option<&str> {
+        self.status.as_ref()?.common.state.as_deref()
+    }
+
+    /// Under way: preparing (copying while the source takes writes) or in progress.
+    pub fn in_flight(&self) -> bool {
+        matches!(self.state(), Some(state::PREPARING | state::MIGRATION_IN_PROGRESS))
+    }
+
+    /// Under way for the AppDatabase named `database` (of the migration's namespace).
+    pub fn in_flight_for(&self, database: &str) -> bool {
+        self.spec.database == database && self.in_flight()
+    }
+
+    /// "Migration In Progress": the database's address and endpoint are moving.
+    pub fn in_progress(&self) -> bool {
+        self.state() == Some(state::MIGRATION_IN_PROGRESS)
+    }
+
+    /// In progress, and `network` is the one it moves the database from or to: both say "Migration In Progress".
+    pub fn in_progress_on(&self, network: &str) -> bool {
+        self.in_progress()
+            && (self.spec.target_network == network
+                || self.status.as_ref().and_then(|s| s.source_network.as_deref()) == Some(network))
+    }
+}
 
 impl DatabaseMigrationSpec {
     /// The strategy in effect: as given, else `Readdress` unless a new server is asked for.
@@ -247,4 +277,46 @@ pub mod state {
     pub const COMPLETED: &str = "Completed";
     pub const FAILED: &str = "Failed";
     pub const ROLLED_BACK: &str = "RolledBack";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn migration(database: &str, state: Option<&str>) -> DatabaseMigration {
+        let mut m = DatabaseMigration::new(
+            "move",
+            serde_json::from_value(serde_json::json!({"database": database, "targetNetwork": "new-net"})).unwrap(),
+        );
+        m.status = Some(DatabaseMigrationStatus {
+            source_network: Some("old-net".into()),
+            common: CommonStatus {
+                state: state.map(str::to_owned),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn readers_say_what_the_status_says() {
+        let preparing = migration("orders", Some(state::PREPARING));
+        assert!(preparing.in_flight_for("orders") && !preparing.in_flight_for("billing"));
+        assert!(!preparing.in_progress() && !preparing.in_progress_on("new-net"));
+
+        let moving = migration("orders", Some(state::MIGRATION_IN_PROGRESS));
+        assert!(moving.in_flight_for("orders") && moving.in_progress());
+        assert!(moving.in_progress_on("new-net") && moving.in_progress_on("old-net"));
+        assert!(!moving.in_progress_on("other-net"));
+
+        for done in [state::SCHEDULED, state::COMPLETED, state::FAILED, state::ROLLED_BACK] {
+            let m = migration("orders", Some(done));
+            assert!(!m.in_flight() && !m.in_progress_on("old-net"), "{done}");
+            assert_eq!(m.state(), Some(done));
+        }
+        let fresh = DatabaseMigration::new("move", migration("orders", None).spec);
+        assert_eq!(fresh.state(), None);
+        assert!(!fresh.in_flight());
+    }
 }

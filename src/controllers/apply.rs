@@ -12,6 +12,27 @@ use serde_json::Value;
 
 use crate::names::FIELD_MANAGER;
 
+/// Writes `status` as `object`'s status: server-side apply of the status subresource with the one field manager
+/// (forced: the operator owns status). Callers compare first, so an unchanged status is never written.
+pub async fn apply_status<K>(client: &kube::Client, object: &K, status: &impl Serialize) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// True when every field of `desired` has the same value in `live`: objects key by key, lists element by element
 /// (same length). Fields the server adds (defaults, metadata) do not count as differences.
 pub fn is_subset(desired: &Value, live: &Value) -> bool {

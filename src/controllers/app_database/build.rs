@@ -25,12 +25,12 @@ use kube::{Resource, ResourceExt, api::DynamicObject, core::ApiResource};
 use crate::{
     api::{AppDatabase, app_database::DeletionPolicy},
     database::{ROOT_PASSWORD_KEY, ServerPlan, names},
+    mysql::PORT as MYSQL_PORT,
     mysql::engine::{admin_init_script, flavor, liveness_command, readiness_command, server_config, server_id},
     names::{
         ANNOTATION_SECRET_REVISION, LABEL_DATABASE, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY,
         ROLE_DATABASE, ROLE_OPERATOR_JOB,
     },
-    mysql::PORT as MYSQL_PORT,
     netpol::database_policy,
     workload::{hardened_container_security, secret_env},
 };

@@ -3,6 +3,7 @@
 //! status ("Ready To Use" once the server answers queries).
 
 pub mod build;
+mod dereference;
 pub mod dns;
 pub mod status;
 pub mod validate;
@@ -27,7 +28,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, ListParams},
     runtime::{
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
@@ -41,18 +42,19 @@ use self::{
         BuildInputs, build, dns_endpoint, dns_endpoint_resource, root_secret, rotation_job, rotation_job_name,
         tunnel_access_name, tunnel_binding, tunnel_role,
     },
+    dereference::{Observed, dereference},
     status::{Dns, Phase, build_status},
-    validate::{Invalid, Tenant, current_network, plan_addresses, validate_on},
+    validate::{Invalid, Tenant, Valid, current_network, plan_addresses, validate_on},
 };
 use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
     config::OperatorConfig,
-    controllers::apply::{StepError, apply_child, applying, create_once, get_owned, read},
+    controllers::apply::{StepError, apply_child, apply_status, applying, create_once, get_owned, read},
     database::{ServerPlan, copy_server_plan, names},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
     names::{
-        ANNOTATION_DNS_DOMAINS, ANNOTATION_SECRET_REVISION, FIELD_MANAGER, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE,
+        ANNOTATION_DNS_DOMAINS, ANNOTATION_SECRET_REVISION, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE,
         LABEL_MANAGED_BY, MANAGED_BY,
     },
 };
@@ -266,84 +268,13 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-/// What one reconcile reads before deciding anything: the database's migrations (a migration in progress moves it
-/// to its target network), that network, and the admin Secret.
-struct Observed {
-    migrations: Vec<crate::api::DatabaseMigration>,
-    /// The target network of a migration in progress.
-    moving_to: Option<String>,
-    network_name: String,
-    network: Option<PrivateNetwork>,
-    secret: Option<Secret>,
-}
-
-async fn dereference(db: &AppDatabase, ctx: &Context, ns: &str) -> Result<Observed, Error> {
-    let migrations = Api::<crate::api::DatabaseMigration>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(read("the DatabaseMigrations"))?
-        .items;
-    let moving_to = migrations
-        .iter()
-        .filter(|m| m.spec.database == db.name_any())
-        .find(|m| {
-            m.status.as_ref().and_then(|s| s.common.state.as_deref())
-                == Some(crate::api::database_migration::state::MIGRATION_IN_PROGRESS)
-        })
-        .map(|m| m.spec.target_network.clone());
-    let network_name = moving_to.clone().unwrap_or_else(|| current_network(db));
-    let network = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&network_name)
-        .await
-        .map_err(read("the PrivateNetwork"))?;
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&db.spec.admin.password_secret_ref.name)
-        .await
-        .map_err(read("the admin Secret"))?;
-    Ok(Observed {
-        migrations,
-        moving_to,
-        network_name,
-        network,
-        secret,
-    })
-}
-
 async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     let ns = db.namespace().unwrap_or_default();
     let observed = dereference(&db, ctx, &ns).await?;
     let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
-    let image_allowed = db
-        .spec
-        .image
-        .as_deref()
-        .map_or(Ok(()), |image| {
-            crate::image_policy::check(image, &ctx.config.allowed_images)
-        })
-        .map_err(Invalid::ImageNotAllowed);
-    let validated = image_allowed.and_then(|()| {
-        validate_on(
-            &db,
-            &observed.network_name,
-            observed.network.as_ref(),
-            observed.secret.as_ref(),
-        )
-    });
-    let valid = match validated {
+    let valid = match validate(&db, &observed, &ctx.config.allowed_images) {
         Ok(v) => v,
-        Err(invalid) => {
-            let transient = invalid.is_transient();
-            let dns = if db.spec.dns.is_some() {
-                Dns::Waiting
-            } else {
-                Dns::NotRequested
-            };
-            let revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
-            let servers = status::Servers::recorded(&db);
-            write_status(ctx, &db, &Phase::Invalid(invalid), host, &dns, revision, servers).await?;
-            // Watches on the Secret and the network bring the next reconcile; the requeue is only a safety net.
-            return Ok(Action::requeue(Duration::from_secs(if transient { 15 } else { 300 })));
-        }
+        Err(invalid) => return report_invalid(ctx, &db, invalid, host).await,
     };
     ensure_root_secret(&db, ctx, &ns).await?;
     let plan = plan_servers(
@@ -368,17 +299,14 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
     if ready {
         (revision, rotating) = rotate_password(&db, ctx, &ns, &valid.secret_revision, revision).await?;
     }
-    let phase = if ready {
-        Phase::Ready {
+    let phase = match ready {
+        true => Phase::Ready {
             network: valid.network.clone(),
             address,
             rotating,
             migrating: observed.moving_to.is_some(),
-        }
-    } else {
-        Phase::Creating {
-            network: valid.network.clone(),
-        }
+        },
+        false => Phase::Creating { network: valid.network },
     };
     write_status(ctx, &db, &phase, host, &dns, revision, servers).await?;
     Ok(Action::requeue(requeue_after(
@@ -388,6 +316,34 @@ async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, E
         &dns,
         jiff::Timestamp::now(),
     )))
+}
+
+/// Validate (pure): the image against the allowed list, then the network and the admin Secret as dereferenced.
+fn validate(db: &AppDatabase, observed: &Observed, allowed_images: &[String]) -> Result<Valid, Invalid> {
+    if let Some(image) = db.spec.image.as_deref() {
+        crate::image_policy::check(image, allowed_images).map_err(Invalid::ImageNotAllowed)?;
+    }
+    validate_on(
+        db,
+        &observed.network_name,
+        observed.network.as_ref(),
+        observed.secret.as_ref(),
+    )
+}
+
+/// Says in the status why the database cannot be built, keeping what it recorded of its servers and password.
+async fn report_invalid(ctx: &Context, db: &AppDatabase, invalid: Invalid, host: String) -> Result<Action, Error> {
+    let transient = invalid.is_transient();
+    let dns = if db.spec.dns.is_some() {
+        Dns::Waiting
+    } else {
+        Dns::NotRequested
+    };
+    let revision = db.status.as_ref().and_then(|s| s.admin_password_revision.clone());
+    let servers = status::Servers::recorded(db);
+    write_status(ctx, db, &Phase::Invalid(invalid), host, &dns, revision, servers).await?;
+    // Watches on the Secret and the network bring the next reconcile; the requeue is only a safety net.
+    Ok(Action::requeue(Duration::from_secs(if transient { 15 } else { 300 })))
 }
 
 /// The root password is generated once and never regenerated. A Secret with the root Secret's name that the
@@ -699,8 +655,7 @@ pub fn plan_servers(
             delete.push(copy.server.clone());
             continue;
         }
-        let in_flight = matches!(state, Some(mstate::PREPARING | mstate::MIGRATION_IN_PROGRESS));
-        if copy.promoted() && (in_flight || state == Some(mstate::COMPLETED)) {
+        if copy.promoted() && (m.in_flight() || state == Some(mstate::COMPLETED)) {
             let new = copy_server_plan(db, &serving, &copy.server, m.spec.target.as_ref());
             let delete_after =
                 jiff::Timestamp::from_second(now.as_second() + rollback_window.as_secs() as i64).unwrap_or(now);
@@ -712,7 +667,7 @@ pub fn plan_servers(
             run.push(serving.clone());
             serving = new;
             switched = true;
-        } else if in_flight {
+        } else if m.in_flight() {
             run.push(copy_server_plan(db, &serving, &copy.server, m.spec.target.as_ref()));
         }
     }
@@ -787,15 +742,9 @@ async fn write_status(
     if db.status.as_ref() == Some(&new_status) {
         return Ok(());
     }
-    let api: Api<AppDatabase> = Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "AppDatabase", "status": new_status});
-    api.patch_status(
-        &db.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
+    apply_status(&ctx.client, db, &new_status)
+        .await
+        .map_err(Error::Status)?;
     let old_state = db.status.as_ref().and_then(|s| s.common.state.clone());
     if old_state != new_status.common.state {
         let state = new_status.common.state.clone().unwrap_or_default();
@@ -945,7 +894,12 @@ mod tests {
         let names: Vec<&str> = preparing.run.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["orders", "orders-abc123"]);
 
-        let promoted = plan_servers(&db, &[copying(mstate::MIGRATION_IN_PROGRESS, CopyPhase::Promote)], now, DAY);
+        let promoted = plan_servers(
+            &db,
+            &[copying(mstate::MIGRATION_IN_PROGRESS, CopyPhase::Promote)],
+            now,
+            DAY,
+        );
         assert!(promoted.switched);
         assert_eq!(promoted.serving.name, "orders-abc123");
         assert_eq!(

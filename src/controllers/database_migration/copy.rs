@@ -22,8 +22,8 @@ use crate::{
     },
     database::{ROOT_PASSWORD_KEY, ServerPlan, names},
     migration::report::{CopyPhase, PhaseReport},
-    names::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB},
     mysql::PORT as MYSQL_PORT,
+    names::{LABEL_DATABASE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, ROLE_OPERATOR_JOB},
     workload::{hardened_container_security, secret_env},
 };
 
@@ -354,7 +354,10 @@ mod tests {
     fn reports_fold_into_status() {
         let r = |phase: &str| PhaseReport {
             end: format!("t-{phase}"),
-            ..PhaseReport::ended(serde_json::from_value(serde_json::json!(phase)).unwrap(), jiff::Timestamp::now())
+            ..PhaseReport::ended(
+                serde_json::from_value(serde_json::json!(phase)).unwrap(),
+                jiff::Timestamp::now(),
+            )
         };
         let mut snapshot = r("snapshot");
         snapshot.rows = Some(10);

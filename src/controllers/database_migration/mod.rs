@@ -14,26 +14,28 @@ use futures::future::BoxFuture;
 use crate::controllers::events::{EventType, Recorder};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams},
     runtime::{controller::Action, watcher},
 };
 
 use crate::{
     api::{
         AppDatabase, DatabaseMigration, DatabaseMigrationStatus, PrivateNetwork, VpnConnection,
-        common::CommonStatus,
-        conditions::{self, ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
+        conditions::{self, READY},
         database_migration::{CopyPhase, MigrationStrategy, state},
     },
     config::OperatorConfig,
-    controllers::apply::{StepError, read},
+    controllers::apply::{StepError, apply_status, read},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
-    migration::{Decision, Observed, Schedule, decide, loses_premises_access, parse_schedule},
-    names::FIELD_MANAGER,
+    migration::{Decision, Schedule, decide, loses_premises_access, parse_schedule},
 };
 
 pub mod copy;
+mod dereference;
+mod status;
+
+use self::{dereference::observe_preconditions, status::Outcome};
 
 use crate::database::{ServerPlan, copy_server_plan};
 
@@ -115,7 +117,7 @@ fn count_states(ctx: &Context) {
     .map(|s| (s.to_string(), 0))
     .collect();
     for m in ctx.migrations.state() {
-        if let Some(s) = current_state(&m) {
+        if let Some(s) = m.state() {
             *counts.entry(s.to_owned()).or_default() += 1;
         }
     }
@@ -189,34 +191,20 @@ async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Actio
         // migration keeps its state and says so instead of retrying every few seconds.
         Err(Error::Step(StepError::NameInUse(in_use))) => {
             let mut status = m.status.clone().unwrap_or_default();
-            let state = current_state(&m).unwrap_or(state::SCHEDULED).to_owned();
-            let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
-            write(
-                &ctx,
-                &m,
-                &mut status,
-                &state,
-                stalled,
-                "NameInUse",
-                &in_use.to_string(),
-                None,
-            )
-            .await?;
+            let state = m.state().unwrap_or(state::SCHEDULED).to_owned();
+            let message = in_use.to_string();
+            write(&ctx, &m, &mut status, Outcome::stalled(&state, "NameInUse", &message)).await?;
             Ok(Action::requeue(Duration::from_secs(30)))
         }
         other => other,
     }
 }
 
-fn current_state(m: &DatabaseMigration) -> Option<&str> {
-    m.status.as_ref().and_then(|s| s.common.state.as_deref())
-}
-
 async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
     let status = m.status.clone().unwrap_or_default();
     let copying = m.spec.effective_strategy() != MigrationStrategy::Readdress;
-    match current_state(&m) {
+    match m.state() {
         Some(state::COMPLETED) | Some(state::FAILED) | Some(state::ROLLED_BACK) => Ok(Action::await_change()),
         Some(state::PREPARING) | Some(state::MIGRATION_IN_PROGRESS) if copying => {
             copy_progress(m, ctx, status, now).await
@@ -290,18 +278,7 @@ async fn complete(
     msg: String,
 ) -> Result<Action, Error> {
     let (msg, delete) = source_to_delete(ctx, m, &status, msg).await?;
-    let readiness = (ConditionStatus::True, ConditionStatus::False, ConditionStatus::False);
-    write(
-        ctx,
-        m,
-        &mut status,
-        state::COMPLETED,
-        readiness,
-        "Completed",
-        &msg,
-        None,
-    )
-    .await?;
+    write(ctx, m, &mut status, Outcome::done(state::COMPLETED, "Completed", &msg)).await?;
     if let Some(source) = delete {
         delete_source(ctx, m, &source).await?;
     }
@@ -323,8 +300,13 @@ async fn start_or_wait(
     let scheduled = match validate_spec(m, &ctx.config.allowed_images) {
         Ok(scheduled) => scheduled,
         Err((reason, message)) => {
-            let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
-            write(ctx, m, &mut status, state::SCHEDULED, stalled, reason, &message, None).await?;
+            write(
+                ctx,
+                m,
+                &mut status,
+                Outcome::stalled(state::SCHEDULED, reason, &message),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
     };
@@ -355,11 +337,7 @@ async fn start_or_wait(
                 ctx,
                 m,
                 &mut status,
-                state::PREPARING,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                "Preparing",
-                &msg,
-                warning,
+                Outcome::running(state::PREPARING, "Preparing", &msg).warning(warning),
             )
             .await?;
             Ok(Action::requeue(Duration::from_secs(2)))
@@ -372,11 +350,7 @@ async fn start_or_wait(
                 ctx,
                 m,
                 &mut status,
-                state::MIGRATION_IN_PROGRESS,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                "MigrationInProgress",
-                &msg,
-                warning,
+                Outcome::running(state::MIGRATION_IN_PROGRESS, "MigrationInProgress", &msg).warning(warning),
             )
             .await?;
             Ok(Action::requeue(Duration::from_secs(2)))
@@ -387,11 +361,7 @@ async fn start_or_wait(
                 ctx,
                 m,
                 &mut status,
-                state::SCHEDULED,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                "Scheduled",
-                &msg,
-                warning,
+                Outcome::running(state::SCHEDULED, "Scheduled", &msg).warning(warning),
             )
             .await?;
             let wait = (at - now).get_seconds().clamp(1, 60) as u64;
@@ -412,11 +382,7 @@ async fn start_or_wait(
                 ctx,
                 m,
                 &mut status,
-                state::SCHEDULED,
-                (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False),
-                first.reason(),
-                &msg,
-                warning,
+                Outcome::running(state::SCHEDULED, first.reason(), &msg).warning(warning),
             )
             .await?;
             Ok(Action::requeue(Duration::from_secs(10)))
@@ -440,68 +406,6 @@ fn validate_spec(m: &DatabaseMigration, allowed_images: &[String]) -> Result<Opt
         return Err(("ImageNotAllowed", format!("target.image: {e}")));
     }
     Ok(scheduled)
-}
-
-/// Dereference for the start: the database and where it lives now, the target network, the database's other
-/// migrations in flight, and the VPN connections of both networks.
-async fn observe_preconditions(
-    m: &DatabaseMigration,
-    ctx: &Context,
-    ns: &str,
-    copying: bool,
-) -> Result<(Observed, Option<String>), Error> {
-    let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&m.spec.database)
-        .await
-        .map_err(read("the AppDatabase"))?;
-    let target = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&m.spec.target_network)
-        .await
-        .map_err(read("the target PrivateNetwork"))?;
-    let migrations = Api::<DatabaseMigration>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(read("the DatabaseMigrations"))?;
-    let vpns = Api::<VpnConnection>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(read("the VpnConnections"))?;
-    let source_network = db.as_ref().map(|d| d.current_network().to_owned());
-    let observed = Observed {
-        database: db.as_ref().map(|d| {
-            let ready = d.status.as_ref().and_then(|s| s.common.state.as_deref())
-                == Some(crate::api::app_database::state::READY_TO_USE);
-            (ready, source_network.clone().unwrap_or_default())
-        }),
-        target_network: m.spec.target_network.clone(),
-        target: target.as_ref().map(|t| t.ready_cidr().is_some()),
-        others_in_flight: migrations
-            .items
-            .iter()
-            .filter(|o| {
-                o.name_any() != m.name_any()
-                    && o.spec.database == m.spec.database
-                    && matches!(current_state(o), Some(state::MIGRATION_IN_PROGRESS | state::PREPARING))
-            })
-            .map(|o| o.name_any())
-            .collect(),
-        source_vpns: vpns
-            .items
-            .iter()
-            .filter(|v| Some(&v.spec.network) == source_network.as_ref())
-            .count(),
-        target_vpns: vpns
-            .items
-            .iter()
-            .filter(|v| v.spec.network == m.spec.target_network)
-            .count(),
-        copies: copying,
-        target_is_production: target.as_ref().is_some_and(|t| {
-            t.status.as_ref().and_then(|s| s.network_type.as_ref())
-                == Some(&crate::api::private_network::NetworkType::Production)
-        }),
-    };
-    Ok((observed, source_network))
 }
 
 /// Whether a completed migration deletes its source network (`spec.deleteSourceNetwork`), and the completion message:
@@ -640,7 +544,6 @@ async fn start_copy(
 ) -> Result<Action, Error> {
     use k8s_openapi::api::apps::v1::StatefulSet;
     let ns = m.namespace().unwrap_or_default();
-    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
     let ready = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&copy.server)
         .await
@@ -655,11 +558,7 @@ async fn start_copy(
             ctx,
             m,
             &mut status,
-            state::PREPARING,
-            running,
-            "WaitingForServer",
-            &msg,
-            None,
+            Outcome::running(state::PREPARING, "WaitingForServer", &msg),
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
@@ -691,7 +590,7 @@ async fn start_copy(
     .await?;
     let (source, target) = start_copy_job(ctx, m, db, copy, false).await?;
     let msg = format!("copying {} to {}", source.name, target.name);
-    write(ctx, m, &mut status, state::PREPARING, running, "Copying", &msg, None).await?;
+    write(ctx, m, &mut status, Outcome::running(state::PREPARING, "Copying", &msg)).await?;
     Ok(Action::requeue(Duration::from_secs(2)))
 }
 
@@ -705,7 +604,6 @@ async fn complete_copy(
     downtime: f64,
     now: jiff::Timestamp,
 ) -> Result<Action, Error> {
-    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
     let switched = db.status.as_ref().is_some_and(|s| {
         s.server.as_ref().is_some_and(|srv| srv.name == copy.server) && conditions::is_true(&s.common.conditions, READY)
     });
@@ -718,11 +616,7 @@ async fn complete_copy(
             ctx,
             m,
             &mut status,
-            state::MIGRATION_IN_PROGRESS,
-            running,
-            "Switching",
-            &msg,
-            None,
+            Outcome::running(state::MIGRATION_IN_PROGRESS, "Switching", &msg),
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -747,8 +641,6 @@ async fn roll_back(
     mut status: DatabaseMigrationStatus,
     current_state: &str,
 ) -> Result<Action, Error> {
-    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
-    let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
     let jobs: Api<k8s_openapi::api::batch::v1::Job> =
         Api::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
     let job_name = copy::job_name(m, false);
@@ -774,11 +666,7 @@ async fn roll_back(
                 ctx,
                 m,
                 &mut status,
-                state::FAILED,
-                stalled,
-                "RollbackFailed",
-                &msg,
-                None,
+                Outcome::stalled(state::FAILED, "RollbackFailed", &msg),
             )
             .await?;
             return Ok(Action::await_change());
@@ -786,7 +674,13 @@ async fn roll_back(
         Some(_) => {}
     }
     let msg = format!("the migration Job {job_name} failed; rolling back");
-    write(ctx, m, &mut status, current_state, running, "RollingBack", &msg, None).await?;
+    write(
+        ctx,
+        m,
+        &mut status,
+        Outcome::running(current_state, "RollingBack", &msg),
+    )
+    .await?;
     Ok(Action::requeue(Duration::from_secs(5)))
 }
 
@@ -800,11 +694,15 @@ async fn copy_progress(
 ) -> Result<Action, Error> {
     use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
     let ns = m.namespace().unwrap_or_default();
-    let running = (ConditionStatus::False, ConditionStatus::True, ConditionStatus::False);
-    let stalled = (ConditionStatus::False, ConditionStatus::False, ConditionStatus::True);
     let Some(copy) = status.copy.clone() else {
         let msg = "the migration lost track of its new server (status.copy is missing)";
-        write(ctx, &m, &mut status, state::FAILED, stalled, "CopyStateLost", msg, None).await?;
+        write(
+            ctx,
+            &m,
+            &mut status,
+            Outcome::stalled(state::FAILED, "CopyStateLost", msg),
+        )
+        .await?;
         return Ok(Action::await_change());
     };
     let Some(db) = Api::<AppDatabase>::namespaced(ctx.client.clone(), &ns)
@@ -817,16 +715,12 @@ async fn copy_progress(
             ctx,
             &m,
             &mut status,
-            state::FAILED,
-            stalled,
-            "DatabaseNotFound",
-            &msg,
-            None,
+            Outcome::stalled(state::FAILED, "DatabaseNotFound", &msg),
         )
         .await?;
         return Ok(Action::await_change());
     };
-    let current_state = current_state(&m).unwrap_or(state::PREPARING).to_owned();
+    let current_state = m.state().unwrap_or(state::PREPARING).to_owned();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job_name = copy::job_name(&m, false);
     let Some(job) = jobs.get_opt(&job_name).await.map_err(read("the migration Job"))? else {
@@ -853,11 +747,7 @@ async fn copy_progress(
             ctx,
             &m,
             &mut status,
-            state::ROLLED_BACK,
-            stalled,
-            "RolledBack",
-            &msg,
-            None,
+            Outcome::stalled(state::ROLLED_BACK, "RolledBack", &msg),
         )
         .await?;
         return Ok(Action::await_change());
@@ -890,89 +780,32 @@ async fn copy_progress(
     if let Some(lag) = folded.copy.lag_seconds {
         msg.push_str(&format!(", replication lag {lag}s"));
     }
-    write(ctx, &m, &mut status, new_state, running, why, &msg, None).await?;
+    write(ctx, &m, &mut status, Outcome::running(new_state, why, &msg)).await?;
     Ok(Action::requeue(Duration::from_secs(2)))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Writes the status with `outcome` (server-side apply, only when it changed) and publishes the Event a new state
+/// is worth.
 async fn write(
     ctx: &Context,
     m: &DatabaseMigration,
     status: &mut DatabaseMigrationStatus,
-    new_state: &str,
-    (ready, reconciling, stalled): (ConditionStatus, ConditionStatus, ConditionStatus),
-    why: &str,
-    message: &str,
-    warning: Option<String>,
+    outcome: Outcome<'_>,
 ) -> Result<(), Error> {
-    let generation = m.metadata.generation;
-    let now = jiff::Timestamp::now();
-    let mut conds = vec![
-        condition(READY, ready, why, message, generation, now),
-        condition(RECONCILING, reconciling, why, message, generation, now),
-        condition(
-            STALLED,
-            stalled,
-            if stalled == ConditionStatus::True {
-                why
-            } else {
-                reason::UP_TO_DATE
-            },
-            if stalled == ConditionStatus::True { message } else { "" },
-            generation,
-            now,
-        ),
-    ];
-    if new_state != state::COMPLETED {
-        conds.push(match &warning {
-            Some(w) => condition(
-                PREMISES_ACCESS,
-                ConditionStatus::False,
-                "TargetHasNoVpn",
-                w,
-                generation,
-                now,
-            ),
-            None => condition(
-                PREMISES_ACCESS,
-                ConditionStatus::True,
-                "Kept",
-                "premises keep their access",
-                generation,
-                now,
-            ),
-        });
-    }
-    let previous_state = m.status.as_ref().and_then(|s| s.common.state.clone());
-    let previous_conditions = m
-        .status
-        .as_ref()
-        .map(|s| s.common.conditions.clone())
-        .unwrap_or_default();
-    status.common = CommonStatus {
-        observed_generation: generation,
-        state: Some(new_state.into()),
-        conditions: merge_conditions(&previous_conditions, conds),
-    };
+    status::record(m, status, &outcome, jiff::Timestamp::now());
     if m.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let api: Api<DatabaseMigration> = Api::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "DatabaseMigration", "status": status});
-    api.patch_status(
-        &m.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
-    if previous_state.as_deref() != Some(new_state) {
+    apply_status(&ctx.client, m, status).await.map_err(Error::Status)?;
+    if m.state() != Some(outcome.state) {
+        let reason = outcome.state.replace(' ', "");
+        let note = outcome.message.to_owned();
         crate::controllers::runtime::publish(
             &ctx.recorder,
             &m.object_ref(&()),
             EventType::Normal,
-            &new_state.replace(' ', ""),
-            message.to_owned(),
+            &reason,
+            note,
             "Migrate",
         )
         .await;

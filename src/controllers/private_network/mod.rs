@@ -2,6 +2,7 @@
 //! range) → allocate (claim a NetworkAllocation) → build (status, isolation policies) → apply (SSA) → status.
 
 pub mod allocate;
+mod dereference;
 pub mod status;
 pub mod validate;
 
@@ -13,7 +14,6 @@ use crate::controllers::events::{EventType, Recorder};
 use k8s_openapi::{api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         WatchStreamExt,
         controller::Action,
@@ -26,19 +26,17 @@ use tracing::{info, warn};
 
 use self::{
     allocate::{AllocationError, AllocationIndex, PoolMetrics, ensure_allocation, release},
+    dereference::{databases_on, in_migration},
     status::{Problem, build_status},
 };
 use crate::{
     api::{AppDatabase, NetworkAllocation, PrivateNetwork, conditions::reason},
     config::OperatorConfig,
-    controllers::apply::apply_if_changed,
+    controllers::apply::{apply_if_changed, apply_status},
     ipam::BlockError,
     manager::{Controller, ControllerContext},
     metrics::Metrics,
-    names::{
-        FIELD_MANAGER, FINALIZER_RELEASE_RANGE, LABEL_MANAGED_BY, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE,
-        MANAGED_BY,
-    },
+    names::{FINALIZER_RELEASE_RANGE, LABEL_MANAGED_BY, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE, MANAGED_BY},
     netpol::customer_policies,
 };
 
@@ -245,27 +243,6 @@ fn spawn_garbage_collection(
     });
 }
 
-fn databases_on(ctx: &Context, network: &PrivateNetwork) -> Vec<String> {
-    let ns = network.namespace().unwrap_or_default();
-    let name = network.name_any();
-    let mut found: Vec<String> = ctx
-        .databases
-        .state()
-        .iter()
-        .filter(|db| db.namespace().as_deref() == Some(ns.as_str()) && db.metadata.deletion_timestamp.is_none())
-        .filter(|db| {
-            db.status
-                .as_ref()
-                .and_then(|s| s.network.as_deref())
-                .unwrap_or(&db.spec.network)
-                == name
-        })
-        .map(|db| db.name_any())
-        .collect();
-    found.sort();
-    found
-}
-
 /// Owners of the namespace's isolation policies: every live PrivateNetwork of the namespace.
 fn policy_owners(ctx: &Context, namespace: &str) -> Vec<OwnerReference> {
     let mut owners: Vec<OwnerReference> = ctx
@@ -334,117 +311,123 @@ async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Ac
         .await
 }
 
+/// The reconcile: validate and claim the range, apply the namespace's policies, observe what the network hosts,
+/// status.
 async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
     let namespace = network.namespace().unwrap_or_default();
-    let allocation = match validate::requested_block(&network) {
-        Err(e) => Err(Problem::Stalled {
-            reason: reason::INVALID_SPEC,
-            message: e.to_string(),
-        }),
-        Ok(chosen) => {
-            ctx.index.wait_until_ready().await;
-            // A network that already had a range keeps it: when its lock (the NetworkAllocation) was deleted, the
-            // same range is claimed again, never the next free one. Readdressing a network readdresses its
-            // databases and VPN selectors; that takes a migration, not a deleted object.
-            let recorded = network
-                .status
-                .as_ref()
-                .and_then(|s| s.cidr.as_deref())
-                .and_then(|c| crate::ipam::parse_block(c).ok());
-            let wanted = chosen.or(recorded);
-            match ensure_allocation(&ctx.client, &ctx.index, &network, wanted, ctx.config.release_cooldown).await {
-                Ok(block) => Ok(block),
-                Err(AllocationError::Conflict { block, .. } | AllocationError::CoolingDown { block, .. })
-                    if chosen.is_none() =>
-                {
-                    Err(Problem::Stalled {
-                        reason: reason::ALLOCATION_LOST,
-                        message: format!(
-                            "this network's range {block} lost its NetworkAllocation and is now held elsewhere; it is not readdressed automatically: migrate its databases to a new network, or delete and recreate it"
-                        ),
-                    })
-                }
-                Err(e) => Err(problem_of(e).map_err(Error::Allocate)?),
-            }
+    let allocation = claim_range(&network, ctx).await?;
+    if allocation.is_ok() {
+        apply_policies(ctx, &namespace).await?;
+    }
+    let hosts_database = !databases_on(ctx, &network).is_empty();
+    let migrating = in_migration(ctx, &network).await?;
+    write_status(ctx, &network, &allocation, hosts_database, migrating).await?;
+    Ok(requeue_after(&network, &allocation))
+}
+
+/// Validates the requested range and holds it (or the next free one) with a NetworkAllocation. A range the pool
+/// cannot give is a [`Problem`] for the status.
+async fn claim_range(network: &PrivateNetwork, ctx: &Context) -> Result<Result<ipnet::Ipv4Net, Problem>, Error> {
+    let chosen = match validate::requested_block(network) {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            return Ok(Err(Problem::Stalled {
+                reason: reason::INVALID_SPEC,
+                message: e.to_string(),
+            }));
         }
     };
-
-    if allocation.is_ok() {
-        let owners = policy_owners(ctx, &namespace);
-        let policies_api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-        for policy in customer_policies(&namespace, &owners, &ctx.config.isolation) {
-            let live = policies_api
-                .get_opt(&policy.name_any())
-                .await
-                .map_err(Error::ReadPolicies)?;
-            apply_if_changed(&policies_api, &policy, live.as_ref())
-                .await
-                .map_err(Error::ApplyPolicies)?;
+    ctx.index.wait_until_ready().await;
+    // A network that already had a range keeps it: when its lock (the NetworkAllocation) was deleted, the same range
+    // is claimed again, never the next free one. Readdressing a network readdresses its databases and VPN
+    // selectors; that takes a migration, not a deleted object.
+    let recorded = network
+        .status
+        .as_ref()
+        .and_then(|s| s.cidr.as_deref())
+        .and_then(|c| crate::ipam::parse_block(c).ok());
+    let wanted = chosen.or(recorded);
+    match ensure_allocation(&ctx.client, &ctx.index, network, wanted, ctx.config.release_cooldown).await {
+        Ok(block) => Ok(Ok(block)),
+        Err(AllocationError::Conflict { block, .. } | AllocationError::CoolingDown { block, .. })
+            if chosen.is_none() =>
+        {
+            Ok(Err(Problem::Stalled {
+                reason: reason::ALLOCATION_LOST,
+                message: format!(
+                    "this network's range {block} lost its NetworkAllocation and is now held elsewhere; it is not readdressed automatically: migrate its databases to a new network, or delete and recreate it"
+                ),
+            }))
         }
+        Err(e) => Ok(Err(problem_of(e).map_err(Error::Allocate)?)),
     }
+}
 
-    let hosts_database = !databases_on(ctx, &network).is_empty();
-    // Both networks of a migration in progress say so.
-    let migrating = Api::<crate::api::DatabaseMigration>::namespaced(ctx.client.clone(), &namespace)
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(Error::Allocate)?
-        .items
-        .iter()
-        .filter(|m| {
-            m.status.as_ref().and_then(|s| s.common.state.as_deref())
-                == Some(crate::api::database_migration::state::MIGRATION_IN_PROGRESS)
-        })
-        .any(|m| {
-            m.spec.target_network == network.name_any()
-                || m.status.as_ref().and_then(|s| s.source_network.as_deref()) == Some(network.name_any().as_str())
-        });
-    let new_status = build_status(&network, &allocation, hosts_database, migrating, jiff::Timestamp::now());
-    if network.status.as_ref() != Some(&new_status) {
-        let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch =
-            serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "PrivateNetwork", "status": new_status});
-        api.patch_status(
-            &network.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+/// The namespace's customer NetworkPolicies (shared by its networks), applied when they differ.
+async fn apply_policies(ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let owners = policy_owners(ctx, namespace);
+    let policies_api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    for policy in customer_policies(namespace, &owners, &ctx.config.isolation) {
+        let live = policies_api
+            .get_opt(&policy.name_any())
+            .await
+            .map_err(Error::ReadPolicies)?;
+        apply_if_changed(&policies_api, &policy, live.as_ref())
+            .await
+            .map_err(Error::ApplyPolicies)?;
+    }
+    Ok(())
+}
+
+/// Writes the status when it changed, with the Events of a range gained or lost and of a migration begun or ended.
+async fn write_status(
+    ctx: &Context,
+    network: &PrivateNetwork,
+    allocation: &Result<ipnet::Ipv4Net, Problem>,
+    hosts_database: bool,
+    migrating: bool,
+) -> Result<(), Error> {
+    let new_status = build_status(network, allocation, hosts_database, migrating, jiff::Timestamp::now());
+    if network.status.as_ref() == Some(&new_status) {
+        return Ok(());
+    }
+    apply_status(&ctx.client, network, &new_status)
         .await
         .map_err(Error::Status)?;
-        publish_transition(ctx, &network, &allocation).await;
-        let old_state = network.status.as_ref().and_then(|s| s.common.state.clone());
-        if migrating != (old_state.as_deref() == Some(status::state::MIGRATION_IN_PROGRESS)) {
-            let (reason, note) = if migrating {
-                (
-                    "MigrationInProgress",
-                    "a database is moving to or from this network".to_owned(),
-                )
-            } else {
-                (
-                    "MigrationFinished",
-                    "no migration involves this network any more".to_owned(),
-                )
-            };
-            crate::controllers::runtime::publish(
-                &ctx.recorder,
-                &network.object_ref(&()),
-                EventType::Normal,
-                reason,
-                note,
-                "Migrate",
-            )
-            .await;
-        }
+    publish_transition(ctx, network, allocation).await;
+    let was_migrating =
+        network.status.as_ref().and_then(|s| s.common.state.as_deref()) == Some(status::state::MIGRATION_IN_PROGRESS);
+    if migrating != was_migrating {
+        let (reason, note) = if migrating {
+            ("MigrationInProgress", "a database is moving to or from this network")
+        } else {
+            ("MigrationFinished", "no migration involves this network any more")
+        };
+        let object = network.object_ref(&());
+        crate::controllers::runtime::publish(
+            &ctx.recorder,
+            &object,
+            EventType::Normal,
+            reason,
+            note.into(),
+            "Migrate",
+        )
+        .await;
     }
-    Ok(match &allocation {
+    Ok(())
+}
+
+/// When to look again: rarely when the range is held; conflicts and exhaustion can clear when other networks go,
+/// so now and then, never in a storm; soon while the range is being claimed.
+fn requeue_after(network: &PrivateNetwork, allocation: &Result<ipnet::Ipv4Net, Problem>) -> Action {
+    match allocation {
         Ok(_) => Action::requeue(crate::controllers::runtime::spread(
             Duration::from_secs(600),
             network.uid().as_deref(),
         )),
-        // Conflicts and exhaustion can clear when other networks go; look again now and then, never in a storm.
         Err(Problem::Stalled { .. }) => Action::requeue(Duration::from_secs(60)),
         Err(Problem::InProgress { .. }) => Action::requeue(Duration::from_secs(2)),
-    })
+    }
 }
 
 async fn publish_transition(ctx: &Context, network: &PrivateNetwork, allocation: &Result<ipnet::Ipv4Net, Problem>) {

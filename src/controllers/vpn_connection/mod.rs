@@ -3,12 +3,16 @@
 //! → apply (SSA, tunnel 2 only after tunnel 1 is back) → status (outside addresses, tunnel states).
 
 pub mod build;
+mod dereference;
+mod status;
+
+pub use self::status::state;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 
-use crate::controllers::events::{EventType, Recorder};
+use crate::controllers::events::Recorder;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Namespace, Pod, Secret, Service},
@@ -16,42 +20,36 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::ListParams,
     runtime::{controller::Action, reflector::ObjectRef, watcher},
 };
 
-use self::build::{
-    config_digest, customer_config, customer_config_name, disruption_budget, gateway, gateway_config, psk_secret,
-    psk_secret_name, tunnel_service,
+use self::{
+    build::{
+        config_digest, customer_config, customer_config_name, disruption_budget, gateway, gateway_config,
+        tunnel_service,
+    },
+    dereference::{Validated, validate_customer_side},
+    status::{Problem, tunnel_status},
 };
 use crate::{
     api::{
-        PrivateNetwork, VpnConnection, VpnConnectionStatus,
-        common::CommonStatus,
-        conditions::{ConditionStatus, READY, RECONCILING, STALLED, condition, merge_conditions, reason},
+        PrivateNetwork, VpnConnection,
         vpn_connection::{TunnelState, TunnelStatus},
     },
     config::OperatorConfig,
-    controllers::apply::{StepError, applied, apply_child, apply_if_changed, create_once, get_owned, read},
-    ipam::{parse_block, pinghost},
+    controllers::apply::{StepError, applied, apply_child, apply_if_changed, apply_status, read},
+    ipam::pinghost,
     manager::{Controller, ControllerContext},
     metrics::Metrics,
-    names::{FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY, ROLE_VPN_GATEWAY},
+    names::{LABEL_MANAGED_BY, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY, ROLE_VPN_GATEWAY},
     vpn::{
-        model::{Connection, Psk, Tunnel},
-        psk::generate_psk,
+        model::{Connection, Tunnel},
         render::Exposure,
-        validate::{POD_SECURITY_ENFORCE, customer_cidrs, customer_gateway, gateway_admitted},
     },
 };
 
 const NAME: &str = "vpnconnection";
-
-/// The human states of a VpnConnection.
-pub mod state {
-    pub const PENDING: &str = "Pending";
-    pub const AVAILABLE: &str = "Available";
-}
 
 /// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,24 +67,6 @@ impl crate::controllers::runtime::ReconcileError for Error {
         match self {
             Error::Step(step) => step.metric_label(),
             Error::Status(_) => "status",
-        }
-    }
-}
-
-/// Input that keeps the connection from being built: a condition reason and message (never a key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Problem {
-    reason: &'static str,
-    message: String,
-    transient: bool,
-}
-
-impl Problem {
-    fn stalled(reason: &'static str, message: impl ToString) -> Problem {
-        Problem {
-            reason,
-            message: message.to_string(),
-            transient: false,
         }
     }
 }
@@ -240,80 +220,6 @@ async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
-/// The two keys: the customer's own (validated) where given, else the generated ones (created once).
-async fn keys(vpn: &VpnConnection, secrets: &Api<Secret>) -> Result<Result<[Psk; 2], Problem>, Error> {
-    // A Secret with the generated keys' name that the operator did not make is never taken as holding its keys.
-    let mut generated = get_owned(
-        secrets,
-        &psk_secret_name(vpn),
-        &vpn.uid().unwrap_or_default(),
-        "the PSK Secret",
-    )
-    .await?;
-    let mut out = Vec::new();
-    for i in 0..2 {
-        let own = vpn.spec.tunnel_options.get(i).and_then(|o| o.psk_secret_ref.as_ref());
-        let key = match own {
-            Some(r) => {
-                let Some(secret) = secrets.get_opt(&r.name).await.map_err(read("a PSK Secret"))? else {
-                    return Ok(Err(Problem::stalled(
-                        "SecretNotFound",
-                        format!("Secret {} (tunnelOptions[{i}].pskSecretRef) does not exist", r.name),
-                    )));
-                };
-                let Some(value) = crate::secret::value(&secret, &r.key) else {
-                    return Ok(Err(Problem::stalled(
-                        "SecretKeyNotFound",
-                        format!("Secret {} has no key {}", r.name, r.key),
-                    )));
-                };
-                match Psk::new(value) {
-                    Ok(key) => key,
-                    Err(e) => return Ok(Err(Problem::stalled("InvalidPsk", format!("tunnel {}: {e}", i + 1)))),
-                }
-            }
-            None => {
-                if generated.is_none() {
-                    let fresh = psk_secret(vpn, generate_psk(), generate_psk());
-                    generated = match create_once(secrets, &fresh, "the PSK Secret").await? {
-                        Some(created) => Some(created),
-                        // Made meanwhile by another reconcile: read it (and check that it is the operator's).
-                        None => {
-                            let uid = vpn.uid().unwrap_or_default();
-                            get_owned(secrets, &psk_secret_name(vpn), &uid, "the PSK Secret").await?
-                        }
-                    };
-                }
-                match generated
-                    .as_ref()
-                    .and_then(|s| crate::secret::value(s, &format!("tunnel{}", i + 1)))
-                {
-                    // A generated key edited by hand is checked as a customer's would be: a quote or a line break
-                    // in it would otherwise end the `secret = "…"` line of every configuration it is written into.
-                    Some(v) => match Psk::new(v) {
-                        Ok(key) => key,
-                        Err(e) => {
-                            return Ok(Err(Problem::stalled(
-                                "InvalidPsk",
-                                format!("Secret {} key tunnel{}: {e}", psk_secret_name(vpn), i + 1),
-                            )));
-                        }
-                    },
-                    None => {
-                        return Ok(Err(Problem::stalled(
-                            "SecretKeyNotFound",
-                            format!("Secret {} lost its key tunnel{}", psk_secret_name(vpn), i + 1),
-                        )));
-                    }
-                }
-            }
-        };
-        out.push(key);
-    }
-    let [a, b]: [Psk; 2] = out.try_into().expect("two tunnels");
-    Ok(Ok([a, b]))
-}
-
 fn outside_address(service: Option<&Service>) -> Option<Ipv4Addr> {
     service?
         .status
@@ -324,78 +230,6 @@ fn outside_address(service: Option<&Service>) -> Option<Ipv4Addr> {
         .as_ref()?
         .iter()
         .find_map(|i| i.ip.as_deref()?.parse().ok())
-}
-
-/// Whether container `name` of `pod` reports ready; `None` before the kubelet reported it.
-fn container_ready(pod: &Pod, name: &str) -> Option<bool> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == name)
-        .map(|c| c.ready)
-}
-
-/// The tunnel's state as far as the operator can trust it. The gateway's own report counts only while its pod
-/// runs, is not being deleted, and its containers are ready: charon loaded with its IKE sockets, and the agent
-/// having confirmed the report within its readiness window. Otherwise the report may be minutes old (a dead
-/// node, a stopped agent), and the status says why instead of repeating it.
-fn tunnel_status(
-    outside: Option<Ipv4Addr>,
-    pods: &[Pod],
-    reports: Option<&ConfigMap>,
-    tunnel: u8,
-    previous: Option<&TunnelStatus>,
-) -> TunnelStatus {
-    let of_tunnel: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| p.labels().get(LABEL_TUNNEL).map(String::as_str) == Some(&tunnel.to_string()))
-        .collect();
-    // During a rollout the old pod terminates while the new one starts: the new one speaks for the tunnel.
-    let pod = of_tunnel
-        .iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none())
-        .or(of_tunnel.first())
-        .copied();
-    let reported = pod
-        .and_then(|p| crate::report::report_of(reports, &p.name_any()))
-        .and_then(|a| serde_json::from_str::<crate::vpn::state::Report>(a).ok());
-    let down = |why: &str| (TunnelState::Down, None, Some(why.to_owned()));
-    let (state, since, message) = match (pod, reported) {
-        (None, _) => down("the gateway pod is not running"),
-        (Some(p), _) if p.metadata.deletion_timestamp.is_some() => down("the gateway pod is terminating"),
-        (Some(p), _) if p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") => {
-            down("the gateway pod is not running yet")
-        }
-        (Some(p), _) if container_ready(p, "charon") == Some(false) => {
-            down("charon is not ready: its configuration is not loaded or it has no IKE socket")
-        }
-        (Some(p), _) if container_ready(p, "agent") == Some(false) => (
-            TunnelState::Unknown,
-            None,
-            Some(format!(
-                "the gateway has not confirmed its tunnel's state for {} s",
-                build::AGENT_REPORT_MAX_AGE_SECONDS
-            )),
-        ),
-        (Some(_), None) => (
-            TunnelState::Unknown,
-            None,
-            Some("waiting for the gateway to report".to_owned()),
-        ),
-        (Some(_), Some(r)) => (r.state, Some(r.since), Some(r.message)),
-    };
-    let last_change = match previous {
-        Some(p) if p.state == state => p.last_change.clone(),
-        _ => since.or_else(|| Some(jiff::Timestamp::now().to_string())),
-    };
-    TunnelStatus {
-        outside_address: outside.map(|a| a.to_string()),
-        state,
-        last_change,
-        message,
-    }
 }
 
 /// Applies the connection, and reports an object in the way of one of its children as `NameInUse`: a person has to
@@ -419,15 +253,6 @@ async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> 
     }
 }
 
-/// What the customer side and the network give, once checked: the network's /26, the customer's CIDRs, the
-/// customer's gateway address and the two keys.
-struct Validated {
-    block: ipnet::Ipv4Net,
-    cidrs: Vec<ipnet::Ipv4Net>,
-    gateway_address: Ipv4Addr,
-    psks: [Psk; 2],
-}
-
 /// The gateways' side as the cluster shows it: the tunnels' outside addresses, the gateway pods, their reports.
 struct Observed {
     outside: [Option<Ipv4Addr>; 2],
@@ -442,41 +267,23 @@ struct Rollout {
     tunnel2_held: bool,
 }
 
+/// The reconcile: validate the customer side, apply the Services and observe the gateways, describe the
+/// connection, apply the gateways' RBAC and roll the gateways (tunnel 2 after tunnel 1), publish the download, status.
 async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
     let ns = vpn.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let validated = match validate_customer_side(&vpn, ctx, &ns, &secrets).await? {
         Ok(v) => v,
-        Err(problem) => {
-            write_status(ctx, &vpn, Err(&problem), Vec::new(), None, None).await?;
-            return Ok(Action::requeue(Duration::from_secs(if problem.transient {
-                15
-            } else {
-                300
-            })));
-        }
+        Err(problem) => return report_problem(ctx, &vpn, problem, Vec::new(), None).await,
     };
     let Observed { outside, tunnels } = apply_services_and_observe_gateways(&vpn, ctx, &ns).await?;
     // A proposal no device can use is reported at once, not after the load balancer has given out addresses.
     if let Some(e) = first_invalid_proposal(&vpn.spec) {
-        write_status(
-            ctx,
-            &vpn,
-            Err(&Problem::stalled("InvalidProposal", e)),
-            tunnels,
-            None,
-            None,
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        return report_problem(ctx, &vpn, Problem::stalled("InvalidProposal", e), tunnels, None).await;
     }
     let conn = match connection(&vpn, &ns, validated, outside, ctx.config.vpn_exposure) {
         Ok(conn) => conn,
-        Err(problem) => {
-            let wait = if problem.transient { 10 } else { 300 };
-            write_status(ctx, &vpn, Err(&problem), tunnels, None, None).await?;
-            return Ok(Action::requeue(Duration::from_secs(wait)));
-        }
+        Err(problem) => return report_problem(ctx, &vpn, problem, tunnels, None).await,
     };
     apply_gateway_rbac(&vpn, ctx, &ns).await?;
     let (serving, relayed) = serving(ctx, &ns, &vpn.spec.network, &conn).await?;
@@ -484,103 +291,27 @@ async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action
     // A held tunnel 2 still relays what it relayed before; the last published list stays until it rolls.
     let relayed = (!rollout.tunnel2_held).then_some(relayed);
     if outside.iter().any(Option::is_none) {
-        let waiting = Problem {
-            reason: "WaitingForOutsideAddress",
-            message:
-                "waiting for each gateway pod to be placed on a node, whose address is the tunnel's outside address"
-                    .into(),
-            transient: true,
-        };
-        write_status(ctx, &vpn, Err(&waiting), tunnels, None, relayed).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        let waiting = Problem::waiting(
+            "WaitingForOutsideAddress",
+            "waiting for each gateway pod to be placed on a node, whose address is the tunnel's outside address",
+        );
+        return report_problem(ctx, &vpn, waiting, tunnels, relayed).await;
     }
     apply_child(&secrets, &customer_config(&vpn, &conn), "the customer configuration").await?;
-    let outcome = if rollout.tunnel2_held {
-        Err(Problem {
-            reason: "RollingOut",
-            message: "tunnel 1's gateway runs the new configuration; tunnel 2's follows once tunnel 1 is ready and up \
-                      again, so the two are never down at once"
-                .into(),
-            transient: true,
-        })
-    } else {
-        Ok(())
+    let outcome = match rollout.tunnel2_held {
+        true => Err(Problem::waiting(
+            "RollingOut",
+            "tunnel 1's gateway runs the new configuration; tunnel 2's follows once tunnel 1 is ready and up again, \
+             so the two are never down at once",
+        )),
+        false => Ok(()),
     };
-    write_status(
-        ctx,
-        &vpn,
-        outcome.as_ref().map(|_| ()),
-        tunnels,
-        Some(customer_config_name(&vpn)),
-        relayed,
-    )
-    .await?;
+    let config_secret = Some(customer_config_name(&vpn));
+    write_status(ctx, &vpn, outcome.as_ref().map(|_| ()), tunnels, config_secret, relayed).await?;
     Ok(Action::requeue(if rollout.tunnel1_settled {
         crate::controllers::runtime::spread(Duration::from_secs(300), vpn.uid().as_deref())
     } else {
         Duration::from_secs(10)
-    }))
-}
-
-/// Dereference and validate: the network (ready, with its /26), the namespace's Pod Security admitting gateway
-/// pods, the customer's CIDRs and gateway address, and the keys. Bad input is a [`Problem`], not an error.
-async fn validate_customer_side(
-    vpn: &VpnConnection,
-    ctx: &Context,
-    ns: &str,
-    secrets: &Api<Secret>,
-) -> Result<Result<Validated, Problem>, Error> {
-    let network = Api::<PrivateNetwork>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&vpn.spec.network)
-        .await
-        .map_err(read("the PrivateNetwork"))?;
-    let block = match network.as_ref() {
-        None => Err(Problem::stalled(
-            "NetworkNotFound",
-            format!("PrivateNetwork {} does not exist in this namespace", vpn.spec.network),
-        )),
-        Some(n) => match n.ready_cidr().map(parse_block) {
-            Some(Ok(b)) => Ok(b),
-            _ => Err(Problem {
-                reason: "NetworkNotReady",
-                message: format!("PrivateNetwork {} has no range yet", vpn.spec.network),
-                transient: true,
-            }),
-        },
-    };
-    // The namespace must admit the gateway pods at all (Pod Security), before anything is built for them.
-    let namespace = Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(ns)
-        .await
-        .map_err(read("the Namespace"))?;
-    let enforce = namespace
-        .as_ref()
-        .and_then(|n| n.labels().get(POD_SECURITY_ENFORCE).cloned());
-    let checked = block
-        .and_then(|b| {
-            gateway_admitted(ns, enforce.as_deref())
-                .map(|()| b)
-                .map_err(|e| Problem::stalled(e.reason(), e))
-        })
-        .and_then(|block| {
-            let cidrs = customer_cidrs(&vpn.spec.customer_cidrs, block, &ctx.config.pool.reserved)
-                .map_err(|e| Problem::stalled(e.reason(), e))?;
-            let gateway_address = customer_gateway(
-                &vpn.spec.customer_gateway_address,
-                ctx.config.allow_documentation_gateways,
-            )
-            .map_err(|e| Problem::stalled(e.reason(), e))?;
-            Ok((block, cidrs, gateway_address))
-        });
-    let (block, cidrs, gateway_address) = match checked {
-        Ok(v) => v,
-        Err(p) => return Ok(Err(p)),
-    };
-    Ok(keys(vpn, secrets).await?.map(|psks| Validated {
-        block,
-        cidrs,
-        gateway_address,
-        psks,
     }))
 }
 
@@ -671,11 +402,10 @@ fn connection(
         Exposure::LoadBalancer => outside[0].zip(outside[1]),
     };
     let Some((first, second)) = gateway_side else {
-        return Err(Problem {
-            reason: "WaitingForOutsideAddress",
-            message: "waiting for the load balancer to give each tunnel its outside address".into(),
-            transient: true,
-        });
+        return Err(Problem::waiting(
+            "WaitingForOutsideAddress",
+            "waiting for the load balancer to give each tunnel its outside address",
+        ));
     };
     let Validated {
         block,
@@ -840,6 +570,7 @@ fn deployment_available(d: &Deployment) -> bool {
     })
 }
 
+/// Writes the status (server-side apply, only when it changed) and publishes the Event a change is worth.
 async fn write_status(
     ctx: &Context,
     vpn: &VpnConnection,
@@ -848,112 +579,36 @@ async fn write_status(
     config_secret: Option<String>,
     relayed_addresses: Option<Vec<String>>,
 ) -> Result<(), Error> {
-    let generation = vpn.metadata.generation;
-    let now = jiff::Timestamp::now();
-    let c = |t: &str, s: ConditionStatus, r: &str, m: &str| condition(t, s, r, m, generation, now);
-    let (state, conds) = match outcome {
-        Ok(()) => (
-            state::AVAILABLE,
-            vec![
-                c(
-                    READY,
-                    ConditionStatus::True,
-                    "Available",
-                    "both gateways are configured; download the device configuration from status.configSecret",
-                ),
-                c(RECONCILING, ConditionStatus::False, reason::UP_TO_DATE, ""),
-                c(STALLED, ConditionStatus::False, reason::UP_TO_DATE, ""),
-            ],
-        ),
-        Err(p) => (
-            state::PENDING,
-            vec![
-                c(READY, ConditionStatus::False, p.reason, &p.message),
-                c(
-                    RECONCILING,
-                    if p.transient {
-                        ConditionStatus::True
-                    } else {
-                        ConditionStatus::False
-                    },
-                    p.reason,
-                    &p.message,
-                ),
-                c(
-                    STALLED,
-                    if p.transient {
-                        ConditionStatus::False
-                    } else {
-                        ConditionStatus::True
-                    },
-                    p.reason,
-                    &p.message,
-                ),
-            ],
-        ),
-    };
-    let previous = vpn.status.clone().unwrap_or_default();
-    let status = VpnConnectionStatus {
-        tunnels: if tunnels.is_empty() {
-            previous.tunnels.clone()
-        } else {
-            tunnels
-        },
-        config_secret: config_secret.or(previous.config_secret.clone()),
-        relayed_addresses: relayed_addresses.unwrap_or_else(|| previous.relayed_addresses.clone()),
-        common: CommonStatus {
-            observed_generation: generation,
-            state: Some(state.into()),
-            conditions: merge_conditions(&previous.common.conditions, conds),
-        },
-    };
-    if vpn.status.as_ref() == Some(&status) {
+    let new = status::build_status(
+        vpn,
+        outcome,
+        tunnels,
+        config_secret,
+        relayed_addresses,
+        jiff::Timestamp::now(),
+    );
+    if vpn.status.as_ref() == Some(&new) {
         return Ok(());
     }
-    let api: Api<VpnConnection> = Api::namespaced(ctx.client.clone(), &vpn.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"apiVersion": "appdb.dev/v1alpha1", "kind": "VpnConnection", "status": status});
-    api.patch_status(
-        &vpn.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::Status)?;
-    if previous.common.state != status.common.state
-        || previous
-            .tunnels
-            .iter()
-            .map(|t| t.state)
-            .ne(status.tunnels.iter().map(|t| t.state))
-    {
-        let (type_, reason, note) = match outcome {
-            Ok(()) => (
-                EventType::Normal,
-                "Available".to_owned(),
-                format!(
-                    "tunnels: {}",
-                    status
-                        .tunnels
-                        .iter()
-                        .map(|t| format!("{:?}", t.state))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            Err(p) => (
-                if p.transient {
-                    EventType::Normal
-                } else {
-                    EventType::Warning
-                },
-                p.reason.to_owned(),
-                p.message.clone(),
-            ),
-        };
+    apply_status(&ctx.client, vpn, &new).await.map_err(Error::Status)?;
+    let previous = vpn.status.clone().unwrap_or_default();
+    if let Some((type_, reason, note)) = status::event(&previous, &new, outcome) {
         crate::controllers::runtime::publish(&ctx.recorder, &vpn.object_ref(&()), type_, &reason, note, "Reconcile")
             .await;
     }
     Ok(())
+}
+
+/// Reports `problem` in the status and looks again when it may have gone.
+async fn report_problem(
+    ctx: &Context,
+    vpn: &VpnConnection,
+    problem: Problem,
+    tunnels: Vec<TunnelStatus>,
+    relayed_addresses: Option<Vec<String>>,
+) -> Result<Action, Error> {
+    write_status(ctx, vpn, Err(&problem), tunnels, None, relayed_addresses).await?;
+    Ok(Action::requeue(problem.retry_after()))
 }
 
 /// The first IKE or ESP proposal of the spec that does not parse.

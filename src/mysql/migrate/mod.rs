@@ -41,8 +41,8 @@ use mysql_async::{Conn, OptsBuilder, Row, prelude::Queryable};
 use serde::Serialize;
 
 use super::dialect::{Dialect, SourceAddress, account};
-use crate::mysql::admin::quote_literal;
 use crate::migration::report::{CopyPhase, PhaseReport};
+use crate::mysql::admin::quote_literal;
 
 /// Why a migration could not go on. Messages never contain a password.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +305,13 @@ pub async fn run(plan: Plan, reports: Reports) -> Result<Outcome, MigrateError> 
     let (source_version, source_id) = identify(&mut source).await?;
     let source_dialect = Dialect::from_version(&source_version);
     let target = match prepare_target(&plan).await {
+        Ok(t) => Ok(t),
+        // A run that died between a clone and giving the target account its password back left the target with
+        // the source's accounts: give it back, then prepare again.
+        Err(_) if reclaim_target_account(&plan).await => prepare_target(&plan).await,
+        Err(error) => Err(error),
+    };
+    let target = match target {
         Ok(t) => t,
         Err(error) => {
             // Nothing has moved: make sure the source takes writes (an older engine's fence may be left on it).
@@ -1219,19 +1226,17 @@ impl Session {
                 }
                 Err(e) => {
                     last_error = e.to_string();
-                    let with_source_credentials = Server {
-                        user: self.plan.source.user.clone(),
-                        password: self.plan.source.password.clone(),
-                        ..self.plan.target.clone()
-                    };
-                    if let Ok(mut conn) = with_source_credentials.connect("target").await
+                    if let Ok(mut conn) = source_credentials_on_target(&self.plan).connect("target").await
                         && started_after(&mut conn, since).await
                     {
-                        restore_target_account(&mut conn, &self.plan.target)
-                            .await
-                            .map_err(sql_secret("giving the engine's target account its password back"))?;
+                        // Retried until the deadline when it fails: without its password back, no later run could
+                        // reach the target with the target's credentials.
+                        let restored = restore_target_account(&mut conn, &self.plan.target).await;
                         let _ = conn.disconnect().await;
-                        continue;
+                        match restored {
+                            Ok(()) => continue,
+                            Err(e) => last_error = sql_secret(GIVE_PASSWORD_BACK)(e).to_string(),
+                        }
                     }
                 }
             }
@@ -1664,6 +1669,40 @@ async fn started_after(conn: &mut Conn, since: jiff::Timestamp) -> bool {
 }
 
 /// Sets the password of every account named like the engine's target user (not binary-logged).
+const GIVE_PASSWORD_BACK: &str = "giving the engine's target account its password back";
+
+/// The target's address with the source's account: what reaches the target after a clone gave it the source's
+/// accounts.
+fn source_credentials_on_target(plan: &Plan) -> Server {
+    Server {
+        user: plan.source.user.clone(),
+        password: plan.source.password.clone(),
+        ..plan.target.clone()
+    }
+}
+
+/// When the source's credentials reach the target (a clone's accounts), gives the engine's target account its
+/// password back; true when it did.
+async fn reclaim_target_account(plan: &Plan) -> bool {
+    let Ok(mut conn) = source_credentials_on_target(plan).connect("target").await else {
+        return false;
+    };
+    let restored = restore_target_account(&mut conn, &plan.target).await;
+    let _ = conn.disconnect().await;
+    match restored {
+        Ok(()) => {
+            tracing::info!(
+                "the target held the source's accounts (an interrupted clone): its account has its password back"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %sql_secret(GIVE_PASSWORD_BACK)(e), "cannot give the target account its password back");
+            false
+        }
+    }
+}
+
 async fn restore_target_account(conn: &mut Conn, target: &Server) -> Result<(), mysql_async::Error> {
     let hosts: Vec<String> = conn
         .exec("SELECT Host FROM mysql.user WHERE User = ?", (target.user.as_str(),))
