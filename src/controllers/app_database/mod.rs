@@ -197,7 +197,7 @@ async fn reconcile(db: Arc<AppDatabase>, ctx: Arc<Context>) -> Result<Action, Er
         .measure(NAME, &*object, async {
             finalizer(&api, FINALIZER_DATABASE_CLEANUP, db, |event| async {
                 match event {
-                    Finalizer::Apply(db) => apply(db, &ctx).await,
+                    Finalizer::Apply(db) => reconcile_live(db, &ctx).await,
                     Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
                 }
             })
@@ -240,8 +240,8 @@ async fn dns_permission(ctx: &Context, db: &AppDatabase) -> Result<Result<(), dn
 
 /// Applies the database, and reports an object in the way of one of its children as `NameInUse` (no retry storm: the
 /// object has to go first, which takes a person).
-async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
-    match apply_children(db.clone(), ctx).await {
+async fn reconcile_live(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
+    match steps(db.clone(), ctx).await {
         Err(Error::Step(StepError::NameInUse(in_use))) => {
             let ns = db.namespace().unwrap_or_default();
             let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
@@ -268,7 +268,7 @@ async fn apply(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn apply_children(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
+async fn steps(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     let ns = db.namespace().unwrap_or_default();
     let observed = dereference(&db, ctx, &ns).await?;
     let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);

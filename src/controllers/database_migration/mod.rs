@@ -184,7 +184,7 @@ impl Controller for DatabaseMigrationController {
 }
 
 async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx.metrics.measure(NAME, &*m.clone(), act(m.clone(), &ctx)).await;
+    let result = ctx.metrics.measure(NAME, &*m.clone(), advance(m.clone(), &ctx)).await;
     count_states(&ctx);
     match result {
         // An object in the way of one the migration needs (its Job's identity): a person has to remove it; the
@@ -200,7 +200,7 @@ async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Actio
     }
 }
 
-async fn act(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> {
+async fn advance(m: Arc<DatabaseMigration>, ctx: &Context) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
     let status = m.status.clone().unwrap_or_default();
     let copying = m.spec.effective_strategy() != MigrationStrategy::Readdress;

@@ -301,7 +301,7 @@ async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Ac
         .measure(NAME, &*object, async {
             finalizer(&api, FINALIZER_RELEASE_RANGE, network, |event| async {
                 match event {
-                    Finalizer::Apply(n) => apply(n, &ctx).await,
+                    Finalizer::Apply(n) => steps(n, &ctx).await,
                     Finalizer::Cleanup(n) => cleanup(n, &ctx).await,
                 }
             })
@@ -313,7 +313,7 @@ async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Ac
 
 /// The reconcile: validate and claim the range, apply the namespace's policies, observe what the network hosts,
 /// status.
-async fn apply(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
+async fn steps(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, Error> {
     let namespace = network.namespace().unwrap_or_default();
     let allocation = claim_range(&network, ctx).await?;
     if allocation.is_ok() {

@@ -215,7 +215,10 @@ impl Controller for VpnConnectionController {
 }
 
 async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx.metrics.measure(NAME, &*vpn.clone(), apply(vpn, &ctx)).await;
+    let result = ctx
+        .metrics
+        .measure(NAME, &*vpn.clone(), reconcile_live(vpn, &ctx))
+        .await;
     count_tunnels(&ctx);
     result
 }
@@ -234,8 +237,8 @@ fn outside_address(service: Option<&Service>) -> Option<Ipv4Addr> {
 
 /// Applies the connection, and reports an object in the way of one of its children as `NameInUse`: a person has to
 /// remove it, so the connection waits instead of retrying.
-async fn apply(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
-    match apply_children(vpn.clone(), ctx).await {
+async fn reconcile_live(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
+    match steps(vpn.clone(), ctx).await {
         Err(Error::Step(StepError::NameInUse(in_use))) => {
             let tunnels = vpn.status.clone().unwrap_or_default().tunnels;
             write_status(
@@ -269,7 +272,7 @@ struct Rollout {
 
 /// The reconcile: validate the customer side, apply the Services and observe the gateways, describe the
 /// connection, apply the gateways' RBAC and roll the gateways (tunnel 2 after tunnel 1), publish the download, status.
-async fn apply_children(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
+async fn steps(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
     let ns = vpn.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let validated = match validate_customer_side(&vpn, ctx, &ns, &secrets).await? {
