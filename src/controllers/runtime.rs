@@ -115,6 +115,28 @@ where
         .collect()
 }
 
+/// Runs `controller` until `shutdown`: each object through `reconcile`, failures through the one [`error_policy`],
+/// the results drained ([`drain`]).
+pub async fn serve<K, E, C, Fut>(
+    controller: kube::runtime::Controller<K>,
+    shutdown: tokio_util::sync::CancellationToken,
+    reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<C>) -> Fut,
+    context: std::sync::Arc<C>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: std::fmt::Debug + Eq + std::hash::Hash + Clone + Unpin,
+    E: ReconcileError + std::error::Error + Send + 'static,
+    C: WithMetrics + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, E>> + Send + 'static,
+{
+    drain(
+        controller
+            .graceful_shutdown_on(shutdown.cancelled_owned())
+            .run(reconcile, error_policy, context),
+    )
+    .await;
+}
+
 /// Runs a controller's result stream to its end. Reconcile failures are logged by each `error_policy`; what is left
 /// to say here is that a watch failed (the controller retries it with backoff) — otherwise such failures go unseen.
 pub async fn drain<K, E, S>(results: S)

@@ -180,12 +180,7 @@ impl Controller for AppDatabaseController {
                 metrics: ctx.metrics.clone(),
                 dns_crd: Mutex::new(None),
             });
-            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
-                reconcile,
-                crate::controllers::runtime::error_policy,
-                context,
-            ))
-            .await;
+            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
         })
     }
 }

@@ -173,12 +173,7 @@ impl Controller for DatabaseMigrationController {
                 migrations: store.clone(),
                 gauges: self.gauges.clone(),
             });
-            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
-                reconcile,
-                crate::controllers::runtime::error_policy,
-                context,
-            ))
-            .await;
+            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
         })
     }
 }

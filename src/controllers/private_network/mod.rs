@@ -209,12 +209,7 @@ impl Controller for PrivateNetworkController {
                 recorder: crate::controllers::runtime::recorder(client),
                 metrics: ctx.metrics.clone(),
             });
-            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
-                reconcile,
-                crate::controllers::runtime::error_policy,
-                context,
-            ))
-            .await;
+            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
         })
     }
 }

@@ -204,12 +204,7 @@ impl Controller for VpnConnectionController {
                 connections: store.clone(),
                 tunnels: self.tunnels.clone(),
             });
-            crate::controllers::runtime::drain(controller.graceful_shutdown_on(ctx.shutdown.cancelled_owned()).run(
-                reconcile,
-                crate::controllers::runtime::error_policy,
-                context,
-            ))
-            .await;
+            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
         })
     }
 }
