@@ -196,6 +196,14 @@ pub fn job(i: &JobInputs<'_>) -> Job {
     }
 }
 
+/// The Job has failed for good (its `Failed` condition holds: the backoff limit is spent).
+pub fn failed(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+}
+
 /// The reports of the most recent run: the newest pod that has reported anything (its key in the migration's
 /// report ConfigMap).
 pub fn reports_from(pods: &[Pod], reports: Option<&k8s_openapi::api::core::v1::ConfigMap>) -> Vec<PhaseReport> {

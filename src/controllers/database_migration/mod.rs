@@ -643,16 +643,11 @@ async fn roll_back(
     // the source is writable again with a Job that only rolls back.
     let rollback_name = copy::job_name(m, true);
     let rollback = jobs.get_opt(&rollback_name).await.map_err(read("the rollback Job"))?;
-    match rollback.and_then(|j| j.status) {
+    match rollback {
         None => {
             start_copy_job(ctx, m, db, copy, true).await?;
         }
-        Some(s)
-            if s.conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Failed" && c.status == "True") =>
-        {
+        Some(job) if copy::failed(&job) => {
             let msg = format!(
                 "the migration Job and its rollback failed; the source may still refuse writes: run \
                  `appdb-operator migrate --rollback` against it (see the logs of Job {job_name})"
@@ -750,13 +745,7 @@ async fn copy_progress(
     if let Some(downtime) = folded.done {
         return complete_copy(&m, ctx, &db, &copy, status, downtime, now).await;
     }
-    let failed = job.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Failed" && c.status == "True")
-    });
-    if failed {
+    if copy::failed(&job) {
         return roll_back(&m, ctx, &db, &copy, status, &current_state).await;
     }
     let phase = folded.copy.phase.map_or("starting", CopyPhase::as_str);
