@@ -100,7 +100,7 @@ pub fn check_owned<K: Resource>(kind: &str, desired: &K, live: Option<&K>) -> Re
 
 /// Applies `desired` unless `live` already matches it. Returns whether a write was made. Refuses (never writes) when
 /// `live` is not controlled by `desired`'s owner: see [`NameInUse`].
-pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool, ApplyError>
+pub async fn apply_if_changed<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool, PatchError>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
@@ -124,60 +124,69 @@ where
 
 /// Why [`apply_if_changed`] did not apply.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub enum PatchError {
     #[error(transparent)]
     NameInUse(#[from] NameInUse),
     #[error(transparent)]
     Kube(#[from] kube::Error),
 }
 
-/// A step on one object that failed; the message names the object ("reading the admin Secret failed: ...").
+// One error per step of a reconcile. The pure steps have their own (validation's reasons, the block and schedule
+// errors) and build cannot fail; the two steps that talk to the API server are these, and writing status is each
+// controller's `Error::Status`.
+
+/// The dereference step failed: an object the reconcile depends on could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
+#[error("reading {what} failed: {source}")]
+pub struct ReadError {
+    pub what: &'static str,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// The apply step failed on one child; reading the live child to compare with it is part of the step.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
     #[error("reading {what} failed: {source}")]
     Read { what: &'static str, source: kube::Error },
     #[error("applying {what} failed: {source}")]
-    Apply { what: &'static str, source: kube::Error },
+    Write { what: &'static str, source: kube::Error },
     /// Not a failure to retry quickly: the owner reports it as `NameInUse` until the object goes.
     #[error(transparent)]
     NameInUse(#[from] NameInUse),
 }
 
-impl StepError {
+impl ApplyError {
     /// Short label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            StepError::Read { .. } => "dereference",
-            StepError::Apply { .. } => "apply",
-            StepError::NameInUse(_) => "name_in_use",
-        }
-    }
-
-    /// The object in the way, when that is what stopped the step.
-    pub fn name_in_use(&self) -> Option<&NameInUse> {
-        match self {
-            StepError::NameInUse(n) => Some(n),
-            _ => None,
+            ApplyError::Read { .. } | ApplyError::Write { .. } => "apply",
+            ApplyError::NameInUse(_) => "name_in_use",
         }
     }
 }
 
-/// `.map_err(read("the admin Secret"))`
-pub fn read(what: &'static str) -> impl FnOnce(kube::Error) -> StepError {
-    move |source| StepError::Read { what, source }
+/// `.map_err(read("the admin Secret"))`: a read of the dereference step.
+pub fn read(what: &'static str) -> impl FnOnce(kube::Error) -> ReadError {
+    move |source| ReadError { what, source }
 }
 
 /// `.map_err(applying("the StatefulSet"))`
-pub fn applying(what: &'static str) -> impl FnOnce(kube::Error) -> StepError {
-    move |source| StepError::Apply { what, source }
+pub fn applying(what: &'static str) -> impl FnOnce(kube::Error) -> ApplyError {
+    move |source| ApplyError::Write { what, source }
+}
+
+/// `.map_err(reading_child("the gateway Deployment"))`: a read of a child the apply step compares or acts on.
+pub fn reading_child(what: &'static str) -> impl FnOnce(kube::Error) -> ApplyError {
+    move |source| ApplyError::Read { what, source }
 }
 
 /// Reads the live object and applies `desired` when it differs. Returns the live object as it was.
-pub async fn apply_child<K>(api: &Api<K>, desired: &K, what: &'static str) -> Result<Option<K>, StepError>
+pub async fn apply_child<K>(api: &Api<K>, desired: &K, what: &'static str) -> Result<Option<K>, ApplyError>
 where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
-    let live = api.get_opt(&desired.name_any()).await.map_err(read(what))?;
+    let live = api.get_opt(&desired.name_any()).await.map_err(reading_child(what))?;
     apply_if_changed(api, desired, live.as_ref())
         .await
         .map_err(applied(what))?;
@@ -186,7 +195,7 @@ where
 
 /// Creates an object that is made once and never rewritten (a generated password, a Job). `Some` with the created
 /// object, `None` when it exists already (another reconcile or operator process made it first).
-pub async fn create_once<K>(api: &Api<K>, object: &K, what: &'static str) -> Result<Option<K>, StepError>
+pub async fn create_once<K>(api: &Api<K>, object: &K, what: &'static str) -> Result<Option<K>, ApplyError>
 where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -198,20 +207,25 @@ where
 }
 
 /// `.map_err(applied("the StatefulSet"))` for [`apply_if_changed`]: a name in use stays that, not an API failure.
-pub fn applied(what: &'static str) -> impl FnOnce(ApplyError) -> StepError {
+pub fn applied(what: &'static str) -> impl FnOnce(PatchError) -> ApplyError {
     move |e| match e {
-        ApplyError::NameInUse(n) => n.into(),
-        ApplyError::Kube(source) => StepError::Apply { what, source },
+        PatchError::NameInUse(n) => n.into(),
+        PatchError::Kube(source) => ApplyError::Write { what, source },
     }
 }
 
 /// Reads an object the operator creates once and never rewrites (a generated password or key), refusing one that is
 /// not controlled by `owner`: a pre-seeded Secret with the generated name must never be taken as the operator's.
-pub async fn get_owned<K>(api: &Api<K>, name: &str, owner_uid: &str, what: &'static str) -> Result<Option<K>, StepError>
+pub async fn get_owned<K>(
+    api: &Api<K>,
+    name: &str,
+    owner_uid: &str,
+    what: &'static str,
+) -> Result<Option<K>, ApplyError>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
-    let live = api.get_opt(name).await.map_err(read(what))?;
+    let live = api.get_opt(name).await.map_err(reading_child(what))?;
     if let Some(object) = &live
         && controller_uid(object) != Some(owner_uid)
     {

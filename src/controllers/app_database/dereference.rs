@@ -3,10 +3,10 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::{Context, Error, validate::current_network};
+use super::{Context, validate::current_network};
 use crate::{
     api::{AppDatabase, DatabaseMigration, PrivateNetwork},
-    controllers::apply::read,
+    controllers::apply::{ReadError, read},
 };
 
 /// What one reconcile reads before deciding anything: the database's migrations (a migration in progress moves it
@@ -20,7 +20,7 @@ pub(super) struct Observed {
     pub secret: Option<Secret>,
 }
 
-pub(super) async fn dereference(db: &AppDatabase, ctx: &Context, ns: &str) -> Result<Observed, Error> {
+pub(super) async fn dereference(db: &AppDatabase, ctx: &Context, ns: &str) -> Result<Observed, ReadError> {
     let migrations = Api::<DatabaseMigration>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default())
         .await

@@ -49,7 +49,9 @@ use self::{
 use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
     config::OperatorConfig,
-    controllers::apply::{StepError, apply_child, apply_status, applying, create_once, get_owned, read},
+    controllers::apply::{
+        ApplyError, ReadError, apply_child, apply_status, applying, create_once, get_owned, read, reading_child,
+    },
     database::{ServerPlan, copy_server_plan, names},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
@@ -65,8 +67,12 @@ const DNS_CRD: &str = "dnsendpoints.externaldns.k8s.io";
 /// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The dereference step.
     #[error(transparent)]
-    Step(#[from] StepError),
+    Dereference(#[from] ReadError),
+    /// The apply step.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
     #[error("cleaning up failed: {0}")]
@@ -80,7 +86,8 @@ impl crate::controllers::runtime::ReconcileError for Error {
 
     fn metric_label(&self) -> &'static str {
         match self {
-            Error::Step(step) => step.metric_label(),
+            Error::Dereference(_) => "dereference",
+            Error::Apply(step) => step.metric_label(),
             Error::Status(_) => "status",
             Error::Cleanup(_) => "cleanup",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -237,7 +244,7 @@ async fn dns_permission(ctx: &Context, db: &AppDatabase) -> Result<Result<(), dn
 /// object has to go first, which takes a person).
 async fn reconcile_live(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     match steps(db.clone(), ctx).await {
-        Err(Error::Step(StepError::NameInUse(in_use))) => {
+        Err(Error::Apply(ApplyError::NameInUse(in_use))) => {
             let ns = db.namespace().unwrap_or_default();
             let host = format!("{}.{ns}.svc.{}", names(&db).client, ctx.config.cluster_domain);
             let dns = if db.spec.dns.is_some() {
@@ -433,7 +440,7 @@ async fn apply_tunnel_access(db: &AppDatabase, ctx: &Context, ns: &str, servers:
     } else if bindings
         .get_opt(&tunnel_access_name(db))
         .await
-        .map_err(read("the tunnel RoleBinding"))?
+        .map_err(reading_child("the tunnel RoleBinding"))?
         .is_some()
     {
         apply_child(&bindings, &tunnel_binding(db), "the tunnel RoleBinding").await?;
@@ -542,7 +549,11 @@ async fn rotate_password(
     }
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let job_name = rotation_job_name(db, secret_revision);
-    match jobs.get_opt(&job_name).await.map_err(read("the rotation Job"))? {
+    match jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(reading_child("the rotation Job"))?
+    {
         None => {
             let mut job = rotation_job(
                 db,

@@ -2,10 +2,10 @@
 
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::{Context, Error};
+use super::Context;
 use crate::{
     api::{AppDatabase, DatabaseMigration, PrivateNetwork, VpnConnection},
-    controllers::apply::read,
+    controllers::apply::{ReadError, read},
     migration::Observed,
 };
 
@@ -16,7 +16,7 @@ pub(super) async fn observe_preconditions(
     ctx: &Context,
     ns: &str,
     copying: bool,
-) -> Result<(Observed, Option<String>), Error> {
+) -> Result<(Observed, Option<String>), ReadError> {
     let db = Api::<AppDatabase>::namespaced(ctx.client.clone(), ns)
         .get_opt(&m.spec.database)
         .await

@@ -25,7 +25,7 @@ use crate::{
         database_migration::{CopyPhase, MigrationStrategy, state},
     },
     config::OperatorConfig,
-    controllers::apply::{StepError, apply_status, read},
+    controllers::apply::{ApplyError, ReadError, apply_status, read, reading_child},
     manager::{Controller, ControllerContext},
     metrics::Metrics,
     migration::{Decision, Schedule, decide, loses_premises_access, parse_schedule},
@@ -45,8 +45,12 @@ pub const PREMISES_ACCESS: &str = "PremisesAccess";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The dereference step.
     #[error(transparent)]
-    Step(#[from] StepError),
+    Dereference(#[from] ReadError),
+    /// The apply step.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
     #[error("deleting the source network failed: {0}")]
@@ -58,7 +62,8 @@ impl crate::controllers::runtime::ReconcileError for Error {
 
     fn metric_label(&self) -> &'static str {
         match self {
-            Error::Step(s) => s.metric_label(),
+            Error::Dereference(_) => "dereference",
+            Error::Apply(s) => s.metric_label(),
             Error::Status(_) => "status",
             Error::DeleteSource(_) => "delete_source",
         }
@@ -184,7 +189,7 @@ async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Actio
     match result {
         // An object in the way of one the migration needs (its Job's identity): a person has to remove it; the
         // migration keeps its state and says so instead of retrying every few seconds.
-        Err(Error::Step(StepError::NameInUse(in_use))) => {
+        Err(Error::Apply(ApplyError::NameInUse(in_use))) => {
             let mut status = m.status.clone().unwrap_or_default();
             let state = m.state().unwrap_or(state::SCHEDULED).to_owned();
             let message = in_use.to_string();
@@ -642,7 +647,10 @@ async fn roll_back(
     // The engine could not finish (it is run again after every failure until the Job gives up): make sure
     // the source is writable again with a Job that only rolls back.
     let rollback_name = copy::job_name(m, true);
-    let rollback = jobs.get_opt(&rollback_name).await.map_err(read("the rollback Job"))?;
+    let rollback = jobs
+        .get_opt(&rollback_name)
+        .await
+        .map_err(reading_child("the rollback Job"))?;
     match rollback {
         None => {
             start_copy_job(ctx, m, db, copy, true).await?;
@@ -713,17 +721,21 @@ async fn copy_progress(
     let current_state = m.state().unwrap_or(state::PREPARING).to_owned();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let job_name = copy::job_name(&m, false);
-    let Some(job) = jobs.get_opt(&job_name).await.map_err(read("the migration Job"))? else {
+    let Some(job) = jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(reading_child("the migration Job"))?
+    else {
         return start_copy(&m, ctx, &db, &copy, status).await;
     };
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&format!("{}={}", copy::LABEL_MIGRATION, m.name_any())))
         .await
-        .map_err(read("the migration Job's pods"))?;
+        .map_err(reading_child("the migration Job's pods"))?;
     let reports = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&copy::report_configmap_name(&m))
         .await
-        .map_err(read("the migration's report ConfigMap"))?;
+        .map_err(reading_child("the migration's report ConfigMap"))?;
     let folded = copy::fold(&copy.server, &copy::reports_from(&pods.items, reports.as_ref()));
     status.copy = Some(folded.copy.clone());
     status.phase_times.extend(folded.phase_times.clone());

@@ -3,8 +3,9 @@
 
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::{Context, Error};
+use super::Context;
 use crate::api::{DatabaseMigration, PrivateNetwork};
+use crate::controllers::apply::{ReadError, read};
 
 /// The databases of the network's namespace that live on it (not being deleted), by name, sorted.
 pub(super) fn databases_on(ctx: &Context, network: &PrivateNetwork) -> Vec<String> {
@@ -23,11 +24,11 @@ pub(super) fn databases_on(ctx: &Context, network: &PrivateNetwork) -> Vec<Strin
 }
 
 /// Whether a migration in progress moves a database to or from the network: both networks say so.
-pub(super) async fn in_migration(ctx: &Context, network: &PrivateNetwork) -> Result<bool, Error> {
+pub(super) async fn in_migration(ctx: &Context, network: &PrivateNetwork) -> Result<bool, ReadError> {
     let migrations = Api::<DatabaseMigration>::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default())
         .list(&ListParams::default())
         .await
-        .map_err(Error::Allocate)?
+        .map_err(read("the DatabaseMigrations"))?
         .items;
     Ok(migrations.iter().any(|m| m.in_progress_on(&network.name_any())))
 }

@@ -49,10 +49,13 @@ pub enum Error {
     Allocate(#[source] kube::Error),
     #[error("releasing the range failed: {0}")]
     Release(#[source] kube::Error),
+    /// The dereference step.
+    #[error(transparent)]
+    Dereference(#[from] crate::controllers::apply::ReadError),
     #[error("reading the isolation NetworkPolicies failed: {0}")]
     ReadPolicies(#[source] kube::Error),
     #[error("applying the isolation NetworkPolicies failed: {0}")]
-    ApplyPolicies(#[source] crate::controllers::apply::ApplyError),
+    ApplyPolicies(#[source] crate::controllers::apply::PatchError),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
     #[error("AppDatabase {0} still lives on this network; delete it or migrate it to another network first")]
@@ -68,6 +71,7 @@ impl crate::controllers::runtime::ReconcileError for Error {
         match self {
             Error::Allocate(_) => "allocate",
             Error::Release(_) => "release",
+            Error::Dereference(_) => "dereference",
             Error::ReadPolicies(_) | Error::ApplyPolicies(_) => "apply_policies",
             Error::Status(_) => "status",
             Error::InUse(_) => "in_use",
@@ -84,7 +88,7 @@ impl crate::controllers::runtime::ReconcileError for Error {
         Duration::from_secs(match self {
             Error::InUse(_) => 30,
             // A NetworkPolicy of someone else's holds an isolation policy's name: a person must remove it.
-            Error::ApplyPolicies(crate::controllers::apply::ApplyError::NameInUse(_)) => 30,
+            Error::ApplyPolicies(crate::controllers::apply::PatchError::NameInUse(_)) => 30,
             _ => 5,
         })
     }

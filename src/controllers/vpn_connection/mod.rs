@@ -38,7 +38,9 @@ use crate::{
         vpn_connection::{TunnelState, TunnelStatus},
     },
     config::OperatorConfig,
-    controllers::apply::{StepError, applied, apply_child, apply_if_changed, apply_status, read},
+    controllers::apply::{
+        ApplyError, ReadError, applied, apply_child, apply_if_changed, apply_status, read, reading_child,
+    },
     ipam::pinghost,
     manager::{Controller, ControllerContext},
     metrics::Metrics,
@@ -54,8 +56,12 @@ const NAME: &str = "vpnconnection";
 /// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The dereference step.
     #[error(transparent)]
-    Step(#[from] StepError),
+    Dereference(#[from] ReadError),
+    /// The apply step.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     #[error("writing status failed: {0}")]
     Status(#[source] kube::Error),
 }
@@ -65,7 +71,8 @@ impl crate::controllers::runtime::ReconcileError for Error {
 
     fn metric_label(&self) -> &'static str {
         match self {
-            Error::Step(step) => step.metric_label(),
+            Error::Dereference(_) => "dereference",
+            Error::Apply(step) => step.metric_label(),
             Error::Status(_) => "status",
         }
     }
@@ -234,7 +241,7 @@ fn outside_address(service: Option<&Service>) -> Option<Ipv4Addr> {
 /// remove it, so the connection waits instead of retrying.
 async fn reconcile_live(vpn: Arc<VpnConnection>, ctx: &Context) -> Result<Action, Error> {
     match steps(vpn.clone(), ctx).await {
-        Err(Error::Step(StepError::NameInUse(in_use))) => {
+        Err(Error::Apply(ApplyError::NameInUse(in_use))) => {
             let tunnels = vpn.status.clone().unwrap_or_default().tunnels;
             write_status(
                 ctx,
@@ -342,7 +349,7 @@ async fn apply_services_and_observe_gateways(vpn: &VpnConnection, ctx: &Context,
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("{LABEL_VPN}={}", vpn.name_any())))
         .await
-        .map_err(read("the gateway pods"))?
+        .map_err(reading_child("the gateway pods"))?
         .items;
     let live: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     if let Some(prune) = crate::report::prune_patch(reports.as_ref(), &live) {
@@ -484,7 +491,7 @@ async fn roll_gateways(
         let live = deployments
             .get_opt(&desired.name_any())
             .await
-            .map_err(read("a gateway Deployment"))?;
+            .map_err(reading_child("a gateway Deployment"))?;
         if n == 2
             && !rollout.tunnel1_settled
             && let Some(live) = &live
