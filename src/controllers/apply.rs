@@ -294,4 +294,31 @@ mod tests {
         assert!(!is_subset(&desired, &json!({"spec": {"ports": [{"port": 1}]}})));
         assert!(is_subset(&json!({"a": null, "b": []}), &json!({})));
     }
+
+    #[test]
+    fn each_step_error_names_its_object_and_its_step() {
+        let gone = || kube::Error::SerdeError(serde_json::from_str::<u8>("not a number").unwrap_err());
+        let read_failed = read("the admin Secret")(gone());
+        assert!(
+            read_failed.to_string().starts_with("reading the admin Secret failed: "),
+            "{read_failed}"
+        );
+        let child = reading_child("a gateway Deployment")(gone());
+        assert!(
+            child.to_string().starts_with("reading a gateway Deployment failed: "),
+            "{child}"
+        );
+        assert_eq!(child.metric_label(), "apply");
+        let write = applying("the StatefulSet")(gone());
+        assert!(
+            write.to_string().starts_with("applying the StatefulSet failed: "),
+            "{write}"
+        );
+        let in_use = applied("the root Secret")(PatchError::NameInUse(NameInUse {
+            kind: "Secret".into(),
+            name: "orders-root".into(),
+        }));
+        assert!(matches!(in_use, ApplyError::NameInUse(_)));
+        assert_eq!(in_use.metric_label(), "name_in_use");
+    }
 }
