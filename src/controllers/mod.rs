@@ -5,6 +5,7 @@
 pub mod app_database;
 pub mod apply;
 pub mod database_migration;
+pub mod error;
 pub mod events;
 pub mod private_network;
 pub mod rbac;

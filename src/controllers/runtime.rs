@@ -1,41 +1,45 @@
 //! What every controller's wiring shares: lean caches, watch mappers, the drained run loop, the retry policy for
 //! errors, spread resyncs, and Events.
 
-use super::events;
+use super::{
+    error::{KindError, ReconcileError},
+    events,
+};
 
-/// An error a controller's reconcile returns (bad input is a status condition, never one of these): counted under
-/// its controller and label, logged, and retried.
-pub trait ReconcileError: std::fmt::Display {
-    /// The controller's name in metrics and logs.
-    const CONTROLLER: &'static str;
-    /// The `reason` label of `appdb_reconcile_errors_total`.
-    fn metric_label(&self) -> &'static str;
-    /// When to try again: soon, unless a person has to act first.
-    fn retry_after(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(5)
-    }
+/// One kind's controller as the manager runs it: its name (in metrics, logs and readiness) and how it watches and
+/// reconciles. Every [`Kind`] is a [`crate::manager::Controller`].
+pub trait Kind: Send + 'static {
+    /// Short name used in metrics, logs and readiness (`privatenetwork`).
+    const NAME: &'static str;
+    /// Watches and reconciles until `ctx.shutdown` fires.
+    fn serve(self, ctx: crate::manager::ControllerContext) -> impl std::future::Future<Output = ()> + Send + 'static;
 }
 
-/// A controller's context, as far as the error policy needs it.
-pub trait WithMetrics {
-    fn metrics(&self) -> &crate::metrics::Metrics;
+impl<T: Kind> crate::manager::Controller for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn run(self: Box<Self>, ctx: crate::manager::ControllerContext) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin((*self).serve(ctx))
+    }
 }
 
 /// The one error policy of every controller: count, log with the object's namespace and name (errors name objects,
 /// never a Secret's value), retry after [`ReconcileError::retry_after`].
-pub fn error_policy<K, E, C>(
-    object: std::sync::Arc<K>,
-    error: &E,
-    ctx: std::sync::Arc<C>,
+fn error_policy<K, Own>(
+    controller: &'static str,
+    metrics: &crate::metrics::Metrics,
+    object: &K,
+    error: &ReconcileError<Own>,
 ) -> kube::runtime::controller::Action
 where
     K: kube::Resource,
-    E: ReconcileError,
-    C: WithMetrics,
+    Own: KindError,
 {
-    ctx.metrics().count_error(E::CONTROLLER, error.metric_label());
+    metrics.count_error(controller, error.metric_label());
     tracing::warn!(
-        controller = E::CONTROLLER,
+        controller,
         namespace = %object.meta().namespace.as_deref().unwrap_or_default(),
         name = %object.meta().name.as_deref().unwrap_or_default(),
         error = %error,
@@ -93,6 +97,12 @@ where
     });
 }
 
+/// A watch of the objects the operator made (labelled `app.kubernetes.io/managed-by`): what each controller `owns`.
+pub fn made_by_the_operator() -> kube::runtime::watcher::Config {
+    use crate::names::{LABEL_MANAGED_BY, MANAGED_BY};
+    kube::runtime::watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"))
+}
+
 /// The Event recorder of the operator (reporting controller `appdb-operator`, instance: the pod's name).
 pub fn recorder(client: kube::Client) -> events::Recorder {
     events::Recorder::new(client, crate::names::FIELD_MANAGER, std::env::var("POD_NAME").ok())
@@ -115,26 +125,91 @@ where
         .collect()
 }
 
-/// Runs `controller` until `shutdown`: each object through `reconcile`, failures through the one [`error_policy`],
-/// the results drained ([`drain`]).
-pub async fn serve<K, E, C, Fut>(
+/// What a reconcile reads besides its object: the client, the operator's configuration, the Event recorder, and what
+/// only its kind keeps (`kind`: its caches and metrics).
+pub struct Context<T> {
+    pub client: kube::Client,
+    pub config: std::sync::Arc<crate::config::OperatorConfig>,
+    pub recorder: events::Recorder,
+    pub kind: T,
+}
+
+/// Runs `controller` until `ctx.shutdown`, `config.concurrency` objects at a time: each object through `reconcile`
+/// with a [`Context`] of `kind`, measured (`appdb_reconciles_total`, the duration histogram, a span naming the
+/// object), failures through the one [`error_policy`], the results drained ([`drain`]).
+pub async fn serve<K, T, Own, Fut>(
+    name: &'static str,
     controller: kube::runtime::Controller<K>,
-    shutdown: tokio_util::sync::CancellationToken,
-    reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<C>) -> Fut,
-    context: std::sync::Arc<C>,
+    ctx: crate::manager::ControllerContext,
+    config: std::sync::Arc<crate::config::OperatorConfig>,
+    kind: T,
+    mut reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<Context<T>>) -> Fut,
 ) where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: std::fmt::Debug + Eq + std::hash::Hash + Clone + Unpin,
-    E: ReconcileError + std::error::Error + Send + 'static,
-    C: WithMetrics + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, E>> + Send + 'static,
+    T: Send + Sync + 'static,
+    Own: KindError,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, ReconcileError<Own>>> + Send + 'static,
 {
+    let concurrency = config.concurrency;
+    let context = std::sync::Arc::new(Context {
+        client: ctx.client.clone(),
+        config,
+        recorder: recorder(ctx.client),
+        kind,
+    });
+    let metrics = ctx.metrics;
+    let measured = {
+        let metrics = metrics.clone();
+        move |object: std::sync::Arc<K>, context| {
+            let work = reconcile(object.clone(), context);
+            let metrics = metrics.clone();
+            async move { metrics.measure(name, &*object, work).await }
+        }
+    };
     drain(
         controller
-            .graceful_shutdown_on(shutdown.cancelled_owned())
-            .run(reconcile, error_policy, context),
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(ctx.shutdown.cancelled_owned())
+            .run(
+                measured,
+                move |object, error, _| error_policy(name, &metrics, &*object, error),
+                context,
+            ),
     )
     .await;
+}
+
+/// Runs `apply` on a live object, `cleanup` on one being deleted, and keeps `finalizer` on it in between (kube-rs's
+/// finalizer helper, with its errors as the [`ReconcileError::Finalizer`] step).
+pub async fn with_finalizer<K, Own, Apply, Cleanup>(
+    client: &kube::Client,
+    finalizer: &str,
+    object: std::sync::Arc<K>,
+    apply: impl FnOnce(std::sync::Arc<K>) -> Apply,
+    cleanup: impl FnOnce(std::sync::Arc<K>) -> Cleanup,
+) -> Result<kube::runtime::controller::Action, ReconcileError<Own>>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+    Own: KindError,
+    Apply: std::future::Future<Output = Result<kube::runtime::controller::Action, ReconcileError<Own>>>,
+    Cleanup: std::future::Future<Output = Result<kube::runtime::controller::Action, ReconcileError<Own>>>,
+{
+    use kube::runtime::finalizer::{Event, finalizer as keep_finalizer};
+    let api: kube::Api<K> =
+        kube::Api::namespaced(client.clone(), object.meta().namespace.as_deref().unwrap_or_default());
+    keep_finalizer(&api, finalizer, object, |event| async move {
+        match event {
+            Event::Apply(object) => apply(object).await,
+            Event::Cleanup(object) => cleanup(object).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
 /// Runs a controller's result stream to its end. Reconcile failures are logged by each `error_policy`; what is left

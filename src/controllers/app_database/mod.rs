@@ -13,9 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::BoxFuture;
-
-use crate::controllers::events::{EventType, Recorder};
+use crate::controllers::events::EventType;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -31,7 +29,6 @@ use kube::{
     api::{DeleteParams, DynamicObject, ListParams},
     runtime::{
         controller::Action,
-        finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -50,54 +47,27 @@ use crate::{
     api::{AppDatabase, PrivateNetwork, app_database::DeletionPolicy},
     config::OperatorConfig,
     controllers::apply::{
-        ApplyError, ReadError, apply_child, apply_status, applying, create_once, get_owned, read, reading_child,
+        ApplyError, apply_child, apply_status, applying, create_once, get_owned, read, reading_child,
     },
+    controllers::runtime::{Kind, with_finalizer},
     database::{ServerPlan, copy_server_plan, names},
-    manager::{Controller, ControllerContext},
-    metrics::Metrics,
-    names::{
-        ANNOTATION_DNS_DOMAINS, ANNOTATION_SECRET_REVISION, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE,
-        LABEL_MANAGED_BY, MANAGED_BY,
-    },
+    manager::ControllerContext,
+    names::{ANNOTATION_DNS_DOMAINS, ANNOTATION_SECRET_REVISION, FINALIZER_DATABASE_CLEANUP, LABEL_DATABASE},
 };
 
 const NAME: &str = "appdatabase";
 const DNS_CRD: &str = "dnsendpoints.externaldns.k8s.io";
 
-/// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The dereference step.
-    #[error(transparent)]
-    Dereference(#[from] ReadError),
-    /// The apply step.
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    #[error("writing status failed: {0}")]
-    Status(#[source] kube::Error),
-    #[error("cleaning up failed: {0}")]
-    Cleanup(#[source] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-}
+/// Why a reconcile failed: one of the steps every kind has, or cleaning up.
+pub type Error = crate::controllers::error::ReconcileError<crate::controllers::error::StepFailed>;
 
-impl crate::controllers::runtime::ReconcileError for Error {
-    const CONTROLLER: &'static str = NAME;
-
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Dereference(_) => "dereference",
-            Error::Apply(step) => step.metric_label(),
-            Error::Status(_) => "status",
-            Error::Cleanup(_) => "cleanup",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.metric_label()
-                }
-                _ => "finalizer",
-            },
-        }
-    }
+/// Removing what a deleted database leaves outside its owner references failed.
+fn cleaning_up(source: kube::Error) -> Error {
+    Error::Own(crate::controllers::error::StepFailed {
+        label: "cleanup",
+        doing: "cleaning up",
+        source,
+    })
 }
 
 /// The AppDatabase controller as the manager runs it.
@@ -111,107 +81,91 @@ impl AppDatabaseController {
     }
 }
 
-struct Context {
-    client: Client,
-    config: Arc<OperatorConfig>,
+/// What only this kind's reconcile keeps: its caches and metrics.
+struct KindState {
     databases: Store<AppDatabase>,
-    recorder: Recorder,
-    metrics: Arc<Metrics>,
     /// Whether ExternalDNS's CRD is installed, looked up at most once a minute.
     dns_crd: Mutex<Option<(Instant, bool)>>,
 }
 
-impl Controller for AppDatabaseController {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+type Context = crate::controllers::runtime::Context<KindState>;
 
-    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let client = ctx.client.clone();
-            let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-            let controller = crate::controllers::runtime::lean_controller(Api::<AppDatabase>::all(client.clone()));
-            let store = controller.store();
-            let by_secret = store.clone();
-            let by_network = store.clone();
-            let by_namespace = store.clone();
-            let controller = controller
-                .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-                .owns(Api::<Job>::all(client.clone()), managed)
-                // A migration starting or ending moves the database.
-                .watches(
-                    Api::<crate::api::DatabaseMigration>::all(client.clone()),
-                    watcher::Config::default(),
-                    |m| Some(ObjectRef::new(&m.spec.database).within(&m.namespace().unwrap_or_default())),
-                )
-                // A changed admin Secret: validation again, and password rotation.
-                .watches_stream(
-                    crate::controllers::runtime::secret_changes(client.clone()),
-                    move |secret| {
-                        let ns = secret.namespace();
-                        // The root Secret's name too: one in the way (`NameInUse`) being deleted frees the database.
-                        crate::controllers::runtime::related_in(&by_secret, ns, |db| {
-                            db.spec.admin.password_secret_ref.name == secret.name_any()
-                                || names(db).root_secret == secret.name_any()
-                        })
-                    },
-                )
-                // The platform changing a namespace's DNS domains: its databases' names are checked again at once.
-                .watches(
-                    Api::<Namespace>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |namespace| {
-                        crate::controllers::runtime::related_in(&by_namespace, Some(namespace.name_any()), |db| {
-                            db.spec.dns.is_some()
-                        })
-                    },
-                )
-                // A network turning ready (or going away).
-                .watches(
-                    Api::<PrivateNetwork>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |network| {
-                        let ns = network.namespace();
-                        crate::controllers::runtime::related_in(&by_network, ns, |db| {
-                            current_network(db) == network.name_any()
-                        })
-                    },
-                )
-                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
-            let context = Arc::new(Context {
-                client: client.clone(),
-                config: self.config.clone(),
-                databases: store,
-                recorder: crate::controllers::runtime::recorder(client),
-                metrics: ctx.metrics.clone(),
-                dns_crd: Mutex::new(None),
-            });
-            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
-        })
+impl Kind for AppDatabaseController {
+    const NAME: &'static str = NAME;
+
+    async fn serve(self, ctx: ControllerContext) {
+        let client = ctx.client.clone();
+        let managed = crate::controllers::runtime::made_by_the_operator();
+        let controller = crate::controllers::runtime::lean_controller(Api::<AppDatabase>::all(client.clone()));
+        let store = controller.store();
+        let by_secret = store.clone();
+        let by_network = store.clone();
+        let by_namespace = store.clone();
+        let controller = controller
+            .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+            .owns(Api::<Job>::all(client.clone()), managed)
+            // A migration starting or ending moves the database.
+            .watches(
+                Api::<crate::api::DatabaseMigration>::all(client.clone()),
+                watcher::Config::default(),
+                |m| Some(ObjectRef::new(&m.spec.database).within(&m.namespace().unwrap_or_default())),
+            )
+            // A changed admin Secret: validation again, and password rotation.
+            .watches_stream(
+                crate::controllers::runtime::secret_changes(client.clone()),
+                move |secret| {
+                    let ns = secret.namespace();
+                    // The root Secret's name too: one in the way (`NameInUse`) being deleted frees the database.
+                    crate::controllers::runtime::related_in(&by_secret, ns, |db| {
+                        db.spec.admin.password_secret_ref.name == secret.name_any()
+                            || names(db).root_secret == secret.name_any()
+                    })
+                },
+            )
+            // The platform changing a namespace's DNS domains: its databases' names are checked again at once.
+            .watches(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default(),
+                move |namespace| {
+                    crate::controllers::runtime::related_in(&by_namespace, Some(namespace.name_any()), |db| {
+                        db.spec.dns.is_some()
+                    })
+                },
+            )
+            // A network turning ready (or going away).
+            .watches(
+                Api::<PrivateNetwork>::all(client.clone()),
+                watcher::Config::default(),
+                move |network| {
+                    let ns = network.namespace();
+                    crate::controllers::runtime::related_in(&by_network, ns, |db| {
+                        current_network(db) == network.name_any()
+                    })
+                },
+            );
+        crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
+        let kind = KindState {
+            databases: store,
+            dns_crd: Mutex::new(None),
+        };
+        crate::controllers::runtime::serve(NAME, controller, ctx, self.config.clone(), kind, reconcile).await;
     }
 }
 
 async fn reconcile(db: Arc<AppDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<AppDatabase> = Api::namespaced(ctx.client.clone(), &db.namespace().unwrap_or_default());
-    let object = db.clone();
-    ctx.metrics
-        .measure(NAME, &*object, async {
-            finalizer(&api, FINALIZER_DATABASE_CLEANUP, db, |event| async {
-                match event {
-                    Finalizer::Apply(db) => reconcile_live(db, &ctx).await,
-                    Finalizer::Cleanup(db) => cleanup(db, &ctx).await,
-                }
-            })
-            .await
-            .map_err(|e| Error::Finalizer(Box::new(e)))
-        })
-        .await
+    with_finalizer(
+        &ctx.client,
+        FINALIZER_DATABASE_CLEANUP,
+        db,
+        |o| reconcile_live(o, &ctx),
+        |o| cleanup(o, &ctx),
+    )
+    .await
 }
 
 async fn dns_crd_installed(ctx: &Context) -> Result<bool, Error> {
     // A missing CRD is looked up again sooner than a present one: installing ExternalDNS should take effect soon.
-    if let Some((at, present)) = *ctx.dns_crd.lock().unwrap_or_else(|e| e.into_inner())
+    if let Some((at, present)) = *ctx.kind.dns_crd.lock().unwrap_or_else(|e| e.into_inner())
         && at.elapsed() < Duration::from_secs(if present { 60 } else { 10 })
     {
         return Ok(present);
@@ -222,7 +176,7 @@ async fn dns_crd_installed(ctx: &Context) -> Result<bool, Error> {
         .await
         .map_err(read("the DNSEndpoint CRD"))?
         .is_some();
-    *ctx.dns_crd.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), present));
+    *ctx.kind.dns_crd.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), present));
     Ok(present)
 }
 
@@ -236,7 +190,7 @@ async fn dns_permission(ctx: &Context, db: &AppDatabase) -> Result<Result<(), dn
         .as_ref()
         .and_then(|n| n.annotations().get(ANNOTATION_DNS_DOMAINS).cloned());
     let domains = dns::allowed_domains(annotation.as_deref(), &ctx.config.dns_domains);
-    let all = ctx.databases.state();
+    let all = ctx.kind.databases.state();
     Ok(dns::check(db, &domains, all.iter().map(|d| d.as_ref())))
 }
 
@@ -289,7 +243,7 @@ async fn steps(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     apply_tunnel_access(&db, ctx, &ns, &plan.run).await?;
     retire_servers(&db, ctx, &ns, &plan).await?;
     let servers = plan.recorded.clone();
-    let tenants = tenants(&ctx.databases.state(), &db, &valid.network);
+    let tenants = tenants(&ctx.kind.databases.state(), &db, &valid.network);
     let Some(address) = plan_addresses(valid.block, &tenants).get(&db.name_any()).copied() else {
         let phase = Phase::Invalid(Invalid::NoAddressLeft(valid.network.clone()));
         write_status(ctx, &db, &phase, host, &Dns::NotRequested, None, servers).await?;
@@ -796,7 +750,7 @@ async fn cleanup(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
     let claims = pvcs
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(Error::Cleanup)?
+        .map_err(cleaning_up)?
         .items;
     match db.spec.deletion_policy {
         DeletionPolicy::Delete => {
@@ -804,7 +758,7 @@ async fn cleanup(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
                 match pvcs.delete(&claim.name_any(), &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(Error::Cleanup(e)),
+                    Err(e) => return Err(cleaning_up(e)),
                 }
             }
             publish(
@@ -827,12 +781,6 @@ async fn cleanup(db: Arc<AppDatabase>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     Ok(Action::await_change())
-}
-
-impl crate::controllers::runtime::WithMetrics for Context {
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }
 
 #[cfg(test)]

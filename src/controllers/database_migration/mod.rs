@@ -9,11 +9,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
-
-use crate::controllers::events::{EventType, Recorder};
+use crate::controllers::events::EventType;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams},
     runtime::{controller::Action, watcher},
 };
@@ -25,8 +23,9 @@ use crate::{
         database_migration::{CopyPhase, MigrationStrategy, state},
     },
     config::OperatorConfig,
-    controllers::apply::{ApplyError, ReadError, apply_status, read, reading_child},
-    manager::{Controller, ControllerContext},
+    controllers::apply::{ApplyError, apply_status, read, reading_child},
+    controllers::runtime::Kind,
+    manager::ControllerContext,
     metrics::Metrics,
     migration::{Decision, Schedule, decide, loses_premises_access, parse_schedule},
 };
@@ -43,33 +42,19 @@ const NAME: &str = "databasemigration";
 /// Condition warning that premises would lose access (the target network has no VPN connection yet).
 pub const PREMISES_ACCESS: &str = "PremisesAccess";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The dereference step.
-    #[error(transparent)]
-    Dereference(#[from] ReadError),
-    /// The apply step.
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    #[error("writing status failed: {0}")]
-    Status(#[source] kube::Error),
-    #[error("deleting the source network failed: {0}")]
-    DeleteSource(#[source] kube::Error),
+/// Why a reconcile failed: one of the steps every kind has, or deleting the source network.
+pub type Error = crate::controllers::error::ReconcileError<crate::controllers::error::StepFailed>;
+
+/// Deleting the source network (and its VPN connections) once the database has left it failed.
+fn deleting_the_source(source: kube::Error) -> Error {
+    Error::Own(crate::controllers::error::StepFailed {
+        label: "delete_source",
+        doing: "deleting the source network",
+        source,
+    })
 }
 
-impl crate::controllers::runtime::ReconcileError for Error {
-    const CONTROLLER: &'static str = NAME;
-
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Dereference(_) => "dereference",
-            Error::Apply(s) => s.metric_label(),
-            Error::Status(_) => "status",
-            Error::DeleteSource(_) => "delete_source",
-        }
-    }
-}
-
+/// The DatabaseMigration controller as the manager runs it.
 pub struct DatabaseMigrationController {
     config: Arc<OperatorConfig>,
     gauges: MigrationGauges,
@@ -101,14 +86,13 @@ impl DatabaseMigrationController {
     }
 }
 
-struct Context {
-    client: Client,
-    config: Arc<OperatorConfig>,
-    recorder: Recorder,
-    metrics: Arc<Metrics>,
+/// What only this kind's reconcile keeps: its caches and metrics.
+struct KindState {
     migrations: kube::runtime::reflector::Store<DatabaseMigration>,
     gauges: MigrationGauges,
 }
+
+type Context = crate::controllers::runtime::Context<KindState>;
 
 /// Recounts migrations by state from the cache (cheap: one entry per migration).
 fn count_states(ctx: &Context) {
@@ -121,7 +105,7 @@ fn count_states(ctx: &Context) {
     .iter()
     .map(|s| (s.to_string(), 0))
     .collect();
-    for m in ctx.migrations.state() {
+    for m in ctx.kind.migrations.state() {
         if let Some(s) = m.state() {
             *counts.entry(s.to_owned()).or_default() += 1;
         }
@@ -129,62 +113,51 @@ fn count_states(ctx: &Context) {
     // Label values without spaces ("MigrationInProgress"): PromQL and most dashboards handle them better; the
     // human text stays in status.
     for (s, n) in counts {
-        ctx.gauges
+        ctx.kind
+            .gauges
             .by_state
             .get_or_create(&vec![("state".to_owned(), s.replace(' ', ""))])
             .set(n);
     }
 }
 
-impl Controller for DatabaseMigrationController {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Kind for DatabaseMigrationController {
+    const NAME: &'static str = NAME;
 
-    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let client = ctx.client.clone();
-            let controller =
-                crate::controllers::runtime::lean_controller(Api::<DatabaseMigration>::all(client.clone()));
-            let store = controller.store();
-            let by_db = store.clone();
-            let by_network = store.clone();
-            let controller = controller
-                .watches(
-                    Api::<AppDatabase>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |db| {
-                        let ns = db.namespace();
-                        crate::controllers::runtime::related_in(&by_db, ns, |m| m.spec.database == db.name_any())
-                    },
-                )
-                .watches(
-                    Api::<PrivateNetwork>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |n| {
-                        let ns = n.namespace();
-                        crate::controllers::runtime::related_in(&by_network, ns, |m| {
-                            m.spec.target_network == n.name_any()
-                        })
-                    },
-                )
-                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
-            let context = Arc::new(Context {
-                client: client.clone(),
-                config: self.config.clone(),
-                recorder: crate::controllers::runtime::recorder(client),
-                metrics: ctx.metrics.clone(),
-                migrations: store.clone(),
-                gauges: self.gauges.clone(),
-            });
-            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
-        })
+    async fn serve(self, ctx: ControllerContext) {
+        let client = ctx.client.clone();
+        let controller = crate::controllers::runtime::lean_controller(Api::<DatabaseMigration>::all(client.clone()));
+        let store = controller.store();
+        let by_db = store.clone();
+        let by_network = store.clone();
+        let controller = controller
+            .watches(
+                Api::<AppDatabase>::all(client.clone()),
+                watcher::Config::default(),
+                move |db| {
+                    let ns = db.namespace();
+                    crate::controllers::runtime::related_in(&by_db, ns, |m| m.spec.database == db.name_any())
+                },
+            )
+            .watches(
+                Api::<PrivateNetwork>::all(client.clone()),
+                watcher::Config::default(),
+                move |n| {
+                    let ns = n.namespace();
+                    crate::controllers::runtime::related_in(&by_network, ns, |m| m.spec.target_network == n.name_any())
+                },
+            );
+        crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
+        let kind = KindState {
+            migrations: store.clone(),
+            gauges: self.gauges.clone(),
+        };
+        crate::controllers::runtime::serve(NAME, controller, ctx, self.config.clone(), kind, reconcile).await;
     }
 }
 
 async fn reconcile(m: Arc<DatabaseMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx.metrics.measure(NAME, &*m.clone(), advance(m.clone(), &ctx)).await;
+    let result = advance(m.clone(), &ctx).await;
     count_states(&ctx);
     match result {
         // An object in the way of one the migration needs (its Job's identity): a person has to remove it; the
@@ -263,7 +236,7 @@ async fn finish_readdress(
     }
     // Sessions use the stable Service, which never changed: no interruption for them.
     status.downtime_seconds = Some(0.0);
-    ctx.gauges.downtime.observe(0.0);
+    ctx.kind.gauges.downtime.observe(0.0);
     status.phase_times.insert("Completed".into(), now.to_string());
     let msg = format!("AppDatabase {} now lives on {}", m.spec.database, m.spec.target_network);
     complete(ctx, m, status, msg).await
@@ -466,7 +439,7 @@ async fn delete_source(ctx: &Context, m: &DatabaseMigration, source: &str) -> Re
         match vpns.delete(&vpn.name_any(), &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::DeleteSource(e)),
+            Err(e) => return Err(deleting_the_source(e)),
         }
     }
     match Api::<PrivateNetwork>::namespaced(ctx.client.clone(), &ns)
@@ -475,7 +448,7 @@ async fn delete_source(ctx: &Context, m: &DatabaseMigration, source: &str) -> Re
     {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(Error::DeleteSource(e)),
+        Err(e) => return Err(deleting_the_source(e)),
     }
     crate::controllers::runtime::publish(
         &ctx.recorder,
@@ -622,7 +595,7 @@ async fn complete_copy(
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     status.downtime_seconds = Some(downtime);
-    ctx.gauges.downtime.observe(downtime);
+    ctx.kind.gauges.downtime.observe(downtime);
     status.phase_times.insert("Completed".into(), now.to_string());
     let msg = format!(
         "AppDatabase {} now runs on {} (writes were refused for {downtime:.3}s)",
@@ -807,12 +780,6 @@ async fn write(
         .await;
     }
     Ok(())
-}
-
-impl crate::controllers::runtime::WithMetrics for Context {
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub(super) fn databases_on(ctx: &Context, network: &PrivateNetwork) -> Vec<Strin
     let ns = network.namespace().unwrap_or_default();
     let name = network.name_any();
     let mut found: Vec<String> = ctx
+        .kind
         .databases
         .state()
         .iter()

@@ -8,16 +8,13 @@ pub mod validate;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
-
-use crate::controllers::events::{EventType, Recorder};
+use crate::controllers::events::EventType;
 use k8s_openapi::{api::networking::v1::NetworkPolicy, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
         controller::Action,
-        finalizer::{Event as Finalizer, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -33,62 +30,50 @@ use crate::{
     api::{AppDatabase, NetworkAllocation, PrivateNetwork, conditions::reason},
     config::OperatorConfig,
     controllers::apply::{apply_if_changed, apply_status},
+    controllers::runtime::{Kind, with_finalizer},
     ipam::BlockError,
-    manager::{Controller, ControllerContext},
+    manager::ControllerContext,
     metrics::Metrics,
-    names::{FINALIZER_RELEASE_RANGE, LABEL_MANAGED_BY, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE, MANAGED_BY},
+    names::{FINALIZER_RELEASE_RANGE, LABEL_NETWORK_NAME, LABEL_NETWORK_NAMESPACE},
     netpol::customer_policies,
 };
 
 const NAME: &str = "privatenetwork";
 
-/// Why a reconcile failed (and will be retried with backoff). Bad input is not an error: it is a status.
+/// Why a reconcile failed: one of the steps every kind has, or one of a network's own.
+pub type Error = crate::controllers::error::ReconcileError<NetworkError>;
+
+/// The steps only a network has: claiming and releasing its range, its isolation policies, and waiting for the
+/// databases on it to go before it goes.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum NetworkError {
     #[error("claiming a range failed: {0}")]
     Allocate(#[source] kube::Error),
     #[error("releasing the range failed: {0}")]
     Release(#[source] kube::Error),
-    /// The dereference step.
-    #[error(transparent)]
-    Dereference(#[from] crate::controllers::apply::ReadError),
     #[error("reading the isolation NetworkPolicies failed: {0}")]
     ReadPolicies(#[source] kube::Error),
     #[error("applying the isolation NetworkPolicies failed: {0}")]
     ApplyPolicies(#[source] crate::controllers::apply::PatchError),
-    #[error("writing status failed: {0}")]
-    Status(#[source] kube::Error),
     #[error("AppDatabase {0} still lives on this network; delete it or migrate it to another network first")]
     InUse(String),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-impl crate::controllers::runtime::ReconcileError for Error {
-    const CONTROLLER: &'static str = NAME;
-
+impl crate::controllers::error::KindError for NetworkError {
     fn metric_label(&self) -> &'static str {
         match self {
-            Error::Allocate(_) => "allocate",
-            Error::Release(_) => "release",
-            Error::Dereference(_) => "dereference",
-            Error::ReadPolicies(_) | Error::ApplyPolicies(_) => "apply_policies",
-            Error::Status(_) => "status",
-            Error::InUse(_) => "in_use",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.metric_label()
-                }
-                _ => "finalizer",
-            },
+            NetworkError::Allocate(_) => "allocate",
+            NetworkError::Release(_) => "release",
+            NetworkError::ReadPolicies(_) | NetworkError::ApplyPolicies(_) => "apply_policies",
+            NetworkError::InUse(_) => "in_use",
         }
     }
 
     fn retry_after(&self) -> Duration {
         Duration::from_secs(match self {
-            Error::InUse(_) => 30,
+            NetworkError::InUse(_) => 30,
             // A NetworkPolicy of someone else's holds an isolation policy's name: a person must remove it.
-            Error::ApplyPolicies(crate::controllers::apply::PatchError::NameInUse(_)) => 30,
+            NetworkError::ApplyPolicies(crate::controllers::apply::PatchError::NameInUse(_)) => 30,
             _ => 5,
         })
     }
@@ -114,107 +99,95 @@ impl PrivateNetworkController {
     }
 }
 
-struct Context {
-    client: Client,
-    config: Arc<OperatorConfig>,
+/// What only this kind's reconcile keeps: its caches and metrics.
+struct KindState {
     index: AllocationIndex,
     networks: Store<PrivateNetwork>,
     databases: Store<AppDatabase>,
-    recorder: Recorder,
-    metrics: Arc<Metrics>,
 }
 
-impl Controller for PrivateNetworkController {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+type Context = crate::controllers::runtime::Context<KindState>;
 
-    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let client = ctx.client.clone();
-            let networks_api: Api<PrivateNetwork> = Api::all(client.clone());
-            let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+impl Kind for PrivateNetworkController {
+    const NAME: &'static str = NAME;
 
-            // The store of AppDatabases answers "does a database live on this network?"; its watch also triggers.
-            let (databases, db_writer) = reflector::store();
-            let db_stream =
-                crate::controllers::runtime::lean_reflector(Api::<AppDatabase>::all(client.clone()), db_writer)
-                    .touched_objects();
-            let controller = crate::controllers::runtime::lean_controller(networks_api)
-                .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
-                // A migration starting or ending changes both networks' state.
-                .watches(
-                    Api::<crate::api::DatabaseMigration>::all(client.clone()),
-                    watcher::Config::default(),
-                    |m| {
-                        let ns = m.namespace().unwrap_or_default();
-                        let mut refs = vec![ObjectRef::new(&m.spec.target_network).within(&ns)];
-                        refs.extend(
-                            m.status
-                                .as_ref()
-                                .and_then(|s| s.source_network.as_deref())
-                                .map(|n| ObjectRef::new(n).within(&ns)),
-                        );
-                        refs
-                    },
-                )
-                .watches(
-                    Api::<NetworkAllocation>::all(client.clone()),
-                    watcher::Config::default(),
-                    |a| {
-                        let labels = a.labels();
-                        match (labels.get(LABEL_NETWORK_NAMESPACE), labels.get(LABEL_NETWORK_NAME)) {
-                            (Some(ns), Some(name)) => Some(ObjectRef::new(name).within(ns)),
-                            _ => None,
-                        }
-                    },
-                )
-                // Database changes (created on, or moved to, a network) change the network's type.
-                .watches_stream(db_stream, |db| {
-                    let ns = db.namespace().unwrap_or_default();
-                    let mut refs = vec![ObjectRef::new(&db.spec.network).within(&ns)];
-                    if let Some(current) = db.status.as_ref().and_then(|s| s.network.as_deref())
-                        && current != db.spec.network
-                    {
-                        refs.push(ObjectRef::new(current).within(&ns));
-                    }
+    async fn serve(self, ctx: ControllerContext) {
+        let client = ctx.client.clone();
+        let networks_api: Api<PrivateNetwork> = Api::all(client.clone());
+        let managed = crate::controllers::runtime::made_by_the_operator();
+
+        // The store of AppDatabases answers "does a database live on this network?"; its watch also triggers.
+        let (databases, db_writer) = reflector::store();
+        let db_stream = crate::controllers::runtime::lean_reflector(Api::<AppDatabase>::all(client.clone()), db_writer)
+            .touched_objects();
+        let controller = crate::controllers::runtime::lean_controller(networks_api)
+            .owns(Api::<NetworkPolicy>::all(client.clone()), managed)
+            // A migration starting or ending changes both networks' state.
+            .watches(
+                Api::<crate::api::DatabaseMigration>::all(client.clone()),
+                watcher::Config::default(),
+                |m| {
+                    let ns = m.namespace().unwrap_or_default();
+                    let mut refs = vec![ObjectRef::new(&m.spec.target_network).within(&ns)];
+                    refs.extend(
+                        m.status
+                            .as_ref()
+                            .and_then(|s| s.source_network.as_deref())
+                            .map(|n| ObjectRef::new(n).within(&ns)),
+                    );
                     refs
-                })
-                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            let networks = controller.store();
-
-            tokio::spawn(
-                self.index
-                    .clone()
-                    .run(client.clone(), self.pool_metrics.clone(), ctx.shutdown.clone()),
-            );
-            {
-                let (networks, databases, index, synced) = (
-                    networks.clone(),
-                    databases.clone(),
-                    self.index.clone(),
-                    ctx.synced.clone(),
-                );
-                tokio::spawn(async move {
-                    crate::controllers::runtime::wait_until_ready(&networks).await;
-                    crate::controllers::runtime::wait_until_ready(&databases).await;
-                    index.wait_until_ready().await;
-                    synced.mark_synced();
-                });
-            }
-            spawn_garbage_collection(client.clone(), self.config.clone(), ctx.shutdown.clone());
-
-            let context = Arc::new(Context {
-                client: client.clone(),
-                config: self.config.clone(),
-                index: self.index.clone(),
-                networks,
-                databases,
-                recorder: crate::controllers::runtime::recorder(client),
-                metrics: ctx.metrics.clone(),
+                },
+            )
+            .watches(
+                Api::<NetworkAllocation>::all(client.clone()),
+                watcher::Config::default(),
+                |a| {
+                    let labels = a.labels();
+                    match (labels.get(LABEL_NETWORK_NAMESPACE), labels.get(LABEL_NETWORK_NAME)) {
+                        (Some(ns), Some(name)) => Some(ObjectRef::new(name).within(ns)),
+                        _ => None,
+                    }
+                },
+            )
+            // Database changes (created on, or moved to, a network) change the network's type.
+            .watches_stream(db_stream, |db| {
+                let ns = db.namespace().unwrap_or_default();
+                let mut refs = vec![ObjectRef::new(&db.spec.network).within(&ns)];
+                if let Some(current) = db.status.as_ref().and_then(|s| s.network.as_deref())
+                    && current != db.spec.network
+                {
+                    refs.push(ObjectRef::new(current).within(&ns));
+                }
+                refs
             });
-            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
-        })
+        let networks = controller.store();
+
+        tokio::spawn(
+            self.index
+                .clone()
+                .run(client.clone(), self.pool_metrics.clone(), ctx.shutdown.clone()),
+        );
+        {
+            let (networks, databases, index, synced) = (
+                networks.clone(),
+                databases.clone(),
+                self.index.clone(),
+                ctx.synced.clone(),
+            );
+            tokio::spawn(async move {
+                crate::controllers::runtime::wait_until_ready(&networks).await;
+                crate::controllers::runtime::wait_until_ready(&databases).await;
+                index.wait_until_ready().await;
+                synced.mark_synced();
+            });
+        }
+        spawn_garbage_collection(client.clone(), self.config.clone(), ctx.shutdown.clone());
+        let kind = KindState {
+            index: self.index.clone(),
+            networks,
+            databases,
+        };
+        crate::controllers::runtime::serve(NAME, controller, ctx, self.config.clone(), kind, reconcile).await;
     }
 }
 
@@ -245,6 +218,7 @@ fn spawn_garbage_collection(
 /// Owners of the namespace's isolation policies: every live PrivateNetwork of the namespace.
 fn policy_owners(ctx: &Context, namespace: &str) -> Vec<OwnerReference> {
     let mut owners: Vec<OwnerReference> = ctx
+        .kind
         .networks
         .state()
         .iter()
@@ -294,20 +268,14 @@ fn problem_of(e: AllocationError) -> Result<Problem, kube::Error> {
 }
 
 async fn reconcile(network: Arc<PrivateNetwork>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<PrivateNetwork> = Api::namespaced(ctx.client.clone(), &network.namespace().unwrap_or_default());
-    let object = network.clone();
-    ctx.metrics
-        .measure(NAME, &*object, async {
-            finalizer(&api, FINALIZER_RELEASE_RANGE, network, |event| async {
-                match event {
-                    Finalizer::Apply(n) => steps(n, &ctx).await,
-                    Finalizer::Cleanup(n) => cleanup(n, &ctx).await,
-                }
-            })
-            .await
-            .map_err(|e| Error::Finalizer(Box::new(e)))
-        })
-        .await
+    with_finalizer(
+        &ctx.client,
+        FINALIZER_RELEASE_RANGE,
+        network,
+        |o| steps(o, &ctx),
+        |o| cleanup(o, &ctx),
+    )
+    .await
 }
 
 /// The reconcile: validate and claim the range, apply the namespace's policies, observe what the network hosts,
@@ -336,7 +304,7 @@ async fn claim_range(network: &PrivateNetwork, ctx: &Context) -> Result<Result<i
             }));
         }
     };
-    ctx.index.wait_until_ready().await;
+    ctx.kind.index.wait_until_ready().await;
     // A network that already had a range keeps it: when its lock (the NetworkAllocation) was deleted, the same range
     // is claimed again, never the next free one. Readdressing a network readdresses its databases and VPN
     // selectors; that takes a migration, not a deleted object.
@@ -346,7 +314,15 @@ async fn claim_range(network: &PrivateNetwork, ctx: &Context) -> Result<Result<i
         .and_then(|s| s.cidr.as_deref())
         .and_then(|c| crate::ipam::parse_block(c).ok());
     let wanted = chosen.or(recorded);
-    match ensure_allocation(&ctx.client, &ctx.index, network, wanted, ctx.config.release_cooldown).await {
+    match ensure_allocation(
+        &ctx.client,
+        &ctx.kind.index,
+        network,
+        wanted,
+        ctx.config.release_cooldown,
+    )
+    .await
+    {
         Ok(block) => Ok(Ok(block)),
         Err(AllocationError::Conflict { block, .. } | AllocationError::CoolingDown { block, .. })
             if chosen.is_none() =>
@@ -358,7 +334,7 @@ async fn claim_range(network: &PrivateNetwork, ctx: &Context) -> Result<Result<i
                 ),
             }))
         }
-        Err(e) => Ok(Err(problem_of(e).map_err(Error::Allocate)?)),
+        Err(e) => Ok(Err(problem_of(e).map_err(|e| Error::Own(NetworkError::Allocate(e)))?)),
     }
 }
 
@@ -370,10 +346,10 @@ async fn apply_policies(ctx: &Context, namespace: &str) -> Result<(), Error> {
         let live = policies_api
             .get_opt(&policy.name_any())
             .await
-            .map_err(Error::ReadPolicies)?;
+            .map_err(|e| Error::Own(NetworkError::ReadPolicies(e)))?;
         apply_if_changed(&policies_api, &policy, live.as_ref())
             .await
-            .map_err(Error::ApplyPolicies)?;
+            .map_err(|e| Error::Own(NetworkError::ApplyPolicies(e)))?;
     }
     Ok(())
 }
@@ -459,16 +435,10 @@ async fn cleanup(network: Arc<PrivateNetwork>, ctx: &Context) -> Result<Action, 
             "Release",
         )
         .await;
-        return Err(Error::InUse(first.clone()));
+        return Err(Error::Own(NetworkError::InUse(first.clone())));
     }
     release(&ctx.client, &network, ctx.config.release_cooldown)
         .await
-        .map_err(Error::Release)?;
+        .map_err(|e| Error::Own(NetworkError::Release(e)))?;
     Ok(Action::await_change())
-}
-
-impl crate::controllers::runtime::WithMetrics for Context {
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }

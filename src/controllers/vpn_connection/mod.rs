@@ -10,16 +10,13 @@ pub use self::status::state;
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
-
-use crate::controllers::events::Recorder;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Namespace, Pod, Secret, Service},
     policy::v1::PodDisruptionBudget,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::ListParams,
     runtime::{controller::Action, reflector::ObjectRef, watcher},
 };
@@ -38,13 +35,12 @@ use crate::{
         vpn_connection::{TunnelState, TunnelStatus},
     },
     config::OperatorConfig,
-    controllers::apply::{
-        ApplyError, ReadError, applied, apply_child, apply_if_changed, apply_status, read, reading_child,
-    },
+    controllers::apply::{ApplyError, applied, apply_child, apply_if_changed, apply_status, read, reading_child},
+    controllers::runtime::Kind,
     ipam::pinghost,
-    manager::{Controller, ControllerContext},
+    manager::ControllerContext,
     metrics::Metrics,
-    names::{LABEL_MANAGED_BY, LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, MANAGED_BY, ROLE_VPN_GATEWAY},
+    names::{LABEL_ROLE, LABEL_TUNNEL, LABEL_VPN, ROLE_VPN_GATEWAY},
     vpn::{
         model::{Connection, Tunnel},
         render::Exposure,
@@ -53,31 +49,10 @@ use crate::{
 
 const NAME: &str = "vpnconnection";
 
-/// Why a reconcile failed (retried with backoff). Bad input is a status, not an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The dereference step.
-    #[error(transparent)]
-    Dereference(#[from] ReadError),
-    /// The apply step.
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    #[error("writing status failed: {0}")]
-    Status(#[source] kube::Error),
-}
+/// Why a reconcile failed: one of the steps every kind has (a connection has none of its own).
+pub type Error = crate::controllers::error::ReconcileError<std::convert::Infallible>;
 
-impl crate::controllers::runtime::ReconcileError for Error {
-    const CONTROLLER: &'static str = NAME;
-
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Dereference(_) => "dereference",
-            Error::Apply(step) => step.metric_label(),
-            Error::Status(_) => "status",
-        }
-    }
-}
-
+/// The VpnConnection controller as the manager runs it.
 pub struct VpnConnectionController {
     config: Arc<OperatorConfig>,
     tunnels: TunnelGauge,
@@ -99,14 +74,13 @@ impl VpnConnectionController {
     }
 }
 
-struct Context {
-    client: Client,
-    config: Arc<OperatorConfig>,
-    recorder: Recorder,
-    metrics: Arc<Metrics>,
+/// What only this kind's reconcile keeps: its caches and metrics.
+struct KindState {
     connections: kube::runtime::reflector::Store<VpnConnection>,
     tunnels: TunnelGauge,
 }
+
+type Context = crate::controllers::runtime::Context<KindState>;
 
 /// Recounts the tunnel gauge from every connection's status (cheap: two entries per connection).
 fn count_tunnels(ctx: &Context) {
@@ -114,113 +88,100 @@ fn count_tunnels(ctx: &Context) {
         .into_iter()
         .map(|s| (s.as_str(), 0))
         .collect();
-    for vpn in ctx.connections.state() {
+    for vpn in ctx.kind.connections.state() {
         for t in vpn.status.iter().flat_map(|s| s.tunnels.iter()) {
             *counts.entry(t.state.as_str()).or_default() += 1;
         }
     }
     for (state, n) in counts {
-        ctx.tunnels
+        ctx.kind
+            .tunnels
             .get_or_create(&vec![("state".to_owned(), state.to_owned())])
             .set(n);
     }
 }
 
-impl Controller for VpnConnectionController {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl Kind for VpnConnectionController {
+    const NAME: &'static str = NAME;
 
-    fn run(self: Box<Self>, ctx: ControllerContext) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let client = ctx.client.clone();
-            let managed = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-            let controller = crate::controllers::runtime::lean_controller(Api::<VpnConnection>::all(client.clone()));
-            let store = controller.store();
-            let by_network = store.clone();
-            let by_secret = store.clone();
-            let by_database = store.clone();
-            let by_namespace = store.clone();
-            let controller = controller
-                .owns(Api::<Service>::all(client.clone()), managed.clone())
-                .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-                // The gateways' state reports.
-                .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-                // Gateway pods report their tunnel's state in an annotation.
-                .watches(
-                    Api::<Pod>::all(client.clone()),
-                    watcher::Config::default().labels(&format!("{LABEL_ROLE}={ROLE_VPN_GATEWAY}")),
-                    |pod| {
-                        pod.labels()
-                            .get(LABEL_VPN)
-                            .map(|vpn| ObjectRef::new(vpn).within(&pod.namespace().unwrap_or_default()))
-                    },
-                )
-                // A customer-supplied key changed.
-                .watches_stream(
-                    crate::controllers::runtime::secret_changes(client.clone()),
-                    move |secret| {
-                        let ns = secret.namespace();
-                        crate::controllers::runtime::related_in(&by_secret, ns, |v| {
-                            v.spec
-                                .tunnel_options
-                                .iter()
-                                .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
-                        })
-                    },
-                )
-                // A database arriving on (or leaving) the network changes what the gateways serve.
-                .watches(
-                    Api::<crate::api::AppDatabase>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |db| {
-                        let ns = db.namespace();
-                        let network = db
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.network.clone())
-                            .unwrap_or_else(|| db.spec.network.clone());
-                        crate::controllers::runtime::related_in(&by_database, ns, |v| v.spec.network == network)
-                    },
-                )
-                .watches(
-                    Api::<PrivateNetwork>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |network| {
-                        let ns = network.namespace();
-                        crate::controllers::runtime::related_in(&by_network, ns, |v| {
-                            v.spec.network == network.name_any()
-                        })
-                    },
-                )
-                // The platform relabelling a namespace's Pod Security level: its connections are checked again.
-                .watches(
-                    Api::<Namespace>::all(client.clone()),
-                    watcher::Config::default(),
-                    move |namespace| {
-                        crate::controllers::runtime::related_in(&by_namespace, Some(namespace.name_any()), |_| true)
-                    },
-                )
-                .with_config(kube::runtime::controller::Config::default().concurrency(self.config.concurrency));
-            crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
-            let context = Arc::new(Context {
-                client: client.clone(),
-                config: self.config.clone(),
-                recorder: crate::controllers::runtime::recorder(client),
-                metrics: ctx.metrics.clone(),
-                connections: store.clone(),
-                tunnels: self.tunnels.clone(),
-            });
-            crate::controllers::runtime::serve(controller, ctx.shutdown, reconcile, context).await;
-        })
+    async fn serve(self, ctx: ControllerContext) {
+        let client = ctx.client.clone();
+        let managed = crate::controllers::runtime::made_by_the_operator();
+        let controller = crate::controllers::runtime::lean_controller(Api::<VpnConnection>::all(client.clone()));
+        let store = controller.store();
+        let by_network = store.clone();
+        let by_secret = store.clone();
+        let by_database = store.clone();
+        let by_namespace = store.clone();
+        let controller = controller
+            .owns(Api::<Service>::all(client.clone()), managed.clone())
+            .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+            // The gateways' state reports.
+            .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+            // Gateway pods report their tunnel's state in an annotation.
+            .watches(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default().labels(&format!("{LABEL_ROLE}={ROLE_VPN_GATEWAY}")),
+                |pod| {
+                    pod.labels()
+                        .get(LABEL_VPN)
+                        .map(|vpn| ObjectRef::new(vpn).within(&pod.namespace().unwrap_or_default()))
+                },
+            )
+            // A customer-supplied key changed.
+            .watches_stream(
+                crate::controllers::runtime::secret_changes(client.clone()),
+                move |secret| {
+                    let ns = secret.namespace();
+                    crate::controllers::runtime::related_in(&by_secret, ns, |v| {
+                        v.spec
+                            .tunnel_options
+                            .iter()
+                            .any(|o| o.psk_secret_ref.as_ref().is_some_and(|r| r.name == secret.name_any()))
+                    })
+                },
+            )
+            // A database arriving on (or leaving) the network changes what the gateways serve.
+            .watches(
+                Api::<crate::api::AppDatabase>::all(client.clone()),
+                watcher::Config::default(),
+                move |db| {
+                    let ns = db.namespace();
+                    let network = db
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.network.clone())
+                        .unwrap_or_else(|| db.spec.network.clone());
+                    crate::controllers::runtime::related_in(&by_database, ns, |v| v.spec.network == network)
+                },
+            )
+            .watches(
+                Api::<PrivateNetwork>::all(client.clone()),
+                watcher::Config::default(),
+                move |network| {
+                    let ns = network.namespace();
+                    crate::controllers::runtime::related_in(&by_network, ns, |v| v.spec.network == network.name_any())
+                },
+            )
+            // The platform relabelling a namespace's Pod Security level: its connections are checked again.
+            .watches(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default(),
+                move |namespace| {
+                    crate::controllers::runtime::related_in(&by_namespace, Some(namespace.name_any()), |_| true)
+                },
+            );
+        crate::controllers::runtime::mark_synced_when_ready(store.clone(), ctx.synced.clone());
+        let kind = KindState {
+            connections: store.clone(),
+            tunnels: self.tunnels.clone(),
+        };
+        crate::controllers::runtime::serve(NAME, controller, ctx, self.config.clone(), kind, reconcile).await;
     }
 }
 
 async fn reconcile(vpn: Arc<VpnConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = ctx
-        .metrics
-        .measure(NAME, &*vpn.clone(), reconcile_live(vpn, &ctx))
-        .await;
+    let result = reconcile_live(vpn, &ctx).await;
     count_tunnels(&ctx);
     result
 }
@@ -626,12 +587,6 @@ fn first_invalid_proposal(spec: &crate::api::VpnConnectionSpec) -> Option<crate:
         }
     }
     None
-}
-
-impl crate::controllers::runtime::WithMetrics for Context {
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }
 
 #[cfg(test)]
