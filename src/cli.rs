@@ -297,7 +297,7 @@ pub struct MigrateArgs {
     /// Seconds to wait for the Service to lead to the target once it is promoted.
     #[arg(long, default_value_t = 120)]
     pub switch_timeout: u64,
-    /// Seconds replication may take to reach zero lag.
+    /// Seconds replication may take to catch up (a lag of at most 1 s).
     #[arg(long, default_value_t = 3600)]
     pub replication_timeout: u64,
     /// Only make the source writable again (refused once clients use the target).
