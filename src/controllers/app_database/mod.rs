@@ -791,7 +791,8 @@ mod tests {
         database_migration::{CopyPhase, CopyStatus, MigrationStrategy, state as mstate},
     };
 
-    fn db() -> AppDatabase {
+    /// A database as the tests of this kind's steps use it.
+    pub(super) fn db() -> AppDatabase {
         let spec: crate::api::AppDatabaseSpec = serde_json::from_value(serde_json::json!({
             "network": "prod", "engine": "MariaDB",
             "admin": {"username": "acme_admin", "passwordSecretRef": {"name": "orders-admin", "key": "password"}},

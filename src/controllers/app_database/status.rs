@@ -2,6 +2,8 @@
 
 use std::net::Ipv4Addr;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 use crate::{
     api::{
         AppDatabase, AppDatabaseStatus,
@@ -64,6 +66,8 @@ impl Servers {
     }
 }
 
+/// The status a reconcile leaves: what the phase and the DNS record show, the servers, and conditions merged with the
+/// previous ones so that `lastTransitionTime` moves only when a status does.
 pub fn build_status(
     db: &AppDatabase,
     phase: &Phase,
@@ -73,112 +77,301 @@ pub fn build_status(
     servers: Servers,
     now: jiff::Timestamp,
 ) -> AppDatabaseStatus {
-    let generation = db.metadata.generation;
+    let stamp = Stamp {
+        generation: db.metadata.generation,
+        now,
+    };
     let previous = db.status.clone().unwrap_or_default();
-    let c = |t: &str, s: ConditionStatus, r: &str, m: &str| condition(t, s, r, m, generation, now);
-    let (state, mut conditions, endpoint, network) = match phase {
-        Phase::Invalid(why) => {
-            let message = why.to_string();
-            let (reconciling, stalled) = if why.is_transient() {
-                (ConditionStatus::True, ConditionStatus::False)
-            } else {
-                (ConditionStatus::False, ConditionStatus::True)
-            };
-            (
-                state::PENDING,
-                vec![
-                    c(READY, ConditionStatus::False, why.reason(), &message),
-                    c(RECONCILING, reconciling, why.reason(), &message),
-                    c(STALLED, stalled, why.reason(), &message),
-                ],
-                previous.endpoint.clone(),
-                previous.network.clone(),
-            )
-        }
-        Phase::Creating { network } => (
-            state::CREATING,
-            vec![
-                c(
-                    READY,
-                    ConditionStatus::False,
-                    "Creating",
-                    "waiting for the database server to accept queries",
-                ),
-                c(
-                    RECONCILING,
-                    ConditionStatus::True,
-                    "Creating",
-                    "waiting for the database server to accept queries",
-                ),
-                c(STALLED, ConditionStatus::False, "Creating", ""),
-            ],
-            None,
-            Some(network.clone()),
-        ),
+    let mut shown = match phase {
+        Phase::Invalid(why) => invalid(why, &previous, stamp),
+        Phase::Creating { network } => creating(network, stamp),
         Phase::Ready {
             network,
             address,
             rotating,
             migrating,
-        } => {
-            let endpoint = Endpoint {
-                host: host.clone(),
-                address: Some(address.to_string()),
-                port: MYSQL_PORT.into(),
-            };
-            let reconciling = if *rotating {
-                c(
-                    RECONCILING,
-                    ConditionStatus::True,
-                    "RotatingPassword",
-                    "setting the admin password to the Secret's new value",
-                )
-            } else {
-                c(RECONCILING, ConditionStatus::False, reason::UP_TO_DATE, "")
-            };
-            (
-                if *migrating {
-                    state::MIGRATION_IN_PROGRESS
-                } else {
-                    state::READY_TO_USE
-                },
-                vec![
-                    c(
-                        READY,
-                        ConditionStatus::True,
-                        "ReadyToUse",
-                        &format!("{host}:{MYSQL_PORT}; VPN clients: {address}:{MYSQL_PORT}"),
-                    ),
-                    reconciling,
-                    c(STALLED, ConditionStatus::False, reason::UP_TO_DATE, ""),
-                ],
-                Some(endpoint),
-                Some(network.clone()),
-            )
-        }
+        } => ready(network, *address, &host, *rotating, *migrating, stamp),
     };
-    match dns {
-        Dns::NotRequested => {}
-        Dns::Published(name) => conditions.push(c(DNS_PUBLISHED, ConditionStatus::True, "Published", &format!("{name} published as a DNSEndpoint"))),
-        Dns::CrdMissing => conditions.push(c(
-            DNS_PUBLISHED,
-            ConditionStatus::False,
-            "ExternalDnsMissing",
-            "spec.dns.hostname is set but the ExternalDNS DNSEndpoint CRD (dnsendpoints.externaldns.k8s.io) is not installed",
-        )),
-        Dns::Waiting => conditions.push(c(DNS_PUBLISHED, ConditionStatus::False, "WaitingForAddress", "published once the database is ready")),
-        Dns::Refused(refusal) => conditions.push(c(DNS_PUBLISHED, ConditionStatus::False, refusal.reason(), &refusal.to_string())),
-    }
+    shown.conditions.extend(dns_published(dns, stamp));
     AppDatabaseStatus {
-        endpoint,
-        network,
+        endpoint: shown.endpoint,
+        network: shown.network,
         admin_password_revision: password_revision,
         server: servers.server,
         retired_server: servers.retired,
         common: CommonStatus {
-            observed_generation: generation,
-            state: Some(state.to_owned()),
-            conditions: merge_conditions(&previous.common.conditions, conditions),
+            observed_generation: db.metadata.generation,
+            state: Some(shown.state.to_owned()),
+            conditions: merge_conditions(&previous.common.conditions, shown.conditions),
         },
+    }
+}
+
+/// What every condition of one status write shares: the generation it describes and when it was written.
+#[derive(Clone, Copy)]
+struct Stamp {
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+}
+
+impl Stamp {
+    fn condition(self, type_: &str, status: ConditionStatus, reason: &str, message: &str) -> Condition {
+        condition(type_, status, reason, message, self.generation, self.now)
+    }
+}
+
+/// What a phase shows: the state text, the kstatus conditions, where the database is reached and on which network.
+struct Shown {
+    state: &'static str,
+    conditions: Vec<Condition>,
+    endpoint: Option<Endpoint>,
+    network: Option<String>,
+}
+
+/// An invalid database keeps the endpoint and network it had: the server, if any, still runs there. A transient
+/// reason (something it waits for) is `Reconciling`; one that takes a person is `Stalled`.
+fn invalid(why: &Invalid, previous: &AppDatabaseStatus, stamp: Stamp) -> Shown {
+    let message = why.to_string();
+    let transient = why.is_transient();
+    Shown {
+        state: state::PENDING,
+        conditions: vec![
+            stamp.condition(READY, ConditionStatus::False, why.reason(), &message),
+            stamp.condition(RECONCILING, transient.into(), why.reason(), &message),
+            stamp.condition(STALLED, (!transient).into(), why.reason(), &message),
+        ],
+        endpoint: previous.endpoint.clone(),
+        network: previous.network.clone(),
+    }
+}
+
+fn creating(network: &str, stamp: Stamp) -> Shown {
+    const WAITING: &str = "waiting for the database server to accept queries";
+    Shown {
+        state: state::CREATING,
+        conditions: vec![
+            stamp.condition(READY, ConditionStatus::False, "Creating", WAITING),
+            stamp.condition(RECONCILING, ConditionStatus::True, "Creating", WAITING),
+            stamp.condition(STALLED, ConditionStatus::False, "Creating", ""),
+        ],
+        endpoint: None,
+        network: Some(network.to_owned()),
+    }
+}
+
+fn ready(network: &str, address: Ipv4Addr, host: &str, rotating: bool, migrating: bool, stamp: Stamp) -> Shown {
+    let reconciling = if rotating {
+        stamp.condition(
+            RECONCILING,
+            ConditionStatus::True,
+            "RotatingPassword",
+            "setting the admin password to the Secret's new value",
+        )
+    } else {
+        stamp.condition(RECONCILING, ConditionStatus::False, reason::UP_TO_DATE, "")
+    };
+    Shown {
+        state: if migrating {
+            state::MIGRATION_IN_PROGRESS
+        } else {
+            state::READY_TO_USE
+        },
+        conditions: vec![
+            stamp.condition(
+                READY,
+                ConditionStatus::True,
+                "ReadyToUse",
+                &format!("{host}:{MYSQL_PORT}; VPN clients: {address}:{MYSQL_PORT}"),
+            ),
+            reconciling,
+            stamp.condition(STALLED, ConditionStatus::False, reason::UP_TO_DATE, ""),
+        ],
+        endpoint: Some(Endpoint {
+            host: host.to_owned(),
+            address: Some(address.to_string()),
+            port: MYSQL_PORT.into(),
+        }),
+        network: Some(network.to_owned()),
+    }
+}
+
+/// The `DnsPublished` condition, when `spec.dns` asks for a record.
+fn dns_published(dns: &Dns, stamp: Stamp) -> Option<Condition> {
+    let (status, reason, message) = match dns {
+        Dns::NotRequested => return None,
+        Dns::Published(name) => (
+            ConditionStatus::True,
+            "Published",
+            format!("{name} published as a DNSEndpoint"),
+        ),
+        Dns::CrdMissing => (
+            ConditionStatus::False,
+            "ExternalDnsMissing",
+            format!(
+                "spec.dns.hostname is set but the ExternalDNS DNSEndpoint CRD ({}) is not installed",
+                super::DNS_CRD
+            ),
+        ),
+        Dns::Waiting => (
+            ConditionStatus::False,
+            "WaitingForAddress",
+            "published once the database is ready".to_owned(),
+        ),
+        Dns::Refused(refusal) => (ConditionStatus::False, refusal.reason(), refusal.to_string()),
+    };
+    Some(stamp.condition(DNS_PUBLISHED, status, reason, &message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::find;
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).expect("time")
+    }
+
+    fn status_of(db: &AppDatabase, phase: Phase, dns: Dns, now: jiff::Timestamp) -> AppDatabaseStatus {
+        build_status(
+            db,
+            &phase,
+            "orders.acme.svc.cluster.local".into(),
+            &dns,
+            None,
+            Servers::default(),
+            now,
+        )
+    }
+
+    fn ready(migrating: bool) -> Phase {
+        Phase::Ready {
+            network: "prod".into(),
+            address: Ipv4Addr::new(10, 20, 30, 74),
+            rotating: false,
+            migrating,
+        }
+    }
+
+    fn holds(status: &AppDatabaseStatus, type_: &str) -> String {
+        find(&status.common.conditions, type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+            .status
+            .clone()
+    }
+
+    #[test]
+    fn a_waiting_database_is_reconciling_and_a_refused_one_stalled() {
+        let db = super::super::tests::db();
+        let waiting = status_of(
+            &db,
+            Phase::Invalid(Invalid::NetworkNotReady("prod".into(), "allocating".into())),
+            Dns::NotRequested,
+            at(10),
+        );
+        assert_eq!(waiting.common.state.as_deref(), Some(state::PENDING));
+        assert_eq!(
+            (
+                holds(&waiting, READY),
+                holds(&waiting, RECONCILING),
+                holds(&waiting, STALLED)
+            ),
+            ("False".into(), "True".into(), "False".into())
+        );
+        let refused = status_of(
+            &db,
+            Phase::Invalid(Invalid::SecretNotFound("orders-admin".into())),
+            Dns::NotRequested,
+            at(10),
+        );
+        assert_eq!(
+            (
+                holds(&refused, READY),
+                holds(&refused, RECONCILING),
+                holds(&refused, STALLED)
+            ),
+            ("False".into(), "False".into(), "True".into())
+        );
+        let stalled = find(&refused.common.conditions, STALLED).expect("Stalled");
+        assert_eq!(stalled.reason, "SecretNotFound");
+        assert!(stalled.message.contains("orders-admin"), "{}", stalled.message);
+    }
+
+    #[test]
+    fn an_invalid_database_keeps_the_endpoint_it_had() {
+        let mut db = super::super::tests::db();
+        db.status = Some(status_of(&db, ready(false), Dns::NotRequested, at(10)));
+        let invalid = status_of(
+            &db,
+            Phase::Invalid(Invalid::SecretNotFound("orders-admin".into())),
+            Dns::NotRequested,
+            at(20),
+        );
+        let endpoint = invalid.endpoint.expect("the endpoint it had");
+        assert_eq!(endpoint.address.as_deref(), Some("10.20.30.74"));
+        assert_eq!(invalid.network.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn a_ready_database_shows_its_endpoint_and_whether_it_migrates() {
+        let mut db = super::super::tests::db();
+        db.metadata.generation = Some(3);
+        let ready_to_use = status_of(&db, ready(false), Dns::NotRequested, at(10));
+        assert_eq!(ready_to_use.common.state.as_deref(), Some(state::READY_TO_USE));
+        assert_eq!(ready_to_use.common.observed_generation, Some(3));
+        assert_eq!(holds(&ready_to_use, READY), "True");
+        let endpoint = ready_to_use.endpoint.as_ref().expect("endpoint");
+        assert_eq!(
+            (endpoint.address.as_deref(), endpoint.port),
+            (Some("10.20.30.74"), i32::from(MYSQL_PORT))
+        );
+        assert!(
+            ready_to_use
+                .common
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        let migrating = status_of(&db, ready(true), Dns::NotRequested, at(10));
+        assert_eq!(migrating.common.state.as_deref(), Some(state::MIGRATION_IN_PROGRESS));
+        assert_eq!(holds(&migrating, READY), "True");
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_status_does() {
+        let mut db = super::super::tests::db();
+        db.status = Some(status_of(&db, ready(false), Dns::NotRequested, at(10)));
+        let again = status_of(&db, ready(true), Dns::NotRequested, at(20));
+        let ready_condition = find(&again.common.conditions, READY).expect("Ready");
+        assert_eq!(ready_condition.last_transition_time.0, at(10));
+        db.status = Some(again);
+        let creating = status_of(
+            &db,
+            Phase::Creating { network: "prod".into() },
+            Dns::NotRequested,
+            at(30),
+        );
+        let ready_condition = find(&creating.common.conditions, READY).expect("Ready");
+        assert_eq!(ready_condition.last_transition_time.0, at(30));
+        assert_eq!(creating.endpoint, None);
+    }
+
+    #[test]
+    fn the_dns_condition_is_there_only_when_a_record_is_asked_for() {
+        let db = super::super::tests::db();
+        let none = status_of(&db, ready(false), Dns::NotRequested, at(10));
+        assert!(find(&none.common.conditions, DNS_PUBLISHED).is_none());
+        let missing = status_of(&db, ready(false), Dns::CrdMissing, at(10));
+        let condition = find(&missing.common.conditions, DNS_PUBLISHED).expect("DnsPublished");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "ExternalDnsMissing")
+        );
+        assert!(condition.message.contains("dnsendpoints.externaldns.k8s.io"));
+        let published = status_of(&db, ready(false), Dns::Published("orders.acme.example".into()), at(10));
+        let condition = find(&published.common.conditions, DNS_PUBLISHED).expect("DnsPublished");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("True", "Published")
+        );
     }
 }

@@ -269,7 +269,6 @@ async fn start_or_wait(
     let ns = m.namespace().unwrap_or_default();
     let strategy = m.spec.effective_strategy();
     let copying = strategy != MigrationStrategy::Readdress;
-    // Not started: check the schedule and the preconditions.
     let scheduled = match validate_spec(m, &ctx.config.allowed_images) {
         Ok(scheduled) => scheduled,
         Err((reason, message)) => {
@@ -296,69 +295,84 @@ async fn start_or_wait(
     } else {
         scheduled
     };
-    match decide(&m.spec.database, start_at, &observed, now) {
+    let decision = decide(&m.spec.database, start_at, &observed, now);
+    let next = before_start(m, decision, source_network, &mut status, now);
+    write(
+        ctx,
+        m,
+        &mut status,
+        Outcome::running(next.state, next.reason, &next.message).warning(warning),
+    )
+    .await?;
+    Ok(Action::requeue(next.look_again_in))
+}
+
+/// What a migration that has not started shows, and when it looks again.
+#[derive(Debug, PartialEq)]
+struct NotStarted {
+    state: &'static str,
+    reason: &'static str,
+    message: String,
+    look_again_in: Duration,
+}
+
+/// The status of a migration that has not started, for `decision` (pure). Starting records the source network, the
+/// start time and, for a copy, the new server's name; it comes back soon to take the first step.
+fn before_start(
+    m: &DatabaseMigration,
+    decision: Decision,
+    source_network: Option<String>,
+    status: &mut DatabaseMigrationStatus,
+    now: jiff::Timestamp,
+) -> NotStarted {
+    let database = &m.spec.database;
+    let copying = m.spec.effective_strategy() != MigrationStrategy::Readdress;
+    match decision {
         Decision::Start if copying => {
-            let server = crate::database::copy_server_name(&m.spec.database, &m.uid().unwrap_or_default());
+            let server = crate::database::copy_server_name(database, &m.uid().unwrap_or_default());
+            let message = format!("creating the new server {server} for AppDatabase {database}");
             status.source_network = source_network;
             status.copy = Some(crate::api::database_migration::CopyStatus {
-                server: server.clone(),
+                server,
                 ..Default::default()
             });
             status.phase_times.insert("Preparing".into(), now.to_string());
-            let msg = format!("creating the new server {server} for AppDatabase {}", m.spec.database);
-            write(
-                ctx,
-                m,
-                &mut status,
-                Outcome::running(state::PREPARING, "Preparing", &msg).warning(warning),
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(2)))
+            NotStarted {
+                state: state::PREPARING,
+                reason: "Preparing",
+                message,
+                look_again_in: Duration::from_secs(2),
+            }
         }
         Decision::Start => {
             status.source_network = source_network;
             status.phase_times.insert("MigrationInProgress".into(), now.to_string());
-            let msg = format!("moving AppDatabase {} to {}", m.spec.database, m.spec.target_network);
-            write(
-                ctx,
-                m,
-                &mut status,
-                Outcome::running(state::MIGRATION_IN_PROGRESS, "MigrationInProgress", &msg).warning(warning),
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(2)))
+            NotStarted {
+                state: state::MIGRATION_IN_PROGRESS,
+                reason: "MigrationInProgress",
+                message: format!("moving AppDatabase {database} to {}", m.spec.target_network),
+                look_again_in: Duration::from_secs(2),
+            }
         }
-        Decision::WaitUntil(at) => {
-            let msg = format!("scheduled for {at} (UTC); every precondition is met");
-            write(
-                ctx,
-                m,
-                &mut status,
-                Outcome::running(state::SCHEDULED, "Scheduled", &msg).warning(warning),
-            )
-            .await?;
-            let wait = (at - now).get_seconds().clamp(1, 60) as u64;
-            Ok(Action::requeue(Duration::from_secs(wait)))
-        }
-        Decision::Blocked {
-            unmet: blocking,
-            overdue,
-        } => {
-            let first = &blocking[0];
-            let msg = blocking.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            let msg = if overdue {
-                format!("{msg} (the scheduled time has passed; the migration starts once this is fixed)")
-            } else {
-                msg
-            };
-            write(
-                ctx,
-                m,
-                &mut status,
-                Outcome::running(state::SCHEDULED, first.reason(), &msg).warning(warning),
-            )
-            .await?;
-            Ok(Action::requeue(Duration::from_secs(10)))
+        Decision::WaitUntil(at) => NotStarted {
+            state: state::SCHEDULED,
+            reason: "Scheduled",
+            message: format!("scheduled for {at} (UTC); every precondition is met"),
+            // At most a minute: the preconditions are checked again meanwhile.
+            look_again_in: Duration::from_secs((at - now).get_seconds().clamp(1, 60) as u64),
+        },
+        Decision::Blocked { unmet, overdue } => {
+            let listed = unmet.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            NotStarted {
+                state: state::SCHEDULED,
+                reason: unmet.first().map_or("Blocked", |first| first.reason()),
+                message: if overdue {
+                    format!("{listed} (the scheduled time has passed; the migration starts once this is fixed)")
+                } else {
+                    listed
+                },
+                look_again_in: Duration::from_secs(10),
+            }
         }
     }
 }
@@ -785,6 +799,7 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migration::Unmet;
 
     #[test]
     fn a_source_is_deleted_only_when_no_other_database_lives_there() {
@@ -810,5 +825,102 @@ mod tests {
         assert_eq!(still_on(&all, "prod", "orders"), ["billing", "moved-in"]);
         assert!(still_on(&all[..1], "prod", "orders").is_empty());
         assert!(still_on(&all, "old", "orders").is_empty());
+    }
+
+    fn migration(strategy: MigrationStrategy) -> DatabaseMigration {
+        let mut m = DatabaseMigration::new(
+            "to-prod-2026",
+            crate::api::DatabaseMigrationSpec {
+                database: "orders".into(),
+                target_network: "prod-2026".into(),
+                scheduled_at: None,
+                time_zone: None,
+                strategy: Some(strategy),
+                target: None,
+                delete_source_network: true,
+            },
+        );
+        m.metadata.uid = Some("0f6a1c2e-uid".into());
+        m
+    }
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).expect("time")
+    }
+
+    #[test]
+    fn starting_a_copy_names_its_server_and_records_where_it_started() {
+        let m = migration(MigrationStrategy::Replicate);
+        let mut status = DatabaseMigrationStatus::default();
+        let next = before_start(&m, Decision::Start, Some("prod".into()), &mut status, at(100));
+        assert_eq!((next.state, next.reason), (state::PREPARING, "Preparing"));
+        let server = status.copy.as_ref().expect("copy").server.clone();
+        assert_eq!(server, crate::database::copy_server_name("orders", "0f6a1c2e-uid"));
+        assert!(next.message.contains(&server), "{}", next.message);
+        assert_eq!(status.source_network.as_deref(), Some("prod"));
+        assert_eq!(status.phase_times.get("Preparing"), Some(&at(100).to_string()));
+    }
+
+    #[test]
+    fn starting_a_readdress_is_in_progress_at_once_without_a_copy() {
+        let m = migration(MigrationStrategy::Readdress);
+        let mut status = DatabaseMigrationStatus::default();
+        let next = before_start(&m, Decision::Start, Some("prod".into()), &mut status, at(100));
+        assert_eq!(next.state, state::MIGRATION_IN_PROGRESS);
+        assert_eq!(next.message, "moving AppDatabase orders to prod-2026");
+        assert_eq!(status.copy, None);
+        assert!(status.phase_times.contains_key("MigrationInProgress"));
+    }
+
+    #[test]
+    fn waiting_for_the_schedule_looks_again_within_a_minute_and_changes_nothing() {
+        let m = migration(MigrationStrategy::Readdress);
+        let mut status = DatabaseMigrationStatus::default();
+        let far = before_start(&m, Decision::WaitUntil(at(10_000)), None, &mut status, at(100));
+        assert_eq!((far.state, far.reason), (state::SCHEDULED, "Scheduled"));
+        assert_eq!(far.look_again_in, Duration::from_secs(60));
+        let near = before_start(&m, Decision::WaitUntil(at(103)), None, &mut status, at(100));
+        assert_eq!(near.look_again_in, Duration::from_secs(3));
+        let past = before_start(&m, Decision::WaitUntil(at(90)), None, &mut status, at(100));
+        assert_eq!(past.look_again_in, Duration::from_secs(1));
+        assert_eq!(status, DatabaseMigrationStatus::default());
+    }
+
+    #[test]
+    fn a_blocked_start_names_every_unmet_precondition_and_the_first_as_reason() {
+        let m = migration(MigrationStrategy::Readdress);
+        let mut status = DatabaseMigrationStatus::default();
+        let unmet = vec![
+            Unmet::DatabaseNotReady("orders".into()),
+            Unmet::TargetNotFound("prod-2026".into()),
+        ];
+        let on_time = before_start(
+            &m,
+            Decision::Blocked {
+                unmet: unmet.clone(),
+                overdue: false,
+            },
+            None,
+            &mut status,
+            at(100),
+        );
+        assert_eq!((on_time.state, on_time.reason), (state::SCHEDULED, "DatabaseNotReady"));
+        for each in &unmet {
+            assert!(on_time.message.contains(&each.to_string()), "{}", on_time.message);
+        }
+        assert!(!on_time.message.contains("has passed"));
+        let overdue = before_start(
+            &m,
+            Decision::Blocked { unmet, overdue: true },
+            None,
+            &mut status,
+            at(100),
+        );
+        assert!(
+            overdue.message.contains("the scheduled time has passed"),
+            "{}",
+            overdue.message
+        );
+        assert_eq!(status, DatabaseMigrationStatus::default());
     }
 }
