@@ -1,12 +1,17 @@
-//! DatabaseMigration dereference: what the start of a migration depends on, read in one place.
+//! DatabaseMigration dereference: what the start of a migration depends on, and what a copy under way reports, each
+//! read in one place.
 
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{ConfigMap, Pod},
+};
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::Context;
+use super::{Context, copy};
 use crate::{
     api::{AppDatabase, DatabaseMigration, PrivateNetwork, VpnConnection},
     controllers::apply::{ReadError, read},
-    migration::Observed,
+    migration::{Observed, report::PhaseReport},
 };
 
 /// Dereference for the start: the database and where it lives now, the target network, the database's other
@@ -65,4 +70,38 @@ pub(super) async fn observe_preconditions(
         }),
     };
     Ok((observed, source_network))
+}
+
+/// A copy's migration Job and the phases its pods reported.
+pub(super) struct CopyJob {
+    pub job: Job,
+    pub reports: Vec<PhaseReport>,
+}
+
+/// Dereference for a copy under way: the migration Job, if it has been created, and what its pods reported through
+/// the migration's report ConfigMap (the newest reporting pod wins).
+pub(super) async fn observe_copy_job(
+    m: &DatabaseMigration,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Option<CopyJob>, ReadError> {
+    let Some(job) = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&copy::job_name(m, false))
+        .await
+        .map_err(read("the migration Job"))?
+    else {
+        return Ok(None);
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{}={}", copy::LABEL_MIGRATION, m.name_any())))
+        .await
+        .map_err(read("the migration Job's pods"))?;
+    let reports = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&copy::report_configmap_name(m))
+        .await
+        .map_err(read("the migration's report ConfigMap"))?;
+    Ok(Some(CopyJob {
+        job,
+        reports: copy::reports_from(&pods.items, reports.as_ref()),
+    }))
 }

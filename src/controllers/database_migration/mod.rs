@@ -34,7 +34,10 @@ pub mod copy;
 mod dereference;
 mod status;
 
-use self::{dereference::observe_preconditions, status::Outcome};
+use self::{
+    dereference::{CopyJob, observe_copy_job, observe_preconditions},
+    status::Outcome,
+};
 
 use crate::database::{ServerPlan, copy_server_plan};
 
@@ -677,7 +680,6 @@ async fn copy_progress(
     mut status: DatabaseMigrationStatus,
     now: jiff::Timestamp,
 ) -> Result<Action, Error> {
-    use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
     let ns = m.namespace().unwrap_or_default();
     let Some(copy) = status.copy.clone() else {
         let msg = "the migration lost track of its new server (status.copy is missing)";
@@ -706,24 +708,10 @@ async fn copy_progress(
         return Ok(Action::await_change());
     };
     let current_state = m.state().unwrap_or(state::PREPARING).to_owned();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let job_name = copy::job_name(&m, false);
-    let Some(job) = jobs
-        .get_opt(&job_name)
-        .await
-        .map_err(reading_child("the migration Job"))?
-    else {
+    let Some(CopyJob { job, reports }) = observe_copy_job(&m, ctx, &ns).await? else {
         return start_copy(&m, ctx, &db, &copy, status).await;
     };
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default().labels(&format!("{}={}", copy::LABEL_MIGRATION, m.name_any())))
-        .await
-        .map_err(reading_child("the migration Job's pods"))?;
-    let reports = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&copy::report_configmap_name(&m))
-        .await
-        .map_err(reading_child("the migration's report ConfigMap"))?;
-    let folded = copy::fold(&copy.server, &copy::reports_from(&pods.items, reports.as_ref()));
+    let folded = copy::fold(&copy.server, &reports);
     status.copy = Some(folded.copy.clone());
     status.phase_times.extend(folded.phase_times.clone());
     if let Some(reason) = &folded.rolled_back {
@@ -747,24 +735,33 @@ async fn copy_progress(
     if copy::failed(&job) {
         return roll_back(&m, ctx, &db, &copy, status, &current_state).await;
     }
-    let phase = folded.copy.phase.map_or("starting", CopyPhase::as_str);
-    let (new_state, why) = if folded.fenced {
-        (state::MIGRATION_IN_PROGRESS, "MigrationInProgress")
-    } else {
-        (state::PREPARING, "Copying")
-    };
-    if folded.fenced && !status.phase_times.contains_key("MigrationInProgress") {
-        status.phase_times.insert("MigrationInProgress".into(), now.to_string());
+    if folded.fenced {
+        status
+            .phase_times
+            .entry("MigrationInProgress".into())
+            .or_insert_with(|| now.to_string());
     }
-    let mut msg = format!("copying to {}: phase {phase}", copy.server);
-    if let Some(rows) = folded.copy.rows {
-        msg.push_str(&format!(", {rows} rows copied"));
-    }
-    if let Some(lag) = folded.copy.lag_seconds {
-        msg.push_str(&format!(", replication lag {lag}s"));
-    }
+    let (new_state, why, msg) = copying(&folded);
     write(ctx, &m, &mut status, Outcome::running(new_state, why, &msg)).await?;
     Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+/// What a copy under way shows (pure): "Preparing" while the source still takes writes, "Migration In Progress"
+/// once the engine has fenced it, with the last phase, rows copied and replication lag.
+fn copying(folded: &copy::Folded) -> (&'static str, &'static str, String) {
+    let phase = folded.copy.phase.map_or("starting", CopyPhase::as_str);
+    let mut message = format!("copying to {}: phase {phase}", folded.copy.server);
+    if let Some(rows) = folded.copy.rows {
+        message.push_str(&format!(", {rows} rows copied"));
+    }
+    if let Some(lag) = folded.copy.lag_seconds {
+        message.push_str(&format!(", replication lag {lag}s"));
+    }
+    if folded.fenced {
+        (state::MIGRATION_IN_PROGRESS, "MigrationInProgress", message)
+    } else {
+        (state::PREPARING, "Copying", message)
+    }
 }
 
 /// Writes the status with `outcome` (server-side apply, only when it changed) and publishes the Event a new state
@@ -922,5 +919,39 @@ mod tests {
             overdue.message
         );
         assert_eq!(status, DatabaseMigrationStatus::default());
+    }
+
+    #[test]
+    fn a_copy_is_preparing_until_the_source_is_fenced_and_says_how_far_it_got() {
+        let mut folded = copy::Folded {
+            copy: crate::api::database_migration::CopyStatus {
+                server: "orders-4f1a2b".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            copying(&folded),
+            (
+                state::PREPARING,
+                "Copying",
+                "copying to orders-4f1a2b: phase starting".into()
+            )
+        );
+        folded.copy.phase = Some(CopyPhase::Snapshot);
+        folded.copy.rows = Some(1200);
+        folded.copy.lag_seconds = Some(3);
+        let (preparing, _, message) = copying(&folded);
+        assert_eq!(preparing, state::PREPARING);
+        assert_eq!(
+            message,
+            format!(
+                "copying to orders-4f1a2b: phase {}, 1200 rows copied, replication lag 3s",
+                CopyPhase::Snapshot.as_str()
+            )
+        );
+        folded.fenced = true;
+        let (fenced, reason, _) = copying(&folded);
+        assert_eq!((fenced, reason), (state::MIGRATION_IN_PROGRESS, "MigrationInProgress"));
     }
 }
