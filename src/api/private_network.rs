@@ -82,7 +82,13 @@ pub struct PrivateNetworkStatus {
 }
 
 impl PrivateNetwork {
-    /// The network's range, once it is Ready with one (as its status says; parse it with `ipam::parse_block`).
+    /// The network's /26, once it is Ready with one. A range its status records but that is not a valid /26 (written
+    /// by hand, say) counts as none: nothing is built on it.
+    pub fn ready_block(&self) -> Option<ipnet::Ipv4Net> {
+        crate::ipam::parse_block(self.ready_cidr()?).ok()
+    }
+
+    /// The network's range as its status writes it, once it is Ready with one.
     pub fn ready_cidr(&self) -> Option<&str> {
         let status = self.status.as_ref()?;
         crate::api::conditions::is_true(&status.common.conditions, crate::api::conditions::READY)
@@ -116,11 +122,18 @@ mod tests {
             network(serde_json::json!({"cidr": "10.20.30.64/26", "conditions": conditions}))
         };
         assert_eq!(with(vec![ready("True")]).ready_cidr(), Some("10.20.30.64/26"));
+        assert_eq!(
+            with(vec![ready("True")]).ready_block(),
+            Some("10.20.30.64/26".parse().unwrap())
+        );
+        assert_eq!(with(vec![ready("False")]).ready_block(), None);
         assert_eq!(with(vec![ready("False")]).ready_cidr(), None);
         assert_eq!(with(vec![]).ready_cidr(), None);
         assert_eq!(
             network(serde_json::json!({"conditions": [ready("True")]})).ready_cidr(),
             None
         );
+        let hand_written = network(serde_json::json!({"cidr": "10.20.30.70/26", "conditions": [ready("True")]}));
+        assert_eq!(hand_written.ready_block(), None, "not aligned: nothing is built on it");
     }
 }

@@ -7,7 +7,6 @@ use k8s_openapi::api::core::v1::Secret;
 
 use crate::{
     api::{AppDatabase, PrivateNetwork, conditions},
-    ipam::parse_block,
     mysql::password::{PasswordError, validate_admin_password},
 };
 
@@ -85,9 +84,9 @@ pub fn validate_on(
     let network_name = network_name.to_owned();
     let network = network.ok_or_else(|| Invalid::NetworkNotFound(network_name.clone()))?;
     let status = network.status.as_ref();
-    let block = match network.ready_cidr().map(parse_block) {
-        Some(Ok(block)) => block,
-        _ => {
+    let block = match network.ready_block() {
+        Some(block) => block,
+        None => {
             let why = status
                 .and_then(|s| conditions::find(&s.common.conditions, conditions::READY))
                 .map(|c| c.message.clone())

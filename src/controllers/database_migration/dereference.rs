@@ -46,7 +46,7 @@ pub(super) async fn observe_preconditions(
             (ready, source_network.clone().unwrap_or_default())
         }),
         target_network: m.spec.target_network.clone(),
-        target: target.as_ref().map(|t| t.ready_cidr().is_some()),
+        target: target.as_ref().map(|t| t.ready_block().is_some()),
         others_in_flight: migrations
             .items
             .iter()

@@ -15,7 +15,6 @@ use super::{
 use crate::{
     api::{PrivateNetwork, VpnConnection},
     controllers::apply::{create_once, get_owned, read},
-    ipam::parse_block,
     vpn::{
         model::Psk,
         psk::generate_psk,
@@ -49,9 +48,9 @@ pub(super) async fn validate_customer_side(
             "NetworkNotFound",
             format!("PrivateNetwork {} does not exist in this namespace", vpn.spec.network),
         )),
-        Some(n) => match n.ready_cidr().map(parse_block) {
-            Some(Ok(b)) => Ok(b),
-            _ => Err(Problem::waiting(
+        Some(n) => match n.ready_block() {
+            Some(b) => Ok(b),
+            None => Err(Problem::waiting(
                 "NetworkNotReady",
                 format!("PrivateNetwork {} has no range yet", vpn.spec.network),
             )),
