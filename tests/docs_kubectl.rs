@@ -329,8 +329,11 @@ async fn bring_the_customer_up(c: &Cluster) {
     c.server.read_logs_with(std::sync::Arc::new(|_, pod, _| {
         Ok(format!("{{\"level\":\"INFO\",\"pod\":\"{pod}\"}}\n"))
     }));
+    // A readiness bound, not a measurement: on two loaded cores the kubectl calls of one round take seconds. What
+    // was last seen is printed as it changes, so a timeout says which object never came up.
+    let last_seen = std::sync::Mutex::new(String::new());
     support::eventually(
-        60,
+        180,
         "the customer's objects, as a cluster would bring them up",
         || async {
             kubelet.play_once().await.ok()?;
@@ -360,6 +363,15 @@ async fn bring_the_customer_up(c: &Cluster) {
                 ])
                 .await;
             let state = support::get(c, "adb/orders", "{.status.state}").await;
+            let seen = format!(
+                "database state {state:?}, VPN configSecret {:?}",
+                String::from_utf8_lossy(&config.stdout)
+            );
+            let mut last = last_seen.lock().unwrap();
+            if *last != seen {
+                println!("customer objects: {seen}");
+                *last = seen;
+            }
             (!String::from_utf8_lossy(&config.stdout).is_empty() && state == "Ready To Use").then_some(())
         },
     )

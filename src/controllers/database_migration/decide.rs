@@ -299,4 +299,28 @@ mod tests {
         let (fenced, reason, _) = copying(&folded);
         assert_eq!((fenced, reason), (state::MIGRATION_IN_PROGRESS, "MigrationInProgress"));
     }
+
+    #[test]
+    fn the_spec_is_refused_for_a_bad_schedule_or_an_image_from_elsewhere() {
+        let allowed = vec!["registry.example/mysql".to_owned()];
+        let mut m = migration(MigrationStrategy::Replicate);
+        assert_eq!(validate_spec(&m, &allowed), Ok(None));
+        m.spec.scheduled_at = Some("2026-12-24T02:00:00Z".into());
+        let scheduled = validate_spec(&m, &allowed).expect("a valid schedule");
+        assert_eq!(scheduled.map(|s| s.at), Some("2026-12-24T02:00:00Z".parse().unwrap()));
+        m.spec.scheduled_at = Some("next tuesday".into());
+        let (reason, message) = validate_spec(&m, &allowed).expect_err("unparsable");
+        assert_eq!(reason, "InvalidSchedule");
+        assert!(message.contains("next tuesday"), "{message}");
+        m.spec.scheduled_at = None;
+        m.spec.target = Some(crate::api::database_migration::MigrationTarget {
+            image: Some("docker.io/someone/mysql:9.7".into()),
+            ..Default::default()
+        });
+        let (reason, message) = validate_spec(&m, &allowed).expect_err("not allowed");
+        assert_eq!(reason, "ImageNotAllowed");
+        assert!(message.starts_with("target.image: "), "{message}");
+        m.spec.target.as_mut().unwrap().image = Some("registry.example/mysql:9.7".into());
+        assert_eq!(validate_spec(&m, &allowed), Ok(None));
+    }
 }
