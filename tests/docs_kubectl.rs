@@ -363,8 +363,19 @@ async fn bring_the_customer_up(c: &Cluster) {
                 ])
                 .await;
             let state = support::get(c, "adb/orders", "{.status.state}").await;
+            let vpn_ready = support::try_get(
+                c,
+                "vpn/seattle",
+                r#"{.status.conditions[?(@.type=="Ready")].reason}: {.status.conditions[?(@.type=="Ready")].message}"#,
+            )
+            .await
+            .unwrap_or_else(|| "not created".into());
+            // The example's migration is scheduled far ahead: applying the example must not move the database.
+            let migration = support::try_get(c, "dbmig/orders-to-prod-2026", "{.status.state}")
+                .await
+                .unwrap_or_else(|| "not created".into());
             let seen = format!(
-                "database state {state:?}, VPN configSecret {:?}",
+                "database state {state:?}, VPN configSecret {:?}, VPN Ready {vpn_ready:?}, migration {migration:?}",
                 String::from_utf8_lossy(&config.stdout)
             );
             let mut last = last_seen.lock().unwrap();
@@ -372,7 +383,8 @@ async fn bring_the_customer_up(c: &Cluster) {
                 println!("customer objects: {seen}");
                 *last = seen;
             }
-            (!String::from_utf8_lossy(&config.stdout).is_empty() && state == "Ready To Use").then_some(())
+            (!String::from_utf8_lossy(&config.stdout).is_empty() && state == "Ready To Use" && migration == "Scheduled")
+                .then_some(())
         },
     )
     .await;
