@@ -329,11 +329,10 @@ async fn bring_the_customer_up(c: &Cluster) {
     c.server.read_logs_with(std::sync::Arc::new(|_, pod, _| {
         Ok(format!("{{\"level\":\"INFO\",\"pod\":\"{pod}\"}}\n"))
     }));
-    // A readiness bound, not a measurement: on two loaded cores the kubectl calls of one round take seconds. What
-    // was last seen is printed as it changes, so a timeout says which object never came up.
+    // What was last seen is printed as it changes, so a timeout says which object never came up.
     let last_seen = std::sync::Mutex::new(String::new());
     support::eventually(
-        180,
+        60,
         "the customer's objects, as a cluster would bring them up",
         || async {
             kubelet.play_once().await.ok()?;
